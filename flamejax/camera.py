@@ -1,0 +1,99 @@
+"""Pinhole camera with a 6-DoF pose and a field of view.
+
+Conventions (documented once, used everywhere):
+
+* World space is FLAME's head space: +x towards the subject's left, +y up, +z out of the face, metres.
+* ``camera.rotation`` (axis-angle) and ``camera.translation`` map world to camera space:
+  ``p_cam = R @ p_world + t``. Camera space is OpenGL-like: the camera looks down **-z**, +y is up.
+  With ``R = I`` and ``t = (0, 0, -1)`` the camera sits 1 m in front of the face on the +z axis, looking at it.
+* Pixels: ``u`` grows to the right, ``v`` grows downwards, the image spans ``[0, W] x [0, H]`` and the centre of
+  pixel ``(row i, column j)`` is ``(j + 0.5, i + 0.5)``. The principal point is the image centre.
+* NDC: ``2 * pixel / size - 1``, so ``(-1, -1)`` is the top-left corner and ``(1, 1)`` the bottom-right.
+* Head pose angles (:func:`yaw_pitch_roll`) decompose ``R`` as ``Ry(yaw) Rx(pitch) Rz(roll)``; a positive yaw
+  turns the face towards the image's right... of the subject's own left (FLAME +x), positive pitch tilts the
+  chin down, towards the camera's -y.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from flamejax import rotation
+from flamejax._typing import Array, Float
+
+DEFAULT_FOV_DEG = 20.0
+DEFAULT_DISTANCE = 1.0
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Camera:
+    """Pose and intrinsics of one pinhole camera (vmap for a batch)."""
+
+    rotation: Float[Array, "3"]
+    """Axis-angle rotation, world (FLAME head space) to camera space."""
+    translation: Float[Array, "3"]
+    """Translation in camera space, metres: ``p_cam = R p_world + t``."""
+    fov_deg: Float[Array, ""]
+    """Horizontal (= vertical, square pixels and image) field of view, degrees."""
+
+    @staticmethod
+    def default(fov_deg: float = DEFAULT_FOV_DEG, distance: float = DEFAULT_DISTANCE, dtype=jnp.float32) -> "Camera":
+        return Camera(
+            rotation=jnp.zeros(3, dtype),
+            translation=jnp.array([0.0, 0.0, -distance], dtype),
+            fov_deg=jnp.asarray(fov_deg, dtype),
+        )
+
+    def rotation_matrix(self) -> Float[Array, "3 3"]:
+        return rotation.axis_angle_to_matrix(self.rotation)
+
+
+def focal_length(fov_deg: Float[Array, ""], image_size: int) -> Float[Array, ""]:
+    """Focal length in pixels for an image ``image_size`` pixels wide."""
+    return 0.5 * image_size / jnp.tan(jnp.deg2rad(fov_deg) / 2.0)
+
+
+def intrinsics(camera: Camera, image_size: int) -> Float[Array, "3 3"]:
+    """OpenCV-style K (v downwards) for the convention of this module, at ``image_size``² pixels."""
+    f = focal_length(camera.fov_deg, image_size)
+    c = image_size / 2.0
+    zero, one = jnp.zeros_like(f), jnp.ones_like(f)
+    return jnp.stack([jnp.stack([f, zero, c + zero]), jnp.stack([zero, f, c + zero]), jnp.stack([zero, zero, one])])
+
+
+def world_to_camera(camera: Camera, points: Float[Array, "n 3"]) -> Float[Array, "n 3"]:
+    return jnp.einsum("ij,nj->ni", camera.rotation_matrix(), points, precision=jax.lax.Precision.HIGHEST) + camera.translation
+
+
+def project(camera: Camera, points: Float[Array, "n 3"], image_size: int) -> tuple[Float[Array, "n 2"], Float[Array, "n"]]:
+    """World points to pixel coordinates and positive depth (distance along the viewing axis)."""
+    p = world_to_camera(camera, points)
+    depth = -p[:, 2]
+    safe_depth = jnp.where(jnp.abs(depth) < 1e-6, 1e-6, depth)
+    f = focal_length(camera.fov_deg, image_size)
+    u = image_size / 2.0 + f * p[:, 0] / safe_depth
+    v = image_size / 2.0 - f * p[:, 1] / safe_depth
+    return jnp.stack([u, v], axis=-1), depth
+
+
+def pixels_to_ndc(pixels: Float[Array, "... 2"], image_size: int) -> Float[Array, "... 2"]:
+    return pixels * (2.0 / image_size) - 1.0
+
+
+def ndc_to_pixels(ndc: Float[Array, "... 2"], image_size: int) -> Float[Array, "... 2"]:
+    return (ndc + 1.0) * (image_size / 2.0)
+
+
+def project_ndc(camera: Camera, points: Float[Array, "n 3"]) -> Float[Array, "n 2"]:
+    """World points to NDC (resolution-independent: NDC = 2 * pixel / size - 1 for any size)."""
+    pixels, _ = project(camera, points, 2)
+    return pixels_to_ndc(pixels, 2)
+
+
+def yaw_pitch_roll(camera: Camera) -> Float[Array, "3"]:
+    """Head pose relative to the camera in degrees: R = Ry(yaw) Rx(pitch) Rz(roll) (see module docstring)."""
+    return jnp.rad2deg(rotation.matrix_to_euler(camera.rotation_matrix()))

@@ -1,0 +1,31 @@
+"""Shared fixtures. Assets come from FLAMEJAX_WEIGHTS, else ../shared/flame beside the checkout."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+os.environ.setdefault("FLAMEJAX_WEIGHTS", str(SHARED / "flame"))
+
+
+def shared_flame_dir() -> Path:
+    return Path(os.environ["FLAMEJAX_WEIGHTS"].split(os.pathsep)[0])
+
+
+requires_flame = pytest.mark.skipif(
+    not (shared_flame_dir() / "flame_test_model.pkl").is_file() and not (shared_flame_dir() / "generic_model.pkl").is_file(),
+    reason="no FLAME model: set FLAMEJAX_WEIGHTS or put ../shared beside the checkout",
+)
+
+
+@pytest.fixture(scope="session")
+def flame_model():
+    """The test model with 20 identity and 10 expression components (small, fast to compile)."""
+    from flamejax.flame import load_flame
+
+    if not any((shared_flame_dir() / n).is_file() for n in ("flame_test_model.pkl", "generic_model.pkl")):
+        pytest.skip("no FLAME model available")
+    return load_flame(n_shape=20, n_expression=10)
