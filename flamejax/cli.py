@@ -1,0 +1,122 @@
+"""``flamejax`` command line: fit photographs, convert network checkpoints."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger("flamejax")
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--flame", type=Path, default=None,
+                   help="FLAME pickle (default: found in $FLAMEJAX_WEIGHTS, ./weights or ../shared/flame)")
+    p.add_argument("--n-shape", type=int, default=100, help="identity components to fit (<= 300)")
+    p.add_argument("--n-exp", type=int, default=50, help="expression components to fit (<= 100)")
+
+
+def _add_fit_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    p.add_argument("--batch-size", type=int, default=16, help="images fitted together (fixed, padded)")
+    p.add_argument("--mode", choices=("landmark",), default="landmark", help="fitting mode")
+    p.add_argument("--fov", type=float, default=20.0, help="camera field of view in degrees")
+    p.add_argument("--optimise-fov", action="store_true", help="also fit the field of view (10-50 degrees)")
+    p.add_argument("--rigid-steps", type=int, default=None, help="stage 1 steps (default: reference 1500)")
+    p.add_argument("--landmark-steps", type=int, default=None, help="stage 2 steps (default: reference 200)")
+    p.add_argument("--face-index", type=int, default=None, help="which face when several (default: largest)")
+    p.add_argument("--mesh", default="obj,glb", help="mesh formats to write: any of obj,ply,glb, or none")
+    p.add_argument("--no-overlay", action="store_true", help="skip the overlay pictures")
+    _add_model_args(p)
+
+
+def fit_config_from_args(args):
+    from flamejax.fit import FitConfig, quick_config
+
+    config = FitConfig()
+    if args.rigid_steps is not None or args.landmark_steps is not None:
+        config = quick_config(args.rigid_steps or config.rigid.steps, args.landmark_steps or config.landmark.steps)
+    rigid = dataclasses.replace(config.rigid, optimise_fov=args.optimise_fov)
+    return config.replace(fov_deg=args.fov, rigid=rigid)
+
+
+def cmd_fit(args) -> int:
+    from tqdm import tqdm
+
+    from flamejax.flame import load_flame
+    from flamejax.perception import PerceptionError, PreprocessConfig, load_image, preprocess
+    from flamejax.pipeline import fit_preprocessed, summary_line, write_outputs
+
+    model = load_flame(args.flame, n_shape=args.n_shape, n_expression=args.n_exp)
+    uv_layout = _uv_layout()
+    config = fit_config_from_args(args)
+    pre_config = PreprocessConfig(face_index=args.face_index)
+    formats = tuple(f for f in args.mesh.split(",") if f and f != "none")
+    items, originals, names, failures = [], [], [], 0
+    for path in tqdm(args.images, desc="preprocess", unit="img", disable=len(args.images) < 2):
+        try:
+            original = load_image(path)
+            items.append(preprocess(original, pre_config))
+            originals.append(original)
+            names.append(str(path))
+        except (PerceptionError, OSError) as err:
+            failures += 1
+            print(f"{path}: FAILED ({err})", file=sys.stderr)
+    if not items:
+        return 1
+    t0 = time.perf_counter()
+    fits = fit_preprocessed(model, items, config, min(args.batch_size, len(items)), names)
+    fit_seconds = time.perf_counter() - t0
+    for fit, item, original in tqdm(list(zip(fits, items, originals)), desc="write", unit="img",
+                                    disable=len(items) < 2):
+        if fit.ok:
+            write_outputs(args.output, fit, item, model, uv_layout, formats, overlay=not args.no_overlay,
+                          original=original)
+        else:
+            failures += 1
+        print(summary_line(fit))
+    print(f"fitted {sum(f.ok for f in fits)}/{len(args.images)} images in {fit_seconds:.2f} s "
+          f"(compilation included) -> {args.output}")
+    return 0 if failures == 0 else 2
+
+
+def _uv_layout():
+    from flamejax.files import find_file
+
+    path = find_file("uv_template", required=False)
+    if path is None:
+        log.info("no UV template found: meshes are written without texture coordinates")
+        return None
+    from flamejax.render import load_uv_layout
+
+    return load_uv_layout(path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flamejax", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    fit = sub.add_parser("fit", help="fit FLAME to photographs")
+    fit.add_argument("images", nargs="+", type=Path)
+    _add_fit_args(fit)
+    fit.set_defaults(func=cmd_fit)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    from flamejax.files import CorruptFileError, MissingFileError
+
+    try:
+        return args.func(args)
+    except (MissingFileError, CorruptFileError) as err:
+        print(f"flamejax: {err}", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

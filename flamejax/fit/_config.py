@@ -1,0 +1,107 @@
+"""Fitting configuration: frozen, hashable dataclasses (static arguments of the jit-compiled fits).
+
+Defaults are the reference pipeline's numbers (flame-head-tracker, see REFERENCE.md §4–§5) unless marked
+as a flamejax addition.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupSchedule:
+    """Adam learning rate of one parameter group: ``lr`` until ``drop_step``, then ``lr_after``."""
+
+    lr: float
+    lr_after: float | None = None
+    drop_step: int | None = None
+
+    def schedule(self):
+        import optax
+
+        if self.lr_after is None or self.drop_step is None:
+            return optax.constant_schedule(self.lr)
+        return optax.piecewise_constant_schedule(self.lr, {self.drop_step: self.lr_after / self.lr})
+
+
+@dataclasses.dataclass(frozen=True)
+class InitConfig:
+    """Weights-free linear initialisation (a flamejax addition): pose by PnP, then ridge regression on
+    identity and expression given the pose, alternated ``iterations`` times."""
+
+    iterations: int = 3
+    pose_refine_steps: int = 8
+    shape_prior: float = 2e-4
+    """Ridge weight on identity coefficients, in NDC² per unit coefficient²."""
+    expression_prior: float = 4e-4
+    contour_weight: float = 0.5
+    mediapipe_weight: float = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class RigidStageConfig:
+    """Stage 1: camera rotation and translation (and optionally the field of view) on the landmarks."""
+
+    steps: int = 1500
+    lr: GroupSchedule = GroupSchedule(0.05, 0.005, 1000)
+    inner_weight: float = 300.0
+    contour_weight: float = 200.0
+    mediapipe_weight: float = 150.0
+    """flamejax addition: the 105 embedded MediaPipe points steady the rigid pose."""
+    optimise_fov: bool = False
+    fov_lr: float = 0.5
+    """Degrees per step scale of Adam on the field of view (only when ``optimise_fov``)."""
+    fov_range: tuple[float, float] = (10.0, 50.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class LandmarkStageConfig:
+    """Stage 2, landmark mode: expression, jaw, eyes (reference) plus identity, camera and dense points."""
+
+    steps: int = 200
+    expression: GroupSchedule = GroupSchedule(0.01, 0.005, 100)
+    jaw: GroupSchedule = GroupSchedule(0.025, 0.01, 100)
+    eyes: GroupSchedule = GroupSchedule(0.03, 0.01, 100)
+    shape: GroupSchedule = GroupSchedule(0.01, 0.005, 100)
+    """flamejax addition: identity is fitted when no network shape is given (``fit_shape``)."""
+    camera: GroupSchedule = GroupSchedule(0.002, 0.001, 100)
+    """flamejax addition: the rigid pose keeps adapting while the shape changes."""
+    inner_weight: float = 500.0
+    iris_weight: float = 500.0
+    contour_weight: float = 200.0
+    """flamejax addition (the reference drops the contour in stage 2; it constrains face width)."""
+    mediapipe_weight: float = 400.0
+    """flamejax addition: the 105 MediaPipe points embedded on FLAME."""
+    expression_l2: float = 0.025
+    shape_l2: float = 0.05
+    jaw_l2: float = 0.0
+    fit_shape: bool = True
+    fit_camera: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class FitConfig:
+    """Everything a landmark fit needs besides the model and the targets."""
+
+    init: InitConfig = InitConfig()
+    rigid: RigidStageConfig = RigidStageConfig()
+    landmark: LandmarkStageConfig = LandmarkStageConfig()
+    fov_deg: float = 20.0
+    initial_distance: float = 1.0
+
+    def replace(self, **changes) -> "FitConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def quick_config(rigid_steps: int = 150, landmark_steps: int = 60) -> FitConfig:
+    """Fewer steps with the same schedules' shape (lr drop at 2/3 of stage 1 and 1/2 of stage 2), for tests."""
+    base = FitConfig()
+    rigid = dataclasses.replace(base.rigid, steps=rigid_steps, lr=GroupSchedule(0.05, 0.005, rigid_steps * 2 // 3))
+    half = landmark_steps // 2
+    stage = base.landmark
+    landmark = dataclasses.replace(
+        stage, steps=landmark_steps,
+        **{g: dataclasses.replace(getattr(stage, g), drop_step=half) for g in ("expression", "jaw", "eyes", "shape", "camera")},
+    )
+    return base.replace(rigid=rigid, landmark=landmark)

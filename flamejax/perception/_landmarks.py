@@ -1,0 +1,264 @@
+"""MediaPipe FaceMesh landmarks (478 points: 468 mesh + 10 iris) with the models bundled in mediapipe 0.10.21.
+
+Detection runs on a copy of the image no larger than ``max_side`` pixels; MediaPipe returns coordinates
+normalised to the image extent, so they are scaled back to the full-resolution frame exactly. When FaceMesh's
+own short-range detector finds nothing (small faces in a large picture), the full-range BlazeFace detector
+proposes boxes, or failing that the short-range one run over overlapping tiles, and FaceMesh runs again on a
+square crop around each box, taken from the full-resolution image.
+
+Confidence: FaceMesh reports no score per face. :attr:`FaceLandmarks.confidence` is the score of MediaPipe's
+short-range BlazeFace detector (the detector FaceMesh itself uses, same model) run on a square crop of twice
+the face's landmark box around that face, taking the best detection whose centre lies inside the box; 0.0
+when it finds none there. It is a detection probability in [0, 1], not a landmark-accuracy measure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+import cv2
+import numpy as np
+from jaxtyping import Float, UInt8
+
+from flamejax.perception._errors import FaceIndexError, NoFaceError
+from flamejax.perception._image import ARRAY_NAME, check_image_size, to_rgb8
+from flamejax.perception._transform import (Affine, affine_scale, invert_affine, scale_affine, transform_points,
+                                            warp_image)
+
+MAX_FACES = 10
+"""Most faces FaceMesh looks for in one image."""
+DETECT_MAX_SIDE = 2048
+"""Images larger than this (longest side, pixels) are area-downscaled for detection."""
+_CONFIDENCE_CONTEXT = 2.0
+"""Side of the square crop scored by BlazeFace, in units of the landmark box's longer side."""
+_CROP_CONTEXT = 2.2
+"""Side of the square crop around a full-range detection box, in units of the box's longer side."""
+_CROP_MAX_SIDE = 768
+_TILE_PARTS = (2, 4)
+"""Tilings tried when no detector finds a face in the whole image: tiles of 1/2 and 1/4 of the longer side."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FaceLandmarks:
+    """One face's MediaPipe landmarks in the pixel frame of the image they were detected in."""
+
+    points: Float[np.ndarray, "478 2"]
+    """x right, y down, pixel centres at half-integers (float32)."""
+    depth: Float[np.ndarray, "478"]
+    """MediaPipe z (smaller = nearer the camera), in the same pixel units as x (float32)."""
+    confidence: float
+    """Detection score in [0, 1]: FaceMesh gives none, so this is the score of MediaPipe's short-range
+    BlazeFace detector (the model FaceMesh detects with) on a square crop of twice this face's landmark box,
+    0.0 if BlazeFace does not find the face there. A detection probability, not a landmark-accuracy measure."""
+    num_faces: int
+    """How many faces were found in the image."""
+    face_index: int
+    """Index of this face among them, numbered left to right by box centre."""
+    box: Float[np.ndarray, "4"]
+    """x0, y0, x1, y1 of the 478 points (float32)."""
+
+    def transformed(self, matrix: Affine) -> FaceLandmarks:
+        """The same landmarks mapped into another frame by a similarity ``matrix`` (depth scaled with it)."""
+        points = transform_points(matrix, self.points)
+        return dataclasses.replace(self, points=points, depth=(self.depth * affine_scale(matrix)).astype(np.float32),
+                                   box=points_box(points))
+
+
+def points_box(points: Float[np.ndarray, "N 2"]) -> Float[np.ndarray, "4"]:
+    """x0, y0, x1, y1 bounding box of points (float32)."""
+    return np.concatenate([points.min(axis=0), points.max(axis=0)]).astype(np.float32)
+
+
+_local = threading.local()
+
+
+def _face_mesh():
+    """This thread's FaceMesh (creating one loads its graph; instances are not thread-safe)."""
+    if getattr(_local, "face_mesh", None) is None:
+        from mediapipe.python.solutions import face_mesh
+
+        _local.face_mesh = face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True,
+                                              max_num_faces=MAX_FACES, min_detection_confidence=0.5)
+    return _local.face_mesh
+
+
+def _face_detector(full_range: bool):
+    """This thread's BlazeFace detector: short range (faces within ~2 m) or full range (small faces)."""
+    attribute = "full_range_detector" if full_range else "short_range_detector"
+    if getattr(_local, attribute, None) is None:
+        from mediapipe.python.solutions import face_detection
+
+        detector = face_detection.FaceDetection(model_selection=int(full_range), min_detection_confidence=0.2)
+        setattr(_local, attribute, detector)
+    return getattr(_local, attribute)
+
+
+def _mesh_faces(image: UInt8[np.ndarray, "H W 3"]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """FaceMesh on ``image``: (points (478, 2), depth (478,)) per face, float64, in its pixel frame."""
+    result = _face_mesh().process(image)
+    height, width = image.shape[:2]
+    faces = []
+    for face in result.multi_face_landmarks or ():
+        xyz = np.array([(p.x, p.y, p.z) for p in face.landmark], np.float64)
+        faces.append((xyz[:, :2] * (width, height), xyz[:, 2] * width))
+    return faces
+
+
+def _detect_boxes(image: UInt8[np.ndarray, "H W 3"], full_range: bool) -> list[tuple[float, np.ndarray]]:
+    """BlazeFace on ``image``: (score, box x0 y0 x1 y1 in pixels) per detection."""
+    height, width = image.shape[:2]
+    boxes = []
+    for detection in _face_detector(full_range).process(image).detections or ():
+        rel = detection.location_data.relative_bounding_box
+        corners = np.array([rel.xmin, rel.ymin, rel.xmin + rel.width, rel.ymin + rel.height])
+        box = corners * np.tile([width, height], 2)
+        boxes.append((float(detection.score[0]), box))
+    return boxes
+
+
+def _square_crop(center: np.ndarray, side: float, out_side: int) -> Affine:
+    """The map from source pixels to an ``out_side``-pixel square of source side ``side`` centred at ``center``."""
+    scale = out_side / side
+    return np.array([[scale, 0.0, out_side / 2 - scale * center[0]], [0.0, scale, out_side / 2 - scale * center[1]]])
+
+
+def _box_crop(image: np.ndarray, box: np.ndarray, context: float) -> tuple[np.ndarray, Affine]:
+    """A square crop of ``context`` times the box's longer side around its centre, at most _CROP_MAX_SIDE px."""
+    side = context * float(max(box[2] - box[0], box[3] - box[1], 1.0))
+    out_side = int(min(_CROP_MAX_SIDE, max(64, round(side))))
+    to_crop = _square_crop((box[:2] + box[2:]) / 2, side, out_side)
+    return warp_image(image, to_crop, out_side, border=0), to_crop
+
+
+def _faces_in_boxes(image: np.ndarray, boxes: list[tuple[float, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """FaceMesh on a crop around each box; the face nearest each crop's centre, mapped back to ``image``."""
+    faces = []
+    for _, box in boxes[:MAX_FACES]:
+        crop, to_crop = _box_crop(image, box, _CROP_CONTEXT)
+        found = _mesh_faces(crop)
+        if not found:
+            continue
+        centre = crop.shape[1] / 2
+        points, depth = min(found, key=lambda f: np.linalg.norm(f[0].mean(axis=0) - centre))
+        back = invert_affine(to_crop)
+        faces.append((transform_points(back, points), depth * affine_scale(back)))
+    kept = _non_overlapping([points_box(points) for points, _ in faces])
+    return [faces[i] for i in kept]
+
+
+def _tiled_boxes(image: np.ndarray) -> list[tuple[float, np.ndarray]]:
+    """Short-range BlazeFace over overlapping tiles of 1/2 and 1/4 the longer side (finds small faces)."""
+    height, width = image.shape[:2]
+    boxes = []
+    for parts in _TILE_PARTS:
+        tile = int(np.ceil(max(height, width) / parts))
+        for y0 in _tile_starts(height, tile):
+            for x0 in _tile_starts(width, tile):
+                part = np.ascontiguousarray(image[y0:y0 + tile, x0:x0 + tile])
+                boxes += [(score, box + (x0, y0, x0, y0)) for score, box in _detect_boxes(part, full_range=False)]
+    return _by_score_non_overlapping(boxes)
+
+
+def _tile_starts(length: int, tile: int) -> list[int]:
+    """Tile origins along one axis: half-tile steps, the last tile flush with the end."""
+    if tile >= length:
+        return [0]
+    starts = list(range(0, length - tile, tile // 2))
+    return starts + [length - tile]
+
+
+def _by_score_non_overlapping(boxes: list[tuple[float, np.ndarray]]) -> list[tuple[float, np.ndarray]]:
+    """Boxes by decreasing score, without those overlapping a better one."""
+    boxes = sorted(boxes, key=lambda b: -b[0])
+    return [boxes[i] for i in _non_overlapping([box for _, box in boxes])]
+
+
+def _non_overlapping(boxes: list[np.ndarray], max_iou: float = 0.3) -> list[int]:
+    """Indices of the boxes that overlap no earlier kept box by more than ``max_iou``."""
+    kept: list[int] = []
+    for i, box in enumerate(boxes):
+        if all(_box_iou(box, boxes[j]) <= max_iou for j in kept):
+            kept.append(i)
+    return kept
+
+
+def _box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    inter = np.prod(np.clip(np.minimum(a[2:], b[2:]) - np.maximum(a[:2], b[:2]), 0, None))
+    union = np.prod(a[2:] - a[:2]) + np.prod(b[2:] - b[:2]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def face_confidence(image: UInt8[np.ndarray, "H W 3"], box: Float[np.ndarray, "4"]) -> float:
+    """Short-range BlazeFace score of the face in ``box`` (pixels), scored on a square crop around it."""
+    crop, to_crop = _box_crop(image, np.asarray(box, np.float64), _CONFIDENCE_CONTEXT)
+    x0, y0, x1, y1 = transform_points(to_crop, np.reshape(box, (2, 2))).ravel()
+    scores = [score for score, found in _detect_boxes(crop, full_range=False)
+              if x0 <= (found[0] + found[2]) / 2 <= x1 and y0 <= (found[1] + found[3]) / 2 <= y1]
+    return max(scores, default=0.0)
+
+
+def find_faces(image: UInt8[np.ndarray, "H W 3"],
+               max_side: int = DETECT_MAX_SIDE) -> list[tuple[np.ndarray, np.ndarray]]:
+    """All faces in ``image`` as (points (478, 2), depth (478,)) in its pixel frame, numbered left to right."""
+    height, width = image.shape[:2]
+    shrink = min(1.0, max_side / max(height, width))
+    small = image
+    if shrink < 1.0:
+        small = cv2.resize(image, (max(1, round(width * shrink)), max(1, round(height * shrink))),
+                           interpolation=cv2.INTER_AREA)
+    faces = _mesh_faces(small)
+    to_image = scale_affine(width / small.shape[1], height / small.shape[0])
+    if faces:
+        faces = [(transform_points(to_image, p), d * width / small.shape[1]) for p, d in faces]
+    else:
+        boxes = _by_score_non_overlapping(_detect_boxes(small, full_range=True)) or _tiled_boxes(small)
+        faces = _faces_in_boxes(image, [(score, transform_points(to_image, box.reshape(2, 2)).ravel())
+                                        for score, box in boxes])
+    return sorted(faces, key=lambda face: float(np.mean(points_box(face[0])[::2])))
+
+
+def detect_landmarks(image: np.ndarray, face_index: int | None = None, *, name: str = ARRAY_NAME,
+                     max_side: int = DETECT_MAX_SIDE) -> FaceLandmarks:
+    """Find a face with MediaPipe FaceMesh and return its 478 landmarks in ``image``'s pixel frame.
+
+    Args:
+      image: RGB photograph (any layout :func:`flamejax.perception.to_rgb8` accepts; uint8 (H, W, 3) best).
+      face_index: which face, numbered left to right from 0; ``None``: the largest.
+      name: how error messages name the image (e.g. its path).
+      max_side: detection runs on a copy downscaled to at most this many pixels on the longer side.
+
+    Raises:
+      ImageTooSmallError, NoFaceError, FaceIndexError.
+    """
+    image = to_rgb8(image, name=name)
+    check_image_size(image, name)
+    faces = find_faces(image, max_side)
+    if not faces:
+        height, width = image.shape[:2]
+        raise NoFaceError(f"{name}: no face found in the {width}x{height} image (MediaPipe face detection)")
+    areas = [float(np.prod(np.diff(points_box(p).reshape(2, 2), axis=0))) for p, _ in faces]
+    index = int(np.argmax(areas)) if face_index is None else face_index
+    if not 0 <= index < len(faces):
+        raise FaceIndexError(f"{name}: face index {face_index} asked for, but {len(faces)} face(s) found "
+                             f"(numbered left to right from 0)")
+    points, depth = faces[index]
+    box = points_box(points)
+    return FaceLandmarks(points=points.astype(np.float32), depth=depth.astype(np.float32),
+                         confidence=face_confidence(image, box), num_faces=len(faces), face_index=index, box=box)
+
+
+def redetect(image: UInt8[np.ndarray, "H W 3"], expected: FaceLandmarks,
+             min_iou: float = 0.5) -> FaceLandmarks | None:
+    """Detect again in ``image`` the face ``expected`` shows (already mapped into this image's frame).
+
+    Picks the face whose landmark box overlaps ``expected.box`` most; ``None`` when none overlaps by
+    ``min_iou`` (intersection over union). Confidence and face counts are kept from ``expected``.
+    """
+    faces = find_faces(to_rgb8(image))
+    overlaps = [_box_iou(points_box(points), expected.box) for points, _ in faces]
+    if not overlaps or max(overlaps) < min_iou:
+        return None
+    points, depth = faces[int(np.argmax(overlaps))]
+    return dataclasses.replace(expected, points=points.astype(np.float32), depth=depth.astype(np.float32),
+                               box=points_box(points))

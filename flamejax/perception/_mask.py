@@ -1,0 +1,58 @@
+"""Photometric-loss face mask drawn from MediaPipe landmarks (the default when no parsing model is given)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from jaxtyping import Float
+
+from flamejax.perception._layout import FACE_OVAL, LEFT_BROW, LEFT_EYE, LIPS_INNER, RIGHT_BROW, RIGHT_EYE
+
+FOREHEAD_KEPT = 0.6
+"""Fraction of the forehead (from the brows up to MediaPipe's face outline) the landmark mask keeps."""
+_SUBPIXEL_BITS = 4
+
+
+def landmark_face_mask(points478: Float[np.ndarray, "478 2"], size: int | tuple[int, int], *,
+                       forehead: float = FOREHEAD_KEPT, feather: float = 0.0) -> Float[np.ndarray, "H W"]:
+    """Face region of a (size, size) or (height, width) image as a float32 mask in [0, 1].
+
+    The region is MediaPipe's face outline with the eye openings and the mouth opening removed. Landmarks
+    cannot see hair, so the part of the outline above the brows is lowered toward them, keeping ``forehead``
+    of its height (1.0 keeps the whole outline; hair often covers its top). Brows, lips and nostrils stay
+    in, as in the reference's parsing mask. Edges are anti-aliased; ``feather`` > 0 blurs them further
+    (Gaussian sigma in pixels).
+
+    Args:
+      points478: landmarks in the pixel frame of the image the mask is for.
+    """
+    height, width = (size, size) if isinstance(size, int) else size
+    points = np.asarray(points478, np.float64)
+    canvas = np.zeros((height, width), np.uint8)
+    _fill(canvas, _lowered_forehead(points, forehead)[list(FACE_OVAL)], 255)
+    for opening in (RIGHT_EYE, LEFT_EYE, LIPS_INNER):
+        _fill(canvas, points[list(opening)], 0)
+    mask = canvas.astype(np.float32) / 255.0
+    if feather > 0:
+        mask = cv2.GaussianBlur(mask, (0, 0), feather)
+    return mask
+
+
+def _lowered_forehead(points: np.ndarray, kept: float) -> np.ndarray:
+    """Points with everything above the brows' top moved toward it, to ``kept`` of its height there."""
+    eyes = (points[list(RIGHT_EYE)].mean(axis=0) + points[list(LEFT_EYE)].mean(axis=0)) / 2
+    mouth = points[list(LIPS_INNER)].mean(axis=0)
+    up = eyes - mouth
+    up /= max(np.linalg.norm(up), 1e-9)
+    brow_top = max(float(np.max((points[list(RIGHT_BROW + LEFT_BROW)] - eyes) @ up)), 0.0)
+    height = (points - eyes) @ up - brow_top
+    lowered = points.copy()
+    above = height > 0
+    lowered[above] -= np.outer(height[above] * (1.0 - kept), up)
+    return lowered
+
+
+def _fill(canvas: np.ndarray, polygon: np.ndarray, value: int) -> None:
+    """Fill a polygon given in half-integer-centre pixel coordinates, anti-aliased."""
+    fixed = np.round((polygon - 0.5) * (1 << _SUBPIXEL_BITS)).astype(np.int32)
+    cv2.fillPoly(canvas, [fixed], value, lineType=cv2.LINE_AA, shift=_SUBPIXEL_BITS)

@@ -1,0 +1,152 @@
+"""Photograph in, FLAME fit and files out: preprocessing, batched fitting, and the per-image outputs.
+
+The library path a reader should see: ``preprocess`` -> ``LandmarkTargets`` -> ``fit_landmarks_batch`` ->
+:class:`ImageFit` -> :func:`write_outputs`. The CLI (``flamejax fit``) and the directory runner call these.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from flamejax import camera as cam
+from flamejax.fit import STATUS_NAMES, STATUS_OK, FitConfig, FitResult, LandmarkTargets, fit_landmarks_batch, stack_targets
+from flamejax.flame import FlameModel, FlameParams, flame_forward
+
+log = logging.getLogger("flamejax")
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageFit:
+    """One image's fit as NumPy arrays, with what is needed to map it back onto the photograph."""
+
+    name: str
+    result: FitResult
+    """Un-batched fit result (NumPy leaves)."""
+    vertices: np.ndarray
+    """(5023, 3) posed mesh, head space."""
+    status: str
+    seconds: float
+    """This image's share of the batch's fitting time."""
+    init_method: str = "linear"
+
+    @property
+    def ok(self) -> bool:
+        return int(self.result.status) == STATUS_OK
+
+
+def targets_of(item) -> LandmarkTargets:
+    """Landmark targets of a ``Preprocessed`` image."""
+    return LandmarkTargets.from_pixels(item.points478, item.lmk68, item.image.shape[0], iris=item.iris)
+
+
+def fit_preprocessed(model: FlameModel, items: list, config: FitConfig, batch_size: int,
+                     names: list[str] | None = None) -> list[ImageFit]:
+    """Fit preprocessed images in fixed-size padded batches (one compilation per batch size)."""
+    names = names or [getattr(it, "source", f"image{i}") for i, it in enumerate(items)]
+    fits: list[ImageFit] = []
+    forward = jax.jit(jax.vmap(flame_forward, in_axes=(None, 0)))
+    for start in range(0, len(items), batch_size):
+        chunk = items[start:start + batch_size]
+        targets = stack_targets([targets_of(it) for it in chunk], batch_size)
+        t0 = time.perf_counter()
+        result = jax.tree.map(np.asarray, fit_landmarks_batch(model, targets, config))
+        vertices = np.asarray(forward(model, result.params))
+        per_image = (time.perf_counter() - t0) / len(chunk)
+        for i, name in enumerate(names[start:start + len(chunk)]):
+            single = jax.tree.map(lambda a: a[i], result)
+            fits.append(ImageFit(name=name, result=single, vertices=vertices[i],
+                                 status=STATUS_NAMES[int(single.status)], seconds=per_image))
+    return fits
+
+
+def camera_record(camera: cam.Camera, image_size: int) -> dict:
+    """The camera as users of the reference expect: yaw/pitch/roll (degrees), x, y, z, fov, K."""
+    yaw, pitch, roll = np.asarray(cam.yaw_pitch_roll(camera)).tolist()
+    x, y, z = np.asarray(camera.translation).tolist()
+    return {
+        "yaw": yaw, "pitch": pitch, "roll": roll, "x": x, "y": y, "z": z,
+        "rotation_axis_angle": np.asarray(camera.rotation).tolist(),
+        "fov_deg": float(camera.fov_deg),
+        "K": np.asarray(cam.intrinsics(camera, image_size)).tolist(),
+        "image_size": image_size,
+        "convention": "p_cam = R p_head + t; camera looks down -z, +y up; pixels: u right, v down",
+    }
+
+
+def fitted_pixels(fit: ImageFit, item) -> dict[str, np.ndarray]:
+    """Fitted and target landmarks in fit pixels and in photograph pixels."""
+    from flamejax.perception import transform_points
+
+    size = item.image.shape[0]
+    fitted68 = np.asarray(cam.ndc_to_pixels(fit.result.landmarks.lmk68, size))
+    fitted_iris = np.asarray(cam.ndc_to_pixels(fit.result.landmarks.iris, size))
+    return {
+        "lmk68_fitted": fitted68, "iris_fitted": fitted_iris, "lmk68_target": item.lmk68, "iris_target": item.iris,
+        "lmk68_fitted_original": transform_points(item.fit_to_original, fitted68),
+        "lmk68_target_original": transform_points(item.fit_to_original, item.lmk68),
+    }
+
+
+def parameter_record(fit: ImageFit, item) -> dict:
+    p: FlameParams = fit.result.params
+    size = item.image.shape[0]
+    points = fitted_pixels(fit, item)
+    return {
+        "image": fit.name, "status": fit.status, "init": fit.init_method,
+        "shape": p.shape, "exp": p.expression, "head_pose": p.head_pose, "neck_pose": p.neck_pose,
+        "jaw_pose": p.jaw_pose, "eye_pose": np.concatenate([p.left_eye_pose, p.right_eye_pose]),
+        "cam": camera_record(fit.result.camera, size),
+        "fit_to_original": item.fit_to_original, "original_size": list(item.original_size),
+        "nme_inner51": float(fit.result.nme),
+        "losses": {"rigid_final": float(fit.result.rigid_final_loss),
+                   "landmark_final": float(fit.result.landmark_final_loss)},
+        "landmarks": {k: v for k, v in points.items()},
+        "detection_confidence": item.confidence, "num_faces": item.num_faces,
+    }
+
+
+def write_outputs(outdir: Path, fit: ImageFit, item, model: FlameModel, uv_layout=None,
+                  mesh_formats: tuple[str, ...] = ("obj", "glb"), overlay: bool = True,
+                  original: np.ndarray | None = None) -> dict[str, Path]:
+    """Write parameters (.npz, .json), meshes and the overlay picture of one image; every file atomically."""
+    from flamejax.io import export_mesh, write_json, write_npz
+
+    stem = Path(fit.name).stem
+    outdir = Path(outdir)
+    record = parameter_record(fit, item)
+    written = {"json": write_json(outdir / f"{stem}.json", record)}
+    flat = {k: v for k, v in record.items() if k not in ("cam", "landmarks", "losses", "image", "status", "init")}
+    flat |= {f"cam_{k}": v for k, v in record["cam"].items() if k not in ("convention",)}
+    flat |= record["landmarks"]
+    flat["vertices"] = fit.vertices
+    written["npz"] = write_npz(outdir / f"{stem}.npz", **flat)
+    faces = np.asarray(model.faces)
+    uv = face_uv = None
+    if uv_layout is not None:
+        uv = np.asarray(uv_layout.uv).copy()
+        uv[:, 1] = 1.0 - uv[:, 1]  # UVLayout stores v downwards (image rows); OBJ wants v up
+        face_uv = np.asarray(uv_layout.face_uv_index)
+    for fmt in mesh_formats:
+        written[fmt] = export_mesh(outdir / f"{stem}.{fmt}", fit.vertices, faces, uv=uv, face_uv=face_uv)
+    if overlay:
+        from flamejax.overlay import overlay_picture
+        from flamejax.io import write_image
+
+        written["overlay"] = write_image(outdir / f"{stem}_overlay.png", overlay_picture(fit, item, model, original))
+    return written
+
+
+def summary_line(fit: ImageFit) -> str:
+    if not fit.ok:
+        return f"{fit.name}: FAILED ({fit.status})"
+    ypr = np.asarray(cam.yaw_pitch_roll(fit.result.camera))
+    return (f"{fit.name}: ok  NME(inner 51) {100 * float(fit.result.nme):.2f}%  "
+            f"yaw {ypr[0]:+.1f} pitch {ypr[1]:+.1f} roll {ypr[2]:+.1f}  fov {float(fit.result.camera.fov_deg):.1f}  "
+            f"{fit.seconds:.3f} s")
+

@@ -1,0 +1,649 @@
+"""Tests of flamejax.perception: image input, landmarks, 68/iris layout, alignment, masks, ONNX, preprocess."""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+import flamejax.files
+import flamejax.perception as fp
+from flamejax.files import CorruptFileError, MissingFileError
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+IMAGES = SHARED / "images"
+PHOTOS = sorted(p.name for p in IMAGES.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg")) \
+    if IMAGES.is_dir() else []
+FFHQ = [name for name in PHOTOS if name.startswith("ffhq")]
+needs_photos = pytest.mark.skipif(not PHOTOS, reason=f"shared photographs not found in {IMAGES}")
+
+# iBUG-68 index of each point's mirror image (left/right swapped).
+IBUG_MIRROR = ([*range(16, -1, -1)] + [*range(26, 21, -1)] + [*range(21, 16, -1)] + [27, 28, 29, 30]
+               + [35, 34, 33, 32, 31] + [45, 44, 43, 42, 47, 46] + [39, 38, 37, 36, 41, 40]
+               + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55] + [64, 63, 62, 61, 60, 67, 66, 65])
+
+
+# ---------------------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def photos() -> dict[str, np.ndarray]:
+    if not PHOTOS:
+        pytest.skip(f"shared photographs not found in {IMAGES}")
+    return {name: fp.load_image(IMAGES / name) for name in PHOTOS}
+
+
+@pytest.fixture(scope="module")
+def faces(photos) -> dict[str, fp.FaceLandmarks]:
+    return {name: fp.detect_landmarks(image, name=name) for name, image in photos.items()}
+
+
+@pytest.fixture(scope="module")
+def no_models(tmp_path_factory):
+    """Search folders without any weights, so that no parsing or matting model is found by default."""
+    empty = tmp_path_factory.mktemp("no_weights")
+    patch = pytest.MonkeyPatch()
+    patch.setattr(flamejax.files, "search_dirs", lambda: [empty])
+    yield
+    patch.undo()
+
+
+@pytest.fixture(scope="module")
+def preprocessed(photos, no_models) -> dict[str, fp.Preprocessed]:
+    return {name: fp.preprocess(IMAGES / name) for name in photos}
+
+
+def interocular(lmk68: np.ndarray) -> float:
+    return float(np.linalg.norm(lmk68[45] - lmk68[36]))
+
+
+def encode(array: np.ndarray, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def pattern(height: int = 48, width: int = 64) -> np.ndarray:
+    """A deterministic colourful RGB8 test picture."""
+    y, x = np.mgrid[:height, :width]
+    return np.stack([x * 255 // (width - 1), y * 255 // (height - 1), (x + y) % 256], axis=2).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------- image input
+
+
+@pytest.mark.parametrize("fmt, options, exact", [
+    ("PNG", {}, True), ("BMP", {}, True), ("TIFF", {}, True), ("WEBP", {"lossless": True}, True),
+    ("JPEG", {"quality": 95}, False), ("WEBP", {"quality": 90}, False),
+])
+def test_load_image_formats(tmp_path, fmt, options, exact):
+    picture = pattern()
+    path = tmp_path / f"picture.{fmt.lower()}"
+    path.write_bytes(encode(picture, fmt, **options))
+    for source in (path, str(path), path.read_bytes()):
+        loaded = fp.load_image(source)
+        assert loaded.shape == picture.shape and loaded.dtype == np.uint8
+        error = np.abs(loaded.astype(int) - picture).mean()
+        assert error == 0 if exact else error < 6
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_load_image_applies_exif_orientation(fmt):
+    picture = pattern(40, 64)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated: displaying needs a quarter turn clockwise
+    loaded = fp.load_image(encode(picture, fmt, exif=exif.tobytes()))
+    expected = np.rot90(picture, k=-1)
+    assert loaded.shape == expected.shape == (64, 40, 3)
+    assert np.abs(loaded.astype(int) - expected).mean() < (0.01 if fmt == "PNG" else 6)
+
+
+def test_load_image_converts_grayscale_palette_and_alpha():
+    gray = pattern()[:, :, 0]
+    loaded = fp.load_image(encode(gray, "PNG"))
+    assert loaded.shape == (48, 64, 3) and all(np.array_equal(loaded[:, :, c], gray) for c in range(3))
+
+    palette = Image.fromarray(pattern()).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    buffer = io.BytesIO()
+    palette.save(buffer, "GIF")
+    assert np.array_equal(fp.load_image(buffer.getvalue()), np.asarray(palette.convert("RGB")))
+
+    rgba = np.concatenate([pattern(), np.full((48, 64, 1), 255, np.uint8)], axis=2)
+    rgba[:, :32, 3] = 0
+    rgba[:, 32:48, 3] = 128
+    loaded = fp.load_image(encode(rgba, "PNG"))
+    assert np.all(loaded[:, :32] == 255), "transparent pixels are composited over white"
+    assert np.array_equal(loaded[:, 48:], rgba[:, 48:, :3])
+    half = np.rint(rgba[:, 32:48, :3] * (128 / 255) + 255 * (1 - 128 / 255))
+    assert np.abs(loaded[:, 32:48].astype(int) - half).max() <= 1
+
+
+def test_load_image_keeps_16_bit_range(tmp_path):
+    gray16 = (np.arange(48 * 64).reshape(48, 64) * 21).astype(np.uint16)
+    loaded = fp.load_image(encode(gray16, "PNG"))
+    assert np.array_equal(loaded[:, :, 1], np.rint(gray16 / 257).astype(np.uint8))
+
+    rgb16 = np.stack([gray16, 65535 - gray16, gray16 // 2], axis=2)
+    cv2.imwrite(str(tmp_path / "rgb16.png"), rgb16[:, :, ::-1])
+    loaded = fp.load_image(tmp_path / "rgb16.png")
+    assert np.abs(loaded.astype(int) - rgb16 / 257).max() <= 1
+
+
+@pytest.mark.parametrize("array, expected", [
+    (np.full((40, 40), 0.5, np.float32), 128),
+    (np.full((40, 40, 3), 200.0), 200),
+    (np.full((40, 40, 1), 65535, np.uint16), 255),
+    (np.ones((40, 40), bool), 255),
+    (np.full((40, 40, 3), 77, np.int64), 77),
+])
+def test_to_rgb8_array_dtypes(array, expected):
+    converted = fp.load_image(array)
+    assert converted.shape == (40, 40, 3) and converted.dtype == np.uint8
+    assert np.all(converted == expected)
+
+
+def test_load_image_returns_uint8_rgb_arrays_unchanged():
+    picture = pattern()
+    assert np.array_equal(fp.load_image(picture), picture)
+
+
+def _truncated_jpeg() -> bytes:
+    data = encode(pattern(256, 256), "JPEG", quality=90)
+    return data[: len(data) // 2]
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: d / "empty.jpg", "empty file"),
+    (lambda d: d / "truncated.jpg", "truncated or corrupt JPEG"),
+    (lambda d: d / "header.png", "truncated or corrupt PNG"),
+    (lambda d: d / "notes.png", "not an image"),
+    (lambda d: d / "missing.jpg", "no such file"),
+    (lambda d: d, "is a folder"),
+])
+def test_load_image_unreadable_files(tmp_path, make, message):
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "truncated.jpg").write_bytes(_truncated_jpeg())
+    (tmp_path / "header.png").write_bytes(encode(pattern(), "PNG")[:40])
+    (tmp_path / "notes.png").write_bytes(b"these are not pixels\n" * 10)
+    path = make(tmp_path)
+    with pytest.raises(fp.ImageReadError, match=message) as raised:
+        fp.load_image(path)
+    assert str(path) in str(raised.value)
+    assert isinstance(raised.value, fp.PerceptionError) and isinstance(raised.value, ValueError)
+
+
+@pytest.mark.parametrize("array", [
+    np.zeros((40, 40, 2), np.uint8), np.zeros((40, 40, 3, 1), np.uint8), np.zeros((0, 40, 3), np.uint8),
+    np.full((40, 40, 3), np.nan, np.float32), np.full((40, 40, 3), -5, np.int32), np.zeros((40, 40), complex),
+])
+def test_load_image_rejects_unusable_arrays(array):
+    with pytest.raises(fp.ImageReadError, match="<array>"):
+        fp.load_image(array)
+
+
+def test_tiny_images_are_too_small(tmp_path):
+    (tmp_path / "dot.png").write_bytes(encode(np.zeros((1, 1, 3), np.uint8), "PNG"))
+    with pytest.raises(fp.ImageTooSmallError, match=r"dot\.png: image is 1x1"):
+        fp.load_image(tmp_path / "dot.png")
+    with pytest.raises(fp.ImageTooSmallError):
+        fp.detect_landmarks(np.zeros((20, 300, 3), np.uint8))
+    with pytest.raises(fp.ImageTooSmallError):
+        fp.preprocess(tmp_path / "dot.png")
+    assert fp.load_image(tmp_path / "dot.png", min_side=1).shape == (1, 1, 3)
+
+
+def test_load_image_rejects_other_types():
+    with pytest.raises(TypeError):
+        fp.load_image(12345)
+
+
+# ---------------------------------------------------------------------------------------------- landmarks
+
+
+def test_no_face_in_a_gradient(tmp_path):
+    gradient = np.repeat(np.linspace(0, 255, 640)[None, :, None], 480, axis=0).repeat(3, axis=2).astype(np.uint8)
+    with pytest.raises(fp.NoFaceError, match=r"<array>: no face found in the 640x480 image"):
+        fp.detect_landmarks(gradient)
+    (tmp_path / "gradient.png").write_bytes(encode(gradient, "PNG"))
+    with pytest.raises(fp.NoFaceError, match="gradient.png"):
+        fp.preprocess(tmp_path / "gradient.png")
+
+
+@needs_photos
+def test_a_face_is_found_on_every_photo(photos, faces):
+    for name, face in faces.items():
+        height, width = photos[name].shape[:2]
+        assert face.points.shape == (478, 2) and face.points.dtype == np.float32
+        assert face.depth.shape == (478,) and np.all(np.isfinite(face.depth))
+        assert np.all(face.points >= 0) and np.all(face.points <= (width, height)), name
+        assert face.num_faces == 1 and face.face_index == 0
+        assert 0.5 < face.confidence <= 1.0, (name, face.confidence)
+        np.testing.assert_allclose(face.box, [*face.points.min(axis=0), *face.points.max(axis=0)])
+
+
+@needs_photos
+def test_68_points_are_in_ibug_order(faces):
+    for name in FFHQ:
+        lmk = fp.to_68(faces[name].points)
+        x, y = lmk[:, 0], lmk[:, 1]
+        assert x[36] < x[39] < x[42] < x[45], name
+        assert x[0] < x[8] < x[16] and y[8] > max(y[0], y[16]), f"{name}: jaw from image left via the chin"
+        nose = lmk[27:36].mean(axis=0)
+        around = np.unwrap(np.arctan2(y[0:17] - nose[1], x[0:17] - nose[0]))
+        assert np.all(np.diff(around) < 0), f"{name}: jaw points follow the contour in order"
+        assert np.all(np.diff(x[17:22]) > 0) and np.all(np.diff(x[22:27]) > 0), name
+        assert np.all(np.diff(y[27:31]) > 0) and np.all(np.diff(x[31:36]) > 0), name
+        assert max(y[17:27]) < min(y[36:48]) < max(y[36:48]) < min(y[31:36]) < min(y[48:68]), name
+        assert y[37] < y[41] and y[38] < y[40] and y[43] < y[47] and y[44] < y[46], name
+        assert x[48] < x[51] < x[54] and y[51] < y[62] <= y[66] < y[57], name
+
+
+@needs_photos
+def test_iris_points_sit_in_the_eyes(faces):
+    for name in FFHQ:
+        points = faces[name].points
+        lmk, iris = fp.to_68(points), fp.to_iris(points)
+        np.testing.assert_array_equal(iris, points[468:478])
+        assert lmk[36, 0] < iris[0, 0] < lmk[39, 0], f"{name}: 468 is the image-left (subject's right) eye"
+        assert lmk[42, 0] < iris[5, 0] < lmk[45, 0], name
+        for centre in (0, 5):
+            ring = iris[centre + 1: centre + 5]
+            np.testing.assert_allclose(ring.mean(axis=0), iris[centre], atol=0.1 * interocular(lmk))
+
+
+@needs_photos
+def test_68_points_of_a_mirrored_photo_are_mirrored(photos, faces):
+    name = FFHQ[2]
+    image = photos[name]
+    mirrored = fp.to_68(fp.detect_landmarks(image[:, ::-1].copy()).points)
+    mirrored[:, 0] = image.shape[1] - mirrored[:, 0]
+    lmk = fp.to_68(faces[name].points)
+    error = np.linalg.norm(lmk - mirrored[IBUG_MIRROR], axis=1) / interocular(lmk)
+    assert error.mean() < 0.03 and error.max() < 0.08, error
+
+
+def test_68_conversion_table():
+    weights = fp.IBUG68_FROM_MEDIAPIPE
+    assert weights.shape == (68, 478)
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0)
+    assert not weights[:, 468:].any(), "iris points are not used in the 68 layout"
+    points = np.random.default_rng(0).normal(size=(478, 3))
+    np.testing.assert_allclose(fp.to_68(points), weights @ points)
+    np.testing.assert_allclose(fp.to_68(points[:468]), weights[:, :468] @ points[:468])
+    assert fp.to_68(points.astype(np.float32)).dtype == np.float32
+    with pytest.raises(ValueError):
+        fp.to_68(points[:68])
+    with pytest.raises(ValueError):
+        fp.to_iris(points[:468])
+
+
+@needs_photos
+def test_several_faces_largest_by_default_or_chosen(photos):
+    big = cv2.resize(photos[FFHQ[2]], (420, 420), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(photos[FFHQ[4]], (300, 300), interpolation=cv2.INTER_AREA)
+    canvas = np.full((480, 800, 3), 90, np.uint8)
+    canvas[30:330, 20:320] = small
+    canvas[30:450, 360:780] = big
+    largest = fp.detect_landmarks(canvas)
+    assert largest.num_faces == 2 and largest.face_index == 1
+    assert largest.box[0] > 360
+    left = fp.detect_landmarks(canvas, face_index=0)
+    assert left.face_index == 0 and left.box[2] < 320
+    with pytest.raises(fp.FaceIndexError, match="face index 2 asked for, but 2 face"):
+        fp.detect_landmarks(canvas, face_index=2)
+    with pytest.raises(IndexError):
+        fp.detect_landmarks(canvas, face_index=-1)
+
+
+@needs_photos
+def test_small_face_in_a_large_picture(photos, faces):
+    name = FFHQ[2]
+    canvas = np.full((2400, 2400, 3), 120, np.uint8)
+    canvas[1500:1700, 300:500] = cv2.resize(photos[name], (200, 200), interpolation=cv2.INTER_AREA)
+    face = fp.detect_landmarks(canvas)
+    expected = faces[name].points * (200 / 1024) + (300, 1500)
+    assert np.abs(face.points - expected).mean() < 1.5
+
+
+@needs_photos
+def test_huge_image(photos, faces, tmp_path, no_models):
+    name = FFHQ[2]
+    huge = cv2.resize(photos[name], (8000, 8000), interpolation=cv2.INTER_LINEAR)
+    face = fp.detect_landmarks(huge)
+    lmk = fp.to_68(faces[name].points)
+    error = np.linalg.norm(face.points / (8000 / 1024) - faces[name].points, axis=1) / interocular(lmk)
+    assert error.mean() < 0.01
+    path = tmp_path / "huge.jpg"
+    assert cv2.imwrite(str(path), huge[:, :, ::-1])
+    del huge
+    result = fp.preprocess(path)
+    assert result.original_size == (8000, 8000)
+    back = fp.transform_points(result.fit_to_original, result.lmk68) / (8000 / 1024)
+    assert np.linalg.norm(back - lmk, axis=1).mean() < 0.03 * interocular(lmk)
+
+
+@needs_photos
+def test_one_face_mesh_per_thread(photos, faces):
+    names = FFHQ[:2]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        found = list(pool.map(lambda n: fp.detect_landmarks(photos[n]), names))
+    for name, face in zip(names, found):
+        np.testing.assert_allclose(face.points, faces[name].points, atol=1e-3)
+
+
+# ---------------------------------------------------------------------------------------------- transforms
+
+
+def _blob(height: int, width: int, centre: tuple[float, float], sigma: float) -> np.ndarray:
+    y, x = np.mgrid[:height, :width] + 0.5
+    value = np.exp(-((x - centre[0]) ** 2 + (y - centre[1]) ** 2) / (2 * sigma**2))
+    return np.repeat((value * 255).round().astype(np.uint8)[:, :, None], 3, axis=2)
+
+
+def _centroid(image: np.ndarray) -> np.ndarray:
+    weight = image[:, :, 0].astype(np.float64)
+    y, x = np.mgrid[: image.shape[0], : image.shape[1]] + 0.5
+    return np.array([(x * weight).sum(), (y * weight).sum()]) / weight.sum()
+
+
+@pytest.mark.parametrize("zoom", [1.7, 0.12])
+def test_warp_follows_the_pixel_centre_convention(zoom):
+    centre = (180.5, 140.25)
+    source = _blob(300, 400, centre, sigma=4 / min(zoom, 1))
+    angle = math.radians(23)
+    linear = zoom * np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    matrix = np.column_stack([linear, [60.0, -80.0 * zoom + 20]])
+    warped = fp.warp_image(source, matrix, (int(400 * zoom) + 80, int(300 * zoom) + 80), border=0)
+    np.testing.assert_allclose(_centroid(warped), fp.transform_points(matrix, np.array(centre)), atol=0.05)
+
+
+def test_affine_helpers_round_trip():
+    rng = np.random.default_rng(1)
+    matrix = np.column_stack([rng.normal(size=(2, 2)) + 2 * np.eye(2), rng.normal(size=2) * 50])
+    points = rng.uniform(0, 500, size=(100, 2))
+    back = fp.transform_points(fp.invert_affine(matrix), fp.transform_points(matrix, points))
+    np.testing.assert_allclose(back, points, atol=1e-9)
+    np.testing.assert_allclose(fp.compose_affine(fp.invert_affine(matrix), matrix), np.eye(2, 3), atol=1e-12)
+    assert fp.transform_points(matrix, points.astype(np.float32)).dtype == np.float32
+    np.testing.assert_allclose(fp.pixels_to_ndc(np.array([[0.0, 256.0], [128.0, 64.0]]), 256),
+                               [[-1.0, 1.0], [0.0, -0.5]])
+    np.testing.assert_allclose(fp.ndc_to_pixels(fp.pixels_to_ndc(points, 256), 256), points)
+
+
+# ---------------------------------------------------------------------------------------------- alignment
+
+
+@needs_photos
+def test_alignment_construction(photos, faces):
+    name = FFHQ[0]
+    lmk = fp.to_68(faces[name].points).astype(np.float64)
+    aligned = fp.align_face(photos[name], lmk, 512)
+    assert aligned.image.shape == (512, 512, 3) and aligned.image.dtype == np.uint8 and aligned.size == 512
+    eye_a, eye_b = lmk[36:42].mean(axis=0), lmk[42:48].mean(axis=0)
+    eye_avg, mouth = (eye_a + eye_b) / 2, (lmk[48] + lmk[54]) / 2
+    centre = eye_avg + 0.1 * (mouth - eye_avg)
+    np.testing.assert_allclose(fp.transform_points(aligned.to_crop, centre), [256, 256], atol=1e-9)
+    half_side = 1.3 * max(2 * np.linalg.norm(eye_b - eye_a), 1.8 * np.linalg.norm(mouth - eye_avg))
+    zoom = math.sqrt(np.linalg.det(aligned.to_crop[:, :2]))
+    assert zoom == pytest.approx(512 / (2 * half_side))
+    assert np.allclose(aligned.to_crop[:, :2] @ aligned.to_crop[:, :2].T, zoom**2 * np.eye(2)), "a similarity"
+    eyes_in_crop = fp.transform_points(aligned.to_crop, np.stack([eye_a, eye_b]))
+    assert abs(eyes_in_crop[1, 1] - eyes_in_crop[0, 1]) < 0.05 * (eyes_in_crop[1, 0] - eyes_in_crop[0, 0])
+
+
+@needs_photos
+def test_crop_round_trip(photos, faces):
+    for name in PHOTOS[:3]:
+        face = faces[name]
+        aligned = fp.align_face(photos[name], fp.to_68(face.points), 512)
+        there_and_back = fp.transform_points(aligned.to_original, fp.transform_points(aligned.to_crop, face.points))
+        assert np.abs(there_and_back - face.points).max() < 1e-3
+        np.testing.assert_allclose(aligned.to_original, fp.invert_affine(aligned.to_crop))
+        in_crop = fp.detect_landmarks(aligned.image)
+        back = fp.transform_points(aligned.to_original, in_crop.points)
+        residual = np.linalg.norm(fp.to_68(back) - fp.to_68(face.points), axis=1)
+        assert np.median(residual) < 0.02 * interocular(fp.to_68(face.points)), name
+
+
+def test_alignment_pads_with_white():
+    lmk = np.zeros((68, 2))
+    lmk[36:42], lmk[42:48] = (40.0, 40.0), (60.0, 40.0)
+    lmk[48], lmk[54] = (42.0, 65.0), (58.0, 65.0)
+    aligned = fp.align_face(np.zeros((100, 100, 3), np.uint8), lmk, 128)
+    assert np.all(aligned.image[:3, :3] == 255) and np.all(aligned.image[-3:, -3:] == 255)
+    assert np.all(aligned.image[64, 64] == 0)
+    with pytest.raises(ValueError, match="degenerate"):
+        fp.align_face(np.zeros((100, 100, 3), np.uint8), np.zeros((68, 2)), 128)
+
+
+# ---------------------------------------------------------------------------------------------- masks
+
+
+def _inside(polygon: np.ndarray, point: np.ndarray) -> bool:
+    return cv2.pointPolygonTest(polygon.astype(np.float32), tuple(map(float, point)), False) > 0
+
+
+@needs_photos
+def test_landmark_mask_covers_the_face_not_the_background(preprocessed):
+    for name, result in preprocessed.items():
+        mask, points = result.mask, result.points478
+        assert mask.shape == (256, 256) and mask.dtype == np.float32 and 0 <= mask.min() and mask.max() <= 1
+        at = lambda p: mask[int(p[1]), int(p[0])]  # noqa: E731
+        lmk = result.lmk68
+        for cheek_or_nose in (lmk[30], (lmk[1] + lmk[31]) / 2, (lmk[15] + lmk[35]) / 2, (lmk[27] + lmk[21]) / 2):
+            assert at(cheek_or_nose) == 1.0, name
+        for eye_centre in result.iris[[0, 5]]:
+            assert at(eye_centre) == 0.0, f"{name}: eye interior is excluded"
+        hull = cv2.convexHull(points[list(fp.FACE_OVAL)].astype(np.float32))[:, 0]
+        outside = np.ones_like(mask, bool)
+        cv2.fillPoly(outside.view(np.uint8), [np.round(hull - 0.5).astype(np.int32)], 0)
+        outside = cv2.erode(outside.view(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)  # anti-aliased edge
+        assert mask[outside].max() == 0.0, f"{name}: nothing outside the face outline"
+        assert 0.08 < mask.mean() < 0.4, name
+        assert np.all(mask[:8] == 0) and np.all(mask[-8:] == 0), name
+
+
+@needs_photos
+def test_landmark_mask_excludes_the_open_mouth(preprocessed):
+    result = preprocessed["ffhq_00018.png"] if "ffhq_00018.png" in preprocessed else None
+    if result is None:
+        pytest.skip("ffhq_00018.png (open mouth) not in the shared photographs")
+    lmk = result.lmk68
+    assert lmk[66, 1] - lmk[62, 1] > 3, "the test photo shows an open mouth"
+    assert result.mask[int((lmk[62, 1] + lmk[66, 1]) / 2), int(lmk[62, 0])] == 0.0
+
+
+@needs_photos
+def test_landmark_mask_options(preprocessed):
+    points = next(iter(preprocessed.values())).points478
+    default = fp.landmark_face_mask(points, 256)
+    whole = fp.landmark_face_mask(points, 256, forehead=1.0)
+    soft = fp.landmark_face_mask(points, 256, feather=3.0)
+    none = fp.landmark_face_mask(points, 256, forehead=0.0)
+    assert whole.sum() > default.sum() > none.sum()
+    assert np.all(whole >= default - 0.05) and np.all(default >= none - 0.05)  # up to anti-aliasing
+    assert ((soft > 0.05) & (soft < 0.95)).sum() > 3 * ((default > 0.05) & (default < 0.95)).sum()
+    assert fp.landmark_face_mask(points, (200, 300)).shape == (200, 300)
+
+
+# ---------------------------------------------------------------------------------------------- ONNX models
+
+
+def _save(graph, path: Path) -> Path:
+    import onnx
+    from onnx import helper
+
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return path
+
+
+def _parser_graph(kind: str):
+    """A stand-in for BiSeNet: class 1 (skin) scores the normalised red channel, background 0, others -10.
+
+    kind: "scores" ((1, 19, 64, 64) logits), "labels" ((1, 512, 512) int64), "wrong" (5 classes).
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    classes = 5 if kind == "wrong" else 19
+    weight = np.zeros((classes, 3, 1, 1), np.float32)
+    weight[1, 0] = 1.0
+    bias = np.full(classes, -10.0, np.float32)
+    bias[:2] = 0.0
+    nodes = [helper.make_node("Conv", ["input", "w", "b"], ["logits"])]
+    if kind == "labels":
+        nodes.append(helper.make_node("ArgMax", ["logits"], ["out"], axis=1, keepdims=0))
+        out = helper.make_tensor_value_info("out", TensorProto.INT64, [1, 512, 512])
+    else:
+        nodes.append(helper.make_node("AveragePool", ["logits"], ["out"], kernel_shape=[8, 8], strides=[8, 8]))
+        out = helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, classes, 64, 64])
+    return helper.make_graph(
+        nodes, "parser", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 512, 512])], [out],
+        initializer=[numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")])
+
+
+def _matting_graph():
+    """A stand-in for MODNet with dynamic size: alpha = (normalised red + 1) / 2, i.e. red / 255."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = np.zeros((1, 3, 1, 1), np.float32)
+    weight[0, 0] = 0.5
+    return helper.make_graph(
+        [helper.make_node("Conv", ["input", "w", "b"], ["alpha"])], "matting",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, "height", "width"])],
+        [helper.make_tensor_value_info("alpha", TensorProto.FLOAT, [1, 1, "height", "width"])],
+        initializer=[numpy_helper.from_array(weight, "w"), numpy_helper.from_array(np.array([0.5], np.float32), "b")])
+
+
+@pytest.fixture(scope="module")
+def onnx_models(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("onnx")
+    models = {kind: _save(_parser_graph(kind), folder / f"parser_{kind}.onnx")
+              for kind in ("scores", "labels", "wrong")}
+    models["matting"] = _save(_matting_graph(), folder / "matting.onnx")
+    (folder / "garbage.onnx").write_bytes(b"not a protobuf")
+    models["garbage"] = folder / "garbage.onnx"
+    return models
+
+
+def _stripes() -> np.ndarray:
+    """Three vertical stripes: red (skin for the stand-in), gray 100 (below the ImageNet mean), blue."""
+    image = np.zeros((120, 90, 3), np.uint8)
+    image[:, :30] = (255, 0, 0)
+    image[:, 30:60] = 100
+    image[:, 60:] = (0, 0, 255)
+    return image
+
+
+@pytest.mark.parametrize("kind", ["scores", "labels"])
+def test_parse_face_contract(onnx_models, kind):
+    result = fp.parse_face(_stripes(), onnx_models[kind])
+    assert isinstance(result, fp.ParsingResult)
+    assert result.labels.shape == (120, 90) and result.labels.dtype == np.uint8
+    assert result.provider == "CPUExecutionProvider" and result.model_path.name == f"parser_{kind}.onnx"
+    assert np.all(result.labels[:, 2:26] == fp.CELEBAMASK_CLASSES.index("skin")), "red in RGB order is skin"
+    assert np.all(result.labels[:, 34:88] == 0), "gray below the ImageNet mean and blue are background"
+    np.testing.assert_array_equal(result.mask, fp.parsing_mask(result.labels))
+    assert fp.parse_face(_stripes(), onnx_models[kind], output_size=(60, 45)).labels.shape == (60, 45)
+
+
+def test_parsing_mask_classes():
+    labels = np.arange(19, dtype=np.uint8).reshape(1, 19)
+    kept = {fp.CELEBAMASK_CLASSES[i] for i in np.flatnonzero(fp.parsing_mask(labels)[0])}
+    assert kept == {"skin", "l_brow", "r_brow", "l_eye", "r_eye", "eye_g", "nose", "u_lip", "l_lip"}
+
+
+def test_onnx_models_that_break_the_contract(onnx_models):
+    with pytest.raises(CorruptFileError, match="expected float scores"):
+        fp.parse_face(_stripes(), onnx_models["wrong"])
+    with pytest.raises(CorruptFileError, match="garbage.onnx"):
+        fp.parse_face(_stripes(), onnx_models["garbage"])
+    with pytest.raises(MissingFileError):
+        fp.parse_face(_stripes(), onnx_models["scores"].parent / "absent.onnx")
+
+
+def test_absent_models_mean_the_default_path(no_models, caplog):
+    with caplog.at_level(logging.INFO, logger="flamejax.perception"):
+        assert fp.parse_face(_stripes()) is None
+        assert fp.matte(_stripes()) is None
+    assert "no face parsing model found" in caplog.text and "no matting model found" in caplog.text
+
+
+def test_matte_contract(onnx_models):
+    image = np.zeros((150, 100, 3), np.uint8)
+    image[:, :, 0] = np.linspace(0, 255, 100).round().astype(np.uint8)[None, :]
+    alpha = fp.matte(image, onnx_models["matting"])
+    assert alpha.shape == (150, 100) and alpha.dtype == np.float32
+    np.testing.assert_allclose(alpha[:, 3:-3], image[:, 3:-3, 0] / 255.0, atol=0.02)
+    composite = fp.composite_over_white(image, alpha)
+    assert np.all(composite[:, 0] == 255) and np.array_equal(composite[:, -1], image[:, -1])
+
+
+@needs_photos
+def test_preprocess_with_parsing_and_matting(onnx_models, no_models):
+    name = FFHQ[0]
+    config = fp.PreprocessConfig(parsing_model=onnx_models["scores"], matting_model=onnx_models["matting"])
+    result = fp.preprocess(IMAGES / name, config)
+    assert result.mask_source == "parsing" and result.parsing.shape == (256, 256)
+    np.testing.assert_array_equal(result.mask, fp.parsing_mask(result.parsing))
+    assert result.alpha.shape == (256, 256)
+    assert not any("model found" in note for note in result.notes)
+    skip_parsing = fp.preprocess(IMAGES / name, fp.PreprocessConfig(use_parsing=False, use_matting=True))
+    assert skip_parsing.mask_source == "landmarks" and skip_parsing.alpha is None
+    assert any("no matting model" in note for note in skip_parsing.notes)
+
+
+# ---------------------------------------------------------------------------------------------- preprocess
+
+
+@needs_photos
+def test_preprocess_result(preprocessed, faces, photos):
+    for name, result in preprocessed.items():
+        assert result.image.shape == (256, 256, 3) and result.image.dtype == np.float32
+        assert 0 <= result.image.min() and result.image.max() <= 1
+        assert result.crop.shape == (512, 512, 3) and result.crop.dtype == np.uint8
+        np.testing.assert_allclose(result.image, cv2.resize(result.crop, (256, 256),
+                                                            interpolation=cv2.INTER_AREA) / 255.0, atol=1e-6)
+        for array, shape in ((result.points478, (478, 2)), (result.depth478, (478,)), (result.lmk68, (68, 2)),
+                             (result.iris, (10, 2))):
+            assert array.shape == shape and array.dtype == np.float32
+        assert np.all(result.points478 > 0) and np.all(result.points478 < 256)
+        np.testing.assert_allclose(result.lmk68, fp.to_68(result.points478), atol=1e-4)
+        np.testing.assert_array_equal(result.iris, result.points478[468:])
+        assert result.mask_source == "landmarks" and result.parsing is None and result.alpha is None
+        assert any("no face-parsing model" in note for note in result.notes)
+        assert result.redetected and result.source == str(IMAGES / name)
+        assert result.original_size == photos[name].shape[:2]
+        assert result.confidence == faces[name].confidence and result.num_faces == 1
+        np.testing.assert_allclose(fp.compose_affine(result.fit_to_original, result.original_to_fit), np.eye(2, 3),
+                                   atol=1e-9)
+        fit_to_crop = np.array([[2.0, 0, 0], [0, 2.0, 0]])
+        np.testing.assert_allclose(fp.compose_affine(result.crop_to_original, fit_to_crop), result.fit_to_original,
+                                   atol=1e-9)
+        original = fp.to_68(faces[name].points)
+        back = fp.transform_points(result.fit_to_original, result.lmk68)
+        assert np.median(np.linalg.norm(back - original, axis=1)) < 0.02 * interocular(original), name
+
+
+@needs_photos
+def test_preprocess_sources_and_options(photos, faces, no_models):
+    name = FFHQ[1]
+    from_bytes = fp.preprocess((IMAGES / name).read_bytes())
+    from_array = fp.preprocess(photos[name], fp.PreprocessConfig(redetect_on_crop=False, crop_size=384,
+                                                                 fit_size=128))
+    assert from_bytes.source == "<bytes>" and from_array.source == "<array>"
+    assert from_array.image.shape == (128, 128, 3) and from_array.crop.shape == (384, 384, 3)
+    assert not from_array.redetected
+    expected = fp.transform_points(from_array.original_to_fit, faces[name].points)
+    np.testing.assert_allclose(from_array.points478, expected, atol=1e-3)
+    with pytest.raises(ValueError, match="fit_size"):
+        fp.PreprocessConfig(crop_size=128, fit_size=256)
