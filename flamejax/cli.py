@@ -28,6 +28,9 @@ def _add_fit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rigid-steps", type=int, default=None, help="stage 1 steps (default: reference 1500)")
     p.add_argument("--landmark-steps", type=int, default=None, help="stage 2 steps (default: reference 200)")
     p.add_argument("--face-index", type=int, default=None, help="which face when several (default: largest)")
+    p.add_argument("--init", default="auto", choices=("auto", "deca+mica", "deca", "mica", "linear"),
+                   help="initialisation: networks from weights/ (DECA, MICA ONNX) or the weights-free linear "
+                        "solve; auto = the networks whose weights are present, else linear")
     p.add_argument("--mesh", default="obj,glb", help="mesh formats to write: any of obj,ply,glb, or none")
     p.add_argument("--no-overlay", action="store_true", help="skip the overlay pictures")
     _add_model_args(p)
@@ -50,7 +53,10 @@ def cmd_fit(args) -> int:
     from flamejax.perception import PerceptionError, PreprocessConfig, load_image, preprocess
     from flamejax.pipeline import fit_preprocessed, summary_line, write_outputs
 
+    from flamejax.init import resolve_init_method
+
     model = load_flame(args.flame, n_shape=args.n_shape, n_expression=args.n_exp)
+    init_method = resolve_init_method(args.init)
     uv_layout = _uv_layout()
     config = fit_config_from_args(args)
     pre_config = PreprocessConfig(face_index=args.face_index)
@@ -68,7 +74,7 @@ def cmd_fit(args) -> int:
     if not items:
         return 1
     t0 = time.perf_counter()
-    fits = fit_preprocessed(model, items, config, min(args.batch_size, len(items)), names)
+    fits = fit_preprocessed(model, items, config, min(args.batch_size, len(items)), names, init_method)
     fit_seconds = time.perf_counter() - t0
     for fit, item, original in tqdm(list(zip(fits, items, originals)), desc="write", unit="img",
                                     disable=len(items) < 2):
@@ -103,10 +109,32 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("images", nargs="+", type=Path)
     _add_fit_args(fit)
     fit.set_defaults(func=cmd_fit)
+    convert = sub.add_parser("convert", add_help=False,
+                             help="convert DECA / MICA checkpoints to ONNX: convert deca|mica CHECKPOINT -o OUT "
+                                  "(needs the torch extra)")
+    convert.add_argument("rest", nargs=argparse.REMAINDER)
+    convert.set_defaults(func=cmd_convert)
     return parser
 
 
+def cmd_convert(args) -> int:
+    return convert(args.rest)
+
+
+def convert(argv: list[str]) -> int:
+    """Hands the arguments to :mod:`flamejax.convert`, imported only here (it needs torch)."""
+    try:
+        from flamejax.convert import main as convert_main
+    except ImportError as err:
+        print(f"flamejax convert needs PyTorch: pip install 'flamejax[convert]' ({err})", file=sys.stderr)
+        return 3
+    return convert_main(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["convert"]:  # its own parser, which needs torch
+        return convert(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     from flamejax.files import CorruptFileError, MissingFileError

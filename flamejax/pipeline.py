@@ -12,10 +12,12 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from flamejax import camera as cam
-from flamejax.fit import STATUS_NAMES, STATUS_OK, FitConfig, FitResult, LandmarkTargets, fit_landmarks_batch, stack_targets
+from flamejax.fit import (STATUS_NAMES, STATUS_OK, FitConfig, FitResult, InitialGuess, LandmarkTargets,
+                          fit_landmarks_batch, stack_targets)
 from flamejax.flame import FlameModel, FlameParams, flame_forward
 
 log = logging.getLogger("flamejax")
@@ -45,9 +47,41 @@ def targets_of(item) -> LandmarkTargets:
     return LandmarkTargets.from_pixels(item.points478, item.lmk68, item.image.shape[0], iris=item.iris)
 
 
+def network_guess(model: FlameModel, items: list, batch_size: int, method: str, deca=None, mica=None
+                  ) -> tuple[InitialGuess | None, str]:
+    """DECA/MICA starts for a batch of preprocessed images (``None`` and ``"linear"`` when no network runs).
+
+    The networks see the aligned crop; shape and expression are cut to the model's component counts.
+    """
+    if method == "linear":
+        return None, "linear"
+    from flamejax.init import initialise_batch_from_networks
+
+    crops = [it.crop for it in items]
+    lmk68 = np.stack([it.lmk68 * (it.crop.shape[0] / it.image.shape[0]) for it in items])
+    inits = initialise_batch_from_networks(crops, lmk68, method, deca, mica)
+    if inits is None:
+        return None, "linear"
+    n_shape, n_exp = model.num_shape, model.num_expression
+    zeros = lambda n: np.zeros(n, np.float32)  # noqa: E731
+    fit = lambda v, n: zeros(n) if v is None else np.asarray(v, np.float32)[:n]  # noqa: E731
+    rows = [(fit(i.shape, n_shape), fit(i.expression, n_exp), fit(i.jaw, 3), float(i.shape is not None),
+             float(i.expression is not None)) for i in inits]
+    rows += [(zeros(n_shape), zeros(n_exp), zeros(3), 0.0, 0.0)] * (batch_size - len(rows))
+    columns = [np.stack(c).astype(np.float32) for c in zip(*rows)]
+    guess = InitialGuess(*(jnp.asarray(c) for c in columns))
+    providers = ", ".join(f"{k}: {v}" for k, v in inits[0].providers.items())
+    return guess, f"{inits[0].method} ({providers})"
+
+
 def fit_preprocessed(model: FlameModel, items: list, config: FitConfig, batch_size: int,
-                     names: list[str] | None = None) -> list[ImageFit]:
-    """Fit preprocessed images in fixed-size padded batches (one compilation per batch size)."""
+                     names: list[str] | None = None, init_method: str = "linear", deca=None, mica=None
+                     ) -> list[ImageFit]:
+    """Fit preprocessed images in fixed-size padded batches (one compilation per batch size).
+
+    ``init_method``: ``"linear"`` (weights-free), or ``"deca+mica"``, ``"deca"``, ``"mica"``, ``"auto"`` to start
+    from the networks (see :mod:`flamejax.init`); the method used is recorded in each :class:`ImageFit`.
+    """
     names = names or [getattr(it, "source", f"image{i}") for i, it in enumerate(items)]
     fits: list[ImageFit] = []
     forward = jax.jit(jax.vmap(flame_forward, in_axes=(None, 0)))
@@ -55,13 +89,14 @@ def fit_preprocessed(model: FlameModel, items: list, config: FitConfig, batch_si
         chunk = items[start:start + batch_size]
         targets = stack_targets([targets_of(it) for it in chunk], batch_size)
         t0 = time.perf_counter()
-        result = jax.tree.map(np.asarray, fit_landmarks_batch(model, targets, config))
-        vertices = np.asarray(forward(model, result.params))
+        guess, method = network_guess(model, chunk, batch_size, init_method, deca, mica)
+        result = jax.tree.map(np.asarray, fit_landmarks_batch(model, targets, config, guess))
+        vertices = np.asarray(forward(model, result.params).vertices)
         per_image = (time.perf_counter() - t0) / len(chunk)
         for i, name in enumerate(names[start:start + len(chunk)]):
             single = jax.tree.map(lambda a: a[i], result)
             fits.append(ImageFit(name=name, result=single, vertices=vertices[i],
-                                 status=STATUS_NAMES[int(single.status)], seconds=per_image))
+                                 status=STATUS_NAMES[int(single.status)], seconds=per_image, init_method=method))
     return fits
 
 

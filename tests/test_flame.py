@@ -239,5 +239,21 @@ def test_landmarks_on_template_are_anatomical(flame_model):
 
 
 def test_contour_bin_follows_yaw():
-    bins = [int(contour_bin(Rotation.from_euler("y", d, degrees=True).as_matrix())) for d in (0, -10, -39, -60, 10, 39, 60)]
+    bins = [int(contour_bin(Rotation.from_euler("y", d, degrees=True).as_matrix())) for d in (0, 10, 39, 60, -10, -39, -60)]
     assert bins == [0, 10, 39, 39, 49, 78, 78]
+
+
+def test_chosen_contour_lies_on_the_silhouette(flame_model):
+    """For a turned head the chosen jaw contour faces sideways; the mirrored bin would put it on hidden faces."""
+    from flamejax.render import vertex_normals
+
+    normals = np.asarray(vertex_normals(flame_model.v_template, flame_model.faces))
+    contour_vertices = np.asarray(flame_model.landmarks.contour_vertices)[:, :, 0]
+    for yaw in (-30.0, -15.0, 15.0, 30.0):
+        rot = Rotation.from_euler("y", yaw, degrees=True).as_matrix()
+        facing = (normals[contour_vertices] @ rot.T)[..., 2]  # camera looks down -z: +z faces the camera
+        sideways = np.abs(facing[:, [0, 1, 2, 3, 13, 14, 15, 16]]).mean(axis=1)
+        chosen = int(contour_bin(jnp.asarray(rot, jnp.float32)))
+        mirrored = chosen - 39 if chosen > 39 else chosen + 39
+        assert sideways[chosen] < sideways[mirrored] - 0.1
+        assert facing[chosen].min() > -0.3  # no contour point on a face turned away from the camera

@@ -134,13 +134,15 @@ def barycentric_points(vertices: Float[Array, "verts 3"], vertex_ids: Int[Array,
 
 
 def contour_bin(head_to_camera: Float[Array, "3 3"]) -> Int[Array, ""]:
-    """Row of the dynamic contour embedding for a head rotation relative to the camera (DECA's rule).
+    """Row of the dynamic contour embedding for a head rotation relative to the camera.
 
-    Rows 0..39 hold yaw 0..-39 degrees (face turned towards the subject's right), rows 40..78 yaw +1..+39.
+    Rows 0..39 hold yaw 0..+39 degrees (face turned towards its own left, +x), rows 40..78 yaw -1..-39. This is
+    DECA's binning with the sign of the yaw as this camera convention sees it; checked by the normals of the
+    chosen contour vertices (they face sideways, not away from the camera) in the tests.
     """
     r = head_to_camera
     yaw = jnp.arctan2(-r[2, 0], jnp.sqrt(r[0, 0] ** 2 + r[1, 0] ** 2))
-    angle = jnp.round(jnp.minimum(-jnp.rad2deg(yaw), MAX_CONTOUR_YAW_DEG)).astype(jnp.int32)
+    angle = jnp.round(jnp.minimum(jnp.rad2deg(yaw), MAX_CONTOUR_YAW_DEG)).astype(jnp.int32)
     negative = jnp.where(angle < -MAX_CONTOUR_YAW_DEG, 2 * MAX_CONTOUR_YAW_DEG, MAX_CONTOUR_YAW_DEG - angle)
     return jnp.where(angle < 0, negative, angle)
 
