@@ -22,7 +22,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 def _add_fit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     p.add_argument("--batch-size", type=int, default=16, help="images fitted together (fixed, padded)")
-    p.add_argument("--mode", choices=("landmark",), default="landmark", help="fitting mode")
+    p.add_argument("--mode", choices=("landmark", "photometric"), default="landmark",
+                   help="landmark: fit the landmarks; photometric: then match the pixels (texture, light)")
+    p.add_argument("--photometric-steps", type=int, default=None, help="photometric steps (default: reference 400)")
     p.add_argument("--fov", type=float, default=20.0, help="camera field of view in degrees")
     p.add_argument("--optimise-fov", action="store_true", help="also fit the field of view (10-50 degrees)")
     p.add_argument("--rigid-steps", type=int, default=None, help="stage 1 steps (default: reference 1500)")
@@ -44,6 +46,24 @@ def fit_config_from_args(args):
         config = quick_config(args.rigid_steps or config.rigid.steps, args.landmark_steps or config.landmark.steps)
     rigid = dataclasses.replace(config.rigid, optimise_fov=args.optimise_fov)
     return config.replace(fov_deg=args.fov, rigid=rigid)
+
+
+def photometric_from_args(args, uv_layout):
+    """The photometric configuration and albedo model for ``--mode photometric`` (None, None otherwise)."""
+    if args.mode != "photometric":
+        return None, None
+    from flamejax.files import MissingFileError
+    from flamejax.fit import PhotometricConfig
+    from flamejax.render import load_albedo_model
+
+    if uv_layout is None:
+        raise MissingFileError("photometric mode needs the FLAME UV template (head_template_mesh.obj); "
+                               "see weights/README.md")
+    config = PhotometricConfig()
+    if args.photometric_steps is not None:
+        config = dataclasses.replace(config, steps=args.photometric_steps,
+                                     texel_start=min(config.texel_start, args.photometric_steps // 2))
+    return config, load_albedo_model()
 
 
 def cmd_fit(args) -> int:
@@ -74,7 +94,9 @@ def cmd_fit(args) -> int:
     if not items:
         return 1
     t0 = time.perf_counter()
-    fits = fit_preprocessed(model, items, config, min(args.batch_size, len(items)), names, init_method)
+    photometric, albedo = photometric_from_args(args, uv_layout)
+    fits = fit_preprocessed(model, items, config, min(args.batch_size, len(items)), names, init_method,
+                            photometric=photometric, uv_layout=uv_layout, albedo=albedo)
     fit_seconds = time.perf_counter() - t0
     for fit, item, original in tqdm(list(zip(fits, items, originals)), desc="write", unit="img",
                                     disable=len(items) < 2):

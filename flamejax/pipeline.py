@@ -17,7 +17,8 @@ import numpy as np
 
 from flamejax import camera as cam
 from flamejax.fit import (STATUS_NAMES, STATUS_OK, FitConfig, FitResult, InitialGuess, LandmarkTargets,
-                          fit_landmarks_batch, stack_targets)
+                          PhotometricConfig, PhotometricResult, PhotometricTargets, fit_landmarks_batch,
+                          fit_photometric_batch, stack_targets)
 from flamejax.flame import FlameModel, FlameParams, flame_forward
 
 log = logging.getLogger("flamejax")
@@ -36,6 +37,9 @@ class ImageFit:
     seconds: float
     """This image's share of the batch's fitting time."""
     init_method: str = "linear"
+    photometric: PhotometricResult | None = None
+    """Photometric-mode extras (texture, light, render, photometric errors); ``result`` then holds the
+    photometric parameters, camera and landmarks."""
 
     @property
     def ok(self) -> bool:
@@ -75,8 +79,8 @@ def network_guess(model: FlameModel, items: list, batch_size: int, method: str, 
 
 
 def fit_preprocessed(model: FlameModel, items: list, config: FitConfig, batch_size: int,
-                     names: list[str] | None = None, init_method: str = "linear", deca=None, mica=None
-                     ) -> list[ImageFit]:
+                     names: list[str] | None = None, init_method: str = "linear", deca=None, mica=None,
+                     photometric: PhotometricConfig | None = None, uv_layout=None, albedo=None) -> list[ImageFit]:
     """Fit preprocessed images in fixed-size padded batches (one compilation per batch size).
 
     ``init_method``: ``"linear"`` (weights-free), or ``"deca+mica"``, ``"deca"``, ``"mica"``, ``"auto"`` to start
@@ -90,14 +94,32 @@ def fit_preprocessed(model: FlameModel, items: list, config: FitConfig, batch_si
         targets = stack_targets([targets_of(it) for it in chunk], batch_size)
         t0 = time.perf_counter()
         guess, method = network_guess(model, chunk, batch_size, init_method, deca, mica)
-        result = jax.tree.map(np.asarray, fit_landmarks_batch(model, targets, config, guess))
+        result = fit_landmarks_batch(model, targets, config, guess)
+        photo = None
+        if photometric is not None:
+            photo = _photometric_batch(model, chunk, batch_size, targets, result, photometric, uv_layout, albedo)
+            result = dataclasses.replace(result, params=photo.params, camera=photo.camera, landmarks=photo.landmarks,
+                                         nme=photo.nme, status=jnp.maximum(result.status, photo.status))
+        result = jax.tree.map(np.asarray, result)
         vertices = np.asarray(forward(model, result.params).vertices)
         per_image = (time.perf_counter() - t0) / len(chunk)
         for i, name in enumerate(names[start:start + len(chunk)]):
             single = jax.tree.map(lambda a: a[i], result)
             fits.append(ImageFit(name=name, result=single, vertices=vertices[i],
-                                 status=STATUS_NAMES[int(single.status)], seconds=per_image, init_method=method))
+                                 status=STATUS_NAMES[int(single.status)], seconds=per_image, init_method=method,
+                                 photometric=None if photo is None else jax.tree.map(lambda a: np.asarray(a[i]), photo)))
     return fits
+
+
+def _photometric_batch(model, chunk, batch_size, targets, result, config, uv_layout, albedo):
+    if uv_layout is None:
+        raise ValueError("photometric mode needs the FLAME UV layout (uv_template: head_template_mesh.obj)")
+    pad = batch_size - len(chunk)
+    size = chunk[0].image.shape[0]
+    images = np.stack([it.image for it in chunk] + [np.zeros((size, size, 3), np.float32)] * pad)
+    masks = np.stack([it.mask for it in chunk] + [np.zeros((size, size), np.float32)] * pad)
+    photo_targets = PhotometricTargets(jnp.asarray(images), jnp.asarray(masks), targets)
+    return fit_photometric_batch(model, uv_layout, photo_targets, result.params, result.camera, config, albedo)
 
 
 def camera_record(camera: cam.Camera, image_size: int) -> dict:
@@ -143,7 +165,11 @@ def parameter_record(fit: ImageFit, item) -> dict:
                    "landmark_final": float(fit.result.landmark_final_loss)},
         "landmarks": {k: v for k, v in points.items()},
         "detection_confidence": item.confidence, "num_faces": item.num_faces,
-    }
+    } | ({} if fit.photometric is None else {
+        "mode": "photometric", "light": fit.photometric.light, "tex": fit.photometric.texture_coeffs,
+        "photometric_l1": {"start": float(fit.photometric.photometric_start),
+                           "final": float(fit.photometric.photometric_final)},
+    })
 
 
 def write_outputs(outdir: Path, fit: ImageFit, item, model: FlameModel, uv_layout=None,
@@ -169,11 +195,30 @@ def write_outputs(outdir: Path, fit: ImageFit, item, model: FlameModel, uv_layou
         face_uv = np.asarray(uv_layout.face_uv_index)
     for fmt in mesh_formats:
         written[fmt] = export_mesh(outdir / f"{stem}.{fmt}", fit.vertices, faces, uv=uv, face_uv=face_uv)
+    if fit.photometric is not None:
+        written |= _write_photometric(outdir, stem, fit, item, faces, uv, face_uv, mesh_formats)
     if overlay:
         from flamejax.overlay import overlay_picture
         from flamejax.io import write_image
 
         written["overlay"] = write_image(outdir / f"{stem}_overlay.png", overlay_picture(fit, item, model, original))
+    return written
+
+
+def _write_photometric(outdir: Path, stem: str, fit: ImageFit, item, faces, uv, face_uv, mesh_formats) -> dict:
+    """Texture PNG, textured meshes and the render beside the photograph."""
+    from flamejax.io import export_mesh, write_image
+
+    photo = fit.photometric
+    written = {"texture": write_image(outdir / f"{stem}_texture.png", photo.texture)}
+    for fmt in mesh_formats:
+        if fmt in ("obj", "glb"):
+            written[f"textured_{fmt}"] = export_mesh(outdir / f"{stem}_textured.{fmt}", fit.vertices, faces, uv=uv,
+                                                     face_uv=face_uv, texture=photo.texture)
+    alpha = photo.alpha[..., None]
+    composite = item.image * (1.0 - alpha) + photo.render * alpha
+    written["render"] = write_image(outdir / f"{stem}_render.png",
+                                    np.concatenate([item.image, composite, photo.render], axis=1))
     return written
 
 

@@ -16,12 +16,21 @@ from flamejax.fit._landmark_fit import (
     project_landmarks,
     result_to_numpy,
 )
+from flamejax.fit._photometric import (
+    AMBIENT_SH,
+    PhotometricConfig,
+    PhotometricResult,
+    PhotometricTargets,
+    fit_photometric,
+    fit_photometric_batch,
+)
 from flamejax.fit._optim import StageOutcome, grouped_adam, run_optimiser
 from flamejax.fit._synthetic import SyntheticSample, aligned_vertex_error_mm, rotation_error_deg, sample_problem, similarity_align
 from flamejax.fit._targets import LandmarkTargets, nme_inner, stack_targets
 
 __all__ = [
-    "FitConfig", "FitResult", "GroupSchedule", "InitConfig", "InitialGuess", "LandmarkPoints3D", "LandmarkStageConfig",
+    "AMBIENT_SH", "PhotometricConfig", "PhotometricResult", "PhotometricTargets", "fit_photometric",
+    "fit_photometric_batch", "FitConfig", "FitResult", "GroupSchedule", "InitConfig", "InitialGuess", "LandmarkPoints3D", "LandmarkStageConfig",
     "LandmarkTargets", "ProjectedLandmarks", "RigidStageConfig", "STATUS_NAMES", "STATUS_OK", "StageOutcome",
     "SyntheticSample", "aligned_vertex_error_mm", "fit_landmarks", "fit_landmarks_batch", "grouped_adam",
     "landmark_model", "landmark_points", "linear_initialisation", "nme_inner", "project_landmarks",

@@ -1,0 +1,32 @@
+"""Differentiable rendering of triangle meshes in pure JAX (jit, vmap, grad).
+
+Data path: ``screen_vertices`` (camera projection) → :func:`rasterize` (K fragments per pixel, tiled, static shapes)
+→ :func:`interpolate` (UVs, normals, colours) → shading (:func:`sh_shading`, :func:`sample_texture`) →
+:func:`hard_blend` (z-buffer picture, alpha 0/1) or :func:`soft_blend` (SoftRas: gradients at the silhouette).
+:func:`render_mesh` does all of it for a textured FLAME head; :func:`shade_for_display` draws a gray mesh.
+
+Conventions: pixels as in :mod:`flamejax.camera` (u right, v down, pixel (i, j) centred at (j + 0.5, i + 0.5));
+``Fragments.signed_dist`` in pixels (negative inside); ``RasterConfig.sigma`` in NDC² (PyTorch3D's);
+UVs with v pointing down like image rows (see :mod:`flamejax.render._texture`).
+"""
+
+from flamejax.render._blend import hard_blend, interpolate, soft_blend, soft_coverage
+from flamejax.render._raster import Fragments, RasterConfig, count_tile_faces, rasterize
+from flamejax.render._render import RenderResult, render_mesh, screen_vertices, shade_for_display
+from flamejax.render._shading import SH_CONSTANTS, face_normals, sh_basis, sh_shading, vertex_normals
+from flamejax.render._texture import (
+    AlbedoModel,
+    UVLayout,
+    albedo_texture,
+    load_albedo_model,
+    load_uv_layout,
+    sample_texture,
+    uniform_texture,
+)
+
+__all__ = [
+    "AlbedoModel", "Fragments", "RasterConfig", "RenderResult", "SH_CONSTANTS", "UVLayout", "albedo_texture",
+    "count_tile_faces", "face_normals", "hard_blend", "interpolate", "load_albedo_model", "load_uv_layout",
+    "rasterize", "render_mesh", "sample_texture", "screen_vertices", "sh_basis", "sh_shading", "shade_for_display",
+    "soft_blend", "soft_coverage", "uniform_texture", "vertex_normals",
+]

@@ -1,0 +1,183 @@
+"""FLAME UV layout, bilinear texture sampling and the optional albedo (texture PCA) model.
+
+UV convention (everywhere in flamejax): ``uv = (u, v)`` in [0, 1]² with **v pointing down**, like image rows:
+``uv = (0, 0)`` is the top-left corner of the texture image, texel (row i, col j) has its centre at
+``((j + 0.5) / W, (i + 0.5) / H)``. OBJ files store v pointing up; :func:`load_uv_layout` flips it
+(``v_image = 1 - v_obj``), so a texture PNG written row by row lines up with the OBJ's ``vt`` as usual.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import zipfile
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from flamejax._typing import Array, Float, Int
+from flamejax.files import CorruptFileError, find_file
+
+logger = logging.getLogger(__name__)
+
+_ALBEDO_KEYS = {("MU", "PC"): 1.0, ("mean", "tex_dir"): 1.0 / 255.0}
+"""Mean / basis keys of the two albedo files and the factor that brings them to [0, 1]:
+FLAME_albedo_from_BFM.npz stores [0, 1], the FLAME texture space FLAME_texture.npz stores [0, 255]."""
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class UVLayout:
+    """Texture coordinates of a mesh, per face corner (seams give a vertex several uvs)."""
+
+    uv: Float[Array, "t 2"]
+    """Texture coordinates, image convention (v down), in [0, 1]."""
+    face_uv_index: Int[Array, "f 3"]
+    """Row of ``uv`` for each face corner."""
+    faces: Int[Array, "f 3"]
+    """Vertex ids of each face as the OBJ states them (FLAME's ``f``), to check that the topology matches."""
+
+    def face_uvs(self) -> Float[Array, "f 3 2"]:
+        """Per face-corner uvs, ready for :func:`flamejax.render.interpolate`."""
+        return self.uv[self.face_uv_index]
+
+
+def _corner_ids(token: str) -> tuple[int, int]:
+    parts = token.split("/")
+    if len(parts) < 2 or not parts[1]:
+        raise ValueError(f"face corner {token!r} has no texture coordinate (expected v/vt or v/vt/vn)")
+    return int(parts[0]), int(parts[1])
+
+
+def load_uv_layout(path: str | Path | None = None) -> UVLayout:
+    """Read ``vt`` and ``f v/vt`` lines of an OBJ with UVs (default: the ``uv_template`` file, FLAME's
+    ``head_template_mesh.obj``). Nothing is merged or reordered: row i of ``uv`` is the i-th ``vt``.
+
+    Raises:
+      MissingFileError: no such file; ValueError: a face without uvs or not a triangle.
+    """
+    path = find_file("uv_template", path)
+    uv, corners = [], []
+    with open(path) as f:
+        for line in f:
+            fields = line.split()
+            if not fields:
+                continue
+            if fields[0] == "vt":
+                uv.append((float(fields[1]), float(fields[2])))
+            elif fields[0] == "f":
+                if len(fields) != 4:
+                    raise ValueError(f"{path}: only triangles are supported, got {line.strip()!r}")
+                corners.append([_corner_ids(t) for t in fields[1:]])
+    uv_arr = np.asarray(uv, np.float32).reshape(-1, 2)
+    uv_arr[:, 1] = 1.0 - uv_arr[:, 1]
+    ids = np.asarray(corners, np.int64).reshape(-1, 3, 2) - 1
+    if ids.size and (ids.min() < 0 or ids[..., 1].max() >= len(uv_arr)):
+        raise ValueError(f"{path}: face indices must be positive (1-based) and refer to existing vt lines")
+    return UVLayout(jnp.asarray(uv_arr), jnp.asarray(ids[..., 1], jnp.int32), jnp.asarray(ids[..., 0], jnp.int32))
+
+
+def sample_texture(texture: Float[Array, "th tw c"], uv: Float[Array, "... 2"]) -> Float[Array, "... c"]:
+    """Bilinear lookup at ``uv`` (image convention, see module docstring), clamped at the borders.
+
+    Differentiable with respect to the texture and to ``uv`` (inside a texel; the gradient w.r.t. ``uv`` is 0
+    beyond the outer texel centres).
+    """
+    th, tw = texture.shape[0], texture.shape[1]
+    x = jnp.clip(uv[..., 0] * tw - 0.5, 0.0, tw - 1.0)
+    y = jnp.clip(uv[..., 1] * th - 0.5, 0.0, th - 1.0)
+    x0 = jnp.minimum(jnp.floor(x), tw - 2.0) if tw > 1 else jnp.zeros_like(x)
+    y0 = jnp.minimum(jnp.floor(y), th - 2.0) if th > 1 else jnp.zeros_like(y)
+    fx, fy = (x - x0)[..., None], (y - y0)[..., None]
+    i0, j0 = y0.astype(jnp.int32), x0.astype(jnp.int32)
+    i1, j1 = jnp.minimum(i0 + 1, th - 1), jnp.minimum(j0 + 1, tw - 1)
+    top = texture[i0, j0] * (1.0 - fx) + texture[i0, j1] * fx
+    bottom = texture[i1, j0] * (1.0 - fx) + texture[i1, j1] * fx
+    return top * (1.0 - fy) + bottom * fy
+
+
+def uniform_texture(color=(0.7, 0.55, 0.45), size: int = 256) -> Float[Array, "size size 3"]:
+    """A constant RGB texture: the starting point of a per-texel albedo when no albedo model is available."""
+    return jnp.broadcast_to(jnp.asarray(color, jnp.float32), (size, size, 3))
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class AlbedoModel:
+    """Linear albedo model in FLAME's UV layout: ``texture = mean + basis @ coeffs``, RGB in [0, 1]."""
+
+    mean: Float[Array, "s s 3"]
+    """Mean albedo texture (rows top to bottom, image uv convention)."""
+    basis: Float[Array, "s s 3 n"]
+    """Principal components (not normalised by their standard deviation: coefficients are file-specific)."""
+
+
+def _read_npz_columns(path: Path, key: str, n: int) -> np.ndarray:
+    """The first ``n`` entries of the last axis of array ``key`` as (rows, n) float32, read in chunks so that a
+    full basis (e.g. 786432 × 199) is never in memory at once."""
+    with zipfile.ZipFile(path) as archive, archive.open(key + ".npy") as f:
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(f)
+        if fortran or dtype.hasobject:
+            return np.load(path)[key].reshape(-1, shape[-1])[:, :n].astype(np.float32)
+        cols = shape[-1]
+        rows = int(np.prod(shape[:-1]))
+        out = np.empty((rows, min(n, cols)), np.float32)
+        chunk = max(1, (1 << 24) // (cols * dtype.itemsize))
+        for start in range(0, rows, chunk):
+            count = min(chunk, rows - start)
+            block = np.frombuffer(f.read(count * cols * dtype.itemsize), dtype=dtype).reshape(count, cols)
+            out[start : start + count] = block[:, : out.shape[1]]
+        return out
+
+
+def _downsample(texels: np.ndarray, side: int, size: int | None) -> np.ndarray:
+    """(side, side, 3, ...) to (size, size, 3, ...) by block averaging (or bilinear when not an integer factor)."""
+    if size is None or size == side:
+        return texels
+    if side % size == 0:
+        f = side // size
+        return texels.reshape(size, f, size, f, *texels.shape[2:]).mean(axis=(1, 3))
+    return np.asarray(jax.image.resize(texels, (size, size, *texels.shape[2:]), "linear"))
+
+
+def load_albedo_model(
+    path: str | Path | None = None, n_components: int = 50, texture_size: int | None = 256
+) -> AlbedoModel | None:
+    """Load the user's albedo model, or return ``None`` (and log a note) when there is none.
+
+    Accepted files: ``FLAME_albedo_from_BFM.npz`` (keys ``MU``/``PC``, values in [0, 1]) and the FLAME texture
+    space ``FLAME_texture.npz`` (``mean``/``tex_dir``, values in [0, 255], divided by 255 here). Both store a
+    512² texture with channels in BGR order, rows top to bottom; it is returned in RGB, resampled to
+    ``texture_size``² (block average; ``None`` keeps the file's size).
+
+    Args:
+      path: explicit file (an error if it does not exist); default: search as :func:`flamejax.files.find_file`.
+      n_components: leading principal components kept (fewer if the file has fewer).
+    """
+    found = find_file("albedo_model", path, required=False)
+    if found is None:
+        logger.warning("no albedo model (FLAME_albedo_from_BFM.npz or FLAME_texture.npz) found: "
+                       "fit a per-texel albedo instead")
+        return None
+    with np.load(found) as npz:
+        keys = next(((m, b) for m, b in _ALBEDO_KEYS if m in npz.files and b in npz.files), None)
+        if keys is None:
+            raise CorruptFileError(f"{found}: expected arrays MU/PC or mean/tex_dir, found {npz.files}")
+        mean = np.asarray(npz[keys[0]], np.float32).reshape(-1)
+    scale = _ALBEDO_KEYS[keys]
+    basis = _read_npz_columns(found, keys[1], n_components)
+    side = int(round(np.sqrt(mean.size / 3)))
+    if side * side * 3 != mean.size or basis.shape[0] != mean.size:
+        raise CorruptFileError(f"{found}: mean of {mean.size} values and basis of {basis.shape} are not a square RGB texture")
+    mean = _downsample(mean.reshape(side, side, 3)[..., ::-1] * scale, side, texture_size)
+    basis = _downsample(basis.reshape(side, side, 3, -1)[:, :, ::-1] * scale, side, texture_size)
+    return AlbedoModel(jnp.asarray(mean, jnp.float32), jnp.asarray(basis, jnp.float32))
+
+
+def albedo_texture(model: AlbedoModel, coeffs: Float[Array, "n"]) -> Float[Array, "s s 3"]:
+    """Albedo texture ``mean + basis @ coeffs`` (not clipped, so gradients stay linear)."""
+    return model.mean + jnp.einsum("hwcn,n->hwc", model.basis, coeffs, precision=jax.lax.Precision.HIGHEST)
