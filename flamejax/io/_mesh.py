@@ -18,7 +18,7 @@ def _split_uv_seams(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, fac
     return vertices[unique[:, 0]], inverse.reshape(faces.shape), uv[unique[:, 1]], unique[:, 0]
 
 
-def build_trimesh(vertices, faces, uv=None, face_uv=None, texture=None, vertex_colors=None):
+def build_trimesh(vertices, faces, uv=None, face_uv=None, texture=None, vertex_colors=None, material_name="material"):
     """A ``trimesh.Trimesh`` of the mesh; ``uv`` (T,2) in [0,1] with v up (OBJ convention), ``face_uv`` (F,3)."""
     import trimesh
     from PIL import Image
@@ -35,7 +35,7 @@ def build_trimesh(vertices, faces, uv=None, face_uv=None, texture=None, vertex_c
         if tex.dtype != np.uint8:
             tex = (np.clip(tex, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
         image = Image.fromarray(tex)
-    material = trimesh.visual.material.SimpleMaterial(image=image) if image is not None else None
+    material = trimesh.visual.material.SimpleMaterial(image=image, name=material_name) if image is not None else None
     visual = trimesh.visual.TextureVisuals(uv=vert_uv, image=image, material=material)
     return trimesh.Trimesh(verts, new_faces, visual=visual, process=False)
 
@@ -54,7 +54,7 @@ def export_mesh(path: str | Path, vertices, faces, uv=None, face_uv=None, textur
     fmt = path.suffix.lower().lstrip(".")
     if fmt not in MESH_FORMATS:
         raise ValueError(f"{path}: unsupported mesh format {fmt!r}; choose one of {MESH_FORMATS}")
-    mesh = build_trimesh(vertices, faces, uv, face_uv, texture, vertex_colors)
+    mesh = build_trimesh(vertices, faces, uv, face_uv, texture, vertex_colors, material_name=path.stem)
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "obj":
         files = trimesh.exchange.obj.export_obj(
