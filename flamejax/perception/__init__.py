@@ -25,7 +25,8 @@ from flamejax.perception._matting import composite_over_white, matte
 from flamejax.perception._parsing import (CELEBAMASK_CLASSES, FACE_CLASSES, ParsingResult, parse_face,
                                           parsing_mask)
 from flamejax.perception._preprocess import Preprocessed, PreprocessConfig, preprocess
-from flamejax.perception._transform import (compose_affine, invert_affine, ndc_to_pixels, pixels_to_ndc,
+from flamejax.camera import ndc_to_pixels, pixels_to_ndc
+from flamejax.perception._transform import (compose_affine, invert_affine,
                                             transform_points, warp_image)
 
 __all__ = [

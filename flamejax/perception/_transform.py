@@ -109,13 +109,3 @@ def _area_shrink(image: np.ndarray, matrix: Affine, size: tuple[int, int],
     small = cv2.resize(part, (small_w, small_h), interpolation=cv2.INTER_AREA)
     sx, sy = small_w / (x1 - x0), small_h / (y1 - y0)
     return small, np.array([[sx, 0.0, -x0 * sx], [0.0, sy, -y0 * sy]])
-
-
-def pixels_to_ndc(points: Float[np.ndarray, "*batch 2"], size: int) -> Float[np.ndarray, "*batch 2"]:
-    """Pixel coordinates of a ``size`` square image to [-1, 1] (image edges at +-1; y still points down)."""
-    return np.asarray(points) * (2.0 / size) - 1.0
-
-
-def ndc_to_pixels(points: Float[np.ndarray, "*batch 2"], size: int) -> Float[np.ndarray, "*batch 2"]:
-    """Inverse of :func:`pixels_to_ndc`."""
-    return (np.asarray(points) + 1.0) * (size / 2.0)
