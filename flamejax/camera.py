@@ -9,9 +9,9 @@ Conventions (documented once, used everywhere):
 * Pixels: ``u`` grows to the right, ``v`` grows downwards, the image spans ``[0, W] x [0, H]`` and the centre of
   pixel ``(row i, column j)`` is ``(j + 0.5, i + 0.5)``. The principal point is the image centre.
 * NDC: ``2 * pixel / size - 1``, so ``(-1, -1)`` is the top-left corner and ``(1, 1)`` the bottom-right.
-* Head pose angles (:func:`yaw_pitch_roll`) decompose ``R`` as ``Ry(yaw) Rx(pitch) Rz(roll)``; a positive yaw
-  turns the face towards the image's right... of the subject's own left (FLAME +x), positive pitch tilts the
-  chin down, towards the camera's -y.
+* Head pose angles (:func:`yaw_pitch_roll`) decompose ``R`` as ``Ry(yaw) Rx(pitch) Rz(roll)``. A positive yaw
+  turns the face towards its own left (FLAME +x), so the nose moves right in the image; a positive pitch turns
+  the face downwards (chin towards the camera's -y); a positive roll turns it counter-clockwise in the image.
 """
 
 from __future__ import annotations

@@ -193,8 +193,10 @@ def write_outputs(outdir: Path, fit: ImageFit, item, model: FlameModel, uv_layou
         uv = np.asarray(uv_layout.uv).copy()
         uv[:, 1] = 1.0 - uv[:, 1]  # UVLayout stores v downwards (image rows); OBJ wants v up
         face_uv = np.asarray(uv_layout.face_uv_index)
-    for fmt in mesh_formats:
-        written[fmt] = export_mesh(outdir / f"{stem}.{fmt}", fit.vertices, faces, uv=uv, face_uv=face_uv)
+    for fmt in mesh_formats:  # OBJ/PLY keep FLAME's 5023 vertices in order; GLB carries the UVs (split seams)
+        with_uv = fmt == "glb"
+        written[fmt] = export_mesh(outdir / f"{stem}.{fmt}", fit.vertices, faces,
+                                   uv=uv if with_uv else None, face_uv=face_uv if with_uv else None)
     if fit.photometric is not None:
         written |= _write_photometric(outdir, stem, fit, item, faces, uv, face_uv, mesh_formats)
     if overlay:
