@@ -16,6 +16,7 @@ import pytest
 from flamejax.camera import Camera, project
 from flamejax.render import (
     RasterConfig,
+    UVLayout,
     albedo_texture,
     count_tile_faces,
     hard_blend,
@@ -35,7 +36,7 @@ from tests.conftest import shared_flame_dir
 
 SIZE = 64
 K = 4
-HARD = RasterConfig(image_size=SIZE, faces_per_pixel=K, faces_per_tile=64, blur_radius=0.0)
+HARD = RasterConfig(image_size=SIZE, faces_per_pixel=K, tile_size=8, faces_per_tile=64, blur_radius=0.0)
 SOFT = dataclasses.replace(HARD, blur_radius=2.5, sigma=4e-3)
 AMBIGUOUS = 1e-3
 """Pixels this close (in barycentric units) to an edge may go either way in float32: skipped in comparisons."""
@@ -146,6 +147,16 @@ def test_hard_blend_and_tiny_sigma_soft_blend_agree(scene):
     np.testing.assert_array_equal(soft_img[soft.face_index[..., 0] < 0], 0.0)
 
 
+def test_vmapped_rasterize_equals_single_images(scene):
+    verts, faces, _, _, hard, _ = scene
+    shifted = verts + np.array([3.0, -2.0, 0.5], np.float32)
+    batch = jax.jit(jax.vmap(rasterize, in_axes=(0, None, None)), static_argnums=2)(
+        jnp.stack([verts, shifted]), jnp.asarray(faces), HARD)
+    np.testing.assert_array_equal(batch.face_index[0], hard.face_index)
+    np.testing.assert_allclose(batch.bary[0], hard.bary, atol=1e-6)
+    assert not np.array_equal(batch.face_index[1], hard.face_index)
+
+
 def test_interpolate_vertex_and_face_corner_attributes_agree(scene):
     verts, faces, _, _, hard, _ = scene
     attrs = jnp.asarray(np.random.default_rng(2).normal(size=(len(verts), 2)), jnp.float32)
@@ -187,7 +198,7 @@ def test_soft_gradients_match_finite_differences():
         assert float(jnp.max(jnp.abs(grad[:, :2]))) > 0
 
 
-def test_silhouette_gradient_reaches_vertices_only_in_soft_mode():
+def test_soft_silhouette_gradient_reaches_vertices():
     verts = jnp.array([[20.0, 20.0, 2.0], [44.0, 22.0, 2.0], [30.0, 44.0, 2.0]])
     faces = jnp.array([[0, 1, 2]])
     white = jnp.ones((3, 3))
@@ -197,12 +208,41 @@ def test_silhouette_gradient_reaches_vertices_only_in_soft_mode():
         out = blend(interpolate(fragments, white), fragments)
         return jnp.sum(out[..., 3])
 
-    grad = jax.jit(jax.grad(coverage), static_argnums=(1, 2))
-    soft = grad(verts, SOFT, functools.partial(soft_blend, config=SOFT))
-    hard = grad(verts, HARD, hard_blend)
-    assert np.all(np.asarray(hard) == 0)
-    # Pulling vertex 1 to the right grows the triangle.
+    soft = jax.jit(jax.grad(coverage), static_argnums=(1, 2))(verts, SOFT, functools.partial(soft_blend, config=SOFT))
+    # Pulling vertex 1 to the right grows the triangle; hard alpha is piecewise constant (no gradient by design).
     assert float(soft[1, 0]) > 1.0
+
+
+def test_render_mesh_gradients_match_finite_differences():
+    """Soft render of a small textured sphere: finite differences w.r.t. vertices, texture and light (float64)."""
+    import trimesh
+
+    sphere = trimesh.creation.icosphere(subdivisions=1, radius=0.1)
+    faces = jnp.asarray(sphere.faces, jnp.int32)
+    v = np.asarray(sphere.vertices)
+    uv = np.stack([np.arctan2(v[:, 0], v[:, 2]) / (2 * np.pi) + 0.5, 0.5 - v[:, 1] / 0.2], axis=-1)
+    layout = UVLayout(jnp.asarray(uv, jnp.float32), faces, faces)
+    rng = np.random.default_rng(9)
+    config = RasterConfig(image_size=32, faces_per_pixel=12, sigma=1e-3)  # K above the faces within the blur radius
+    camera = Camera.default(fov_deg=15.0)
+    with jax.enable_x64(True):
+        light = jnp.zeros((9, 3)).at[0].set(3.0).at[3].set(1.0)
+        args = (jnp.asarray(v), jnp.asarray(rng.uniform(0.2, 0.9, (8, 8, 3))), light)
+        target = jnp.asarray(rng.uniform(size=(32, 32, 4)))
+        cam64 = jax.tree.map(lambda x: x.astype(jnp.float64), camera)
+
+        def loss(verts, texture, light):
+            out = render_mesh(verts, faces, cam64, layout, texture, light, config, "soft")
+            return jnp.sum(jnp.concatenate([out.image, out.alpha[..., None]], -1) * target)
+
+        value_and_grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
+        _, grads = value_and_grad(*args)
+        eps = 1e-6
+        for i in range(3):
+            direction = jnp.asarray(rng.normal(size=args[i].shape))
+            moved = [[a + t * direction if j == i else a for j, a in enumerate(args)] for t in (eps, -eps)]
+            numeric = (value_and_grad(*moved[0])[0] - value_and_grad(*moved[1])[0]) / (2 * eps)
+            np.testing.assert_allclose(jnp.vdot(grads[i], direction), numeric, rtol=1e-4, atol=1e-7)
 
 
 def test_sh_shading_matches_direct_formula():
@@ -215,13 +255,15 @@ def test_sh_shading_matches_direct_formula():
     direct = (
         np.outer(np.full_like(x, 1 / math.sqrt(4 * pi)), coeffs[0])
         + sum(np.outer(c * 2 * pi / 3 * math.sqrt(3 / (4 * pi)), coeffs[i]) for i, c in ((1, x), (2, y), (3, z)))
-        + sum(np.outer(c * 3 * pi / 4 * math.sqrt(5 / (12 * pi)), coeffs[i]) for i, c in ((4, x * y), (5, x * z), (6, y * z)))
+        + sum(np.outer(c * 3 * pi / 4 * math.sqrt(5 / (12 * pi)), coeffs[i])
+              for i, c in ((4, x * y), (5, x * z), (6, y * z)))
         + np.outer((x * x - y * y) * 3 * pi / 8 * math.sqrt(5 / (12 * pi)), coeffs[7])
         + np.outer((3 * z * z - 1) * pi / 8 * math.sqrt(5 / (4 * pi)), coeffs[8])
     )
     np.testing.assert_allclose(sh_shading(jnp.asarray(n, jnp.float32), jnp.asarray(coeffs, jnp.float32)), direct,
                                rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(np.asarray(sh_basis(jnp.array([0.0, 0.0, 1.0])))[[0, 3, 8]], [0.2820948, 1.0233267, 0.4954159],
+    np.testing.assert_allclose(np.asarray(sh_basis(jnp.array([0.0, 0.0, 1.0])))[[0, 3, 8]],
+                               [0.2820948, 1.0233267, 0.4954159],
                                rtol=1e-6)
 
 

@@ -29,8 +29,9 @@ def interpolate(
 def hard_blend(
     colors: Float[Array, "h w k c"], fragments: Fragments, background: Float[Array, "c"] | float = 0.0
 ) -> Float[Array, "h w c+1"]:
-    """Colour of the visible face (fragment 0 where it covers the pixel centre), else ``background``; alpha is 1 on
-    the silhouette and 0 elsewhere. Gradients reach colours and, through them, barycentrics; not the silhouette."""
+    """Colour of the visible face (fragment 0 where it covers the pixel centre), else ``background``; alpha is 1
+    inside the silhouette and 0 outside. Gradients reach the colours (and through them barycentrics and vertex
+    positions) but not the silhouette: use :func:`soft_blend` for that."""
     covered = fragments.inside[..., 0]
     rgb = jnp.where(covered[..., None], colors[..., 0, :], jnp.asarray(background, colors.dtype))
     return jnp.concatenate([rgb, covered[..., None].astype(colors.dtype)], axis=-1)

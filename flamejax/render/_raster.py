@@ -2,12 +2,17 @@
 
 Two stages:
 
-1. **Selection** (no gradients). Faces are binned into ``tile_size``² screen tiles: each tile keeps the
-   ``faces_per_tile`` best faces whose (blur-dilated) bounding box touches it. Every pixel of the tile then tests
-   those candidates and keeps ``faces_per_pixel`` of them: the faces covering the pixel centre nearest first,
-   then (only when ``blur_radius > 0``) faces whose edge passes within ``blur_radius`` pixels, nearest first.
-2. **Fragments** (differentiable). For the chosen faces only, barycentrics, depth and signed distance are
-   recomputed from ``screen_verts``, so the backward pass costs pixels × K, not pixels × candidates.
+1. **Selection** (no gradients). Faces are binned into square screen tiles: each tile keeps the
+   ``faces_per_tile`` best faces whose bounding box, grown by the blur radius, holds one of its pixel centres.
+   Every pixel of the tile tests those candidates and keeps ``faces_per_pixel`` (K) of them: the faces covering
+   the pixel centre, nearest first, then (when the blur radius is > 0) faces within the blur radius, closest
+   first. Cost: pixels × ``faces_per_tile`` cheap affine tests and a top-K, in chunks of bounded memory.
+2. **Fragments** (differentiable). For the K chosen faces only, barycentrics, depth and signed distance are
+   recomputed from ``screen_verts`` in blocks of image rows, rematerialised in the backward pass: the backward
+   pass costs pixels × K and its memory is that of one block.
+
+Back-facing faces are rasterized like the others (the depth test hides them on a closed mesh); they only rank
+after front-facing ones when a tile overflows. Faces crossing the near plane are dropped, not clipped.
 """
 
 from __future__ import annotations
@@ -38,7 +43,8 @@ class RasterConfig:
     image_size: int = 256
     """Square image side H = W, pixels."""
     faces_per_pixel: int = 8
-    """K: fragments kept per pixel."""
+    """K: fragments kept per pixel. In soft mode, where more than K faces lie within the blur radius the farthest
+    ones are left out, and the soft image jumps slightly where two of them swap places."""
     tile_size: int | None = None
     """Side of a screen tile, pixels. ``None``: ``max(2, image_size // 32)``, which keeps the number of faces per tile
     (and so the right ``faces_per_tile``) independent of the resolution for a mesh framed the same way."""
@@ -64,11 +70,17 @@ class RasterConfig:
     a depth test resolves them, and they are needed where a mesh is open (the neck, an eyeball seen edge-on)."""
 
     def __post_init__(self):
+        object.__setattr__(self, "background", tuple(float(c) for c in self.background))
         if not 1 <= self.faces_per_pixel <= self.faces_per_tile:
             raise ValueError("need 1 <= faces_per_pixel <= faces_per_tile")
+        if (self.tile_size is not None and self.tile_size < 1) or self.sigma <= 0 or self.gamma <= 0:
+            raise ValueError("tile_size, sigma and gamma must be positive")
+        if not 0 < self.znear < self.zfar:
+            raise ValueError("need 0 < znear < zfar")
 
     @property
     def tile(self) -> int:
+        """The tile side in use, pixels."""
         return max(2, self.image_size // 32) if self.tile_size is None else self.tile_size
 
     @property
@@ -83,13 +95,19 @@ class RasterConfig:
 
     @property
     def effective_blur_radius(self) -> float:
+        """The blur radius in use, pixels."""
         return self.soft_blur_radius if self.blur_radius is None else float(self.blur_radius)
 
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class Fragments:
-    """Per-pixel fragments of one image, sorted nearest first; empty slots have ``face_index == -1``."""
+    """K fragments per pixel of one image.
+
+    Order: faces covering the pixel centre first, nearest first (so slot 0 is the visible surface, the hard
+    z-buffer result, wherever the pixel is covered), then faces within the blur radius, closest first; empty slots
+    (``face_index == -1``) last. With ``blur_radius = 0`` this is plain nearest-first order.
+    """
 
     face_index: Int[Array, "h w k"]
     """Face id, -1 where the slot is empty."""
@@ -134,6 +152,13 @@ def _face_data(screen_verts: Float[Array, "v 3"], faces: Int[Array, "f 3"], conf
     return xy, z, area2, front, valid
 
 
+def _map_in_chunks(fn, xs, chunk: int):
+    """``jax.lax.map`` with ``batch_size=chunk``; a plain ``vmap`` when one chunk holds everything (compiles faster)."""
+    if chunk >= jax.tree.leaves(xs)[0].shape[0]:
+        return jax.vmap(fn)(xs)
+    return jax.lax.map(fn, xs, batch_size=chunk)
+
+
 def _span_overlap(lo, hi, first, tile: int, dilation: float) -> Bool[Array, "n f"]:
     """Whether [lo, hi] (per face, one axis), grown by ``dilation``, holds a pixel centre of the tiles that start at
     ``first`` (their first pixel centre)."""
@@ -162,7 +187,7 @@ def _tile_candidates(xy, z, front, valid, config: RasterConfig) -> Int[Array, "t
         return jnp.where(best > -jnp.inf, idx, -1).astype(jnp.int32)
 
     rows_per_step = max(1, min(n, _CHUNK_ELEMENTS // (n * base.shape[0])))
-    return jax.lax.map(row, first, batch_size=rows_per_step).reshape(n * n, budget)
+    return _map_in_chunks(row, first, rows_per_step).reshape(n * n, budget)
 
 
 def _segment_dist2(pu, pv, au, av, bu, bv):
@@ -174,19 +199,15 @@ def _segment_dist2(pu, pv, au, av, bu, bv):
 
 
 def _affine_forms(xy: Float[Array, "p 3 2"], inv_z: Float[Array, "p 3"], area2: Float[Array, "p"]):
-    """Coefficients (A, B, C) of value = A u + B v + C for the three edge distances and inverse depth.
-
-    Edge distance i is the signed distance in pixels from the line through the edge opposite vertex i, positive on
-    the face's side; inverse depth is perspective-correct (1/z is affine in screen space).
-    """
+    """Coefficients (A, B, C), each (4, p), of value = A u + B v + C for the three screen-space barycentrics and the
+    inverse depth (1/z is affine in screen space, which makes it perspective-correct)."""
     start, end = jnp.roll(xy, -1, axis=-2), jnp.roll(xy, -2, axis=-2)
-    e = end - start
+    e = (end - start) / area2[:, None, None]
     a, b = -e[..., 1], e[..., 0]
     c = e[..., 1] * start[..., 0] - e[..., 0] * start[..., 1]
-    edge_coeffs = jnp.stack([a, b, c], axis=-1) / area2[:, None, None]
-    depth_coeffs = jnp.sum(edge_coeffs * inv_z[..., None], axis=-2, keepdims=True)
-    scale = jnp.abs(area2)[:, None, None] / jnp.sqrt(jnp.sum(e * e, axis=-1, keepdims=True) + _SQRT_EPS)
-    return jnp.concatenate([edge_coeffs * scale, depth_coeffs], axis=-2)
+    coeffs = jnp.stack([a, b, c])
+    depth = coeffs[..., 0] * inv_z[:, 0] + coeffs[..., 1] * inv_z[:, 1] + coeffs[..., 2] * inv_z[:, 2]
+    return tuple(jnp.concatenate([coeffs, depth[..., None]], axis=-1).transpose(0, 2, 1))
 
 
 def _select_in_tile(cand, origin, xy, inv_z, area2, config: RasterConfig):
@@ -200,20 +221,20 @@ def _select_in_tile(cand, origin, xy, inv_z, area2, config: RasterConfig):
     ok = cand >= 0
     c = jnp.where(ok, cand, 0)
     local = xy[c] - origin
-    forms = _affine_forms(local, inv_z[c], area2[c])
-    p = _pixel_centres(tile, tile, xy.dtype).reshape(-1, 1, 1, 2)
-    values = forms[..., 0] * p[..., 0] + forms[..., 1] * p[..., 1] + forms[..., 2]
-    inside = jnp.min(values[..., :3], axis=-1) >= 0
+    a, b, cc = _affine_forms(local, inv_z[c], area2[c])
+    centres = _pixel_centres(tile, tile, xy.dtype).reshape(-1, 2)
+    pu, pv = centres[:, :1], centres[:, 1:]
+    w0, w1, w2, inv_depth = (a[i] * pu + b[i] * pv + cc[i] for i in range(4))
+    inside = (w0 >= 0) & (w1 >= 0) & (w2 >= 0)
     if r > 0:
-        pu, pv = p[:, :, 0, 0], p[:, :, 0, 1]
         (u0, u1, u2), (v0, v1, v2) = local[..., 0].T, local[..., 1].T
         dist2 = jnp.minimum(
             jnp.minimum(_segment_dist2(pu, pv, u0, v0, u1, v1), _segment_dist2(pu, pv, u1, v1, u2, v2)),
             _segment_dist2(pu, pv, u2, v2, u0, v0),
         )
-        key, covered = jnp.where(inside, -values[..., 3], dist2), inside | (dist2 <= r * r)
+        key, covered = jnp.where(inside, -inv_depth, dist2), inside | (dist2 <= r * r)
     else:
-        key, covered = -values[..., 3], inside
+        key, covered = -inv_depth, inside
     neg_key, slot = jax.lax.top_k(jnp.where(ok & covered, -key, -jnp.inf), config.faces_per_pixel)
     found = neg_key > -jnp.inf
     return jnp.where(found, c[slot], -1), found & (neg_key > 0)
@@ -222,7 +243,7 @@ def _select_in_tile(cand, origin, xy, inv_z, area2, config: RasterConfig):
 def select_faces(
     screen_verts: Float[Array, "v 3"], faces: Int[Array, "f 3"], config: RasterConfig
 ) -> tuple[Int[Array, "h w k"], Bool[Array, "h w k"]]:
-    """Stage 1: which K faces each pixel keeps (unsorted), and whether each covers the pixel centre."""
+    """Stage 1 (no gradients): the K faces each pixel keeps, in :class:`Fragments` order, and which cover it."""
     screen_verts = jax.lax.stop_gradient(screen_verts)
     xy, z, area2, front, valid = _face_data(screen_verts, faces, config)
     cand = _tile_candidates(xy, z, front, valid, config)
@@ -231,8 +252,8 @@ def select_faces(
     origins = (jnp.stack([tx, ty], axis=-1).reshape(-1, 2) * tile).astype(xy.dtype)
     inv_z = 1.0 / jnp.where(valid[:, None], z, 1.0)
     chunk = max(1, min(n * n, _CHUNK_ELEMENTS // (tile * tile * cand.shape[-1])))
-    face_idx, inside = jax.lax.map(
-        lambda a: _select_in_tile(a[0], a[1], xy, inv_z, area2, config), (cand, origins), batch_size=chunk
+    face_idx, inside = _map_in_chunks(
+        lambda a: _select_in_tile(a[0], a[1], xy, inv_z, area2, config), (cand, origins), chunk
     )
 
     def untile(x):
@@ -290,6 +311,8 @@ def map_row_blocks(fn, face_index: Int[Array, "h w k"], inside: Bool[Array, "h w
     rows = max(d for d in range(1, h + 1) if h % d == 0 and (d * w * k <= max_fragments or d == 1))
     blocks = lambda x: x.reshape(h // rows, rows, *x.shape[1:])
     centres = jnp.arange(h, dtype=jnp.float32) + 0.5
+    if rows == h:
+        return fn(face_index, inside, centres)
     out = jax.lax.map(lambda a: jax.checkpoint(fn)(*a), (blocks(face_index), blocks(inside), blocks(centres)))
     return jax.tree.map(lambda y: y.reshape(h, *y.shape[2:]), out)
 
@@ -315,7 +338,9 @@ def rasterize(screen_verts: Float[Array, "v 3"], faces: Int[Array, "f 3"], confi
     )
 
 
-def count_tile_faces(screen_verts: Float[Array, "v 3"], faces: Int[Array, "f 3"], config: RasterConfig) -> Int[Array, "n n"]:
+def count_tile_faces(
+    screen_verts: Float[Array, "v 3"], faces: Int[Array, "f 3"], config: RasterConfig
+) -> Int[Array, "n n"]:
     """Faces touching each tile (after culling and blur dilation): keep the maximum below ``faces_per_tile``."""
     xy, _, _, _, valid = _face_data(jax.lax.stop_gradient(screen_verts), faces, config)
     first = jnp.arange(config.tiles, dtype=xy.dtype) * config.tile + 0.5

@@ -22,7 +22,8 @@ class RenderResult:
     """One rendered image and what it was made from."""
 
     image: Float[Array, "h w 3"]
-    """RGB, composited over ``config.background``."""
+    """RGB. Hard mode: the visible surface, ``config.background`` elsewhere. Soft mode: the SoftRas colour (the
+    surface colour up to the blur radius around the silhouette, the background beyond), not composited."""
     alpha: Float[Array, "h w"]
     """Coverage: 0/1 in hard mode, SoftRas coverage in soft mode."""
     normals: Float[Array, "h w 3"]

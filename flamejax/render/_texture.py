@@ -172,7 +172,8 @@ def load_albedo_model(
     basis = _read_npz_columns(found, keys[1], n_components)
     side = int(round(np.sqrt(mean.size / 3)))
     if side * side * 3 != mean.size or basis.shape[0] != mean.size:
-        raise CorruptFileError(f"{found}: mean of {mean.size} values and basis of {basis.shape} are not a square RGB texture")
+        raise CorruptFileError(
+            f"{found}: mean of {mean.size} values and basis of {basis.shape} are not a square RGB texture")
     mean = _downsample(mean.reshape(side, side, 3)[..., ::-1] * scale, side, texture_size)
     basis = _downsample(basis.reshape(side, side, 3, -1)[:, :, ::-1] * scale, side, texture_size)
     return AlbedoModel(jnp.asarray(mean, jnp.float32), jnp.asarray(basis, jnp.float32))
