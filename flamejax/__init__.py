@@ -7,9 +7,13 @@ landmark embeddings), ``flamejax.camera``, ``flamejax.render``, ``flamejax.perce
 MICA), ``flamejax.fit``, ``flamejax.io``.
 """
 
-from flamejax.camera import Camera
-from flamejax.files import CorruptFileError, MissingFileError, find_file
-from flamejax.fit import (
+from flamejax import _xla_flags
+
+_xla_flags.apply()
+
+from flamejax.camera import Camera  # noqa: E402  (after the XLA flags)
+from flamejax.files import CorruptFileError, MissingFileError, find_file  # noqa: E402
+from flamejax.fit import (  # noqa: E402
     FitConfig,
     FitResult,
     LandmarkTargets,
@@ -21,7 +25,7 @@ from flamejax.fit import (
     fit_photometric_batch,
     stack_targets,
 )
-from flamejax.flame import FlameMesh, FlameModel, FlameParams, flame_forward, load_flame
+from flamejax.flame import FlameMesh, FlameModel, FlameParams, flame_forward, load_flame  # noqa: E402
 
 __version__ = "0.1.0"
 
