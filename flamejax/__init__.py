@@ -38,8 +38,17 @@ def preprocess(image, config=None):
     return _preprocess(image, config or PreprocessConfig())
 
 
+def __getattr__(name: str):
+    # The directory runner pulls in perception and threads: imported on first use only.
+    if name in ("fit_directory", "DirectoryConfig"):
+        from flamejax import batch
+
+        return getattr(batch, name)
+    raise AttributeError(f"module 'flamejax' has no attribute {name!r}")
+
+
 __all__ = [
-    "Camera", "CorruptFileError", "FitConfig", "FitResult", "FlameMesh", "FlameModel", "FlameParams",
+    "Camera", "DirectoryConfig", "fit_directory", "CorruptFileError", "FitConfig", "FitResult", "FlameMesh", "FlameModel", "FlameParams",
     "LandmarkTargets", "MissingFileError", "PhotometricConfig", "PhotometricTargets", "find_file", "fit_landmarks",
     "fit_landmarks_batch", "fit_photometric", "fit_photometric_batch", "flame_forward", "load_flame", "preprocess",
     "stack_targets",

@@ -19,7 +19,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-exp", type=int, default=50, help="expression components to fit (<= 100)")
 
 
-def _add_fit_args(p: argparse.ArgumentParser) -> None:
+def add_fit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     p.add_argument("--batch-size", type=int, default=16, help="images fitted together (fixed, padded)")
     p.add_argument("--mode", choices=("landmark", "photometric"), default="landmark",
@@ -77,7 +77,7 @@ def cmd_fit(args) -> int:
 
     model = load_flame(args.flame, n_shape=args.n_shape, n_expression=args.n_exp)
     init_method = resolve_init_method(args.init)
-    uv_layout = _uv_layout()
+    uv_layout = uv_layout_if_present()
     config = fit_config_from_args(args)
     pre_config = PreprocessConfig(face_index=args.face_index)
     formats = tuple(f for f in args.mesh.split(",") if f and f != "none")
@@ -111,7 +111,7 @@ def cmd_fit(args) -> int:
     return 0 if failures == 0 else 2
 
 
-def _uv_layout():
+def uv_layout_if_present():
     from flamejax.files import find_file
 
     path = find_file("uv_template", required=False)
@@ -129,14 +129,31 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     fit = sub.add_parser("fit", help="fit FLAME to photographs")
     fit.add_argument("images", nargs="+", type=Path)
-    _add_fit_args(fit)
+    add_fit_args(fit)
     fit.set_defaults(func=cmd_fit)
+    from flamejax.batch import add_fit_dir_command
+
+    add_fit_dir_command(sub)
+    bench = sub.add_parser("bench", help="run the benchmarks (from a checkout): same as python -m benchmarks",
+                           add_help=False)
+    bench.add_argument("rest", nargs=argparse.REMAINDER)
+    bench.set_defaults(func=cmd_bench)
     convert = sub.add_parser("convert", add_help=False,
                              help="convert DECA / MICA checkpoints to ONNX: convert deca|mica CHECKPOINT -o OUT "
                                   "(needs the torch extra)")
     convert.add_argument("rest", nargs=argparse.REMAINDER)
     convert.set_defaults(func=cmd_convert)
     return parser
+
+
+def cmd_bench(args) -> int:
+    try:
+        from benchmarks.__main__ import main as bench_main
+    except ImportError:
+        print("flamejax bench runs the benchmarks/ folder of a source checkout: run it from the checkout's root",
+              file=sys.stderr)
+        return 3
+    return bench_main(args.rest) or 0
 
 
 def cmd_convert(args) -> int:
@@ -157,13 +174,15 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["convert"]:  # its own parser, which needs torch
         return convert(argv[1:])
+    if argv[:1] == ["bench"]:
+        return cmd_bench(argparse.Namespace(rest=argv[1:]))
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     from flamejax.files import CorruptFileError, MissingFileError
 
     try:
         return args.func(args)
-    except (MissingFileError, CorruptFileError) as err:
+    except (MissingFileError, CorruptFileError, NotADirectoryError) as err:
         print(f"flamejax: {err}", file=sys.stderr)
         return 3
 

@@ -18,7 +18,7 @@ import numpy as np
 from flamejax import camera as cam
 from flamejax.fit import (STATUS_NAMES, STATUS_OK, FitConfig, FitResult, InitialGuess, LandmarkTargets,
                           PhotometricConfig, PhotometricResult, PhotometricTargets, fit_landmarks_batch,
-                          fit_photometric_batch, stack_targets)
+                          fit_photometric_batch, landmark_model, stack_targets)
 from flamejax.flame import FlameModel, FlameParams, flame_forward
 
 log = logging.getLogger("flamejax")
@@ -78,6 +78,42 @@ def network_guess(model: FlameModel, items: list, batch_size: int, method: str, 
     return guess, f"{inits[0].method} ({providers})"
 
 
+_posed_vertices = jax.jit(jax.vmap(lambda model, params: flame_forward(model, params).vertices, in_axes=(None, 0)))
+
+
+def _unchanged(tree):
+    return tree
+
+
+def fit_batch(model: FlameModel, items: list, names: list[str], config: FitConfig, batch_size: int, *,
+              init_method: str = "linear", deca=None, mica=None, photometric: PhotometricConfig | None = None,
+              uv_layout=None, albedo=None, place_batch=_unchanged, fit_model: FlameModel | None = None
+              ) -> list[ImageFit]:
+    """Fit up to ``batch_size`` preprocessed images as one fixed-size padded batch.
+
+    The network start (if any), the landmark fit, the photometric fit (if ``photometric``), the posed meshes.
+    ``place_batch`` puts batch-shaped inputs on devices (e.g. sharded over a mesh, see :mod:`flamejax.distributed`);
+    ``fit_model`` is the (placed) landmark model, by default ``landmark_model(model)``.
+    """
+    start = time.perf_counter()
+    targets = place_batch(stack_targets([targets_of(it) for it in items], batch_size))
+    guess, method = network_guess(model, items, batch_size, init_method, deca, mica)
+    result = fit_landmarks_batch(fit_model or model, targets, config, None if guess is None else place_batch(guess))
+    photo = None
+    if photometric is not None:
+        photo = _photometric_batch(model, items, batch_size, targets, result, photometric, uv_layout, albedo,
+                                   place_batch)
+        result = dataclasses.replace(result, params=photo.params, camera=photo.camera, landmarks=photo.landmarks,
+                                     nme=photo.nme, status=jnp.maximum(result.status, photo.status))
+    result, photo, vertices = jax.tree.map(np.asarray, (result, photo, _posed_vertices(model, result.params)))
+    share = (time.perf_counter() - start) / len(items)
+    row = lambda tree, i: None if tree is None else jax.tree.map(lambda a: a[i], tree)  # noqa: E731
+    return [ImageFit(name=name, result=row(result, i), vertices=vertices[i],
+                     status=STATUS_NAMES[int(result.status[i])], seconds=share, init_method=method,
+                     photometric=row(photo, i))
+            for i, name in enumerate(names)]
+
+
 def fit_preprocessed(model: FlameModel, items: list, config: FitConfig, batch_size: int,
                      names: list[str] | None = None, init_method: str = "linear", deca=None, mica=None,
                      photometric: PhotometricConfig | None = None, uv_layout=None, albedo=None) -> list[ImageFit]:
@@ -85,40 +121,26 @@ def fit_preprocessed(model: FlameModel, items: list, config: FitConfig, batch_si
 
     ``init_method``: ``"linear"`` (weights-free), or ``"deca+mica"``, ``"deca"``, ``"mica"``, ``"auto"`` to start
     from the networks (see :mod:`flamejax.init`); the method used is recorded in each :class:`ImageFit`.
+    With ``photometric`` (and the ``uv_layout``), the landmark fit is refined photometrically.
     """
     names = names or [getattr(it, "source", f"image{i}") for i, it in enumerate(items)]
+    fit_model = landmark_model(model)
     fits: list[ImageFit] = []
-    forward = jax.jit(jax.vmap(flame_forward, in_axes=(None, 0)))
     for start in range(0, len(items), batch_size):
-        chunk = items[start:start + batch_size]
-        targets = stack_targets([targets_of(it) for it in chunk], batch_size)
-        t0 = time.perf_counter()
-        guess, method = network_guess(model, chunk, batch_size, init_method, deca, mica)
-        result = fit_landmarks_batch(model, targets, config, guess)
-        photo = None
-        if photometric is not None:
-            photo = _photometric_batch(model, chunk, batch_size, targets, result, photometric, uv_layout, albedo)
-            result = dataclasses.replace(result, params=photo.params, camera=photo.camera, landmarks=photo.landmarks,
-                                         nme=photo.nme, status=jnp.maximum(result.status, photo.status))
-        result = jax.tree.map(np.asarray, result)
-        vertices = np.asarray(forward(model, result.params).vertices)
-        per_image = (time.perf_counter() - t0) / len(chunk)
-        for i, name in enumerate(names[start:start + len(chunk)]):
-            single = jax.tree.map(lambda a: a[i], result)
-            fits.append(ImageFit(name=name, result=single, vertices=vertices[i],
-                                 status=STATUS_NAMES[int(single.status)], seconds=per_image, init_method=method,
-                                 photometric=None if photo is None else jax.tree.map(lambda a: np.asarray(a[i]), photo)))
+        fits += fit_batch(model, items[start:start + batch_size], names[start:start + batch_size], config,
+                          batch_size, init_method=init_method, deca=deca, mica=mica, photometric=photometric,
+                          uv_layout=uv_layout, albedo=albedo, fit_model=fit_model)
     return fits
 
 
-def _photometric_batch(model, chunk, batch_size, targets, result, config, uv_layout, albedo):
+def _photometric_batch(model, chunk, batch_size, targets, result, config, uv_layout, albedo, place_batch=_unchanged):
     if uv_layout is None:
         raise ValueError("photometric mode needs the FLAME UV layout (uv_template: head_template_mesh.obj)")
     pad = batch_size - len(chunk)
     size = chunk[0].image.shape[0]
     images = np.stack([it.image for it in chunk] + [np.zeros((size, size, 3), np.float32)] * pad)
     masks = np.stack([it.mask for it in chunk] + [np.zeros((size, size), np.float32)] * pad)
-    photo_targets = PhotometricTargets(jnp.asarray(images), jnp.asarray(masks), targets)
+    photo_targets = PhotometricTargets(place_batch(jnp.asarray(images)), place_batch(jnp.asarray(masks)), targets)
     return fit_photometric_batch(model, uv_layout, photo_targets, result.params, result.camera, config, albedo)
 
 
@@ -174,11 +196,11 @@ def parameter_record(fit: ImageFit, item) -> dict:
 
 def write_outputs(outdir: Path, fit: ImageFit, item, model: FlameModel, uv_layout=None,
                   mesh_formats: tuple[str, ...] = ("obj", "glb"), overlay: bool = True,
-                  original: np.ndarray | None = None) -> dict[str, Path]:
+                  original: np.ndarray | None = None, stem: str | None = None) -> dict[str, Path]:
     """Write parameters (.npz, .json), meshes and the overlay picture of one image; every file atomically."""
     from flamejax.io import export_mesh, write_json, write_npz
 
-    stem = Path(fit.name).stem
+    stem = stem or Path(fit.name).stem
     outdir = Path(outdir)
     record = parameter_record(fit, item)
     written = {"json": write_json(outdir / f"{stem}.json", record)}
@@ -230,5 +252,5 @@ def summary_line(fit: ImageFit) -> str:
     ypr = np.asarray(cam.yaw_pitch_roll(fit.result.camera))
     return (f"{fit.name}: ok  NME(inner 51) {100 * float(fit.result.nme):.2f}%  "
             f"yaw {ypr[0]:+.1f} pitch {ypr[1]:+.1f} roll {ypr[2]:+.1f}  fov {float(fit.result.camera.fov_deg):.1f}  "
-            f"{fit.seconds:.3f} s")
+            f"{fit.seconds:.3f} s/image (share of its batch)")
 

@@ -60,5 +60,6 @@ def write_image(path: str | Path, image: np.ndarray) -> Path:
     if img.dtype != np.uint8:
         img = (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     with atomic_path(path) as tmp:
-        Image.fromarray(img).save(tmp, format=Image.registered_extensions().get(Path(path).suffix.lower(), "PNG"))
+        fmt = Image.registered_extensions().get(Path(path).suffix.lower(), "PNG")
+        Image.fromarray(img).save(tmp, format=fmt, **({"compress_level": 1} if fmt == "PNG" else {}))
     return Path(path)

@@ -1,0 +1,1 @@
+"""flamejax benchmarks: ``python -m benchmarks [--quick | --full] [--only NAME ...]`` (see ``__main__``)."""
