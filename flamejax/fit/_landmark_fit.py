@@ -276,11 +276,25 @@ def rigid_stage(model: FlameModel, camera: Camera, points: LandmarkPoints3D, tar
     return Camera(v["pose"][:3], v["pose"][3:], v["fov"]), outcome
 
 
+def landmark_data_loss(model: FlameModel, camera: Camera, params: FlameParams, targets: LandmarkTargets,
+                       cfg: LandmarkStageConfig, lmk68_weight: Float[Array, "68"] | None = None) -> Float[Array, ""]:
+    """Stage 2's landmark term: L1 on the inner 51, the jaw contour, the irises and the MediaPipe points.
+
+    ``lmk68_weight`` re-weights the 68 points on top of the targets' own weights (the photometric stage's grouping).
+    """
+    proj = project_landmarks(camera, landmark_points(model, params))
+    mp_target, mp_weight = _mediapipe_targets(model, targets)
+    weight = targets.lmk68_weight if lmk68_weight is None else targets.lmk68_weight * lmk68_weight
+    return (cfg.inner_weight * mean_l1(proj.lmk68[INNER], targets.lmk68[INNER], weight[INNER])
+            + cfg.contour_weight * mean_l1(proj.lmk68[CONTOUR], targets.lmk68[CONTOUR], weight[CONTOUR])
+            + cfg.iris_weight * mean_l1(proj.iris, targets.iris, targets.iris_weight)
+            + cfg.mediapipe_weight * mean_l1(proj.mediapipe, mp_target, mp_weight))
+
+
 def landmark_stage(model: FlameModel, camera: Camera, params: FlameParams, targets: LandmarkTargets,
                    cfg: LandmarkStageConfig, shape_anchor: Float[Array, "n_shape"]):
     """Stage 2 (landmark mode): expression, jaw and eyes (+ identity and camera) on all landmark sets."""
     valid = targets.valid.astype(jnp.float32)
-    mp_target, mp_weight = _mediapipe_targets(model, targets)
 
     def unpack(v):
         p = dataclasses.replace(params, shape=v["shape"], expression=v["expression"], jaw_pose=v["jaw"],
@@ -289,13 +303,7 @@ def landmark_stage(model: FlameModel, camera: Camera, params: FlameParams, targe
 
     def loss_fn(v):
         p, cam = unpack(v)
-        proj = project_landmarks(cam, landmark_points(model, p))
-        data = (
-            cfg.inner_weight * mean_l1(proj.lmk68[INNER], targets.lmk68[INNER], targets.lmk68_weight[INNER])
-            + cfg.contour_weight * mean_l1(proj.lmk68[CONTOUR], targets.lmk68[CONTOUR], targets.lmk68_weight[CONTOUR])
-            + cfg.iris_weight * mean_l1(proj.iris, targets.iris, targets.iris_weight)
-            + cfg.mediapipe_weight * mean_l1(proj.mediapipe, mp_target, mp_weight)
-        )
+        data = landmark_data_loss(model, cam, p, targets, cfg)
         prior = (cfg.expression_l2 * jnp.sum(p.expression**2) + cfg.shape_l2 * jnp.sum((p.shape - shape_anchor) ** 2)
                  + cfg.jaw_l2 * jnp.sum(p.jaw_pose**2))
         return valid * data + prior

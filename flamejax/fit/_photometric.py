@@ -20,9 +20,9 @@ import optax
 
 from flamejax._typing import Array, Float, Int
 from flamejax.camera import Camera
-from flamejax.fit._config import GroupSchedule
+from flamejax.fit._config import GroupSchedule, LandmarkStageConfig
 from flamejax.fit._landmark_fit import (STATUS_DIVERGED_LANDMARK, STATUS_INVALID_INPUT, STATUS_OK,
-                                        ProjectedLandmarks, landmark_points, project_landmarks)
+                                        ProjectedLandmarks, landmark_data_loss, landmark_points, project_landmarks)
 from flamejax.fit._optim import grouped_adam, run_optimiser
 from flamejax.fit._targets import CONTOUR, LandmarkTargets, nme_inner
 from flamejax.flame import FlameModel, FlameParams, flame_forward
@@ -49,13 +49,16 @@ class PhotometricConfig:
     """Step from which the per-texel albedo moves (the reference's 200): before it, geometry and light are fitted
     under the PCA albedo, or under a uniform albedo of the photograph's mean skin colour without a PCA model."""
     photometric_weight: float = 2.0
-    landmark_scale: float = 100.0
-    """flamejax: landmark distances are in NDC (~1e-2); this scale keeps them as strong as the pixels."""
-    contour_weight: float = 0.5
-    inner_weight: float = 1.5
-    eye_weight: float = 3.0
-    mouth_weight: float = 2.0
-    iris_weight: float = 2.0
+    landmark_scale: float = 1.0
+    """Multiplies the landmark term: stage 2's (L1 on inner, contour, iris and MediaPipe points, with
+    ``landmarks``' weights), the 68 points re-weighted by the reference's grouping below. Keeping the landmark
+    mode's own term keeps the geometry where the landmarks put it while the pixels refine it."""
+    landmarks: LandmarkStageConfig = LandmarkStageConfig()
+    contour_weight: float = 0.5 / 1.5
+    inner_weight: float = 1.0
+    eye_weight: float = 3.0 / 1.5
+    mouth_weight: float = 2.0 / 1.5
+    """The reference's grouping (contour 0.5, inner 1.5, eyes 3.0, mouth 2.0), relative to the inner points."""
     expression_l2: float = 1e-4
     shape_offset_l2: float = 0.1
     texel_smoothness: float = 20.0
@@ -138,7 +141,7 @@ def fit_photometric(model: FlameModel, uv_layout: UVLayout, targets: Photometric
     """
     lmk = targets.landmarks
     valid = lmk.valid.astype(jnp.float32)
-    weights68 = jnp.asarray(landmark_weights(config)) * lmk.lmk68_weight
+    weights68 = jnp.asarray(landmark_weights(config))
     n_tex = 0 if albedo is None else albedo.basis.shape[-1]
     size = config.texture_size
     skin = mean_skin_colour(targets.image, targets.mask)
@@ -164,11 +167,7 @@ def fit_photometric(model: FlameModel, uv_layout: UVLayout, targets: Photometric
 
     def loss_fn(v):
         out, p, cam = render(v)
-        proj = project_landmarks(cam, landmark_points(model, p))
-        dist = jnp.sqrt(jnp.sum((proj.lmk68 - lmk.lmk68) ** 2, -1) + 1e-12)
-        iris = jnp.sqrt(jnp.sum((proj.iris - lmk.iris) ** 2, -1) + 1e-12)
-        landmark = (jnp.sum(dist * weights68) / 68.0
-                    + config.iris_weight * jnp.sum(iris * lmk.iris_weight) / jnp.maximum(jnp.sum(lmk.iris_weight), 1.0))
+        landmark = landmark_data_loss(model, cam, p, lmk, config.landmarks, weights68)
         data = config.photometric_weight * photometric_error(out) + config.landmark_scale * landmark
         prior = (config.expression_l2 * 0.5 * jnp.sum(p.expression**2)
                  + config.shape_offset_l2 * 0.5 * jnp.sum((p.shape - shape0) ** 2))
