@@ -7,7 +7,6 @@ The library path a reader should see: ``preprocess`` -> ``LandmarkTargets`` -> `
 from __future__ import annotations
 
 import dataclasses
-import logging
 import time
 from pathlib import Path
 
@@ -20,8 +19,6 @@ from flamejax.fit import (STATUS_NAMES, STATUS_OK, FitConfig, FitResult, Initial
                           PhotometricConfig, PhotometricResult, PhotometricTargets, fit_landmarks_batch,
                           fit_photometric_batch, landmark_model, stack_targets)
 from flamejax.flame import FlameModel, FlameParams, flame_forward
-
-log = logging.getLogger("flamejax")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,7 +182,7 @@ def parameter_record(fit: ImageFit, item) -> dict:
         "nme_inner51": float(fit.result.nme),
         "losses": {"rigid_final": float(fit.result.rigid_final_loss),
                    "landmark_final": float(fit.result.landmark_final_loss)},
-        "landmarks": {k: v for k, v in points.items()},
+        "landmarks": points, "mode": "landmark",
         "detection_confidence": item.confidence, "num_faces": item.num_faces,
     } | ({} if fit.photometric is None else {
         "mode": "photometric", "light": fit.photometric.light, "tex": fit.photometric.texture_coeffs,
@@ -204,7 +201,8 @@ def write_outputs(outdir: Path, fit: ImageFit, item, model: FlameModel, uv_layou
     outdir = Path(outdir)
     record = parameter_record(fit, item)
     written = {"json": write_json(outdir / f"{stem}.json", record)}
-    flat = {k: v for k, v in record.items() if k not in ("cam", "landmarks", "losses", "image", "status", "init")}
+    flat = {k: v for k, v in record.items()
+            if k not in ("cam", "landmarks", "losses", "image", "status", "init", "mode", "photometric_l1")}
     flat |= {f"cam_{k}": v for k, v in record["cam"].items() if k not in ("convention",)}
     flat |= record["landmarks"]
     flat["vertices"] = fit.vertices

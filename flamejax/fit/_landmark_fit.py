@@ -119,6 +119,21 @@ def project_landmarks(camera: Camera, points: LandmarkPoints3D) -> ProjectedLand
     )
 
 
+def posed_landmarks(model: FlameModel, params: FlameParams, camera: Camera) -> ProjectedLandmarks:
+    """Projected landmarks of a head; only the jaw-contour row of the current yaw is interpolated (the cheap
+    path when the head changes every step; :func:`landmark_points` keeps every row for a fixed head)."""
+    emb = model.landmarks
+    v = flame_forward(model, params).vertices
+    row = contour_bin(camera.rotation_matrix())
+    lmk68 = jnp.concatenate([barycentric_points(v, emb.contour_vertices[row], emb.contour_bary[row]),
+                             barycentric_points(v, emb.static_vertices, emb.static_bary)])
+    return ProjectedLandmarks(
+        lmk68=project_ndc(camera, lmk68),
+        mediapipe=project_ndc(camera, barycentric_points(v, emb.mediapipe_vertices, emb.mediapipe_bary)),
+        iris=project_ndc(camera, v[emb.iris_vertices]),
+    )
+
+
 def _weighted_mean(per_point: Float[Array, "n"], weight: Float[Array, "n"]) -> Float[Array, ""]:
     return jnp.sum(per_point * weight) / jnp.maximum(jnp.sum(weight), 1.0)
 
@@ -282,7 +297,7 @@ def landmark_data_loss(model: FlameModel, camera: Camera, params: FlameParams, t
 
     ``lmk68_weight`` re-weights the 68 points on top of the targets' own weights (the photometric stage's grouping).
     """
-    proj = project_landmarks(camera, landmark_points(model, params))
+    proj = posed_landmarks(model, params, camera)
     mp_target, mp_weight = _mediapipe_targets(model, targets)
     weight = targets.lmk68_weight if lmk68_weight is None else targets.lmk68_weight * lmk68_weight
     return (cfg.inner_weight * mean_l1(proj.lmk68[INNER], targets.lmk68[INNER], weight[INNER])
@@ -342,7 +357,7 @@ def fit_landmarks(model: FlameModel, targets: LandmarkTargets, config: FitConfig
     camera, rigid = rigid_stage(model, camera, fixed_points, targets, config.rigid)
     shape_anchor = jnp.zeros_like(params.shape) if guess is None else guess.shape * guess.shape_given
     params, camera, stage2 = landmark_stage(model, camera, params, targets, config.landmark, shape_anchor)
-    projected = project_landmarks(camera, landmark_points(model, params))
+    projected = posed_landmarks(model, params, camera)
     status = jnp.select(
         [~targets.valid, ~init_ok, ~rigid.finite, ~stage2.finite],
         [STATUS_INVALID_INPUT, STATUS_DIVERGED_INIT, STATUS_DIVERGED_RIGID, STATUS_DIVERGED_LANDMARK], STATUS_OK)

@@ -22,7 +22,7 @@ from flamejax._typing import Array, Float, Int
 from flamejax.camera import Camera
 from flamejax.fit._config import GroupSchedule, LandmarkStageConfig
 from flamejax.fit._landmark_fit import (STATUS_DIVERGED_LANDMARK, STATUS_INVALID_INPUT, STATUS_OK,
-                                        ProjectedLandmarks, landmark_data_loss, landmark_points, project_landmarks)
+                                        ProjectedLandmarks, landmark_data_loss, posed_landmarks)
 from flamejax.fit._optim import grouped_adam, run_optimiser
 from flamejax.fit._targets import CONTOUR, LandmarkTargets, nme_inner
 from flamejax.flame import FlameModel, FlameParams, flame_forward
@@ -190,7 +190,7 @@ def fit_photometric(model: FlameModel, uv_layout: UVLayout, targets: Photometric
     start_error = photometric_error(render(variables)[0])
     outcome = run_optimiser(loss_fn, variables, optimiser, config.steps)
     out, p, cam = render(outcome.variables)
-    proj = project_landmarks(cam, landmark_points(model, p))
+    proj = posed_landmarks(model, p, cam)
     status = jnp.select([~lmk.valid, ~outcome.finite], [STATUS_INVALID_INPUT, STATUS_DIVERGED_LANDMARK], STATUS_OK)
     return PhotometricResult(
         params=p, camera=cam, light=outcome.variables["light"],
