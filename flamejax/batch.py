@@ -621,17 +621,9 @@ def cmd_fit_dir(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m flamejax.batch INPUT_DIR -o OUTDIR ...`` (the same as ``flamejax fit-dir``)."""
-    from flamejax.files import CorruptFileError, MissingFileError
+    from flamejax.cli import main as cli_main
 
-    parser = argparse.ArgumentParser(prog="python -m flamejax.batch")
-    add_fit_dir_command(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["fit-dir", *(sys.argv[1:] if argv is None else argv)])
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    try:
-        return args.func(args)
-    except (MissingFileError, CorruptFileError, NotADirectoryError) as err:
-        print(f"flamejax: {err}", file=sys.stderr)
-        return 3
+    return cli_main(["fit-dir", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
