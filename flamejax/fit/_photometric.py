@@ -209,9 +209,3 @@ def fit_photometric_batch(model: FlameModel, uv_layout: UVLayout, targets: Photo
     """:func:`fit_photometric` over a leading batch axis of ``targets``, ``params`` and ``camera``; jit-compiled."""
     return jax.vmap(fit_photometric, in_axes=(None, None, 0, 0, 0, None, None))(
         model, uv_layout, targets, params, camera, config, albedo)
-
-
-def photometric_targets(image: np.ndarray, mask: np.ndarray, landmarks: LandmarkTargets) -> PhotometricTargets:
-    return PhotometricTargets(jnp.asarray(image, jnp.float32), jnp.asarray(mask, jnp.float32), landmarks)
-
-
