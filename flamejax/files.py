@@ -8,7 +8,8 @@ One lookup order for every file named in the manifest (``weights/manifest.json``
 4. ``../shared/flame`` beside the current directory or the checkout, when present (development data).
 
 A file that cannot be found raises :class:`MissingFileError` saying what the file is, where to get it
-and where to put it. A file with a known checksum that does not match raises :class:`CorruptFileError`.
+and where to put it. A file whose checksum is known (in the manifest, or pinned by the user in a ``SHA256SUMS``
+file beside it) and does not match raises :class:`CorruptFileError`.
 """
 
 from __future__ import annotations
@@ -75,6 +76,28 @@ def verify_checksum(path: str | Path, expected_sha256: str | None) -> None:
         )
 
 
+def pinned_checksum(path: Path) -> str | None:
+    """The sha256 a ``SHA256SUMS`` file beside ``path`` records for it (``sha256sum`` format), if any.
+
+    Users pin the exact files they downloaded with ``sha256sum * > SHA256SUMS`` in their weights folder; a file
+    that later differs (truncated copy, bit rot, a different release) is then refused by name.
+    """
+    sums = path.parent / "SHA256SUMS"
+    if not sums.is_file():
+        return None
+    for line in sums.read_text().splitlines():
+        parts = line.strip().split(maxsplit=1)
+        if len(parts) == 2 and parts[1].lstrip("*") == path.name:
+            return parts[0]
+    return None
+
+
+def _verify(path: Path, entry: dict[str, Any]) -> Path:
+    verify_checksum(path, entry.get("sha256"))
+    verify_checksum(path, pinned_checksum(path))
+    return path
+
+
 def _how_to_get(key: str, entry: dict[str, Any]) -> str:
     return (
         f"{entry['purpose']}\n  Looked for {', '.join(entry['names'])} in: "
@@ -99,8 +122,7 @@ def find_file(key: str, path: str | Path | None = None, *, required: bool = True
     if path is not None:
         p = Path(path).expanduser()
         if p.is_file():
-            verify_checksum(p, entry.get("sha256"))
-            return p
+            return _verify(p, entry)
         if not p.is_dir():
             raise MissingFileError(f"{p}: no such file ({key}).\n  " + _how_to_get(key, entry))
         dirs = [p]
@@ -109,8 +131,7 @@ def find_file(key: str, path: str | Path | None = None, *, required: bool = True
     for d in dirs:
         for name in entry["names"]:
             if (d / name).is_file():
-                verify_checksum(d / name, entry.get("sha256"))
-                return d / name
+                return _verify(d / name, entry)
     if required:
         raise MissingFileError(f"missing {key}: " + _how_to_get(key, entry))
     return None
