@@ -171,11 +171,13 @@ def convert(argv: list[str]) -> int:
 
 
 def _enable_compilation_cache() -> None:
-    """Keep compiled fits between runs (``FLAMEJAX_CACHE``/jax, default ~/.cache/flamejax/jax): a repeated
-    ``flamejax fit`` skips the ~10 s compilation. ``FLAMEJAX_NO_COMPILE_CACHE=1`` turns it off."""
+    """With ``FLAMEJAX_COMPILE_CACHE=1``, keep compiled fits between runs (``FLAMEJAX_CACHE``/jax, default
+    ~/.cache/flamejax/jax): a repeated ``flamejax fit`` skips the ~10 s compilation. Off by default: executables
+    loaded from the cache can round differently (1e-4 in coefficients) from freshly compiled ones, which would
+    break fit-dir's guarantee that a resumed run reproduces an uninterrupted one."""
     import os
 
-    if os.environ.get("FLAMEJAX_NO_COMPILE_CACHE") == "1":
+    if os.environ.get("FLAMEJAX_COMPILE_CACHE") != "1":
         return
     import jax
 
