@@ -330,10 +330,6 @@ def batches(stream: Iterable[Prepared], batch_size: int) -> Iterator[tuple[list[
         yield ready, failed
 
 
-def _unchanged(tree):
-    return tree
-
-
 class BatchFitter:
     """Fits lists of preprocessed images as fixed-size padded batches sharded over a device mesh.
 
@@ -352,8 +348,8 @@ class BatchFitter:
         self.photometric, self.uv_layout, self.albedo = photometric, uv_layout, albedo
         # One device: plain arrays on the default device, i.e. exactly the unsharded program.
         sharded = self.mesh.size > 1
-        self._place_batch = functools.partial(shard_batch, mesh=self.mesh) if sharded else _unchanged
-        place_model = functools.partial(replicate, mesh=self.mesh) if sharded else _unchanged
+        self._place_batch = functools.partial(shard_batch, mesh=self.mesh) if sharded else pipeline.unchanged
+        place_model = functools.partial(replicate, mesh=self.mesh) if sharded else pipeline.unchanged
         self.fit_model = place_model(landmark_model(model))
         self.model = place_model(model)
 

@@ -78,13 +78,14 @@ def network_guess(model: FlameModel, items: list, batch_size: int, method: str, 
 _posed_vertices = jax.jit(jax.vmap(lambda model, params: flame_forward(model, params).vertices, in_axes=(None, 0)))
 
 
-def _unchanged(tree):
+def unchanged(tree):
+    """The default placement of batch inputs: leave them where JAX puts them."""
     return tree
 
 
 def fit_batch(model: FlameModel, items: list, names: list[str], config: FitConfig, batch_size: int, *,
               init_method: str = "linear", deca=None, mica=None, photometric: PhotometricConfig | None = None,
-              uv_layout=None, albedo=None, place_batch=_unchanged, fit_model: FlameModel | None = None
+              uv_layout=None, albedo=None, place_batch=unchanged, fit_model: FlameModel | None = None
               ) -> list[ImageFit]:
     """Fit up to ``batch_size`` preprocessed images as one fixed-size padded batch.
 
@@ -130,7 +131,7 @@ def fit_preprocessed(model: FlameModel, items: list, config: FitConfig, batch_si
     return fits
 
 
-def _photometric_batch(model, chunk, batch_size, targets, result, config, uv_layout, albedo, place_batch=_unchanged):
+def _photometric_batch(model, chunk, batch_size, targets, result, config, uv_layout, albedo, place_batch=unchanged):
     if uv_layout is None:
         raise ValueError("photometric mode needs the FLAME UV layout (uv_template: head_template_mesh.obj)")
     pad = batch_size - len(chunk)

@@ -18,7 +18,8 @@ from flamejax.camera import Camera, focal_length, project_ndc
 from flamejax.fit._config import FitConfig, LandmarkStageConfig, RigidStageConfig
 from flamejax.fit._optim import all_finite, grouped_adam, run_optimiser
 from flamejax.fit._targets import CONTOUR, INNER, LandmarkTargets, nme_inner
-from flamejax.flame import FlameModel, FlameParams, barycentric_points, contour_bin, flame_forward
+from flamejax.flame import (FlameModel, FlameParams, LandmarkEmbedding, barycentric_points, contour_bin,
+                            flame_forward)
 from flamejax.rotation import matrix_to_axis_angle
 
 _HI = jax.lax.Precision.HIGHEST
@@ -52,8 +53,9 @@ class LandmarkPoints3D:
     """Landmarks of a posed head, head space."""
 
     inner: Float[Array, "51 3"]
-    contour: Float[Array, "79 17 3"]
-    """Jaw contour for every yaw bin; the projection picks the bin of the current pose."""
+    contour: Float[Array, "rows 17 3"]
+    """Jaw contour for every yaw bin (79 rows), or for the one bin it was built for; the projection picks the
+    bin of the current pose."""
     mediapipe: Float[Array, "n_mp 3"]
     iris: Float[Array, "10 3"]
 
@@ -99,39 +101,40 @@ def landmark_model(model: FlameModel) -> FlameModel:
     return model.subset(model.landmarks.all_vertex_ids())
 
 
-def landmark_points(model: FlameModel, params: FlameParams) -> LandmarkPoints3D:
-    emb = model.landmarks
-    v = flame_forward(model, params).vertices
+def landmark_points(model: FlameModel, params: FlameParams, contour_row: Int[Array, ""] | None = None
+                    ) -> LandmarkPoints3D:
+    """Landmarks of a posed head. With ``contour_row`` only that yaw row of the jaw contour is interpolated (the
+    cheap path when the head changes every step); without it every row is kept (a fixed head, many poses)."""
+    return vertex_landmarks(model.landmarks, flame_forward(model, params).vertices, contour_row)
+
+
+def vertex_landmarks(emb: LandmarkEmbedding, v: Float[Array, "verts 3"], contour_row: Int[Array, ""] | None = None
+                     ) -> LandmarkPoints3D:
+    """:func:`landmark_points` from vertices already computed (e.g. by a renderer's forward pass)."""
+    contour_vertices, contour_bary = emb.contour_vertices, emb.contour_bary
+    if contour_row is not None:
+        contour_vertices, contour_bary = contour_vertices[contour_row][None], contour_bary[contour_row][None]
     return LandmarkPoints3D(
         inner=barycentric_points(v, emb.static_vertices, emb.static_bary),
-        contour=barycentric_points(v, emb.contour_vertices, emb.contour_bary),
+        contour=barycentric_points(v, contour_vertices, contour_bary),
         mediapipe=barycentric_points(v, emb.mediapipe_vertices, emb.mediapipe_bary),
         iris=v[emb.iris_vertices],
     )
 
 
 def project_landmarks(camera: Camera, points: LandmarkPoints3D) -> ProjectedLandmarks:
-    contour = points.contour[contour_bin(camera.rotation_matrix())]
+    """Project to NDC, with the jaw-contour row of the camera's yaw (the only row if ``points`` holds one)."""
+    row = contour_bin(camera.rotation_matrix()) if points.contour.shape[0] > 1 else 0
     return ProjectedLandmarks(
-        lmk68=project_ndc(camera, jnp.concatenate([contour, points.inner])),
+        lmk68=project_ndc(camera, jnp.concatenate([points.contour[row], points.inner])),
         mediapipe=project_ndc(camera, points.mediapipe),
         iris=project_ndc(camera, points.iris),
     )
 
 
 def posed_landmarks(model: FlameModel, params: FlameParams, camera: Camera) -> ProjectedLandmarks:
-    """Projected landmarks of a head; only the jaw-contour row of the current yaw is interpolated (the cheap
-    path when the head changes every step; :func:`landmark_points` keeps every row for a fixed head)."""
-    emb = model.landmarks
-    v = flame_forward(model, params).vertices
-    row = contour_bin(camera.rotation_matrix())
-    lmk68 = jnp.concatenate([barycentric_points(v, emb.contour_vertices[row], emb.contour_bary[row]),
-                             barycentric_points(v, emb.static_vertices, emb.static_bary)])
-    return ProjectedLandmarks(
-        lmk68=project_ndc(camera, lmk68),
-        mediapipe=project_ndc(camera, barycentric_points(v, emb.mediapipe_vertices, emb.mediapipe_bary)),
-        iris=project_ndc(camera, v[emb.iris_vertices]),
-    )
+    """Projected landmarks of a head under ``camera``, interpolating only the contour row that camera needs."""
+    return project_landmarks(camera, landmark_points(model, params, contour_bin(camera.rotation_matrix())))
 
 
 def _weighted_mean(per_point: Float[Array, "n"], weight: Float[Array, "n"]) -> Float[Array, ""]:
@@ -291,13 +294,11 @@ def rigid_stage(model: FlameModel, camera: Camera, points: LandmarkPoints3D, tar
     return Camera(v["pose"][:3], v["pose"][3:], v["fov"]), outcome
 
 
-def landmark_data_loss(model: FlameModel, camera: Camera, params: FlameParams, targets: LandmarkTargets,
+def landmark_data_loss(model: FlameModel, proj: ProjectedLandmarks, targets: LandmarkTargets,
                        cfg: LandmarkStageConfig, lmk68_weight: Float[Array, "68"] | None = None) -> Float[Array, ""]:
-    """Stage 2's landmark term: L1 on the inner 51, the jaw contour, the irises and the MediaPipe points.
-
-    ``lmk68_weight`` re-weights the 68 points on top of the targets' own weights (the photometric stage's grouping).
-    """
-    proj = posed_landmarks(model, params, camera)
+    """Stage 2's landmark term on projected landmarks: L1 on the inner 51, the jaw contour, the irises and the
+    MediaPipe points. ``lmk68_weight`` re-weights the 68 points on top of the targets' own weights (the
+    photometric stage's grouping)."""
     mp_target, mp_weight = _mediapipe_targets(model, targets)
     weight = targets.lmk68_weight if lmk68_weight is None else targets.lmk68_weight * lmk68_weight
     return (cfg.inner_weight * mean_l1(proj.lmk68[INNER], targets.lmk68[INNER], weight[INNER])
@@ -318,7 +319,7 @@ def landmark_stage(model: FlameModel, camera: Camera, params: FlameParams, targe
 
     def loss_fn(v):
         p, cam = unpack(v)
-        data = landmark_data_loss(model, cam, p, targets, cfg)
+        data = landmark_data_loss(model, posed_landmarks(model, p, cam), targets, cfg)
         prior = (cfg.expression_l2 * jnp.sum(p.expression**2) + cfg.shape_l2 * jnp.sum((p.shape - shape_anchor) ** 2)
                  + cfg.jaw_l2 * jnp.sum(p.jaw_pose**2))
         return valid * data + prior

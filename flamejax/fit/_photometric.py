@@ -22,10 +22,11 @@ from flamejax._typing import Array, Float, Int
 from flamejax.camera import Camera
 from flamejax.fit._config import GroupSchedule, LandmarkStageConfig
 from flamejax.fit._landmark_fit import (STATUS_DIVERGED_LANDMARK, STATUS_INVALID_INPUT, STATUS_OK,
-                                        ProjectedLandmarks, landmark_data_loss, posed_landmarks)
+                                        ProjectedLandmarks, landmark_data_loss, project_landmarks,
+                                        vertex_landmarks)
 from flamejax.fit._optim import grouped_adam, run_optimiser
 from flamejax.fit._targets import CONTOUR, LandmarkTargets, nme_inner
-from flamejax.flame import FlameModel, FlameParams, flame_forward
+from flamejax.flame import FlameModel, FlameParams, contour_bin, flame_forward
 from flamejax.render import AlbedoModel, RasterConfig, UVLayout, render_mesh
 
 AMBIENT_SH = math.sqrt(4.0 * math.pi)
@@ -160,14 +161,15 @@ def fit_photometric(model: FlameModel, uv_layout: UVLayout, targets: Photometric
         vertices = flame_forward(model, p).vertices
         texture = _texture(albedo, v["texture"], v["texel"])
         out = render_mesh(vertices, model.faces, cam, uv_layout, texture, v["light"], config.raster, config.render_mode)
-        return out, p, cam
+        row = contour_bin(cam.rotation_matrix())
+        return out, p, project_landmarks(cam, vertex_landmarks(model.landmarks, vertices, row))
 
     def photometric_error(out):
         return masked_l1(out.image, targets.image, targets.mask * out.alpha)
 
     def loss_fn(v):
-        out, p, cam = render(v)
-        landmark = landmark_data_loss(model, cam, p, lmk, config.landmarks, weights68)
+        out, p, proj = render(v)
+        landmark = landmark_data_loss(model, proj, lmk, config.landmarks, weights68)
         data = config.photometric_weight * photometric_error(out) + config.landmark_scale * landmark
         prior = (config.expression_l2 * 0.5 * jnp.sum(p.expression**2)
                  + config.shape_offset_l2 * 0.5 * jnp.sum((p.shape - shape0) ** 2))
@@ -189,8 +191,8 @@ def fit_photometric(model: FlameModel, uv_layout: UVLayout, targets: Photometric
     }
     start_error = photometric_error(render(variables)[0])
     outcome = run_optimiser(loss_fn, variables, optimiser, config.steps)
-    out, p, cam = render(outcome.variables)
-    proj = posed_landmarks(model, p, cam)
+    out, p, proj = render(outcome.variables)
+    cam = unpack(outcome.variables)[1]
     status = jnp.select([~lmk.valid, ~outcome.finite], [STATUS_INVALID_INPUT, STATUS_DIVERGED_LANDMARK], STATUS_OK)
     return PhotometricResult(
         params=p, camera=cam, light=outcome.variables["light"],

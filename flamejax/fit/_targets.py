@@ -66,7 +66,7 @@ def stack_targets(targets: list[LandmarkTargets], batch_size: int | None = None)
     return jax.tree.map(lambda *x: jnp.stack(x), *padded)
 
 
-def inner_eye_distance_normaliser(lmk68: Float[Array, "68 2"]) -> Float[Array, ""]:
+def eye_corner_distance(lmk68: Float[Array, "68 2"]) -> Float[Array, ""]:
     """Outer-eye-corner distance (points 36 and 45), the NME normaliser."""
     return jnp.linalg.norm(lmk68[36] - lmk68[45])
 
@@ -74,4 +74,4 @@ def inner_eye_distance_normaliser(lmk68: Float[Array, "68 2"]) -> Float[Array, "
 def nme_inner(predicted: Float[Array, "68 2"], target: Float[Array, "68 2"]) -> Float[Array, ""]:
     """Mean distance over the inner 51 points divided by the target's outer-eye-corner distance."""
     err = jnp.linalg.norm(predicted[INNER] - target[INNER], axis=-1).mean()
-    return err / jnp.maximum(inner_eye_distance_normaliser(target), 1e-8)
+    return err / jnp.maximum(eye_corner_distance(target), 1e-8)
