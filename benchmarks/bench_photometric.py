@@ -67,7 +67,7 @@ def run(quick: bool) -> dict:
     model = load_flame(n_shape=N_SHAPE, n_expression=N_EXPRESSION)
     uv = load_uv_layout()
     config = PhotometricConfig()
-    batch = 2 if quick else 8
+    batch = 4 if quick else 8
     face = np.asarray(safe_load_pickle(find_file("flame_masks"))["face"])
 
     rng = np.random.default_rng(11)
@@ -78,13 +78,17 @@ def run(quick: bool) -> dict:
     lmk_err, photo_err = (_face_errors(model, samples, r.params, face) for r in (landmark, photo))
     synthetic_rows = [[i, lmk_err[i], photo_err[i], photo.photometric_start[i], photo.photometric_final[i]]
                       for i in range(batch)]
-    synthetic_rows.append(["median", np.median(lmk_err), np.median(photo_err), np.median(photo.photometric_start),
-                           np.median(photo.photometric_final)])
+    for name, reduce in (("mean", np.mean), ("median", np.median)):
+        synthetic_rows.append([name, reduce(lmk_err), reduce(photo_err), reduce(photo.photometric_start),
+                               reduce(photo.photometric_final)])
+    better = int(np.sum(photo_err < lmk_err))
     synthetic = table("Synthetic heads (rendered with known albedo and light)",
                       ["sample", "landmark mode face error mm", "photometric face error mm",
                        "masked L1 start", "masked L1 final"], synthetic_rows,
-                      "Face error: mean over FLAME_masks 'face' vertices after similarity alignment. The albedo model "
-                      "is absent here, so a per-texel albedo is fitted (from step 200).")
+                      f"Photometric mode has the lower face error on {better} of {batch} heads (mean "
+                      f"{np.mean(photo_err):.3f} mm against {np.mean(lmk_err):.3f} mm in landmark mode). Face error: "
+                      "mean over FLAME_masks 'face' vertices after similarity alignment. The albedo model is absent "
+                      "here, so a per-texel albedo is fitted (from step 200).")
 
     photos = shared_photos()[:batch]
     items = [preprocess(p) for p in photos]
