@@ -80,7 +80,7 @@ def measure(fn, args, repeats: int) -> tuple[float, float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     level = parser.add_mutually_exclusive_group()
-    level.add_argument("--quick", action="store_true", help="256² only, batches 1 and 4, 2 repeats")
+    level.add_argument("--quick", action="store_true", help="256² and 512², batches 1 and 4, 2 repeats")
     level.add_argument("--full", action="store_true", help="256² and 512², batches 1, 4, 16 (default)")
     parser.add_argument("--batch-sizes", type=int, nargs="+")
     parser.add_argument("--sizes", type=int, nargs="+")
@@ -88,7 +88,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    sizes = args.sizes or ([256] if args.quick else [256, 512])
+    sizes = args.sizes or [256, 512]
     batches = args.batch_sizes or ([1, 4] if args.quick else [1, 4, 16])
     repeats = args.repeats or (2 if args.quick else 3)
     device = jax.devices()[0]
