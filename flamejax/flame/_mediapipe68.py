@@ -33,6 +33,13 @@ def _parts() -> list[tuple[range, tuple[int, ...]]]:
             (range(48, 68), layout.LIPS_OUTER + layout.LIPS_INNER)]
 
 
+def _landmark_sets(model: FlameModel, params: FlameParams):
+    """The embedded MediaPipe points (n_mp, 3) and FLAME's inner 51 points (51, 3) of one head."""
+    emb = model.landmarks
+    v = flame_forward(model, params).vertices
+    return mediapipe_landmarks(emb, v), barycentric_points(v, emb.static_vertices, emb.static_bary)
+
+
 def _sample_heads(model: FlameModel, count: int, seed: int, expression_std: float, max_jaw: float):
     """Embedded MediaPipe points (count, n_mp, 3) and FLAME's inner 51 points (count, 51, 3) of random heads."""
     rng = np.random.default_rng(seed)
@@ -44,13 +51,7 @@ def _sample_heads(model: FlameModel, count: int, seed: int, expression_std: floa
         jaw_pose=jnp.asarray(np.stack([rng.uniform(0.0, max_jaw, count), np.zeros(count), np.zeros(count)], 1),
                              jnp.float32),
     )
-    emb = model.landmarks
-
-    def points(p):
-        v = flame_forward(model, p).vertices
-        return mediapipe_landmarks(emb, v), barycentric_points(v, emb.static_vertices, emb.static_bary)
-
-    mediapipe, inner = jax.jit(jax.vmap(points))(params)
+    mediapipe, inner = jax.jit(jax.vmap(_landmark_sets, in_axes=(None, 0)))(model, params)
     return np.asarray(mediapipe, np.float64), np.asarray(inner, np.float64)
 
 
@@ -91,25 +92,21 @@ def calibrate_ibug68_from_mediapipe(model: FlameModel, samples: int = 200, ridge
     if emb is None or emb.num_mediapipe == 0:
         raise ValueError("calibration needs a model loaded with its MediaPipe landmark embedding")
     ids = [int(i) for i in np.asarray(emb.mediapipe_ids)]
-    zeros = FlameParams.for_model(model)
-    template = flame_forward(model, zeros).vertices
-    template_mp = np.asarray(mediapipe_landmarks(emb, template), np.float64)
-    template_inner = np.asarray(barycentric_points(template, emb.static_vertices, emb.static_bary))
+    template_mp, template_inner = (np.asarray(a, np.float64)
+                                   for a in _landmark_sets(model, FlameParams.for_model(model)))
     unit = np.linalg.norm(template_inner[36 - 17] - template_inner[45 - 17])
     mediapipe, inner = _sample_heads(model, samples, seed, expression_std, max_jaw)
     mediapipe, inner = mediapipe / unit, inner / unit
 
     solved = np.zeros((68, NUM_POINTS))
     for rows, part in _parts():
-        candidates = [ids.index(p) for p in part if p in ids]
-        points = mediapipe[:, candidates, :].transpose(0, 2, 1)
+        embedded = [p for p in part if p in ids]
+        points = mediapipe[:, [ids.index(p) for p in embedded], :].transpose(0, 2, 1)
         for row in rows:
-            prior = HAND_MADE_IBUG68_FROM_MEDIAPIPE[row, [ids[c] for c in candidates]]
+            prior = HAND_MADE_IBUG68_FROM_MEDIAPIPE[row, embedded]
             if prior.sum() == 0:
                 raise ValueError(f"none of the MediaPipe points of the hand-made row {row} is embedded on FLAME")
-            prior = prior / prior.sum()
-            weights = _solve_row(points, inner[:, row - 17], prior, ridge)
-            solved[row, [ids[c] for c in candidates]] = weights
+            solved[row, embedded] = _solve_row(points, inner[:, row - 17], prior / prior.sum(), ridge)
 
     mirror = _mirror_of_embedded(template_mp, ids)
     permute = np.arange(NUM_POINTS)
