@@ -1,33 +1,43 @@
 """flamejax: fit the FLAME head model to photographs with JAX.
 
-The data path: ``preprocess`` (photograph -> aligned crop, landmarks, mask) -> ``fit_landmarks`` /
-``fit_landmarks_batch`` (linear initialisation, rigid stage, landmark stage) -> optionally ``fit_photometric_batch``
--> ``FitResult`` -> exports (``flamejax.io``). Subpackages hold the details: ``flamejax.flame`` (model, forward pass,
-landmark embeddings), ``flamejax.camera``, ``flamejax.render``, ``flamejax.perception``, ``flamejax.init`` (DECA /
-MICA), ``flamejax.fit``, ``flamejax.io``.
+The data path::
+
+    model = load_flame()                                   # FLAME file from $FLAMEJAX_WEIGHTS (see README)
+    fitter = Fitter.create(model, FitConfig())             # built once: model, configs, networks, devices
+    fits = fitter([preprocess("a.jpg"), preprocess("b.jpg")])   # -> list[ImageFit]: params, camera, verdict
+
+``preprocess`` (photograph -> aligned crop, landmarks, mask) -> :class:`Fitter` (start, rigid stage, landmark
+stage, optional photometric stage, verdict) -> :class:`ImageFit` -> files (:mod:`flamejax.outputs`, read back with
+:func:`load_fit`). Folders: :func:`fit_directory`. The pure JAX core, for vmapping your own programs:
+:func:`flame_forward`, :func:`fit_landmarks` / :func:`fit_landmarks_batch`, :mod:`flamejax.render`,
+:mod:`flamejax.camera`. Subpackages: ``flame``, ``camera``, ``render``, ``perception``, ``init``, ``fit``, ``io``,
+``fitdir``.
 """
 
-from flamejax import _xla_flags
+from flamejax import _runtime
 
-_xla_flags.apply()
+_runtime.apply_xla_flags()
 
-from flamejax.camera import Camera  # noqa: E402  (after the XLA flags)
+from flamejax._runtime import CompileClock, enable_compilation_cache  # noqa: E402
+from flamejax.camera import Camera  # noqa: E402
 from flamejax.files import CorruptFileError, MissingFileError, find_file  # noqa: E402
 from flamejax.fit import (  # noqa: E402
     FitConfig,
     FitResult,
+    FitStart,
     LandmarkTargets,
     PhotometricConfig,
     PhotometricTargets,
+    Status,
     fit_landmarks,
     fit_landmarks_batch,
-    fit_photometric,
     fit_photometric_batch,
     stack_targets,
 )
+from flamejax.fitter import Fitter, ImageFit, Networks, PhotometricBundle, QualityConfig  # noqa: E402
 from flamejax.flame import FlameMesh, FlameModel, FlameParams, flame_forward, load_flame  # noqa: E402
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def preprocess(image, config=None):
@@ -38,18 +48,26 @@ def preprocess(image, config=None):
     return _preprocess(image, config or PreprocessConfig())
 
 
+def load_fit(path):
+    """A fit written by flamejax (``.npz`` or ``.json``) -> :class:`flamejax.io.FitRecord`."""
+    from flamejax.io import load_fit as _load_fit
+
+    return _load_fit(path)
+
+
 def __getattr__(name: str):
     # The directory runner pulls in perception and threads: imported on first use only.
     if name in ("fit_directory", "DirectoryConfig"):
-        from flamejax import batch
+        from flamejax import fitdir
 
-        return getattr(batch, name)
+        return getattr(fitdir, name)
     raise AttributeError(f"module 'flamejax' has no attribute {name!r}")
 
 
 __all__ = [
-    "Camera", "DirectoryConfig", "fit_directory", "CorruptFileError", "FitConfig", "FitResult", "FlameMesh", "FlameModel", "FlameParams",
-    "LandmarkTargets", "MissingFileError", "PhotometricConfig", "PhotometricTargets", "find_file", "fit_landmarks",
-    "fit_landmarks_batch", "fit_photometric", "fit_photometric_batch", "flame_forward", "load_flame", "preprocess",
-    "stack_targets",
+    "Camera", "CompileClock", "CorruptFileError", "DirectoryConfig", "FitConfig", "FitResult", "FitStart",
+    "Fitter", "FlameMesh", "FlameModel", "FlameParams", "ImageFit", "LandmarkTargets", "MissingFileError",
+    "Networks", "PhotometricBundle", "PhotometricConfig", "PhotometricTargets", "QualityConfig", "Status",
+    "enable_compilation_cache", "find_file", "fit_directory", "fit_landmarks", "fit_landmarks_batch",
+    "fit_photometric_batch", "flame_forward", "load_fit", "load_flame", "preprocess", "stack_targets",
 ]

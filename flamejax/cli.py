@@ -1,211 +1,466 @@
-"""``flamejax`` command line: fit photographs, convert network checkpoints."""
+"""The ``flamejax`` command: fit photographs (``fit``), folders (``fit-dir``), convert network checkpoints.
+
+Every option is checked before any work starts. Exit codes:
+  0  every image fitted, every fit plausible
+  1  internal error (a bug: rerun with -v and report the traceback)
+  2  bad usage: an unknown option or an option value out of range
+  3  a file or folder is missing, corrupt, refused or busy (model, weights, input or output folder)
+  4  some images failed or gave suspect fits (the others are written)
+  5  no image was fitted
+  130 interrupted (Ctrl-C); what was written is kept, and fit-dir resumes where it stopped
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import logging
+import os
 import sys
-import time
 from pathlib import Path
 
 log = logging.getLogger("flamejax")
 
-
-def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--flame", type=Path, default=None,
-                   help="FLAME pickle (default: found in $FLAMEJAX_WEIGHTS, ./weights or ../shared/flame)")
-    p.add_argument("--n-shape", type=int, default=100, help="identity components to fit (<= 300)")
-    p.add_argument("--n-exp", type=int, default=50, help="expression components to fit (<= 100)")
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_FILES, EXIT_SOME_FAILED, EXIT_NONE_FITTED = 0, 1, 2, 3, 4, 5
+EXIT_INTERRUPTED = 130
+FOV_RANGE = (5.0, 90.0)
+"""Degrees a fixed field of view may take: a portrait lens to a wide phone camera."""
 
 
-def add_fit_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
-    p.add_argument("--batch-size", type=int, default=16, help="images fitted together (fixed, padded)")
+class UsageError(ValueError):
+    """An option value the command cannot work with (exit code 2)."""
+
+
+# ---------------------------------------------------------------------------------------------- option types
+
+
+def _integer(low: int, high: int | None = None):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low or (high is not None and value > high):
+            bound = f"at least {low}" if high is None else f"between {low} and {high}"
+            raise argparse.ArgumentTypeError(f"{value} is out of range: must be {bound}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def _fov(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of degrees") from None
+    if not FOV_RANGE[0] <= value <= FOV_RANGE[1]:
+        raise argparse.ArgumentTypeError(f"{value:g} degrees is out of range: a field of view between "
+                                         f"{FOV_RANGE[0]:g} and {FOV_RANGE[1]:g} degrees")
+    return value
+
+
+def _mesh_formats(text: str) -> tuple[str, ...]:
+    from flamejax.outputs import MESH_FORMATS
+
+    formats = tuple(dict.fromkeys(f.strip().lower() for f in text.split(",") if f.strip()))
+    if formats == ("none",):
+        return ()
+    unknown = [f for f in formats if f not in MESH_FORMATS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown mesh format {', '.join(unknown)}: use any of "
+                                         f"{','.join(MESH_FORMATS)}, or none")
+    return formats
+
+
+# ---------------------------------------------------------------------------------------------- the parser
+
+
+def _add_fit_arguments(p: argparse.ArgumentParser, default_batch: int) -> None:
+    p.add_argument("-o", "--output", type=Path, required=True, help="output folder (created if needed)")
+    p.add_argument("--batch-size", type=_integer(1, 65536), default=default_batch,
+                   help="images fitted together (fixed, padded: one compilation)")
     p.add_argument("--mode", choices=("landmark", "photometric"), default="landmark",
                    help="landmark: fit the landmarks; photometric: then match the pixels (texture, light)")
-    p.add_argument("--photometric-steps", type=int, default=None, help="photometric steps (default: reference 400)")
-    p.add_argument("--fov", type=float, default=20.0, help="camera field of view in degrees")
+    p.add_argument("--photometric-steps", type=_integer(1, 100000), default=None,
+                   help="photometric steps (default: the reference's 400)")
+    p.add_argument("--fov", type=_fov, default=20.0, help="camera field of view in degrees")
     p.add_argument("--optimise-fov", action="store_true", help="also fit the field of view (10-50 degrees)")
-    p.add_argument("--rigid-steps", type=int, default=None, help="stage 1 steps (default: reference 1500)")
-    p.add_argument("--landmark-steps", type=int, default=None, help="stage 2 steps (default: reference 200)")
-    p.add_argument("--face-index", type=int, default=None, help="which face when several (default: largest)")
+    p.add_argument("--rigid-steps", type=_integer(0, 100000), default=None,
+                   help="stage 1 steps (default: the reference's 1500)")
+    p.add_argument("--landmark-steps", type=_integer(0, 100000), default=None,
+                   help="stage 2 steps (default: the reference's 200)")
+    faces = p.add_mutually_exclusive_group()
+    faces.add_argument("--face-index", type=_integer(0), default=None,
+                       help="which face when several, numbered left to right from 0 (default: the largest)")
+    faces.add_argument("--all-faces", action="store_true", help="fit every face of each photograph")
     p.add_argument("--init", default="auto", choices=("auto", "deca+mica", "deca", "mica", "linear"),
-                   help="initialisation: networks from weights/ (DECA, MICA ONNX) or the weights-free linear "
+                   help="start: DECA/MICA ONNX networks from the weights folder, or the weights-free linear "
                         "solve; auto = the networks whose weights are present, else linear")
-    p.add_argument("--mesh", default="obj,glb", help="mesh formats to write: any of obj,ply,glb, or none")
+    p.add_argument("--mesh", type=_mesh_formats, default=("obj", "glb"),
+                   help="mesh formats: any of obj,ply,glb, or none")
     p.add_argument("--no-overlay", action="store_true", help="skip the overlay pictures")
-    _add_model_args(p)
+    p.add_argument("--fht", action="store_true",
+                   help="also write flame-head-tracker's keys (cam, fov, lmks_68, lmks_dense, ...) in the .npz")
+    p.add_argument("--save-crop", action="store_true",
+                   help="also save the aligned crop and the image the fit ran on")
+    p.add_argument("--flame", type=Path, default=None,
+                   help="FLAME model pickle (default: generic_model.pkl or flame2023.pkl in $FLAMEJAX_WEIGHTS)")
+    p.add_argument("--n-shape", type=_integer(1, 300), default=100, help="identity components to fit")
+    p.add_argument("--n-exp", type=_integer(1, 100), default=50, help="expression components to fit")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from flamejax import __version__
+
+    formatter = argparse.ArgumentDefaultsHelpFormatter
+    parser = argparse.ArgumentParser(prog="flamejax", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log details, show native libraries' messages and tracebacks")
+    parser.add_argument("--version", action="version", version=f"flamejax {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    fit = sub.add_parser("fit", help="fit FLAME to photographs", formatter_class=formatter,
+                         description="Fit FLAME to each photograph; results go to one folder, named after the "
+                                     "images (folders or extensions are added where names would clash).")
+    fit.add_argument("images", nargs="+", type=Path, help="photographs (jpg, png, webp, bmp, tif)")
+    _add_fit_arguments(fit, default_batch=16)
+    fit.set_defaults(func=cmd_fit)
+
+    fit_dir = sub.add_parser("fit-dir", help="fit every photograph in a folder (batched, resumable)",
+                             formatter_class=formatter,
+                             description="Fit every image of a folder into a mirrored output folder; a rerun "
+                                         "skips finished images, and a killed run resumes where it stopped.")
+    fit_dir.add_argument("input_dir", type=Path, help="folder of images (jpg, jpeg, png, webp, bmp, tif, tiff)")
+    _add_fit_arguments(fit_dir, default_batch=64)
+    fit_dir.add_argument("-r", "--recursive", action="store_true", help="also fit images in subfolders")
+    fit_dir.add_argument("--workers", type=_integer(1, 256), default=None,
+                         help="preprocessing and writing threads (default: the CPU count, at most 8)")
+    fit_dir.add_argument("--prefetch", type=_integer(1, 64), default=2, help="batches preprocessed ahead of the fit")
+    fit_dir.add_argument("--retry-failed", action="store_true", help="fit images that failed in earlier runs again")
+    fit_dir.add_argument("--refit", action="store_true",
+                         help="the folder holds fits made with other settings: fit every image again")
+    fit_dir.add_argument("--verify", choices=("size", "checksum"), default="size",
+                         help="how earlier results are checked before an image is skipped")
+    fit_dir.add_argument("--max-images", type=_integer(0), default=None,
+                         help="stop after this many images (per process)")
+    fit_dir.add_argument("--devices", type=_integer(1), default=None,
+                         help="local devices to shard batches over (default: all)")
+    fit_dir.add_argument("--no-progress", action="store_true", help="no progress bar")
+    hosts = fit_dir.add_argument_group("several processes (hosts); see flamejax.distributed")
+    hosts.add_argument("--coordinator", default=None, help="HOST:PORT of process 0 (or JAX_COORDINATOR_ADDRESS)")
+    hosts.add_argument("--num-processes", type=_integer(1), default=None, help="process count (or JAX_NUM_PROCESSES)")
+    hosts.add_argument("--process-id", type=_integer(0), default=None, help="this process's index (or JAX_PROCESS_ID)")
+    hosts.add_argument("--cluster-auto", action="store_true",
+                       help="let JAX detect a TPU pod slice, SLURM, Open MPI or Kubernetes job")
+    fit_dir.set_defaults(func=cmd_fit_dir)
+
+    convert = sub.add_parser("convert", add_help=False,
+                             help="convert DECA / MICA checkpoints to ONNX: convert deca|mica CHECKPOINT -o OUT "
+                                  "(needs the torch extra)")
+    convert.add_argument("rest", nargs=argparse.REMAINDER)
+    convert.set_defaults(func=lambda args: convert_command(args.rest))
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------- from options
 
 
 def fit_config_from_args(args):
+    """The :class:`~flamejax.fit.FitConfig` the options describe (step counts keep the schedules' shape)."""
     from flamejax.fit import FitConfig, quick_config
 
     config = FitConfig()
     if args.rigid_steps is not None or args.landmark_steps is not None:
-        config = quick_config(args.rigid_steps or config.rigid.steps, args.landmark_steps or config.landmark.steps)
+        rigid = config.rigid.steps if args.rigid_steps is None else args.rigid_steps
+        landmark = config.landmark.steps if args.landmark_steps is None else args.landmark_steps
+        config = quick_config(rigid, landmark)
+    if args.optimise_fov and not config.rigid.fov_range[0] <= args.fov <= config.rigid.fov_range[1]:
+        low, high = config.rigid.fov_range
+        raise UsageError(f"--fov {args.fov:g}: with --optimise-fov the start must lie in the fitted range "
+                         f"{low:g}-{high:g} degrees")
     rigid = dataclasses.replace(config.rigid, optimise_fov=args.optimise_fov)
     return config.replace(fov_deg=args.fov, rigid=rigid)
 
 
-def photometric_from_args(args, uv_layout):
-    """The photometric configuration and albedo model for ``--mode photometric`` (None, None otherwise)."""
+def photometric_from_args(args):
+    """The photometric bundle for ``--mode photometric`` (None otherwise)."""
     if args.mode != "photometric":
-        return None, None
-    from flamejax.files import MissingFileError
+        return None
     from flamejax.fit import PhotometricConfig
-    from flamejax.render import load_albedo_model
+    from flamejax.fitter import PhotometricBundle
 
-    if uv_layout is None:
-        raise MissingFileError("photometric mode needs the FLAME UV template (head_template_mesh.obj); "
-                               "see weights/README.md")
     config = PhotometricConfig()
     if args.photometric_steps is not None:
         config = dataclasses.replace(config, steps=args.photometric_steps,
                                      texel_start=min(config.texel_start, args.photometric_steps // 2))
-    return config, load_albedo_model()
+    return PhotometricBundle.load(config)
+
+
+def output_options_from_args(args):
+    from flamejax.outputs import OutputOptions
+
+    return OutputOptions(mesh_formats=args.mesh, overlay=not args.no_overlay, fht=args.fht,
+                         save_crop=args.save_crop)
+
+
+def fitter_from_args(args, model=None):
+    """The fitter the options describe. ``model``: already loaded, else loaded from ``--flame`` (saying which
+    file); the networks and the photometric bundle are loaded from the weights folders."""
+    from flamejax.fitter import Fitter, Networks
+    from flamejax.flame import load_flame
+
+    config = fit_config_from_args(args)
+    if model is None:
+        model = load_flame(args.flame, n_shape=args.n_shape, n_expression=args.n_exp)
+        source = getattr(model, "source", None)
+        if source is not None:
+            print(f"model: {source.describe()}", file=sys.stderr)
+    return Fitter.create(model, config, batch_size=args.batch_size, networks=Networks.load(args.init),
+                         photometric=photometric_from_args(args), devices=getattr(args, "devices", None))
+
+
+def directory_config_from_args(args):
+    """The :class:`~flamejax.fitdir.DirectoryConfig` of ``fit-dir``'s options."""
+    from flamejax.fitdir import DirectoryConfig, default_workers
+    from flamejax.perception import PreprocessConfig
+
+    if args.all_faces:
+        raise UsageError("--all-faces is for flamejax fit; fit-dir fits one face per image (--face-index)")
+    return DirectoryConfig(
+        preprocess=PreprocessConfig(face_index=args.face_index), outputs=output_options_from_args(args),
+        recursive=args.recursive, workers=args.workers or default_workers(), prefetch_batches=args.prefetch,
+        retry_failed=args.retry_failed, refit=args.refit, verify=args.verify, max_images=args.max_images,
+        progress=not args.no_progress)
+
+
+def _check_output_folder(folder: Path) -> None:
+    """The output folder exists (or is created) and takes files, before any work."""
+    import tempfile
+
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"-o {folder}: is a file; give a folder for the results")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".flamejax-write-check-"):
+            pass
+    except OSError as err:
+        raise NotADirectoryError(f"-o {folder}: cannot write there ({err.strerror or err}); choose a folder you "
+                                 "can write to") from None
+
+
+# ---------------------------------------------------------------------------------------------- fit
 
 
 def cmd_fit(args) -> int:
     from tqdm import tqdm
 
-    from flamejax.flame import load_flame
+    from flamejax.outputs import provenance, unique_stems, write_image_outputs
     from flamejax.perception import PerceptionError, PreprocessConfig, load_image, preprocess
-    from flamejax.pipeline import fit_preprocessed, summary_line, write_outputs
 
-    from flamejax.init import resolve_init_method
+    options = output_options_from_args(args)
+    _check_output_folder(args.output)
+    paths = list(dict.fromkeys(args.images))
+    if len(paths) < len(args.images):
+        print(f"flamejax: {len(args.images) - len(paths)} image(s) given twice are fitted once", file=sys.stderr)
+    stems = unique_stems(paths)
+    fitter = fitter_from_args(args)
+    record = provenance(fitter)
 
-    model = load_flame(args.flame, n_shape=args.n_shape, n_expression=args.n_exp)
-    init_method = resolve_init_method(args.init)
-    uv_layout = uv_layout_if_present()
-    config = fit_config_from_args(args)
-    pre_config = PreprocessConfig(face_index=args.face_index)
-    formats = tuple(f for f in args.mesh.split(",") if f and f != "none")
-    items, originals, names, failures = [], [], [], 0
-    for path in tqdm(args.images, desc="preprocess", unit="img", disable=len(args.images) < 2):
+    items, originals, names, item_stems, notes = [], [], [], [], {}
+    failures = 0
+    for path, stem in tqdm(list(zip(paths, stems)), desc="preprocess", unit="img", disable=len(paths) < 2):
         try:
             original = load_image(path)
-            items.append(preprocess(original, pre_config))
-            originals.append(original)
-            names.append(str(path))
+            first = preprocess(original, PreprocessConfig(face_index=args.face_index))
+            faces = [first]
+            if args.all_faces and first.num_faces > 1:
+                faces = [preprocess(original, PreprocessConfig(face_index=i)) for i in range(first.num_faces)]
         except (PerceptionError, OSError) as err:
             failures += 1
-            print(f"{path}: FAILED ({err})", file=sys.stderr)
+            print(f"{path}: FAILED ({_message(err, path)})")
+            continue
+        for item in faces:
+            suffix = f"_face{item.face_index}" if len(faces) > 1 else ""
+            name = f"{path}" + (f" (face {item.face_index})" if len(faces) > 1 else "")
+            items.append(item)
+            originals.append(original)
+            names.append(name)
+            item_stems.append(stem + suffix)
+            if item.num_faces > 1 and not args.all_faces:
+                notes[name] = (f"{item.num_faces} faces found, fitted face {item.face_index} "
+                               f"({'the largest' if args.face_index is None else '--face-index'}); "
+                               "--face-index N picks another, --all-faces fits each")
     if not items:
-        return 1
-    t0 = time.perf_counter()
-    photometric, albedo = photometric_from_args(args, uv_layout)
-    fits = fit_preprocessed(model, items, config, min(args.batch_size, len(items)), names, init_method,
-                            photometric=photometric, uv_layout=uv_layout, albedo=albedo)
-    fit_seconds = time.perf_counter() - t0
-    for fit, item, original in tqdm(list(zip(fits, items, originals)), desc="write", unit="img",
-                                    disable=len(items) < 2):
-        if fit.ok:
-            write_outputs(args.output, fit, item, model, uv_layout, formats, overlay=not args.no_overlay,
-                          original=original)
-        else:
-            failures += 1
-        print(summary_line(fit))
-    print(f"fitted {sum(f.ok for f in fits)}/{len(args.images)} images in {fit_seconds:.2f} s "
-          f"(compilation included) -> {args.output}")
-    return 0 if failures == 0 else 2
+        print(f"flamejax: no image could be fitted ({failures} failed)", file=sys.stderr)
+        return EXIT_NONE_FITTED
+
+    with tqdm(total=len(items), desc="fit", unit="img", disable=False, leave=False, file=sys.stderr) as bar:
+        fits = []
+        for start in range(0, len(items), fitter.batch_size):
+            chunk = slice(start, start + fitter.batch_size)
+            fits += fitter.fit_batch(items[chunk], names[chunk],
+                                     on_stage=lambda stage: bar.set_postfix_str(stage, refresh=True))
+            bar.update(len(items[chunk]))
+    for fit, item, original, stem in zip(fits, items, originals, item_stems):
+        if fit.written:
+            write_image_outputs(args.output, stem, fit, item, fitter, options, record, original)
+        print(summary_line(fit) + (f"  [{notes[fit.name]}]" if fit.name in notes else ""))
+    ok = sum(f.verdict == "ok" for f in fits)
+    suspect = sum(f.verdict == "suspect" for f in fits)
+    failed = failures + sum(f.verdict == "failed" for f in fits)
+    fit_seconds = sum(f.fit_seconds for f in fits)
+    compile_seconds = sum(f.compile_seconds for f in fits)
+    print(f"{ok} ok, {suspect} suspect, {failed} failed ({len(paths)} image(s)); fit {fit_seconds:.2f} s "
+          f"({fit_seconds / len(fits):.3f} s/image), compilation {compile_seconds:.1f} s -> {args.output}")
+    if ok + suspect == 0:
+        return EXIT_NONE_FITTED
+    return EXIT_OK if suspect + failed == 0 else EXIT_SOME_FAILED
 
 
-def uv_layout_if_present():
-    from flamejax.files import find_file
+def summary_line(fit) -> str:
+    """One image's result in one line."""
+    import numpy as np
 
-    path = find_file("uv_template", required=False)
-    if path is None:
-        log.info("no UV template found: meshes are written without texture coordinates")
-        return None
-    from flamejax.render import load_uv_layout
+    from flamejax import camera as cam
 
-    return load_uv_layout(path)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="flamejax", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true")
-    sub = parser.add_subparsers(dest="command", required=True)
-    fit = sub.add_parser("fit", help="fit FLAME to photographs")
-    fit.add_argument("images", nargs="+", type=Path)
-    add_fit_args(fit)
-    fit.set_defaults(func=cmd_fit)
-    from flamejax.batch import add_fit_dir_command
-
-    add_fit_dir_command(sub)
-    bench = sub.add_parser("bench", help="run the benchmarks (from a checkout): same as python -m benchmarks",
-                           add_help=False)
-    bench.add_argument("rest", nargs=argparse.REMAINDER)
-    bench.set_defaults(func=cmd_bench)
-    convert = sub.add_parser("convert", add_help=False,
-                             help="convert DECA / MICA checkpoints to ONNX: convert deca|mica CHECKPOINT -o OUT "
-                                  "(needs the torch extra)")
-    convert.add_argument("rest", nargs=argparse.REMAINDER)
-    convert.set_defaults(func=cmd_convert)
-    return parser
+    if not fit.written:
+        return f"{fit.name}: FAILED ({fit.reason})"
+    ypr = np.asarray(cam.yaw_pitch_roll(fit.result.camera))
+    verdict = "ok" if fit.ok else f"SUSPECT ({fit.reason})"
+    return (f"{fit.name}: {verdict}  NME(inner 51) {100 * float(fit.result.nme):.2f}%  "
+            f"yaw {ypr[0]:+.1f} pitch {ypr[1]:+.1f} roll {ypr[2]:+.1f}  fov {float(fit.result.camera.fov_deg):.1f}")
 
 
-def cmd_bench(args) -> int:
-    try:
-        from benchmarks.__main__ import main as bench_main
-    except ImportError:
-        print("flamejax bench runs the benchmarks/ folder of a source checkout: run it from the checkout's root",
-              file=sys.stderr)
-        return 3
-    return bench_main(args.rest) or 0
+def _message(err: Exception, path) -> str:
+    text = str(err)
+    for placeholder in ("<array>", "<bytes>"):
+        text = text.replace(placeholder, str(path))
+    return text.removeprefix(f"{path}: ")
 
 
-def cmd_convert(args) -> int:
-    return convert(args.rest)
+# ---------------------------------------------------------------------------------------------- fit-dir
 
 
-def convert(argv: list[str]) -> int:
+def cmd_fit_dir(args) -> int:
+    from flamejax.distributed import initialize_distributed
+    from flamejax.fitdir import check_folders, fit_directory
+
+    config = directory_config_from_args(args)
+    check_folders(args.input_dir, args.output)
+    info = initialize_distributed(args.coordinator, args.num_processes, args.process_id,
+                                  cluster_auto=args.cluster_auto)
+    if args.devices is not None:
+        import jax
+
+        available = jax.local_device_count()
+        if args.devices > available:
+            raise UsageError(f"--devices {args.devices}: this process has {available} device(s) "
+                             f"({jax.default_backend()}); give at most {available}")
+    fitter = fitter_from_args(args)
+    summary = fit_directory(args.input_dir, args.output, fitter, config)
+    prefix = f"process {info.index}/{info.count}: " if info.count > 1 else ""
+    if summary.found == 0:
+        print(f"{prefix}no images in {args.input_dir} (looked for .jpg .jpeg .png .webp .bmp .tif .tiff"
+              f"{'' if args.recursive else '; -r also searches subfolders'})", file=sys.stderr)
+        return EXIT_NONE_FITTED
+    print(prefix + summary.report())
+    if summary.summary_csv is not None:
+        print(f"summary: {summary.summary_csv}")
+    if summary.all_ok:
+        return EXIT_OK
+    nothing = summary.fitted + summary.suspect == 0 and summary.skipped == summary.failed_before
+    return EXIT_NONE_FITTED if nothing else EXIT_SOME_FAILED
+
+
+# ---------------------------------------------------------------------------------------------- convert
+
+
+def convert_command(argv: list[str]) -> int:
     """Hands the arguments to :mod:`flamejax.convert`, imported only here (it needs torch)."""
     try:
         from flamejax.convert import main as convert_main
     except ImportError as err:
         print(f"flamejax convert needs PyTorch: pip install 'flamejax[convert]' ({err})", file=sys.stderr)
-        return 3
+        return EXIT_FILES
     return convert_main(argv)
 
 
-def _enable_compilation_cache() -> None:
-    """With ``FLAMEJAX_COMPILE_CACHE=1``, keep compiled fits between runs (``FLAMEJAX_CACHE``/jax, default
-    ~/.cache/flamejax/jax): a repeated ``flamejax fit`` skips the ~10 s compilation. Off by default: executables
-    loaded from the cache can round differently (1e-4 in coefficients) from freshly compiled ones, which would
-    break fit-dir's guarantee that a resumed run reproduces an uninterrupted one."""
-    import os
+# ---------------------------------------------------------------------------------------------- main
 
-    if os.environ.get("FLAMEJAX_COMPILE_CACHE") != "1":
-        return
-    import jax
 
-    from flamejax.flame._model import cache_dir
-
+def _quiet_python_loggers() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("GLOG_minloglevel", "2")
     try:
-        jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "jax"))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-    except Exception as err:  # noqa: BLE001 -- an unsupported option only costs speed
-        log.info("no persistent compilation cache: %s", err)
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.ERROR)
+    except ImportError:
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
+    import contextlib
+
+    from flamejax._runtime import enable_compilation_cache, native_stderr_to
+
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["convert"]:  # its own parser, which needs torch
-        return convert(argv[1:])
-    if argv[:1] == ["bench"]:
-        return cmd_bench(argparse.Namespace(rest=argv[1:]))
-    args = build_parser().parse_args(argv)
-    _enable_compilation_cache()
+        return convert_command(argv[1:])
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # argparse: --help, --version (0) or bad usage (2)
+        return int(stop.code or 0)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    from flamejax.files import CorruptFileError, MissingFileError
+    if os.environ.get("FLAMEJAX_COMPILE_CACHE", "1") != "0":
+        enable_compilation_cache()
+    if not args.verbose:
+        _quiet_python_loggers()
+    quiet = contextlib.nullcontext() if args.verbose else native_stderr_to(None)
+    with quiet:
+        return _run(args)
 
+
+def _run(args) -> int:
+    from flamejax.files import CorruptFileError, MissingFileError
+    from flamejax.fitdir import FolderBusyError, SettingsMismatchError, UnusableFolderError
+
+    file_errors = (MissingFileError, CorruptFileError, NotADirectoryError, FolderBusyError, SettingsMismatchError,
+                   UnusableFolderError, PermissionError)
+    try:
+        from flamejax.flame import UnsafePickleError
+
+        file_errors += (UnsafePickleError,)
+    except ImportError:
+        pass
     try:
         return args.func(args)
-    except (MissingFileError, CorruptFileError, NotADirectoryError) as err:
-        print(f"flamejax: {err}", file=sys.stderr)
-        return 3
+    except KeyboardInterrupt:
+        print("\nflamejax: interrupted; results written so far are kept (fit-dir: rerun the same command to "
+              "resume)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except file_errors as err:
+        _explain(err, args.verbose)
+        return EXIT_FILES
+    except (UsageError, ValueError) as err:
+        _explain(err, args.verbose)
+        return EXIT_USAGE
+    except Exception as err:  # noqa: BLE001 -- a bug: one line, the traceback with -v
+        _explain(err, args.verbose, internal=True)
+        return EXIT_INTERNAL
+
+
+def _explain(err: Exception, verbose: bool, internal: bool = False) -> None:
+    if verbose:
+        import traceback
+
+        traceback.print_exception(err, file=sys.stderr)
+    text = str(err) or type(err).__name__
+    if internal:
+        text = f"internal error: {type(err).__name__}: {text} (rerun with -v for the traceback, and report it)"
+    print(f"flamejax: {text}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,9 @@ import pytest
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 os.environ.setdefault("FLAMEJAX_WEIGHTS", str(SHARED / "flame"))
+# The CLI keeps compiled programs on disk by default; tests that compare runs exactly compile fresh
+# (tests/test_runtime.py checks the cache itself).
+os.environ.setdefault("FLAMEJAX_COMPILE_CACHE", "0")
 
 
 def shared_flame_dir() -> Path:

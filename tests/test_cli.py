@@ -1,8 +1,13 @@
-"""`flamejax fit` end to end on real photographs: outputs, landmark error, failure isolation."""
+"""`flamejax fit` end to end on real photographs: outputs, names, verdicts, exit codes, a quiet terminal."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
+import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -13,6 +18,39 @@ from flamejax.cli import main
 from tests.conftest import SHARED, requires_flame
 
 pytestmark = [requires_flame, pytest.mark.skipif(not (SHARED / "images").is_dir(), reason="no ../shared/images")]
+FAST = ["--rigid-steps", "150", "--landmark-steps", "80", "--batch-size", "4", "--n-shape", "20", "--n-exp", "10",
+        "--init", "linear"]
+
+
+@contextlib.contextmanager
+def terminal():
+    """Capture file descriptors 1 and 2 (what a user's terminal would show, native libraries included)."""
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    files = {fd: tempfile.TemporaryFile(mode="w+b") for fd in (1, 2)}
+    streams = sys.stdout, sys.stderr
+    captured = {}
+    try:
+        sys.stdout.flush(), sys.stderr.flush()
+        for fd, f in files.items():
+            os.dup2(f.fileno(), fd)
+        sys.stdout = open(os.dup(1), "w", buffering=1)
+        sys.stderr = open(os.dup(2), "w", buffering=1)
+        yield captured
+    finally:
+        sys.stdout.close(), sys.stderr.close()
+        sys.stdout, sys.stderr = streams
+        for fd, f in files.items():
+            os.dup2(saved[fd], fd)
+            os.close(saved[fd])
+            f.seek(0)
+            captured["out" if fd == 1 else "err"] = f.read().decode(errors="replace")
+            f.close()
+
+
+def run(argv: list[str]) -> tuple[int, str, str]:
+    with terminal() as captured:
+        code = main(argv)
+    return code, captured["out"], captured["err"]
 
 
 @pytest.fixture(scope="module")
@@ -21,40 +59,74 @@ def fitted(tmp_path_factory):
     gradient = np.tile(np.linspace(0, 255, 256, dtype=np.uint8)[None, :, None], (256, 1, 3))
     Image.fromarray(gradient).save(root / "no_face.png")
     (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    images = [SHARED / "images" / "ffhq_00000.png", root / "no_face.png", SHARED / "images" / "parsing_image.jpg",
-              root / "broken.jpg"]
+    for folder, source in (("a", "ffhq_00001.png"), ("b", "ffhq_00002.png")):
+        (root / folder).mkdir()
+        shutil.copyfile(SHARED / "images" / source, root / folder / "photo.png")
+    pair = [np.asarray(Image.open(SHARED / "images" / n).convert("RGB").resize((384, 384)))
+            for n in ("ffhq_00012.png", "ffhq_00018.png")]
+    Image.fromarray(np.concatenate(pair, axis=1)).save(root / "two.png")
+    images = [SHARED / "images" / "ffhq_00000.png", root / "no_face.png", root / "a" / "photo.png",
+              root / "b" / "photo.png", root / "broken.jpg", root / "two.png"]
     out = root / "out"
-    code = main(["fit", *map(str, images), "-o", str(out), "--rigid-steps", "150", "--landmark-steps", "80",
-                 "--batch-size", "2", "--n-shape", "20", "--n-exp", "10", "--mesh", "obj,glb,ply", "--init", "linear"])
-    return code, out
+    result = run(["fit", *map(str, images), "-o", str(out), "--mesh", "obj,glb,ply", "--all-faces", *FAST])
+    return result, out
 
 
-def test_good_images_are_fitted_and_bad_ones_reported(fitted, capsys):
-    code, out = fitted
-    assert code == 2  # some images failed
-    for stem in ("ffhq_00000", "parsing_image"):
+def test_good_images_are_fitted_and_bad_ones_reported(fitted):
+    (code, stdout, _), out = fitted
+    assert code == 4, stdout  # some images failed
+    for stem in ("ffhq_00000", "a_photo", "b_photo", "two_face0", "two_face1"):
         for suffix in (".json", ".npz", ".obj", ".glb", ".ply", "_overlay.png"):
             assert (out / f"{stem}{suffix}").is_file(), stem + suffix
-    assert not (out / "no_face.json").exists() and not (out / "broken.json").exists()
+    assert not list(out.glob("no_face*")) and not list(out.glob("broken*"))
+    assert "broken.jpg: FAILED" in stdout and "no_face.png: FAILED" in stdout and "<array>" not in stdout
+    assert "2 failed" in stdout and "compilation" in stdout
+
+
+def test_images_of_the_same_name_keep_their_own_results(fitted):
+    _, out = fitted
+    a = json.loads((out / "a_photo.json").read_text())
+    b = json.loads((out / "b_photo.json").read_text())
+    assert a["name"].endswith("a/photo.png") and b["name"].endswith("b/photo.png")
+    assert not np.allclose(a["shape"], b["shape"])
+
+
+def test_the_terminal_holds_our_lines_only(fitted):
+    (_, stdout, stderr), _ = fitted
+    text = stdout + stderr
+    for chatter in ("absl::InitializeLog", "TensorFlow Lite", "XNNPACK", "inference_feedback_manager", "W0000",
+                    "I0000", "Traceback"):
+        assert chatter not in text
 
 
 def test_parameter_files_hold_what_users_expect(fitted):
     _, out = fitted
     record = json.loads((out / "ffhq_00000.json").read_text())
-    for key in ("shape", "exp", "head_pose", "neck_pose", "jaw_pose", "eye_pose", "cam", "landmarks", "nme_inner51"):
+    for key in ("shape", "exp", "head_pose", "neck_pose", "jaw_pose", "eye_pose", "cam", "landmarks", "metrics",
+                "provenance", "detection"):
         assert key in record
     assert len(record["shape"]) == 20 and len(record["exp"]) == 10 and len(record["eye_pose"]) == 6
-    for key in ("yaw", "pitch", "roll", "x", "y", "z", "fov_deg", "K"):
+    for key in ("yaw", "pitch", "roll", "x", "y", "z", "fov_deg", "K", "R_opencv", "camera_to_world_opengl"):
         assert key in record["cam"]
-    assert record["status"] == "ok" and record["init"] == "linear"
-    assert record["nme_inner51"] < 0.05
+    assert record["status"] == "ok" and record["init"] == "linear" and record["mode"] == "landmark"
+    assert record["provenance"]["n_shape"] == 20 and record["provenance"]["fit_config"]["fov_deg"] == 20.0
+    assert record["metrics"]["nme_inner51"] < 0.05
     assert abs(record["cam"]["yaw"]) < 45 and abs(record["cam"]["roll"]) < 20  # upright, roughly frontal
     target = np.array(record["landmarks"]["lmk68_target_original"])
     fitted_points = np.array(record["landmarks"]["lmk68_fitted_original"])
     eye_distance = np.linalg.norm(target[36] - target[45])
     assert np.linalg.norm(fitted_points - target, axis=1).mean() / eye_distance < 0.06  # on the photograph too
     with np.load(out / "ffhq_00000.npz") as z:
-        assert z["vertices"].shape == (5023, 3) and z["cam_K"].shape == (3, 3)
+        assert z["vertices"].shape == (5023, 3) and z["K"].shape == (3, 3) and str(z["status"]) == "ok"
+
+
+def test_every_face_of_a_group_photo_is_fitted_apart(fitted):
+    _, out = fitted
+    faces = [json.loads((out / f"two_face{i}.json").read_text()) for i in range(2)]
+    assert [f["detection"]["num_faces"] for f in faces] == [2, 2]
+    assert [f["detection"]["face_index"] for f in faces] == [0, 1]
+    left, right = (np.mean(np.array(f["landmarks"]["lmk68_target_original"])[:, 0]) for f in faces)
+    assert left < 384 < right
 
 
 def test_meshes_and_overlay_are_readable(fitted):
@@ -68,3 +140,38 @@ def test_meshes_and_overlay_are_readable(fitted):
     assert trimesh.load(out / "ffhq_00000.ply", process=False).vertices.shape == (5023, 3)
     overlay = np.asarray(Image.open(out / "ffhq_00000_overlay.png"))
     assert overlay.shape[0] == 512 and overlay.shape[1] >= 1024
+
+
+def test_a_file_as_output_folder_is_refused_before_any_work(tmp_path):
+    (tmp_path / "taken").write_text("a file")
+    code, _, err = run(["fit", str(SHARED / "images" / "ffhq_00000.png"), "-o", str(tmp_path / "taken"), *FAST])
+    assert code == 3 and "is a file" in err and "Traceback" not in err
+    code, _, err = run(["fit", str(SHARED / "images" / "ffhq_00000.png"), "-o", str(tmp_path / "taken" / "x"),
+                        *FAST])
+    assert code == 3 and "cannot write there" in err
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--mesh", "obj,stl"], "unknown mesh format stl"), (["--fov", "179"], "179 degrees is out of range"),
+    (["--fov", "-20"], "out of range"), (["--rigid-steps", "-1"], "out of range"), (["--n-shape", "1000"], "1000"),
+    (["--batch-size", "0"], "out of range")])
+def test_bad_options_are_one_line_and_exit_2(option, message, tmp_path):
+    code, _, err = run(["fit", "x.png", "-o", str(tmp_path / "out"), *option])
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_optimised_fov_must_start_inside_its_range(tmp_path):
+    code, _, err = run(["fit", str(SHARED / "images" / "ffhq_00000.png"), "-o", str(tmp_path), "--optimise-fov",
+                        "--fov", "60"])
+    assert code == 2 and "--fov 60" in err
+
+
+def test_version_and_help(capsys):
+    from flamejax import __version__
+
+    assert main(["--version"]) == 0
+    assert __version__ in capsys.readouterr().out
+    assert main(["fit", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "(default: 20.0)" in text and ":class:" not in text and "``" not in text

@@ -15,11 +15,11 @@ import jax
 import numpy as np
 import pytest
 
-from flamejax.batch import fit_directory, read_jsonl
+from flamejax.fitdir import read_jsonl
 from flamejax.distributed import ProcessInfo, host_shard, initialize_distributed
 from flamejax.fit import fit_landmarks_batch, sample_problem, stack_targets
 from tests.conftest import requires_flame
-from tests.test_batch import ARGS, PHOTOS, config_of, make_photo_dir
+from tests.test_fitdir import ARGS, PHOTOS, fitter_of, make_photo_dir, run_dir
 
 pytestmark = requires_flame
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,19 +30,21 @@ _SHARDED_RUN = """
 import json, sys
 from pathlib import Path
 import jax, numpy as np
-from flamejax.batch import fit_directory
+from flamejax.cli import directory_config_from_args, fitter_from_args
 from flamejax.distributed import fit_sharded, local_mesh, round_batch_size, shard_batch
 from flamejax.fit import LandmarkTargets
+from flamejax.fitdir import fit_directory
 from flamejax.flame import load_flame
-from tests.test_batch import config_of
+from tests.test_fitdir import parse_args
 
 work = Path(sys.argv[1])
 mesh = local_mesh()
-config = config_of(["--devices", str(mesh.size)])
-model = load_flame(n_shape=config.n_shape, n_expression=config.n_expression)
+args = parse_args(work / "photos", work / "sharded_dir", ["--devices", str(mesh.size)])
+model = load_flame(n_shape=args.n_shape, n_expression=args.n_exp)
+fitter = fitter_from_args(args, model=model)
 with np.load(work / "targets.npz") as f:
     targets = LandmarkTargets(**{k: f[k] for k in f.files})
-result = fit_sharded(model, targets, config.fit, mesh)
+result = fit_sharded(model, targets, fitter.config, mesh)
 leaf = result.params.shape
 np.savez(work / "sharded.npz", *[np.asarray(x) for x in jax.tree.leaves(result)])
 try:
@@ -50,7 +52,7 @@ try:
     indivisible = "accepted"
 except ValueError:
     indivisible = "refused"
-summary = fit_directory(work / "photos", work / "sharded_dir", config, model=model)
+summary = fit_directory(work / "photos", work / "sharded_dir", fitter, directory_config_from_args(args))
 (work / "facts.json").write_text(json.dumps({
     "mesh_size": mesh.size, "round_5": round_batch_size(5, mesh), "indivisible": indivisible,
     "spec": list(leaf.sharding.spec), "result_devices": len(leaf.sharding.device_set),
@@ -77,9 +79,9 @@ def sharded_and_unsharded(tmp_path_factory, flame_model):
     child = subprocess.Popen([sys.executable, "-c", _SHARDED_RUN, str(work)], cwd=ROOT, env=_child_env(XLA_FLAGS=flags),
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        config = config_of()
-        unsharded = jax.tree.map(np.asarray, fit_landmarks_batch(flame_model, targets, config.fit))
-        fit_directory(work / "photos", work / "unsharded_dir", config, model=flame_model)
+        fitter = fitter_of(flame_model)
+        unsharded = jax.tree.map(np.asarray, fit_landmarks_batch(flame_model, targets, fitter.config))
+        run_dir(work / "photos", work / "unsharded_dir", flame_model)
     finally:
         output, _ = child.communicate(timeout=300)
     assert child.returncode == 0, output
@@ -134,13 +136,13 @@ def test_processes_split_the_files_and_share_one_summary(tmp_path):
     photos = make_photo_dir(tmp_path / "photos", {}, failing=True)  # two images, each failing fast
     out = tmp_path / "out"
     address = f"localhost:{_free_port()}"
-    children = [subprocess.Popen([sys.executable, "-m", "flamejax.batch", str(photos), "-o", str(out), *ARGS],
+    children = [subprocess.Popen([sys.executable, "-m", "flamejax", "fit-dir", str(photos), "-o", str(out), *ARGS],
                                  cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                  env=_child_env(JAX_COORDINATOR_ADDRESS=address, JAX_NUM_PROCESSES="2",
                                                 JAX_PROCESS_ID=str(i)))
                 for i in range(2)]
     outputs = [child.communicate(timeout=180)[0] for child in children]
-    assert [child.returncode for child in children] == [2, 2], outputs  # 2: some images failed
+    assert [child.returncode for child in children] == [5, 5], outputs  # 5: no image fitted
     assert "process 0/2" in outputs[0] and "process 1/2" in outputs[1]
     logged = [[row["image"] for row in read_jsonl(out / f"summary-p{i}.jsonl")] for i in range(2)]
     assert logged == [["corrupt.png"], ["noface.png"]]

@@ -14,23 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flamejax.batch import (
-    DirectoryConfig,
-    ImageJob,
-    ImageRecord,
-    _AppendLog,
-    add_fit_dir_command,
-    batches,
-    completed_record,
-    config_from_args,
-    discover_images,
-    fit_directory,
-    main,
-    marker_path,
-    prefetched,
-    read_jsonl,
-    write_marker,
-)
+from flamejax.cli import build_parser, directory_config_from_args, fitter_from_args, main
+from flamejax.fitdir import (DirectoryConfig, FolderBusyError, ImageJob, ImageRecord, SettingsMismatchError,
+                             completed_record, discover_images, fit_directory, marker_path, read_jsonl)
+from flamejax.fitdir._ledger import AppendLog, FolderLock, log_unlogged, write_marker
+from flamejax.fitdir._runner import Prepared, batches, prefetched
 from flamejax.fit import quick_config
 from tests.conftest import SHARED, requires_flame
 
@@ -61,38 +49,49 @@ def make_photo_dir(folder: Path, photos: dict[str, str] = PHOTOS, failing: bool 
 
 
 def parse_args(input_dir: Path, output_dir: Path, extra: list[str] = ()):
-    import argparse
-
-    parser = argparse.ArgumentParser()
-    add_fit_dir_command(parser.add_subparsers())
-    return parser.parse_args(["fit-dir", str(input_dir), "-o", str(output_dir), *ARGS, *extra])
+    return build_parser().parse_args(["fit-dir", str(input_dir), "-o", str(output_dir), *ARGS, *extra])
 
 
 def config_of(extra: list[str] = ()) -> DirectoryConfig:
-    return config_from_args(parse_args(Path("in"), Path("out"), extra))
+    return directory_config_from_args(parse_args(Path("in"), Path("out"), extra))
+
+
+_FITTERS: dict = {}
+
+
+def fitter_of(model, extra: list[str] = ()):
+    """The fitter the options describe, built once per option set (no networks, no UV layout lookups)."""
+    key = (id(model), tuple(extra))
+    if key not in _FITTERS:
+        _FITTERS[key] = fitter_from_args(parse_args(Path("in"), Path("out"), extra), model=model)
+    return _FITTERS[key]
+
+
+def run_dir(photos: Path, out: Path, model, extra: list[str] = ()):
+    return fit_directory(photos, out, fitter_of(model, extra), config_of(extra))
 
 
 _DYING_RUN = """
 import os, signal, sys
-import flamejax.pipeline as pipeline
-from flamejax.batch import main
+import flamejax.fitdir._runner as runner
+from flamejax.cli import main
 
-real_write, real_replace = pipeline.write_outputs, os.replace
+real_write, real_replace = runner.write_image_outputs, os.replace
 
 def replace_once_then_die(src, dst):
-    if replace_once_then_die.done:  # the image's second file: its temporary is complete, never renamed
+    if replace_once_then_die.done:  # the image's second file: its staging folder is left behind
         os.kill(os.getpid(), signal.SIGKILL)
     replace_once_then_die.done = True
     real_replace(src, dst)
 
-def write_then_die(outdir, fit, *args, **kwargs):
+def write_then_die(outdir, stem, fit, *args, **kwargs):
     if fit.name == {last!r}:
         replace_once_then_die.done = False
         os.replace = replace_once_then_die
-    return real_write(outdir, fit, *args, **kwargs)
+    return real_write(outdir, stem, fit, *args, **kwargs)
 
-pipeline.write_outputs = write_then_die
-sys.exit(main(sys.argv[1:]))
+runner.write_image_outputs = write_then_die
+sys.exit(main(["fit-dir", *sys.argv[1:]]))
 """
 
 
@@ -115,7 +114,7 @@ def runs(tmp_path_factory, flame_model):
         [sys.executable, "-c", _DYING_RUN.format(last=LAST), str(photos), "-o", str(root / "resumed"), *ARGS],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        reference = fit_directory(photos, root / "reference", config_of(), model=flame_model)
+        reference = run_dir(photos, root / "reference", flame_model)
     finally:
         output, _ = dying.communicate(timeout=300)
     return photos, root, reference, dying.returncode, output
@@ -143,7 +142,7 @@ def test_failures_are_isolated_and_recorded(runs):
 def test_a_second_run_skips_done_images_and_rewrites_nothing(runs, flame_model):
     photos, root, _, _, _ = runs
     before = mtimes(root / "reference")
-    again = fit_directory(photos, root / "reference", config_of(), model=flame_model)
+    again = run_dir(photos, root / "reference", flame_model)
     assert (again.records, again.skipped) == ((), len(PHOTOS) + len(FAILING))
     after = mtimes(root / "reference")
     assert {k: v for k, v in after.items() if "summary" not in k} == {k: v for k, v in before.items()
@@ -154,18 +153,17 @@ def test_killed_run_resumes_to_the_uninterrupted_outputs(runs, flame_model):
     photos, root, _, returncode, output = runs
     resumed = root / "resumed"
     assert returncode == -signal.SIGKILL, output
-    # Killed inside the last image's writes: one file renamed into place, the next one's temporary left behind.
-    assert (resumed / "sub" / "p4.json").exists() and not (resumed / "sub" / "p4.npz").exists()
-    assert list((resumed / "sub").glob(".p4.npz.*.tmp"))
+    # Killed inside the last image's writes: its files are staged together, so none of them is in place.
+    assert not list((resumed / "sub").glob("p4.*")) and list((resumed / "sub").glob(".p4.*.staging"))
     first_batch = [n for n in [*PHOTOS, *FAILING] if n != LAST]
     assert all(marker_path(resumed, ImageJob(photos / n, n, str(Path(n).with_suffix("")))).exists()
                for n in first_batch)
     committed = mtimes(resumed / ".fitdir")
 
-    summary = fit_directory(photos, resumed, config_of(), model=flame_model)
+    summary = run_dir(photos, resumed, flame_model)
 
     assert [r.image for r in summary.records] == [LAST] and summary.skipped == len(first_batch)
-    assert not list(resumed.rglob("*.tmp"))
+    assert not list(resumed.rglob("*.tmp")) and not list(resumed.rglob("*.staging"))
     assert {k: v for k, v in mtimes(resumed / ".fitdir").items() if k in committed} == committed
     logged = [row["image"] for row in read_jsonl(resumed / "summary.jsonl")]
     assert sorted(logged) == sorted([*PHOTOS, *FAILING])  # every image fitted (and logged) exactly once
@@ -182,7 +180,7 @@ def test_killed_run_resumes_to_the_uninterrupted_outputs(runs, flame_model):
 def test_retry_failed_fits_failures_again(runs, flame_model, tmp_path):
     photos, root, _, _, _ = runs
     shutil.copytree(root / "reference", tmp_path / "out")
-    summary = fit_directory(photos, tmp_path / "out", config_of(["--retry-failed"]), model=flame_model)
+    summary = run_dir(photos, tmp_path / "out", flame_model, ["--retry-failed"])
     assert sorted(r.image for r in summary.records) == sorted(FAILING)
     assert all(r.status == "failed" for r in summary.records)
 
@@ -233,7 +231,7 @@ def test_a_done_image_verifies_until_its_outputs_or_source_change(tmp_path):
 def test_summary_log_survives_a_torn_last_line(tmp_path):
     path = tmp_path / "summary.jsonl"
     path.write_text('{"image": "a.png"}\n{"image": "b.p')
-    log = _AppendLog(path)
+    log = AppendLog(path)
     log.append([{"image": "c.png"}, {"image": "d.png"}])
     log.close()
     assert [r["image"] for r in read_jsonl(path)] == ["a.png", "c.png", "d.png"]
@@ -257,8 +255,6 @@ def test_prefetch_keeps_order_and_a_bounded_window():
 
 
 def test_batches_group_successes_and_carry_failures():
-    from flamejax.batch import Prepared
-
     def prepared(name, ok):
         return Prepared(ImageJob(Path(name), name, name), object() if ok else None, None, "" if ok else "bad", 0.0)
 
@@ -267,16 +263,105 @@ def test_batches_group_successes_and_carry_failures():
     assert grouped == [(["a", "b"], ["x"]), (["c"], ["y"])]
 
 
-def test_command_line_options_reach_the_config():
+def test_command_line_options_reach_the_config(flame_model):
     config = config_of(["--retry-failed", "--verify", "checksum", "--max-images", "7", "--prefetch", "3",
-                        "--init", "linear"])
-    assert (config.fit, config.init, config.photometric) == (quick_config(30, 20), "linear", None)
-    assert (config.batch_size, config.devices, config.n_shape, config.n_expression) == (4, 1, 20, 10)
-    assert (config.mesh_formats, config.overlay, config.recursive, config.progress) == (("obj",), False, True, False)
+                        "--refit", "--fht"])
+    assert (config.outputs.mesh_formats, config.outputs.overlay, config.outputs.fht) == (("obj",), False, True)
+    assert (config.recursive, config.progress, config.workers) == (True, False, 2)
     assert (config.retry_failed, config.verify, config.max_images, config.prefetch_batches) == (True, "checksum", 7, 3)
+    assert config.refit
+    fitter = fitter_of(flame_model)
+    assert (fitter.config.rigid.steps, fitter.config.landmark.steps, fitter.batch_size) == (30, 20, 4)
+    assert (fitter.networks.method, fitter.photometric, fitter.mesh.size) == ("linear", None, 1)
     assert parse_args(Path("i"), Path("o")).func.__name__ == "cmd_fit_dir"
 
 
+@pytest.mark.parametrize("option", ["--batch-size 0", "--batch-size -1", "--workers 0", "--max-images -1",
+                                    "--n-shape 1000", "--fov 179", "--fov -20", "--mesh obj,stl", "--devices 0"])
+def test_out_of_range_options_are_refused_before_any_work(option, tmp_path, capsys):
+    code = main(["fit-dir", str(tmp_path), "-o", str(tmp_path / "out"), *option.split()])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert option.split()[0] in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_more_devices_than_present_is_refused(tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    assert main(["fit-dir", str(tmp_path / "in"), "-o", str(tmp_path / "out"), *ARGS[:-1], "--devices", "5"]) == 2
+    assert "--devices 5" in capsys.readouterr().err
+
+
+def test_output_folder_that_is_or_holds_the_input_is_refused(tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for out in (photos, tmp_path):
+        assert main(["fit-dir", str(photos), "-o", str(out), *ARGS]) == 3
+        assert "must not be the input folder" in capsys.readouterr().err
+
+
+def test_an_empty_folder_says_so(tmp_path, capsys):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "notes.txt").write_text("no pictures here")
+    assert main(["fit-dir", str(tmp_path / "photos"), "-o", str(tmp_path / "out"), *ARGS]) == 5
+    assert "no images in" in capsys.readouterr().err
+
+
+def test_other_settings_are_refused_then_refitted_with_refit(runs, flame_model, tmp_path):
+    photos, root, _, _, _ = runs
+    shutil.copytree(root / "reference", tmp_path / "out")
+    with pytest.raises(SettingsMismatchError, match="fov"):
+        run_dir(photos, tmp_path / "out", flame_model, ["--fov", "25"])
+    summary = run_dir(photos, tmp_path / "out", flame_model, ["--fov", "25", "--refit", "--max-images", "1"])
+    assert len(summary.records) == 1 and summary.skipped == 0
+
+
+def test_earlier_failures_keep_the_run_from_looking_clean(runs, tmp_path, capsys):
+    photos, root, _, _, _ = runs
+    shutil.copytree(root / "reference", tmp_path / "out")
+    assert main(["fit-dir", str(photos), "-o", str(tmp_path / "out"), *ARGS]) == 4
+    assert f"+{len(FAILING)} failed in earlier runs" in capsys.readouterr().out
+
+
+def test_a_second_concurrent_run_is_refused(runs, flame_model, tmp_path):
+    photos, _, _, _, _ = runs
+    with FolderLock(tmp_path / "out"):
+        with pytest.raises(FolderBusyError, match="another fit-dir run"):
+            run_dir(photos, tmp_path / "out", flame_model)
+
+
+def test_leftovers_of_a_killed_run_are_removed(runs, flame_model, tmp_path):
+    photos, root, _, _, _ = runs
+    shutil.copytree(root / "reference", tmp_path / "out")
+    (tmp_path / "out" / ".p0.npz.1a2b3c.tmp").write_bytes(b"")
+    (tmp_path / "out" / ".fitdir" / ".p1.json.9f9f.tmp").write_bytes(b"")
+    (tmp_path / "out" / ".p2.abcd1234.staging").mkdir()
+    run_dir(photos, tmp_path / "out", flame_model)
+    assert not list((tmp_path / "out").rglob("*.tmp")) and not list((tmp_path / "out").rglob("*.staging"))
+
+
+def test_images_committed_but_not_logged_are_logged_on_resume(tmp_path):
+    job, out, _ = _done_image(tmp_path)
+    log_path = out / "summary.jsonl"
+    done = {job.relative: completed_record(out, job)}
+    assert log_unlogged(log_path, out, [job], done) == 1
+    assert log_unlogged(log_path, out, [job], done) == 0
+    assert [r["image"] for r in read_jsonl(log_path)] == ["face.png"]
+
+
+def test_ctrl_c_is_one_line_and_keeps_the_written_results(runs, monkeypatch, tmp_path, capsys):
+    photos, _, _, _, _ = runs
+    from flamejax.fitter import Fitter
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Fitter, "fit_batch", interrupted)
+    assert main(["fit-dir", str(photos), "-o", str(tmp_path / "out"), *ARGS]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "Traceback" not in err
+
+
 def test_missing_input_folder_is_a_clear_error(tmp_path, capsys):
-    assert main([str(tmp_path / "absent"), "-o", str(tmp_path / "out"), *ARGS]) == 3
+    assert main(["fit-dir", str(tmp_path / "absent"), "-o", str(tmp_path / "out"), *ARGS]) == 3
     assert "not a folder" in capsys.readouterr().err

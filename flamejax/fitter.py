@@ -1,0 +1,299 @@
+"""The one way from preprocessed photographs to FLAME fits: a :class:`Fitter`, built once, called per batch.
+
+    fitter = Fitter.create(load_flame(), FitConfig(), batch_size=16)
+    fits = fitter([preprocess("a.jpg"), preprocess("b.jpg")])      # list[ImageFit], one per item
+
+A Fitter holds everything that stays fixed over a run: the model and its landmark sub-model (placed on the
+devices), the fit configuration, the photometric bundle (configuration, UV layout, albedo model), the networks
+that start the fit, and the device mesh. Its call pads the items to fixed-size batches (one compilation per
+run), runs the start, the landmark fit and, in photometric mode, the photometric stage, and judges each result
+(:class:`Verdict`). ``flamejax fit``, ``fit-dir`` and library users all go through it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from flamejax import camera as cam
+from flamejax._runtime import CompileClock
+from flamejax.distributed import local_mesh, replicate, round_batch_size, shard_batch
+from flamejax.fit import (FitConfig, FitResult, FitStart, LandmarkTargets, PhotometricConfig, PhotometricTargets,
+                          Status, fit_landmarks_batch, fit_photometric_batch, landmark_model, stack_targets)
+from flamejax.flame import FlameModel, flame_forward
+
+__all__ = ["Fitter", "ImageFit", "Networks", "PhotometricBundle", "QualityConfig", "find_uv_layout", "judge",
+           "targets_of"]
+
+
+@dataclasses.dataclass(frozen=True)
+class QualityConfig:
+    """When a fit that converged is still reported as ``"suspect"`` rather than ``"ok"``."""
+
+    max_nme: float = 0.08
+    """Mean inner-51 landmark error over the target's outer-eye-corner distance (good fits: 0.01-0.03)."""
+    distance_range: tuple[float, float] = (0.2, 8.0)
+    """Camera-to-head distance in metres (the fit starts at 1 m with a 20 degree field of view)."""
+    max_abs_pitch_roll: float = 60.0
+    """Degrees: a head tipped further than this is more likely fitted upside down than photographed so."""
+    max_landmark_extent: float = 1.5
+    """Fitted landmarks must stay within this many half-image-widths of the centre (NDC)."""
+
+
+FIND_UV_LAYOUT = object()
+"""Default of ``Fitter.create(uv_layout=...)``: look it up in the weights folders."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PhotometricBundle:
+    """What photometric mode needs besides the landmark fit."""
+
+    config: PhotometricConfig = PhotometricConfig()
+    albedo: object | None = None
+    """:class:`flamejax.render.AlbedoModel`, or None (a per-texel albedo from the photograph's skin colour)."""
+
+    @staticmethod
+    def load(config: PhotometricConfig = PhotometricConfig()) -> "PhotometricBundle":
+        """The bundle with the albedo model found in the weights folders (none is fine)."""
+        from flamejax.render import load_albedo_model
+
+        return PhotometricBundle(config, load_albedo_model())
+
+
+def find_uv_layout(required: bool):
+    """FLAME's UV layout (``head_template_mesh.obj``) from the weights folders; ``None`` when absent and not
+    ``required`` (meshes are then written without texture coordinates)."""
+    from flamejax.files import find_file
+    from flamejax.render import load_uv_layout
+
+    path = find_file("uv_template", required=required)
+    return None if path is None else load_uv_layout(path)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Networks:
+    """The start of the fit: ``"linear"`` (weights-free) or DECA/MICA through ONNX Runtime."""
+
+    method: str = "linear"
+    deca: object | None = None
+    mica: object | None = None
+
+    @staticmethod
+    def load(method: str = "auto") -> "Networks":
+        """The networks ``method`` names (see :func:`flamejax.init.resolve_init_method`), loaded once."""
+        from flamejax.init import DecaEncoder, MicaEncoder, resolve_init_method
+
+        method = resolve_init_method(method)
+        return Networks(method, DecaEncoder.load(required=True) if "deca" in method else None,
+                        MicaEncoder.load(required=True) if "mica" in method else None)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageFit:
+    """One image's fit, NumPy leaves, with its verdict."""
+
+    name: str
+    result: FitResult
+    """Un-batched fit result (``result.photometric`` is set in photometric mode)."""
+    vertices: np.ndarray
+    """(5023, 3) posed mesh in head space (metres)."""
+    verdict: str
+    """``"ok"``, ``"suspect"`` (converged, but implausible: see ``reason``) or ``"failed"``."""
+    reason: str
+    """Why the verdict is not ``"ok"`` (empty when it is)."""
+    init_method: str
+    """How the fit started, with the ONNX providers when networks ran."""
+    fit_seconds: float
+    """This image's share of its batch's fitting time, compilation excluded."""
+    compile_seconds: float
+    """This image's share of the compilation its batch triggered (0 once compiled)."""
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict == "ok"
+
+    @property
+    def written(self) -> bool:
+        """Whether the fit has results worth writing (``"ok"`` or ``"suspect"``)."""
+        return self.verdict != "failed"
+
+
+def targets_of(item) -> LandmarkTargets:
+    """Landmark targets of a :class:`flamejax.perception.Preprocessed` image (NDC of its fit image)."""
+    return LandmarkTargets.from_pixels(item.points478, item.lmk68, item.image.shape[0], iris=item.iris)
+
+
+def judge(result: FitResult, vertices: np.ndarray, quality: QualityConfig = QualityConfig()) -> tuple[str, str]:
+    """(verdict, reason) of one un-batched result: failed stages, then plausibility checks."""
+    status = Status(int(result.status))
+    if status != Status.OK:
+        return "failed", status.reason
+    if not np.all(np.isfinite(vertices)):
+        return "failed", "the fitted mesh has non-finite vertices"
+    reasons = []
+    nme = float(result.nme)
+    if not np.isfinite(nme) or nme > quality.max_nme:
+        reasons.append(f"landmark error {100 * nme:.1f}% of the eye-corner distance "
+                       f"(more than {100 * quality.max_nme:.0f}%)")
+    in_camera = np.asarray(cam.world_to_camera(result.camera, jnp.asarray(vertices)))
+    distance = -float(np.mean(in_camera[:, 2]))
+    if np.any(in_camera[:, 2] >= 0):
+        reasons.append("part of the head is behind the camera")
+    elif not quality.distance_range[0] <= distance <= quality.distance_range[1]:
+        reasons.append(f"camera {distance:.2f} m from the head (plausible: {quality.distance_range[0]}-"
+                       f"{quality.distance_range[1]} m)")
+    _, pitch, roll = np.asarray(cam.yaw_pitch_roll(result.camera)).tolist()
+    if max(abs(pitch), abs(roll)) > quality.max_abs_pitch_roll:
+        reasons.append(f"head tipped by pitch {pitch:+.0f} / roll {roll:+.0f} degrees (upside down?)")
+    if np.max(np.abs(np.asarray(result.landmarks.lmk68))) > quality.max_landmark_extent:
+        reasons.append("fitted landmarks fall outside the image")
+    return ("suspect", "; ".join(reasons)) if reasons else ("ok", "")
+
+
+def _start_from_networks(networks: Networks, model: FlameModel, items: Sequence, batch_size: int
+                         ) -> tuple[FitStart | None, str]:
+    """DECA/MICA starts for a batch (``None`` and ``"linear"`` when no network runs), cut to the model's sizes."""
+    if networks.method == "linear":
+        return None, "linear"
+    from flamejax.init import initialise_batch_from_networks
+
+    crops = [it.crop for it in items]
+    lmk68 = np.stack([it.lmk68 * (it.crop.shape[0] / it.image.shape[0]) for it in items])
+    inits = initialise_batch_from_networks(crops, lmk68, networks.method, networks.deca, networks.mica)
+    if inits is None:
+        return None, "linear"
+    n_shape, n_exp = model.num_shape, model.num_expression
+
+    def cut(values, n):
+        return np.zeros(n, np.float32) if values is None else np.asarray(values, np.float32)[:n]
+
+    rows = [(cut(i.shape, n_shape), cut(i.expression, n_exp), cut(i.jaw, 3), np.float32(i.shape is not None),
+             np.float32(i.expression is not None)) for i in inits]
+    rows += [(np.zeros(n_shape, np.float32), np.zeros(n_exp, np.float32), np.zeros(3, np.float32),
+              np.float32(0), np.float32(0))] * (batch_size - len(rows))
+    columns = [jnp.asarray(np.stack(c)) for c in zip(*rows)]
+    start = FitStart(shape=columns[0], expression=columns[1], jaw_pose=columns[2], shape_given=columns[3],
+                     expression_given=columns[4])
+    providers = ", ".join(f"{k}: {v}" for k, v in inits[0].providers.items())
+    return start, f"{inits[0].method} ({providers})"
+
+
+@jax.jit
+def _posed_vertices(model: FlameModel, params) -> jax.Array:
+    return jax.vmap(lambda p: flame_forward(model, p).vertices)(params)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Fitter:
+    """Fits lists of preprocessed images; build it with :meth:`create`."""
+
+    model: FlameModel
+    """The full model (placed on the devices)."""
+    fit_model: FlameModel
+    """The model restricted to the landmark vertices (placed), what the landmark stages evaluate."""
+    config: FitConfig
+    batch_size: int
+    """Images per compiled batch (a multiple of the device count); shorter batches are padded."""
+    mesh: jax.sharding.Mesh
+    networks: Networks = Networks()
+    photometric: PhotometricBundle | None = None
+    """Photometric mode after the landmark fit when given."""
+    uv_layout: object | None = None
+    """:class:`flamejax.render.UVLayout` of the model: texture coordinates of exported meshes, and what photometric
+    mode renders with."""
+    quality: QualityConfig = QualityConfig()
+
+    @staticmethod
+    def create(model: FlameModel, config: FitConfig = FitConfig(), *, batch_size: int = 16,
+               networks: Networks = Networks(), photometric: PhotometricBundle | None = None,
+               uv_layout=FIND_UV_LAYOUT, devices: int | None = None,
+               quality: QualityConfig = QualityConfig()) -> "Fitter":
+        """A fitter over the first ``devices`` local devices (default all; one device: plain unsharded arrays).
+
+        ``uv_layout`` is looked up in the weights folders unless given (``None``: meshes without UVs); photometric
+        mode requires it.
+        """
+        if uv_layout is FIND_UV_LAYOUT:
+            uv_layout = find_uv_layout(required=photometric is not None)
+        if photometric is not None and uv_layout is None:
+            raise ValueError("photometric mode needs the FLAME UV layout (uv_template: head_template_mesh.obj)")
+        mesh = local_mesh(devices)
+        place = functools.partial(replicate, mesh=mesh) if mesh.size > 1 else _unchanged
+        return Fitter(model=place(model), fit_model=place(landmark_model(model)), config=config,
+                      batch_size=round_batch_size(batch_size, mesh), mesh=mesh, networks=networks,
+                      photometric=photometric, uv_layout=uv_layout, quality=quality)
+
+    @property
+    def mode(self) -> str:
+        return "landmark" if self.photometric is None else "photometric"
+
+    def _place_batch(self, tree):
+        return shard_batch(tree, self.mesh) if self.mesh.size > 1 else tree
+
+    def __call__(self, items: Sequence, names: Sequence[str] | None = None,
+                 on_stage: Callable[[str], None] | None = None) -> list[ImageFit]:
+        """Fit any number of preprocessed images, ``batch_size`` at a time, in order."""
+        items = list(items)
+        names = list(names) if names is not None else [getattr(it, "source", f"image{i}")
+                                                        for i, it in enumerate(items)]
+        if len(names) != len(items):
+            raise ValueError(f"{len(items)} images but {len(names)} names")
+        fits: list[ImageFit] = []
+        for start in range(0, len(items), self.batch_size):
+            fits += self.fit_batch(items[start:start + self.batch_size], names[start:start + self.batch_size],
+                                   on_stage)
+        return fits
+
+    def fit_batch(self, items: Sequence, names: Sequence[str],
+                  on_stage: Callable[[str], None] | None = None) -> list[ImageFit]:
+        """At most ``batch_size`` images as one padded batch: start, landmark fit, photometric fit, meshes.
+
+        ``on_stage`` is called with each stage's name as it begins (progress display).
+        """
+        report = on_stage or (lambda stage: None)
+        if not 0 < len(items) <= self.batch_size:
+            raise ValueError(f"fit_batch takes 1 to {self.batch_size} images, got {len(items)}")
+        started = time.perf_counter()
+        with CompileClock() as clock:
+            targets = self._place_batch(stack_targets([targets_of(it) for it in items], self.batch_size))
+            report(f"start ({self.networks.method})")
+            start, method = _start_from_networks(self.networks, self.model, items, self.batch_size)
+            report("landmark fit")
+            result = jax.block_until_ready(fit_landmarks_batch(self.fit_model, targets, self.config,
+                                                               None if start is None else self._place_batch(start)))
+            if self.photometric is not None:
+                report("photometric fit")
+                result = self._photometric(items, targets, result)
+            report("meshes")
+            result, vertices = jax.tree.map(np.asarray, (result, _posed_vertices(self.model, result.params)))
+        count = len(items)
+        compile_share = clock.seconds / count
+        fit_share = max(time.perf_counter() - started - clock.seconds, 0.0) / count
+        fits = []
+        for i, name in enumerate(names):
+            row = jax.tree.map(lambda a: a[i], result)
+            verdict, reason = judge(row, vertices[i], self.quality)
+            fits.append(ImageFit(name=name, result=row, vertices=vertices[i], verdict=verdict, reason=reason,
+                                 init_method=method, fit_seconds=fit_share, compile_seconds=compile_share))
+        return fits
+
+    def _photometric(self, items: Sequence, targets: LandmarkTargets, landmark_result: FitResult) -> FitResult:
+        bundle = self.photometric
+        size = items[0].image.shape[0]
+        pad = self.batch_size - len(items)
+        images = np.stack([it.image for it in items] + [np.zeros((size, size, 3), np.float32)] * pad)
+        masks = np.stack([it.mask for it in items] + [np.zeros((size, size), np.float32)] * pad)
+        photo_targets = PhotometricTargets(self._place_batch(jnp.asarray(images)),
+                                           self._place_batch(jnp.asarray(masks)), targets)
+        return fit_photometric_batch(self.model, self.uv_layout, photo_targets, landmark_result, bundle.config,
+                                     bundle.albedo)
+
+
+def _unchanged(tree):
+    return tree

@@ -1,0 +1,223 @@
+"""One image's result files: the record (parameters, cameras, landmarks, provenance), meshes, pictures.
+
+:func:`fit_record` turns an :class:`~flamejax.fitter.ImageFit` and its preprocessed image into the
+:class:`flamejax.io.FitRecord` that ``<stem>.json`` / ``<stem>.npz`` hold (read back with
+:func:`flamejax.io.load_fit`); :func:`write_image_outputs` writes every file of one image as a unit: all of them
+are written into a staging folder first and moved into place only when every one succeeded, so a failure leaves
+no partial set behind. :func:`unique_stems` gives the output names that keep images apart.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime
+import shutil
+import uuid
+from collections.abc import Sequence
+from pathlib import Path, PurePath
+
+import numpy as np
+
+from flamejax import camera as cam
+from flamejax.fitter import Fitter, ImageFit
+
+__all__ = ["MESH_FORMATS", "OutputOptions", "fit_record", "output_names", "provenance", "unique_stems",
+           "write_image_outputs"]
+
+MESH_FORMATS = ("obj", "ply", "glb")
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputOptions:
+    """Which files to write besides ``<stem>.json`` and ``<stem>.npz``."""
+
+    mesh_formats: tuple[str, ...] = ("obj", "glb")
+    overlay: bool = True
+    """``<stem>_overlay.png``: the shaded mesh and landmarks on the crop and on the photograph."""
+    fht: bool = False
+    """Also flame-head-tracker's keys in the NPZ (``cam``, ``fov``, ``lmks_68``, ``lmks_dense``, ...)."""
+    save_crop: bool = False
+    """``<stem>_crop.png`` (the aligned crop) and ``<stem>_fit.png`` (the image the fit ran on)."""
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.mesh_formats) - set(MESH_FORMATS))
+        if unknown:
+            raise ValueError(f"unknown mesh format(s) {', '.join(unknown)}: choose from {', '.join(MESH_FORMATS)}")
+
+
+def output_names(stem: str, options: OutputOptions, photometric: bool) -> list[str]:
+    """File names (below the output folder) one image's outputs take."""
+    suffixes = ["json", "npz", *options.mesh_formats]
+    names = [f"{stem}.{s}" for s in suffixes]
+    if options.overlay:
+        names.append(f"{stem}_overlay.png")
+    if options.save_crop:
+        names += [f"{stem}_crop.png", f"{stem}_fit.png"]
+    if photometric:
+        names += [f"{stem}_texture.png", f"{stem}_render.png"]
+        names += [f"{stem}_textured.{f}" for f in options.mesh_formats if f in ("obj", "glb")]
+        if "obj" in options.mesh_formats:
+            names += [f"{stem}_textured.mtl", f"{stem}_textured.png"]
+    return names
+
+
+def unique_stems(paths: Sequence[str | PurePath], mirror_folders: bool = False) -> list[str]:
+    """Output stems that keep every image apart.
+
+    ``mirror_folders``: the stem is the path without its suffix (``sub/a.jpg`` -> ``sub/a``, for relative paths
+    below one input folder); else the file's own stem, prefixed with as many parent folders as needed to tell
+    apart images of the same name (``x/photo.jpg``, ``y/photo.jpg`` -> ``x_photo``, ``y_photo``). Either way,
+    images that differ only by extension keep it (``a.jpg``, ``a.png`` -> ``a_jpg``, ``a_png``).
+    """
+    paths = [PurePath(p) for p in paths]
+    if mirror_folders:
+        stems = [p.with_suffix("").as_posix() for p in paths]
+    else:
+        depth = [0] * len(paths)
+        while True:
+            stems = ["_".join([*p.parent.parts[len(p.parent.parts) - d:], p.stem] if d else [p.stem])
+                     for p, d in zip(paths, depth)]
+            clashing = {s for s, n in collections.Counter(stems).items() if n > 1}
+            grow = [i for i, s in enumerate(stems) if s in clashing and depth[i] < len(paths[i].parent.parts)
+                    and len({paths[j].parent for j, t in enumerate(stems) if t == s}) > 1]
+            if not grow:
+                break
+            for i in grow:
+                depth[i] += 1
+        stems = [s.lstrip("/_") or "image" for s in stems]
+    clashing = {s for s, n in collections.Counter(stems).items() if n > 1}
+    stems = [s if s not in clashing else f"{s}_{p.suffix[1:].lower()}" for s, p in zip(stems, paths)]
+    twice = sorted(s for s, n in collections.Counter(stems).items() if n > 1)
+    if twice:
+        raise ValueError(f"images would share output names {twice[:5]}: the same file given twice? Rename them")
+    return stems
+
+
+def provenance(fitter: Fitter) -> dict:
+    """What defines a fit besides its image: model file, component counts, configuration, start, versions."""
+    import jax
+
+    from flamejax import __version__
+
+    source = getattr(fitter.model, "source", None)
+    return {
+        "flamejax": __version__,
+        "jax": jax.__version__,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "flame": None if source is None else source.as_dict(),
+        "n_shape": fitter.model.num_shape,
+        "n_expression": fitter.model.num_expression,
+        "mode": fitter.mode,
+        "init": fitter.networks.method,
+        "fit_config": _plain(dataclasses.asdict(fitter.config)),
+        "photometric_config": None if fitter.photometric is None else _plain(
+            dataclasses.asdict(fitter.photometric.config)),
+        "quality": _plain(dataclasses.asdict(fitter.quality)),
+    }
+
+
+def _plain(value):
+    """JSON-ready copy of a nested configuration dict."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (np.ndarray, np.generic)) or hasattr(value, "dtype"):
+        return np.asarray(value).tolist()
+    return value
+
+
+def fit_record(fit: ImageFit, item, fitter_provenance: dict):
+    """The :class:`flamejax.io.FitRecord` of one fitted image."""
+    from flamejax.io import FitRecord
+    from flamejax.perception import transform_points
+
+    result = fit.result
+    size = item.image.shape[0]
+    fitted68 = np.asarray(cam.ndc_to_pixels(result.landmarks.lmk68, size))
+    fitted_iris = np.asarray(cam.ndc_to_pixels(result.landmarks.iris, size))
+    landmarks = {"lmk68_fitted": fitted68, "lmk68_target": item.lmk68, "iris_fitted": fitted_iris,
+                 "iris_target": item.iris, "mediapipe_target": item.points478}
+    landmarks |= {f"{k}_original": transform_points(item.fit_to_original, v) for k, v in list(landmarks.items())}
+    metrics = {"nme_inner51": float(result.nme), "rigid_final_loss": float(result.rigid.final_loss),
+               "landmark_final_loss": float(result.landmark.final_loss), "fit_seconds": fit.fit_seconds,
+               "compile_seconds": fit.compile_seconds}
+    photometric = None
+    if result.photometric is not None:
+        photo = result.photometric
+        photometric = {"texture": np.asarray(photo.texture), "light": np.asarray(photo.light),
+                       "texture_coeffs": np.asarray(photo.texture_coeffs),
+                       "l1_start": float(photo.photometric_start), "l1_final": float(photo.photometric_final)}
+    return FitRecord(
+        name=fit.name, status=fit.verdict, reason=fit.reason,
+        mode="landmark" if result.photometric is None else "photometric", init=fit.init_method,
+        params=result.params, camera=result.camera, image_size=size, vertices=fit.vertices, landmarks=landmarks,
+        fit_to_original=np.asarray(item.fit_to_original), original_size=(item.original_size[1], item.original_size[0]),
+        metrics=metrics, provenance=fitter_provenance,
+        detection={"confidence": float(item.confidence), "num_faces": int(item.num_faces),
+                   "face_index": int(item.face_index)},
+        photometric=photometric)
+
+
+def write_image_outputs(outdir: Path, stem: str, fit: ImageFit, item, fitter: Fitter, options: OutputOptions,
+                        fitter_provenance: dict, original: np.ndarray | None = None) -> dict[str, Path]:
+    """Write one image's files as a unit; returns them by kind (``json``, ``npz``, ``obj``, ``overlay``, ...).
+
+    Everything is written into a hidden staging folder beside the outputs and moved into place once all files
+    exist; on any error the staging folder is removed and no file of this image is replaced.
+    """
+    from flamejax.io import export_mesh, save_fit, write_image
+
+    if not fit.written:
+        raise ValueError(f"{fit.name}: a failed fit has no outputs ({fit.reason})")
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    staging = outdir / f".{stem}.{uuid.uuid4().hex[:8]}.staging"
+    staging.mkdir()
+    try:
+        staged = save_fit(staging / stem, fit_record(fit, item, fitter_provenance), fht=options.fht)
+        faces = np.asarray(fitter.model.faces)
+        uv_layout = fitter.uv_layout
+        for fmt in options.mesh_formats:
+            staged[fmt] = export_mesh(staging / f"{stem}.{fmt}", fit.vertices, faces,
+                                      uv_layout=uv_layout if fmt == "glb" else None)
+        if fit.result.photometric is not None:
+            staged |= _photometric_pictures(staging, stem, fit, item, faces, uv_layout, options)
+        if options.overlay:
+            from flamejax.overlay import overlay_picture
+
+            staged["overlay"] = write_image(staging / f"{stem}_overlay.png",
+                                            overlay_picture(fit, item, fitter.model, original))
+        if options.save_crop:
+            staged["crop"] = write_image(staging / f"{stem}_crop.png", item.crop)
+            staged["fit_image"] = write_image(staging / f"{stem}_fit.png", item.image)
+        written = {}
+        for kind, path in staged.items():
+            target = outdir / path.name
+            path.replace(target)
+            written[kind] = target
+        return written
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _photometric_pictures(folder: Path, stem: str, fit: ImageFit, item, faces, uv_layout,
+                          options: OutputOptions) -> dict[str, Path]:
+    """Texture PNG, textured meshes and the render beside the photograph."""
+    from flamejax.io import export_mesh, write_image
+
+    photo = fit.result.photometric
+    written = {"texture": write_image(folder / f"{stem}_texture.png", photo.texture)}
+    for fmt in options.mesh_formats:
+        if fmt in ("obj", "glb"):
+            written[f"textured_{fmt}"] = export_mesh(folder / f"{stem}_textured.{fmt}", fit.vertices, faces,
+                                                     uv_layout=uv_layout, texture=photo.texture)
+            for extra in (folder / f"{stem}_textured.mtl", folder / f"{stem}_textured.png"):
+                if fmt == "obj" and extra.is_file():
+                    written[f"textured_obj_{extra.suffix[1:]}"] = extra
+    alpha = photo.alpha[..., None]
+    composite = item.image * (1.0 - alpha) + photo.render * alpha
+    written["render"] = write_image(folder / f"{stem}_render.png",
+                                    np.concatenate([item.image, composite, photo.render], axis=1))
+    return written
