@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,7 @@ import numpy as np
 from flamejax import camera as cam
 from flamejax.camera import Camera
 from flamejax.flame import FlameParams
-from flamejax.io._atomic import write_json, write_npz
+from flamejax.io._atomic import atomic_path, write_npz
 
 FIT_FORMAT = "flamejax-fit"
 FIT_FORMAT_VERSION = 1
@@ -189,7 +190,8 @@ _CONVENTIONS = {
 
 
 def _jsonable(value):
-    """Plain JSON values; non-finite floats become null (strict JSON has no NaN)."""
+    """Plain JSON values; non-finite floats become null (strict JSON has no NaN); float32 values are written with
+    the fewest digits that read back to the same float32."""
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -198,9 +200,11 @@ def _jsonable(value):
         return str(value)
     if isinstance(value, (np.ndarray, np.generic)) or hasattr(value, "__array__"):
         array = np.asarray(value)
-        if array.dtype.kind == "f" and not np.isfinite(array).all():
-            array = np.where(np.isfinite(array), array.astype(object), None)
-        return array.tolist()
+        if array.dtype.kind != "f":
+            return array.tolist()
+        short = str if array.dtype == np.float32 else float
+        flat = [float(short(x)) if np.isfinite(x) else None for x in array.ravel()]
+        return np.array(flat, dtype=object).reshape(array.shape).tolist()
     if isinstance(value, float) and not np.isfinite(value):
         return None
     return value
@@ -210,11 +214,28 @@ def _json_text(value) -> str:
     return json.dumps(_jsonable(value), allow_nan=False)
 
 
+def _readable_json(document: dict) -> str:
+    """Indented JSON with every innermost list on one line (an (n, 3) array: one row per line)."""
+    rows: list[str] = []
+    encode = json.JSONEncoder(allow_nan=False).encode
+
+    def stash(v):
+        if isinstance(v, dict):
+            return {k: stash(x) for k, x in v.items()}
+        if isinstance(v, list) and not any(isinstance(x, (list, dict)) for x in v):
+            rows.append(encode(v))
+            return f"\x01row{len(rows) - 1}"
+        return [stash(x) for x in v] if isinstance(v, list) else v
+
+    text = json.dumps(stash(_jsonable(document)), indent=1, allow_nan=False)
+    return re.sub(r'"\\u0001row(\d+)"', lambda m: rows[int(m.group(1))], text)
+
+
 def _json_document(record: FitRecord) -> dict:
     camera = record.camera
     derived = _camera_arrays(camera, record.image_size)
-    yaw, pitch, roll = derived.pop("yaw_pitch_roll_deg").tolist()
-    x, y, z = camera.translation.tolist()
+    yaw, pitch, roll = derived.pop("yaw_pitch_roll_deg")
+    x, y, z = camera.translation
     photometric = None
     if record.photometric is not None:
         photometric = {k: v for k, v in record.photometric.items() if k != "texture"}
@@ -224,7 +245,7 @@ def _json_document(record: FitRecord) -> dict:
         "init": record.init, "image_size": record.image_size, "original_size": list(record.original_size),
         "fit_to_original": record.fit_to_original, **_param_arrays(record.params),
         "cam": {"yaw": yaw, "pitch": pitch, "roll": roll, "x": x, "y": y, "z": z,
-                "rotation_axis_angle": camera.rotation, "fov_deg": float(camera.fov_deg),
+                "rotation_axis_angle": camera.rotation, "fov_deg": camera.fov_deg,
                 "image_size": record.image_size, **derived, "conventions": _CONVENTIONS},
         "vertices": record.vertices, "landmarks": record.landmarks, "metrics": record.metrics,
         "provenance": record.provenance, "detection": record.detection, "photometric": photometric,
@@ -273,8 +294,10 @@ def save_fit(stem_path: str | Path, record: FitRecord, *, fht: bool = False) -> 
     """
     stem = str(stem_path)
     npz = write_npz(stem + ".npz", **_npz_arrays(record, fht))
-    document = json.loads(_json_text(_json_document(record)))
-    return {"npz": npz, "json": write_json(stem + ".json", document)}
+    text = _readable_json(_json_document(record))
+    with atomic_path(stem + ".json") as tmp:
+        Path(tmp).write_text(text)
+    return {"npz": npz, "json": Path(stem + ".json")}
 
 
 def _float_or_nan(value) -> float:
