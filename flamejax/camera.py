@@ -9,6 +9,12 @@ Conventions (documented once, used everywhere):
 * Pixels: ``u`` grows to the right, ``v`` grows downwards, the image spans ``[0, W] x [0, H]`` and the centre of
   pixel ``(row i, column j)`` is ``(j + 0.5, i + 0.5)``. The principal point is the image centre.
 * NDC: ``2 * pixel / size - 1``, so ``(-1, -1)`` is the top-left corner and ``(1, 1)`` the bottom-right.
+* Other conventions (:func:`opencv_extrinsics`, :func:`world_to_camera_opencv`, :func:`camera_to_world_opengl`,
+  :func:`intrinsics_opencv`, :func:`camera_to_world_pose6`): OpenCV camera space is this camera space with y and z
+  negated (x right, y down, z forward: ``p_cv = diag(1, -1, -1) p_cam``); OpenGL camera space is this camera
+  space itself. OpenCV puts the centre of pixel (i, j) at (j, i), half a pixel before this module's
+  (j + 0.5, i + 0.5): :func:`intrinsics` (principal point ``size / 2``) gives this module's pixels,
+  :func:`intrinsics_opencv` (principal point ``size / 2 - 0.5``) gives the pixels of ``cv2.projectPoints``.
 * Head pose angles (:func:`yaw_pitch_roll`) decompose ``R`` as ``Ry(yaw) Rx(pitch) Rz(roll)``. A positive yaw
   turns the face towards its own left (FLAME +x), so the nose moves right in the image; a positive pitch turns
   the face downwards (chin towards the camera's -y); a positive roll turns it counter-clockwise in the image.
@@ -97,3 +103,53 @@ def project_ndc(camera: Camera, points: Float[Array, "n 3"]) -> Float[Array, "n 
 def yaw_pitch_roll(camera: Camera) -> Float[Array, "3"]:
     """Head pose relative to the camera in degrees: R = Ry(yaw) Rx(pitch) Rz(roll) (see module docstring)."""
     return jnp.rad2deg(rotation.matrix_to_euler(camera.rotation_matrix()))
+
+
+_OPENCV_FROM_CAMERA = (1.0, -1.0, -1.0)
+"""Diagonal taking this module's camera axes (y up, looking down -z) to OpenCV's (y down, looking down +z)."""
+
+
+def _rigid_4x4(rotation_matrix: Float[Array, "3 3"], translation: Float[Array, "3"]) -> Float[Array, "4 4"]:
+    bottom = jnp.array([0.0, 0.0, 0.0, 1.0], rotation_matrix.dtype)
+    return jnp.concatenate([jnp.concatenate([rotation_matrix, translation[:, None]], axis=1), bottom[None]], axis=0)
+
+
+def opencv_extrinsics(camera: Camera) -> tuple[Float[Array, "3 3"], Float[Array, "3"]]:
+    """OpenCV extrinsics ``(R, t)``: ``p_cv = R @ p_head + t`` with OpenCV camera axes (x right, y down, z forward).
+
+    ``cv2.Rodrigues(R)[0]`` and ``t`` are the ``rvec``, ``tvec`` of ``cv2.projectPoints`` (with
+    :func:`intrinsics_opencv`).
+    """
+    flip = jnp.asarray(_OPENCV_FROM_CAMERA, camera.translation.dtype)
+    return camera.rotation_matrix() * flip[:, None], camera.translation * flip
+
+
+def world_to_camera_opencv(camera: Camera) -> Float[Array, "4 4"]:
+    """4x4 world (head space) to OpenCV camera space: ``[R t; 0 0 0 1]`` of :func:`opencv_extrinsics`."""
+    return _rigid_4x4(*opencv_extrinsics(camera))
+
+
+def camera_to_world_opengl(camera: Camera) -> Float[Array, "4 4"]:
+    """4x4 OpenGL camera-to-world matrix (x right, y up, the camera looks down its -z; the last column is the
+    camera centre in head space), as Blender, three.js and NeRF-style ``transform_matrix`` use it."""
+    r_t = camera.rotation_matrix().T
+    return _rigid_4x4(r_t, -r_t @ camera.translation)
+
+
+def camera_to_world_pose6(camera: Camera) -> Float[Array, "6"]:
+    """The camera-to-world pose of :func:`camera_to_world_opengl` as axis-angle (3) + camera centre (3), metres:
+    flame-head-tracker's ``cam`` vector."""
+    r_t = camera.rotation_matrix().T
+    return jnp.concatenate([-camera.rotation, -r_t @ camera.translation])
+
+
+def intrinsics_opencv(camera: Camera, image_size: int) -> Float[Array, "3 3"]:
+    """K for OpenCV's pixel convention (centre of pixel (i, j) at (j, i)) at ``image_size``² pixels: the
+    principal point is ``image_size / 2 - 0.5``; used with :func:`opencv_extrinsics` it reproduces
+    :func:`project` minus half a pixel."""
+    return intrinsics(camera, image_size) - jnp.array([[0.0, 0.0, 0.5], [0.0, 0.0, 0.5], [0.0, 0.0, 0.0]])
+
+
+def points_to_opencv_camera(camera: Camera, points: Float[Array, "n 3"]) -> Float[Array, "n 3"]:
+    """Head-space points in OpenCV camera space (x right, y down, z forward = positive depth), metres."""
+    return world_to_camera(camera, points) * jnp.asarray(_OPENCV_FROM_CAMERA, points.dtype)

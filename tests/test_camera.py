@@ -60,3 +60,60 @@ def test_rodrigues_matches_scipy_and_inverts():
     np.testing.assert_allclose(back, ours, atol=2e-5)
     grad = jax.grad(lambda v: jnp.sum(axis_angle_to_matrix(v) * jnp.arange(9.0).reshape(3, 3)))(jnp.zeros(3))
     assert np.all(np.isfinite(grad))
+
+
+def _random_camera_and_points(seed: int):
+    rng = np.random.default_rng(seed)
+    camera = cam.Camera(jnp.asarray(rng.normal(size=3) * 0.4, jnp.float32),
+                        jnp.asarray([0.02, -0.03, -1.2] + rng.normal(size=3) * 0.02, jnp.float32), jnp.asarray(22.0))
+    return camera, jnp.asarray(rng.normal(size=(30, 3)) * 0.08, jnp.float32)
+
+
+def test_opencv_projection_reproduces_flamejax_pixels():
+    import cv2
+
+    camera, points = _random_camera_and_points(3)
+    pixels, depth = cam.project(camera, points, 256)
+    r, t = (np.asarray(a, np.float64) for a in cam.opencv_extrinsics(camera))
+    k_cv = np.asarray(cam.intrinsics_opencv(camera, 256), np.float64)
+    cv_pixels, _ = cv2.projectPoints(np.asarray(points, np.float64), cv2.Rodrigues(r)[0], t, k_cv, None)
+    np.testing.assert_allclose(cv_pixels[:, 0] + 0.5, pixels, atol=2e-3)  # OpenCV pixel centres sit at integers
+    p_cv = np.asarray(cam.points_to_opencv_camera(camera, points), np.float64)
+    np.testing.assert_allclose(p_cv, np.asarray(points, np.float64) @ r.T + t, atol=1e-5)
+    np.testing.assert_allclose(p_cv[:, 2], depth, atol=1e-5)  # OpenCV z is the positive depth
+    uvw = p_cv @ np.asarray(cam.intrinsics(camera, 256), np.float64).T
+    np.testing.assert_allclose(uvw[:, :2] / uvw[:, 2:], pixels, atol=2e-3)  # K: this module's pixel centres
+    w2c = np.asarray(cam.world_to_camera_opencv(camera), np.float64)
+    homogeneous = np.concatenate([np.asarray(points, np.float64), np.ones((len(points), 1))], axis=1)
+    np.testing.assert_allclose((homogeneous @ w2c.T)[:, :3], p_cv, atol=1e-5)
+    np.testing.assert_allclose(w2c[3], [0, 0, 0, 1])
+
+
+def test_opengl_camera_to_world_inverts_the_view_and_looks_down_minus_z():
+    camera, points = _random_camera_and_points(4)
+    pixels, _ = cam.project(camera, points, 200)
+    c2w = np.asarray(cam.camera_to_world_opengl(camera), np.float64)
+    homogeneous = np.concatenate([np.asarray(points, np.float64), np.ones((len(points), 1))], axis=1)
+    p_gl = (homogeneous @ np.linalg.inv(c2w).T)[:, :3]
+    f = float(cam.focal_length(camera.fov_deg, 200))
+    gl_pixels = np.stack([100 + f * p_gl[:, 0] / -p_gl[:, 2], 100 - f * p_gl[:, 1] / -p_gl[:, 2]], axis=1)
+    np.testing.assert_allclose(gl_pixels, pixels, atol=2e-3)
+    np.testing.assert_allclose(np.linalg.inv(c2w), np.diag([1, -1, -1, 1]) @ np.asarray(
+        cam.world_to_camera_opencv(camera), np.float64), atol=1e-5)
+    default = np.asarray(cam.camera_to_world_opengl(cam.Camera.default()))
+    np.testing.assert_allclose(default[:3, 3], [0, 0, 1], atol=1e-6)  # 1 m in front of the face, +z
+    np.testing.assert_allclose(default[:3, :3] @ [0, 0, -1], [0, 0, -1], atol=1e-6)  # looking at it
+
+
+def test_pose6_is_flame_head_tracker_cam():
+    """flame-head-tracker builds its view as inv([rodrigues(cam[:3]) | cam[3:]] with y, z columns negated)."""
+    camera, points = _random_camera_and_points(5)
+    pixels, _ = cam.project(camera, points, 256)
+    pose = np.asarray(cam.camera_to_world_pose6(camera), np.float64)
+    pose_matrix = np.eye(4)
+    pose_matrix[:3, :3], pose_matrix[:3, 3] = Rotation.from_rotvec(pose[:3]).as_matrix(), pose[3:]
+    pose_matrix[:, [1, 2]] *= -1
+    view = np.linalg.inv(pose_matrix)
+    homogeneous = np.concatenate([np.asarray(points, np.float64), np.ones((len(points), 1))], axis=1)
+    uvw = (homogeneous @ view.T)[:, :3] @ np.asarray(cam.intrinsics(camera, 256), np.float64).T
+    np.testing.assert_allclose(uvw[:, :2] / uvw[:, 2:], pixels, atol=2e-3)

@@ -12,6 +12,25 @@ from typing import Any, Iterator
 import numpy as np
 
 
+def _process_umask() -> int:
+    """The umask, read without changing it where Linux exposes it; otherwise set and restored once, here."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_process_umask()
+"""Mode of a newly written result file, as ``open`` would give it. Read once at import: ``os.umask`` changes
+the process-wide mask, so calling it while a thread pool writes files races with their permissions."""
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[str]:
     """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds."""
@@ -21,9 +40,7 @@ def atomic_path(path: str | Path) -> Iterator[str]:
     os.close(fd)
     try:
         yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -2,8 +2,9 @@
 
 UV convention (everywhere in flamejax): ``uv = (u, v)`` in [0, 1]² with **v pointing down**, like image rows:
 ``uv = (0, 0)`` is the top-left corner of the texture image, texel (row i, col j) has its centre at
-``((j + 0.5) / W, (i + 0.5) / H)``. OBJ files store v pointing up; :func:`load_uv_layout` flips it
-(``v_image = 1 - v_obj``), so a texture PNG written row by row lines up with the OBJ's ``vt`` as usual.
+``((j + 0.5) / W, (i + 0.5) / H)``. OBJ files (and trimesh) store v pointing up: :func:`flip_uv_v` is the one
+conversion between the two (``v_obj = 1 - v_image``, its own inverse); :func:`load_uv_layout` and every mesh
+exporter use it, so a texture PNG written row by row lines up with the OBJ's ``vt`` as usual.
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ class UVLayout:
         return self.uv[self.face_uv_index]
 
 
+def flip_uv_v(uv: Float[Array, "... 2"]) -> Float[Array, "... 2"]:
+    """UVs between flamejax's v-down convention and the v-up convention of OBJ files and trimesh (either way)."""
+    return uv * np.array([1.0, -1.0], np.float32) + np.array([0.0, 1.0], np.float32)
+
+
 def _corner_ids(token: str) -> tuple[int, int]:
     parts = token.split("/")
     if len(parts) < 2 or not parts[1]:
@@ -71,8 +77,7 @@ def load_uv_layout(path: str | Path | None = None) -> UVLayout:
                 if len(fields) != 4:
                     raise ValueError(f"{path}: only triangles are supported, got {line.strip()!r}")
                 corners.append([_corner_ids(t) for t in fields[1:]])
-    uv_arr = np.asarray(uv, np.float32).reshape(-1, 2)
-    uv_arr[:, 1] = 1.0 - uv_arr[:, 1]
+    uv_arr = flip_uv_v(np.asarray(uv, np.float32).reshape(-1, 2))
     ids = np.asarray(corners, np.int64).reshape(-1, 3, 2) - 1
     if ids.size and (ids.min() < 0 or ids[..., 1].max() >= len(uv_arr)):
         raise ValueError(f"{path}: face indices must be positive (1-based) and refer to existing vt lines")
