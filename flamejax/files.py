@@ -2,10 +2,13 @@
 
 One lookup order for every file named in the manifest (``weights/manifest.json``):
 
-1. an explicit path given by the caller;
-2. the folders in the environment variable ``FLAMEJAX_WEIGHTS`` (``os.pathsep``-separated);
-3. the project's ``weights/`` folder (beside the package in a checkout) and ``./weights``;
-4. ``../shared/flame`` beside the current directory or the checkout, when present (development data).
+1. an explicit path given by the caller (a file, or a folder to search);
+2. when the environment variable ``FLAMEJAX_WEIGHTS`` is set: only its folders (``os.pathsep``-separated).
+   A folder there that does not exist, or that lacks a required file, is an error: a mistyped setting never
+   falls back to another model;
+3. otherwise the default folders: ``weights/`` of a source checkout, ``./weights``, the user folder
+   :func:`user_weights_dir` (``$XDG_DATA_HOME/flamejax`` or ``~/.local/share/flamejax``), and
+   ``../shared/flame`` beside the checkout or the current directory (development data).
 
 A file that cannot be found raises :class:`MissingFileError` saying what the file is, where to get it
 and where to put it. A file whose checksum is known (in the manifest, or pinned by the user in a ``SHA256SUMS``
@@ -44,16 +47,63 @@ def manifest() -> dict[str, dict[str, Any]]:
     raise MissingFileError("weights manifest not found; the flamejax installation is incomplete")
 
 
-def search_dirs() -> list[Path]:
-    """Folders searched for user-supplied files, in order."""
-    dirs = [Path(p).expanduser() for p in os.environ.get(ENV_VAR, "").split(os.pathsep) if p]
-    dirs += [_CHECKOUT_DIR / "weights", Path.cwd() / "weights"]
-    dirs += [_CHECKOUT_DIR.parent / "shared" / "flame", Path.cwd().parent / "shared" / "flame"]
+def user_weights_dir(create: bool = False) -> Path:
+    """The per-user weights folder: ``$XDG_DATA_HOME/flamejax``, else ``~/.local/share/flamejax``.
+
+    Args:
+      create: make the folder (and its parents) if absent; :class:`MissingFileError` when that is not possible.
+    """
+    folder = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share").expanduser() / "flamejax"
+    if create:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise MissingFileError(f"cannot create the weights folder {folder} ({err.strerror or err}); "
+                                   f"set {ENV_VAR} to a folder you can write") from err
+    return folder
+
+
+def _in_checkout() -> bool:
+    return (_CHECKOUT_DIR / "pyproject.toml").is_file() and "site-packages" not in _PACKAGE_DIR.parts
+
+
+def _unique_existing(dirs: list[Path]) -> list[Path]:
     unique: list[Path] = []
     for d in dirs:
         if d.is_dir() and d.resolve() not in [u.resolve() for u in unique]:
             unique.append(d)
     return unique
+
+
+def env_dirs() -> list[Path] | None:
+    """The folders named by ``FLAMEJAX_WEIGHTS``, or ``None`` when it is unset or empty.
+
+    Raises :class:`MissingFileError` naming the setting when one of them is not an existing folder.
+    """
+    named = [Path(p).expanduser() for p in os.environ.get(ENV_VAR, "").split(os.pathsep) if p.strip()]
+    if not named:
+        return None
+    for folder in named:
+        if not folder.is_dir():
+            raise MissingFileError(
+                f"{ENV_VAR} names {folder}, which is not an existing folder; correct the setting (folders "
+                f"separated by {os.pathsep!r}) or unset it to use the default folders")
+    return _unique_existing(named)
+
+
+def default_dirs() -> list[Path]:
+    """The folders searched when ``FLAMEJAX_WEIGHTS`` is not set (existing ones only)."""
+    dirs = [_CHECKOUT_DIR / "weights"] if _in_checkout() else []
+    dirs += [Path.cwd() / "weights", user_weights_dir()]
+    dirs += [_CHECKOUT_DIR.parent / "shared" / "flame"] if _in_checkout() else []
+    dirs += [Path.cwd().parent / "shared" / "flame"]
+    return _unique_existing(dirs)
+
+
+def search_dirs() -> list[Path]:
+    """Folders searched for user-supplied files, in order: ``FLAMEJAX_WEIGHTS``'s alone when set, else the defaults."""
+    named = env_dirs()
+    return default_dirs() if named is None else named
 
 
 def sha256(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
@@ -98,12 +148,17 @@ def _verify(path: Path, entry: dict[str, Any]) -> Path:
     return path
 
 
-def _how_to_get(key: str, entry: dict[str, Any]) -> str:
+def _how_to_get(key: str, entry: dict[str, Any], searched: list[Path] | None) -> str:
+    if os.environ.get(ENV_VAR, "").strip():
+        where = f"a folder named by {ENV_VAR} (now {os.environ[ENV_VAR]})"
+    else:
+        where = (f"{user_weights_dir()} (create it with `python -c \"import flamejax.files as f; "
+                 f"f.user_weights_dir(create=True)\"`) or a folder named by {ENV_VAR}")
+    looked = "" if searched is None else (f"  Looked for {', '.join(entry['names'])} in: "
+                                          f"{', '.join(str(d) for d in searched) or '(no search folder exists)'}.\n")
     return (
-        f"{entry['purpose']}\n  Looked for {', '.join(entry['names'])} in: "
-        f"{', '.join(str(d) for d in search_dirs()) or '(no search folder exists)'}.\n"
-        f"  Get it from {entry['source']} (licence: {entry['licence']}) and put it in "
-        f"{_CHECKOUT_DIR / 'weights'} or in a folder named by ${ENV_VAR}."
+        f"{entry['purpose']}\n{looked}"
+        f"  Get it from {entry['source']} (licence: {entry['licence']}) and put it in {where}."
     )
 
 
@@ -124,7 +179,7 @@ def find_file(key: str, path: str | Path | None = None, *, required: bool = True
         if p.is_file():
             return _verify(p, entry)
         if not p.is_dir():
-            raise MissingFileError(f"{p}: no such file ({key}).\n  " + _how_to_get(key, entry))
+            raise MissingFileError(f"{p}: no such file ({key}).\n  " + _how_to_get(key, entry, None))
         dirs = [p]
     else:
         dirs = search_dirs()
@@ -133,5 +188,5 @@ def find_file(key: str, path: str | Path | None = None, *, required: bool = True
             if (d / name).is_file():
                 return _verify(d / name, entry)
     if required:
-        raise MissingFileError(f"missing {key}: " + _how_to_get(key, entry))
+        raise MissingFileError(f"missing {key}: " + _how_to_get(key, entry, dirs))
     return None

@@ -1,12 +1,17 @@
-"""The FLAME model as a pytree, loaded from official or test pickles through a checksum-keyed npz cache."""
+"""The FLAME model as a pytree, loaded from official or test pickles through a checksum-keyed npz cache.
+
+Every loaded model carries a :class:`FlameSource` (file, sha256, detected version, components kept) so that
+outputs can say which model produced them.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import pickle
 import tempfile
+import warnings
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +20,7 @@ import numpy as np
 from flamejax._typing import Array, Float, Int
 from flamejax.files import CorruptFileError, find_file, sha256
 from flamejax.flame._landmarks import LandmarkEmbedding, load_landmark_embedding
-from flamejax.flame._safe_pickle import UnsafePickleError, safe_load_pickle
+from flamejax.flame._safe_pickle import safe_load_npz, safe_load_pickle
 
 NUM_VERTICES = 5023
 NUM_FACES = 9976
@@ -24,7 +29,46 @@ JOINT_NAMES = ("global", "neck", "jaw", "left_eye", "right_eye")
 PARENTS = (-1, 0, 1, 1, 1)
 MAX_SHAPE = 300
 MAX_EXPRESSION = 100
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
+_TEMPLATE_EXTENT_M = (0.05, 1.0)
+"""Plausible size of the mean head in metres (FLAME's is about 0.2 x 0.3 x 0.2 m)."""
+_MAX_DISPLACEMENT_M = 0.5
+"""Largest plausible vertex offset of one blendshape or pose-corrective unit, in metres."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FlameSource:
+    """Where a loaded FLAME model came from; every output should record it (:meth:`to_dict`)."""
+
+    path: str
+    """Absolute path of the model file."""
+    sha256: str
+    version: str
+    """Detected version: ``"FLAME 2020"``, ``"FLAME 2023"``, ``"FLAME 2023 Open"``, ``"FLAME 2020/2023"``
+    (an official layout whose file name does not say which) or ``"test model"`` (blendshape columns all zero)."""
+    n_shape: int
+    """Identity components kept."""
+    n_expression: int
+    """Expression components kept."""
+    file_shape_components: int
+    file_expression_components: int
+    landmark_embedding: str | None = None
+    """Absolute path of the 68-point embedding, when loaded."""
+    mediapipe_embedding: str | None = None
+
+    @property
+    def file_name(self) -> str:
+        return Path(self.path).name
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready record (``file_name`` included)."""
+        return {"file_name": self.file_name, **dataclasses.asdict(self)}
+
+    def describe(self) -> str:
+        """One line for logs, e.g. ``FLAME model /w/generic_model.pkl (FLAME 2020, sha256 0f1e2d3c4b5a, 100
+        identity / 50 expression components)``."""
+        return (f"FLAME model {self.path} ({self.version}, sha256 {self.sha256[:12]}, {self.n_shape} identity / "
+                f"{self.n_expression} expression components)")
 
 
 @jax.tree_util.register_dataclass
@@ -57,6 +101,8 @@ class FlameModel:
     """Landmark embeddings (68-point, MediaPipe, iris), when loaded."""
     vertex_ids: Int[Array, "verts"]
     """Index of each vertex in the full 5023-vertex FLAME mesh (identity unless this is a vertex subset)."""
+    source: FlameSource | None = dataclasses.field(default=None, metadata=dict(static=True))
+    """The file this model was loaded from (static: not traced, part of the tree structure)."""
 
     @property
     def num_vertices(self) -> int:
@@ -106,18 +152,36 @@ class FlameArrays:
     j_regressor: np.ndarray
     faces: np.ndarray
     version: str
+    sha256: str
+    """Of the source file."""
 
 
 def _array(raw: dict, key: str, path: Path) -> np.ndarray:
     if key not in raw:
-        raise CorruptFileError(f"{path}: not a FLAME model (no {key!r}; keys: {sorted(raw)})")
+        raise CorruptFileError(f"{path}: not a FLAME model (no {key!r}; keys: {sorted(map(str, raw))[:20]})")
     value = raw[key]
     if hasattr(value, "toarray"):
         value = value.toarray()
-    return np.asarray(value)
+    value = np.asarray(value)
+    if value.dtype.hasobject or not (np.issubdtype(value.dtype, np.number) or value.dtype == bool):
+        raise CorruptFileError(f"{path}: FLAME array {key!r} holds {value.dtype} data, not numbers")
+    return value
 
 
-def parse_flame_dict(raw: dict, path: Path) -> FlameArrays:
+def _detect_version(raw: dict, path: Path, shapedirs: np.ndarray) -> str:
+    if "supr_expression_metadata" in raw:
+        return "FLAME 2023 Open"
+    if not np.all(np.any(shapedirs != 0, axis=(0, 1))):
+        return "test model"
+    name = path.name.lower()
+    if name.startswith("flame2023"):
+        return "FLAME 2023"
+    if name in ("generic_model.pkl", "male_model.pkl", "female_model.pkl"):
+        return "FLAME 2020"
+    return "FLAME 2020/2023"
+
+
+def parse_flame_dict(raw: dict, path: Path, file_sha256: str = "") -> FlameArrays:
     """Validate a FLAME pickle's dict: FLAME 2020, 2023, 2023 Open, or a FLAME-layout test model."""
     if not isinstance(raw, dict):
         raise CorruptFileError(f"{path}: not a FLAME model (a {type(raw).__name__}, expected a dict)")
@@ -127,18 +191,19 @@ def parse_flame_dict(raw: dict, path: Path) -> FlameArrays:
             f"{path}: template has shape {v_template.shape}, FLAME has ({NUM_VERTICES}, 3); "
             "this is not a FLAME model (SMPL, MANO or an older/other head model?)"
         )
-    faces = _array(raw, "f", path).astype(np.int64)
+    faces = _array(raw, "f", path)
     shapedirs = _array(raw, "shapedirs", path).astype(np.float64)
     posedirs = _array(raw, "posedirs", path).astype(np.float64)
     weights = _array(raw, "weights", path).astype(np.float64)
     j_regressor = _array(raw, "J_regressor", path).astype(np.float64)
     kintree = _array(raw, "kintree_table", path).astype(np.int64)
-    parents = tuple(int(p) if p < 2**31 else -1 for p in kintree[0])
+    parents = tuple(int(p) if p < 2**31 else -1 for p in kintree[0]) if kintree.ndim == 2 else ()
     problems = []
-    if faces.shape != (NUM_FACES, 3):
-        problems.append(f"faces {faces.shape} != ({NUM_FACES}, 3)")
+    if faces.shape != (NUM_FACES, 3) or not np.issubdtype(faces.dtype, np.integer):
+        problems.append(f"faces {faces.dtype} {faces.shape} != integer ({NUM_FACES}, 3)")
     if shapedirs.ndim != 3 or shapedirs.shape[:2] != (NUM_VERTICES, 3) or shapedirs.shape[2] < MAX_SHAPE + 1:
-        problems.append(f"shapedirs {shapedirs.shape}, expected ({NUM_VERTICES}, 3, 300 + n_expression)")
+        problems.append(f"shapedirs {shapedirs.shape}, expected ({NUM_VERTICES}, 3, 300 + n_expression) with "
+                        "at least one expression component")
     if posedirs.shape != (NUM_VERTICES, 3, 36):
         problems.append(f"posedirs {posedirs.shape} != ({NUM_VERTICES}, 3, 36)")
     if weights.shape != (NUM_VERTICES, NUM_JOINTS):
@@ -149,20 +214,53 @@ def parse_flame_dict(raw: dict, path: Path) -> FlameArrays:
         problems.append(f"kinematic tree parents {parents} != {PARENTS}")
     if problems:
         raise CorruptFileError(f"{path}: not a FLAME 2020/2023 model: " + "; ".join(problems))
-    for name, arr in (("v_template", v_template), ("shapedirs", shapedirs), ("posedirs", posedirs)):
-        if not np.all(np.isfinite(arr)):
-            raise CorruptFileError(f"{path}: {name} contains NaN or inf")
-    version = "FLAME 2023 Open" if "supr_expression_metadata" in raw else "FLAME 2020/2023"
-    return FlameArrays(
+    arrays = FlameArrays(
         v_template=v_template,
         shapedirs=shapedirs[:, :, :MAX_SHAPE],
         exprdirs=shapedirs[:, :, MAX_SHAPE:],
         posedirs=posedirs,
         lbs_weights=weights,
         j_regressor=j_regressor,
-        faces=faces,
-        version=version,
+        faces=faces.astype(np.int64),
+        version=_detect_version(raw, path, shapedirs),
+        sha256=file_sha256,
     )
+    validate_flame_arrays(arrays, path)
+    return arrays
+
+
+def validate_flame_arrays(arrays: FlameArrays, path: Path | str) -> None:
+    """Raise :class:`CorruptFileError` naming ``path`` unless the arrays are finite and plausible.
+
+    Checks: every float array finite; the template 5-100 cm across (metres, not millimetres); blendshape and
+    pose-corrective offsets below 0.5 m per unit; skinning weights non-negative with rows summing to one;
+    joint-regressor rows summing to one; faces indexing the 5023 vertices.
+    """
+    problems = []
+    for name in ("v_template", "shapedirs", "exprdirs", "posedirs", "lbs_weights", "j_regressor"):
+        values = getattr(arrays, name)
+        if not np.all(np.isfinite(values)):
+            problems.append(f"{name} contains {np.count_nonzero(~np.isfinite(values))} NaN or infinite values")
+    if problems:
+        raise CorruptFileError(f"{path}: damaged FLAME model: {'; '.join(problems)}. Get the file again.")
+    extent = float(np.ptp(arrays.v_template, axis=0).max())
+    if not _TEMPLATE_EXTENT_M[0] <= extent <= _TEMPLATE_EXTENT_M[1]:
+        problems.append(f"the template is {extent:.4g} units across; FLAME is in metres (about 0.3 m): "
+                        "another unit or another model?")
+    for name in ("shapedirs", "exprdirs", "posedirs"):
+        largest = float(np.abs(getattr(arrays, name)).max(initial=0.0))
+        if largest > _MAX_DISPLACEMENT_M:
+            problems.append(f"{name} moves a vertex {largest:.3g} m per unit (at most {_MAX_DISPLACEMENT_M})")
+    weights = arrays.lbs_weights
+    if weights.min() < -1e-6 or np.abs(weights.sum(axis=1) - 1).max() > 1e-3:
+        problems.append("skinning weights are negative or their rows do not sum to one")
+    if np.abs(arrays.j_regressor.sum(axis=1) - 1).max() > 1e-3:
+        problems.append("joint regressor rows do not sum to one")
+    if arrays.faces.min() < 0 or arrays.faces.max() >= NUM_VERTICES:
+        problems.append(f"faces index vertices {arrays.faces.min()}..{arrays.faces.max()}, outside 0..{NUM_VERTICES - 1}")
+    if problems:
+        raise CorruptFileError(f"{path}: implausible FLAME model: {'; '.join(problems)}. The file is damaged or "
+                               "not a FLAME model; get it again from https://flame.is.tue.mpg.de")
 
 
 def cache_dir() -> Path:
@@ -171,33 +269,64 @@ def cache_dir() -> Path:
     return Path(root)
 
 
-def read_flame_arrays(path: str | Path, use_cache: bool = True) -> FlameArrays:
-    """Read and validate a FLAME pickle, through an npz cache keyed by the file's sha256."""
-    path = Path(path)
-    cached = cache_dir() / f"flame-{sha256(path)[:24]}-v{_CACHE_VERSION}.npz"
-    if use_cache and cached.is_file():
-        try:
-            with np.load(cached, allow_pickle=False) as z:
-                return FlameArrays(**{f.name: (str(z[f.name]) if f.name == "version" else z[f.name])
-                                      for f in dataclasses.fields(FlameArrays)})
-        except (OSError, ValueError, KeyError):
-            pass  # unreadable cache: rebuild it below
+def _read_cache(cached: Path, path: Path) -> FlameArrays | None:
+    """The cached arrays when the cache and its checksum file agree and the arrays validate; else ``None``
+    with a warning (the caller rebuilds it)."""
+    checksum = cached.with_name(cached.name + ".sha256")
+    if not cached.is_file():
+        return None
     try:
-        raw = safe_load_pickle(path)
-    except UnsafePickleError:
-        raise
-    except (EOFError, ValueError, TypeError, IndexError, AttributeError, pickle.UnpicklingError) as err:
-        raise CorruptFileError(f"{path}: unreadable FLAME pickle ({type(err).__name__}: {err})") from err
-    arrays = parse_flame_dict(raw, path)
+        if not checksum.is_file() or checksum.read_text().strip() != sha256(cached):
+            raise CorruptFileError(f"{cached}: checksum does not match {checksum.name}")
+        stored = safe_load_npz(cached)
+        arrays = FlameArrays(**{f.name: (str(stored[f.name]) if f.type == "str" else stored[f.name])
+                                for f in dataclasses.fields(FlameArrays)})
+        validate_flame_arrays(arrays, cached)
+        return arrays
+    except (CorruptFileError, KeyError, OSError) as err:
+        warnings.warn(f"damaged FLAME cache {cached} ({str(err).splitlines()[0][:200]}); rebuilding it from {path}",
+                      RuntimeWarning, stacklevel=3)
+        return None
+
+
+def _write_cache(cached: Path, arrays: FlameArrays) -> None:
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=cached.parent, suffix=".npz", delete=False) as tmp:
+            np.savez(tmp, **dataclasses.asdict(arrays))
+        checksum_tmp = Path(tmp.name + ".sha256")
+        checksum_tmp.write_text(sha256(tmp.name) + "\n")
+        os.replace(tmp.name, cached)
+        os.replace(checksum_tmp, cached.with_name(cached.name + ".sha256"))
+    except OSError:
+        pass  # a read-only cache folder only costs speed
+
+
+def read_flame_arrays(path: str | Path, use_cache: bool = True) -> FlameArrays:
+    """Read and validate a FLAME pickle, through an npz cache keyed by the file's sha256.
+
+    The cache is verified against a checksum written beside it; a damaged cache is rebuilt with a warning.
+
+    Raises:
+      MissingFileError: no such file. CorruptFileError (or its subclass UnsafePickleError): unreadable,
+      refused, damaged or implausible content, with the file named.
+    """
+    path = Path(path)
+    digest = sha256(path)
+    cached = cache_dir() / f"flame-{digest[:24]}-v{_CACHE_VERSION}.npz"
+    if use_cache and (arrays := _read_cache(cached, path)) is not None:
+        return arrays
+    arrays = parse_flame_dict(safe_load_pickle(path), path, digest)
     if use_cache:
-        try:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=cached.parent, suffix=".npz", delete=False) as tmp:
-                np.savez(tmp, **dataclasses.asdict(arrays))
-            os.replace(tmp.name, cached)
-        except OSError:
-            pass  # a read-only cache folder only costs speed
+        _write_cache(cached, arrays)
     return arrays
+
+
+def _component_count(value: Any, available: int, name: str, what: str, option: str, source: Path) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= available:
+        raise ValueError(f"{name}={value!r} is out of range: {source} has {available} {what} components; "
+                         f"choose 1..{available} ({option})")
+    return int(value)
 
 
 def load_flame(
@@ -217,20 +346,32 @@ def load_flame(
       path: the FLAME pickle; default: located by :func:`flamejax.files.find_file` (``FLAMEJAX_WEIGHTS``).
       n_shape: identity components to keep (1..300).
       n_expression: expression components to keep (1..100, at most what the file has).
-      landmarks: also load the 68-point and MediaPipe embeddings (required 68-point, optional MediaPipe).
+      landmarks: also load the 68-point and MediaPipe embeddings (required 68-point, optional MediaPipe); the
+        68 points must be in the iBUG layout on the mean head.
       dtype: float dtype of the arrays (float32 default; float64 needs ``jax_enable_x64``).
+
+    Returns:
+      The model; ``model.source`` (:class:`FlameSource`) records the file, its sha256 and detected version.
+
+    Raises:
+      MissingFileError: a file is absent (named, with where to get it). CorruptFileError: a file is damaged,
+      refused or implausible (named). ValueError: ``n_shape`` / ``n_expression`` out of range (named).
     """
     source = find_file("flame_model", path)
     arrays = read_flame_arrays(source, use_cache=use_cache)
-    if not 1 <= n_shape <= arrays.shapedirs.shape[-1]:
-        raise ValueError(f"n_shape={n_shape}: choose 1..{arrays.shapedirs.shape[-1]}")
-    if not 1 <= n_expression <= arrays.exprdirs.shape[-1]:
-        raise ValueError(f"n_expression={n_expression}: {source} has {arrays.exprdirs.shape[-1]} expression components")
+    n_shape = _component_count(n_shape, arrays.shapedirs.shape[-1], "n_shape", "identity", "--n-shape", source)
+    n_expression = _component_count(n_expression, arrays.exprdirs.shape[-1], "n_expression", "expression", "--n-exp",
+                                    source)
     shapedirs = arrays.shapedirs[:, :, :n_shape]
     exprdirs = arrays.exprdirs[:, :, :n_expression]
     j_reg = arrays.j_regressor
-    embedding = load_landmark_embedding(arrays.faces, landmark_path, mediapipe_path) if landmarks else None
+    landmark_file = mediapipe_file = embedding = None
+    if landmarks:
+        landmark_file = find_file("landmark_embedding", landmark_path)
+        mediapipe_file = find_file("mediapipe_embedding", mediapipe_path, required=mediapipe_path is not None)
+        embedding = load_landmark_embedding(arrays.faces, landmark_file, mediapipe_file, template=arrays.v_template)
     as_float = lambda a: jnp.asarray(a, dtype)  # noqa: E731
+    absolute = lambda p: None if p is None else str(Path(p).resolve())  # noqa: E731
     return FlameModel(
         v_template=as_float(arrays.v_template),
         shapedirs=as_float(shapedirs),
@@ -243,4 +384,9 @@ def load_flame(
         faces=jnp.asarray(arrays.faces, jnp.int32),
         landmarks=embedding,
         vertex_ids=jnp.arange(NUM_VERTICES, dtype=jnp.int32),
+        source=FlameSource(
+            path=absolute(source), sha256=arrays.sha256, version=arrays.version, n_shape=n_shape,
+            n_expression=n_expression, file_shape_components=arrays.shapedirs.shape[-1],
+            file_expression_components=arrays.exprdirs.shape[-1], landmark_embedding=absolute(landmark_file),
+            mediapipe_embedding=absolute(mediapipe_file)),
     )
