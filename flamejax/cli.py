@@ -216,7 +216,7 @@ def fitter_from_args(args, model=None):
         model = load_flame(args.flame, n_shape=args.n_shape, n_expression=args.n_exp)
         source = getattr(model, "source", None)
         if source is not None:
-            print(f"model: {source.describe()}", file=sys.stderr)
+            print(source.describe(), file=sys.stderr)
     return Fitter.create(model, config, batch_size=args.batch_size, networks=Networks.load(args.init),
                          photometric=photometric_from_args(args), devices=getattr(args, "devices", None))
 

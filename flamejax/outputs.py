@@ -105,7 +105,7 @@ def provenance(fitter: Fitter) -> dict:
         "flamejax": __version__,
         "jax": jax.__version__,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "flame": None if source is None else source.as_dict(),
+        "flame": None if source is None else source.to_dict(),
         "n_shape": fitter.model.num_shape,
         "n_expression": fitter.model.num_expression,
         "mode": fitter.mode,

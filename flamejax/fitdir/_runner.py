@@ -219,6 +219,9 @@ def run_settings(fitter: Fitter, config: DirectoryConfig) -> dict:
     """What defines the fits in a folder: the fitter's provenance without dates and versions, preprocessing and
     the files written."""
     settings = {k: v for k, v in provenance(fitter).items() if k not in ("date", "flamejax", "jax")}
+    if settings.get("flame"):  # the file's content, not where it lies
+        settings["flame"] = {k: v for k, v in settings["flame"].items()
+                             if k not in ("path", "landmark_embedding", "mediapipe_embedding")}
     preprocess_settings = {k: v for k, v in dataclasses.asdict(config.preprocess).items()
                            if k not in ("parsing_model", "matting_model")}
     return _plain(settings | {"preprocess": preprocess_settings, "outputs": dataclasses.asdict(config.outputs)})
