@@ -156,6 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="let JAX detect a TPU pod slice, SLURM, Open MPI or Kubernetes job")
     fit_dir.set_defaults(func=cmd_fit_dir)
 
+    weights = sub.add_parser("weights", help="where flamejax looks for the FLAME model and weights, what it finds",
+                             formatter_class=formatter,
+                             description="Lists each file flamejax can use, where it was found (or how to get it), "
+                                         "and the folders searched.")
+    weights.add_argument("--create", action="store_true",
+                         help="create the per-user weights folder (~/.local/share/flamejax) to copy files into")
+    weights.set_defaults(func=cmd_weights)
+
     convert = sub.add_parser("convert", add_help=False,
                              help="convert DECA / MICA checkpoints to ONNX: convert deca|mica CHECKPOINT -o OUT "
                                   "(needs the torch extra)")
@@ -372,6 +380,31 @@ def cmd_fit_dir(args) -> int:
         return EXIT_OK
     nothing = summary.fitted + summary.suspect == 0 and summary.skipped == summary.failed_before
     return EXIT_NONE_FITTED if nothing else EXIT_SOME_FAILED
+
+
+# ---------------------------------------------------------------------------------------------- weights
+
+
+def cmd_weights(args) -> int:
+    from flamejax import files
+
+    if args.create:
+        print(f"weights folder: {files.user_weights_dir(create=True)} (copy your FLAME files here)")
+    named = files.env_dirs()
+    print(f"searched ({'FLAMEJAX_WEIGHTS' if named is not None else 'default folders'}): "
+          + (", ".join(str(d) for d in files.search_dirs()) or "no folder exists yet (flamejax weights --create)"))
+    missing_required = False
+    for key, entry in files.manifest().items():
+        found = files.find_file(key, required=False)
+        needed = entry.get("required", key == "flame_model")
+        missing_required |= found is None and needed
+        state = str(found) if found is not None else ("MISSING (required)" if needed else "absent (optional)")
+        print(f"  {key:20s} {state}")
+    if missing_required:
+        print(f"get the FLAME model from {files.manifest()['flame_model']['source']} and put it in one of the "
+              "folders above (see weights/README.md)")
+        return EXIT_FILES
+    return EXIT_OK
 
 
 # ---------------------------------------------------------------------------------------------- convert

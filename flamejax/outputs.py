@@ -181,7 +181,7 @@ def write_image_outputs(outdir: Path, stem: str, fit: ImageFit, item, fitter: Fi
         uv_layout = fitter.uv_layout
         for fmt in options.mesh_formats:
             staged[fmt] = export_mesh(staging / f"{stem}.{fmt}", fit.vertices, faces,
-                                      uv_layout=uv_layout if fmt == "glb" else None)
+                                      uv_layout=uv_layout if fmt != "ply" else None)
         if fit.result.photometric is not None:
             staged |= _photometric_pictures(staging, stem, fit, item, faces, uv_layout, options)
         if options.overlay:
