@@ -18,15 +18,16 @@ from flamejax.flame._model import (
     NUM_FACES,
     NUM_VERTICES,
     FlameModel,
+    FlameSource,
     load_flame,
     read_flame_arrays,
 )
-from flamejax.flame._safe_pickle import UnsafePickleError, safe_load_npy, safe_load_pickle
+from flamejax.flame._safe_pickle import UnsafePickleError, safe_load_npy, safe_load_npz, safe_load_pickle
 
 __all__ = [
-    "FlameMesh", "FlameModel", "FlameParams", "FlamePosed", "FlameShaped", "IRIS_VERTICES", "JOINT_NAMES",
-    "LandmarkEmbedding", "MAX_EXPRESSION", "MAX_SHAPE", "NUM_FACES", "NUM_VERTICES", "UnsafePickleError",
-    "barycentric_points", "contour_bin", "flame_forward", "iris_landmarks", "landmarks_68", "load_flame",
-    "load_landmark_embedding", "mediapipe_landmarks", "read_flame_arrays", "safe_load_npy", "safe_load_pickle",
-    "shape_model",
+    "FlameMesh", "FlameModel", "FlameParams", "FlamePosed", "FlameShaped", "FlameSource", "IRIS_VERTICES",
+    "JOINT_NAMES", "LandmarkEmbedding", "MAX_EXPRESSION", "MAX_SHAPE", "NUM_FACES", "NUM_VERTICES",
+    "UnsafePickleError", "barycentric_points", "contour_bin", "flame_forward", "iris_landmarks", "landmarks_68",
+    "load_flame", "load_landmark_embedding", "mediapipe_landmarks", "read_flame_arrays", "safe_load_npy",
+    "safe_load_npz", "safe_load_pickle", "shape_model",
 ]

@@ -229,6 +229,12 @@ def parse_flame_dict(raw: dict, path: Path, file_sha256: str = "") -> FlameArray
     return arrays
 
 
+_FILE_KEYS = {"v_template": "v_template", "shapedirs": "shapedirs (identity columns)",
+              "exprdirs": "shapedirs (expression columns)", "posedirs": "posedirs", "lbs_weights": "weights",
+              "j_regressor": "J_regressor"}
+"""FlameArrays field -> the key (and part) of the FLAME pickle it comes from, for messages."""
+
+
 def validate_flame_arrays(arrays: FlameArrays, path: Path | str) -> None:
     """Raise :class:`CorruptFileError` naming ``path`` unless the arrays are finite and plausible.
 
@@ -237,10 +243,10 @@ def validate_flame_arrays(arrays: FlameArrays, path: Path | str) -> None:
     joint-regressor rows summing to one; faces indexing the 5023 vertices.
     """
     problems = []
-    for name in ("v_template", "shapedirs", "exprdirs", "posedirs", "lbs_weights", "j_regressor"):
+    for name, key in _FILE_KEYS.items():
         values = getattr(arrays, name)
         if not np.all(np.isfinite(values)):
-            problems.append(f"{name} contains {np.count_nonzero(~np.isfinite(values))} NaN or infinite values")
+            problems.append(f"{key} contains {np.count_nonzero(~np.isfinite(values))} NaN or infinite values")
     if problems:
         raise CorruptFileError(f"{path}: damaged FLAME model: {'; '.join(problems)}. Get the file again.")
     extent = float(np.ptp(arrays.v_template, axis=0).max())
@@ -250,7 +256,7 @@ def validate_flame_arrays(arrays: FlameArrays, path: Path | str) -> None:
     for name in ("shapedirs", "exprdirs", "posedirs"):
         largest = float(np.abs(getattr(arrays, name)).max(initial=0.0))
         if largest > _MAX_DISPLACEMENT_M:
-            problems.append(f"{name} moves a vertex {largest:.3g} m per unit (at most {_MAX_DISPLACEMENT_M})")
+            problems.append(f"{_FILE_KEYS[name]} moves a vertex {largest:.3g} m per unit (at most {_MAX_DISPLACEMENT_M})")
     weights = arrays.lbs_weights
     if weights.min() < -1e-6 or np.abs(weights.sum(axis=1) - 1).max() > 1e-3:
         problems.append("skinning weights are negative or their rows do not sum to one")

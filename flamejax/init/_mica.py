@@ -18,7 +18,8 @@ from typing import ClassVar
 import numpy as np
 from jaxtyping import Float
 
-from flamejax.init._deca import NetworkContract, OnnxNetwork
+from flamejax.files import CorruptFileError
+from flamejax.onnx_session import OnnxContract, OnnxNetwork, TensorSpec
 
 MICA_KEY = "mica"
 MICA_INPUT = "images"
@@ -28,9 +29,10 @@ MICA_INPUT_SHAPE = (3, 112, 112)
 MICA_SHAPE_SIZE = 300
 MICA_IDENTITY_SIZE = 512
 
-MICA_CONTRACT = NetworkContract(
-    key=MICA_KEY, title="MICA identity network", input_name=MICA_INPUT, input_shape=MICA_INPUT_SHAPE,
-    outputs=((MICA_OUTPUT, (MICA_SHAPE_SIZE,)),),
+MICA_CONTRACT = OnnxContract(
+    key=MICA_KEY, title="MICA identity network",
+    inputs=(TensorSpec(MICA_INPUT, ((None, *MICA_INPUT_SHAPE),)),),
+    outputs=(TensorSpec(MICA_OUTPUT, ((None, MICA_SHAPE_SIZE),)),),
     remedy="Make it from MICA's mica.tar with `flamejax convert mica mica.tar -o mica.onnx`.")
 
 
@@ -42,11 +44,11 @@ class MicaEncoder(OnnxNetwork):
     :meth:`flamejax.init.DecaEncoder.load`.
     """
 
-    contract: ClassVar[NetworkContract] = MICA_CONTRACT
+    contract: ClassVar[OnnxContract] = MICA_CONTRACT
 
     def __call__(self, crops: Float[np.ndarray, "N 112 112 3"]) -> Float[np.ndarray, "N 300"]:
         """FLAME identity coefficients 0-299 of aligned RGB crops in [-1, 1] (NHWC)."""
-        return self.contract.run(self.model, crops)[MICA_OUTPUT]
+        return self.run_images(crops)[MICA_OUTPUT]
 
     def embed(self, crops: Float[np.ndarray, "N 112 112 3"]) -> Float[np.ndarray, "N 512"]:
         """The unit-length ArcFace identity embeddings (cosine similarity compares faces)."""
@@ -56,4 +58,8 @@ class MicaEncoder(OnnxNetwork):
         crops = np.asarray(crops, np.float32)
         if crops.ndim == 4 and crops.shape[0] == 0:
             return np.zeros((0, MICA_IDENTITY_SIZE), np.float32)
-        return self.contract.run(self.model, crops)[MICA_IDENTITY_OUTPUT]
+        identity = self.run_images(crops)[MICA_IDENTITY_OUTPUT]
+        if identity.shape != (len(crops), MICA_IDENTITY_SIZE):
+            raise CorruptFileError(f"{self.path}: output {MICA_IDENTITY_OUTPUT!r} has shape {identity.shape}, "
+                                   f"expected ({len(crops)}, {MICA_IDENTITY_SIZE})")
+        return identity

@@ -6,12 +6,26 @@ import numpy as np
 from jaxtyping import Float, UInt8
 
 from flamejax.files import CorruptFileError
+from flamejax.onnx_session import FLOAT, OnnxContract, TensorSpec
 from flamejax.perception._image import to_rgb8
-from flamejax.perception._onnx import ModelSource, first_output, fixed_input_size, resolve_model, to_nchw
+from flamejax.perception._onnx import (
+    IMAGE_INPUT,
+    ModelSource,
+    first_output,
+    fixed_input_size,
+    resolve_model,
+    to_nchw,
+)
 from flamejax.perception._transform import resize
 
 MATTING_SHORT_SIDE = 512
 _MATTING_STRIDE = 32
+MATTING_CONTRACT = OnnxContract(
+    key="matting", title="portrait matting", inputs=(IMAGE_INPUT,),
+    outputs=(TensorSpec(None, ((None, 1, None, None), (None, None, None), (None, None, None, 1)),
+                        dtypes=(*FLOAT, "float16", "float64"),
+                        description="a float alpha (N, 1, h, w), (N, h, w) or (N, h, w, 1)"),),
+    remedy="Use the official MODNet ONNX export, or leave the matting model out.", exact_inputs=False)
 
 
 def matte(image: UInt8[np.ndarray, "H W 3"], model: ModelSource = None) -> Float[np.ndarray, "H W"] | None:
@@ -31,7 +45,7 @@ def matte(image: UInt8[np.ndarray, "H W 3"], model: ModelSource = None) -> Float
     Returns:
       The alpha, or ``None`` when no model was given or found (a note is logged).
     """
-    onnx_model = resolve_model("matting", model)
+    onnx_model = resolve_model(MATTING_CONTRACT, model)
     if onnx_model is None:
         return None
     image = to_rgb8(image)

@@ -1,16 +1,16 @@
-"""Shared plumbing for the user-supplied ONNX networks (face parsing, matting): lookup, caching, tensor layout."""
+"""Image plumbing for the user-supplied perception networks (face parsing, matting) on the one ONNX layer
+(:mod:`flamejax.onnx_session`): model lookup, the NCHW image input they share, tensor layout."""
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import logging
 import os
 
 import numpy as np
 from jaxtyping import Float, UInt8
 
-from flamejax.files import CorruptFileError, find_file
-from flamejax.onnx_session import OnnxModel, load_onnx
+from flamejax.onnx_session import OnnxContract, OnnxModel, TensorSpec, open_onnx
 from flamejax.perception._transform import resize
 
 logger = logging.getLogger("flamejax.perception")
@@ -19,39 +19,30 @@ ModelSource = str | os.PathLike | OnnxModel | None
 """An ONNX model: an opened :class:`~flamejax.onnx_session.OnnxModel`, a path (file, or folder to search),
 or ``None`` to look in the weights folders (see :func:`flamejax.files.find_file`)."""
 
+IMAGE_INPUT = TensorSpec(None, ((None, 3, None, None),), description="a float32 (N, 3, H, W) image tensor")
+"""The first input of every perception network: a batch of RGB images, NCHW."""
 
-def resolve_model(key: str, model: ModelSource) -> OnnxModel | None:
-    """Open the model of manifest entry ``key``; ``None`` (with a logged note) when none was given or found.
 
-    An explicit path that does not exist raises :class:`~flamejax.files.MissingFileError`. Sessions are
-    cached per file, so repeated calls do not reload the network.
+def resolve_model(contract: OnnxContract, model: ModelSource) -> OnnxModel | None:
+    """Open (or check, when already open) the network of ``contract``; ``None`` with a logged note when none
+    was given or found.
+
+    An explicit path that does not exist raises :class:`~flamejax.files.MissingFileError`; a file without the
+    contract :class:`~flamejax.files.CorruptFileError`. Sessions are cached per file by the ONNX layer.
     """
     if isinstance(model, OnnxModel):
-        return model
-    found = find_file(key, model, required=model is not None)
-    if found is None:
-        logger.info("no %s model found (manifest key %r); using the default path", key.replace("_", " "), key)
-        return None
-    return _open(key, str(found.resolve()), found.stat().st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=8)
-def _open(key: str, path: str, mtime_ns: int) -> OnnxModel:
-    del mtime_ns  # part of the cache key: a replaced file is opened again
-    return load_onnx(key, path, required=True)
+        contract.check(model)
+        return model if model.contract == contract else dataclasses.replace(model, contract=contract)
+    opened = open_onnx(contract, model, required=model is not None)
+    if opened is None:
+        logger.info("no %s model found (manifest key %r); using the default path", contract.key.replace("_", " "),
+                    contract.key)
+    return opened
 
 
 def fixed_input_size(model: OnnxModel) -> tuple[int, int] | None:
-    """The (height, width) the model's first input is fixed to, or None when a side is dynamic.
-
-    Raises :class:`~flamejax.files.CorruptFileError` unless that input is a float32 (N, 3, H, W) tensor.
-    """
-    spec = model.session.get_inputs()[0]
-    shape = list(spec.shape)
-    if spec.type != "tensor(float)" or len(shape) != 4 or (isinstance(shape[1], int) and shape[1] != 3):
-        raise CorruptFileError(f"{model.path}: input {spec.name!r} is {spec.type} {shape}; "
-                               "expected a float32 (N, 3, H, W) image tensor")
-    height, width = shape[2], shape[3]
+    """The (height, width) the model's first input is fixed to, or None when a side is dynamic."""
+    height, width = model.input_shape(0)[2:4]
     return (height, width) if isinstance(height, int) and isinstance(width, int) else None
 
 
@@ -66,4 +57,3 @@ def to_nchw(image: UInt8[np.ndarray, "H W 3"], height: int, width: int, mean: tu
 def first_output(model: OnnxModel, feed: np.ndarray) -> np.ndarray:
     """Run the model on one input tensor and return its first output."""
     return model.run({model.input_names[0]: feed})[model.output_names[0]]
-

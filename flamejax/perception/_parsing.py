@@ -10,9 +10,16 @@ import numpy as np
 from jaxtyping import Float, UInt8
 
 from flamejax.files import CorruptFileError
-from flamejax.onnx_session import OnnxModel
+from flamejax.onnx_session import FLOAT, INTEGER, OnnxContract, OnnxModel, TensorSpec
 from flamejax.perception._image import to_rgb8
-from flamejax.perception._onnx import ModelSource, first_output, fixed_input_size, resolve_model, to_nchw
+from flamejax.perception._onnx import (
+    IMAGE_INPUT,
+    ModelSource,
+    first_output,
+    fixed_input_size,
+    resolve_model,
+    to_nchw,
+)
 from flamejax.perception._transform import resize
 
 CELEBAMASK_CLASSES = ("background", "skin", "l_brow", "r_brow", "l_eye", "r_eye", "eye_g", "l_ear", "r_ear",
@@ -25,6 +32,13 @@ FACE_CLASSES = tuple(CELEBAMASK_CLASSES.index(name) for name in
 PARSING_SIZE = 512
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+PARSING_CONTRACT = OnnxContract(
+    key="face_parsing", title="face parsing (19 CelebAMask-HQ classes)", inputs=(IMAGE_INPUT,),
+    outputs=(TensorSpec(None, ((None, len(CELEBAMASK_CLASSES), None, None), (None, None, None)),
+                        dtypes=(*FLOAT, "float16", "float64", *INTEGER),
+                        description=f"float scores (N, {len(CELEBAMASK_CLASSES)}, h, w) or integer labels (N, h, w)"),),
+    remedy="Export face-parsing.PyTorch's 79999_iter.pth (BiSeNet) to ONNX, or leave the parsing model out.",
+    exact_inputs=False)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -71,7 +85,7 @@ def parse_face(image: UInt8[np.ndarray, "H W 3"], model: ModelSource = None, *,
       The labels, or ``None`` when no model was given or found (a note is logged): callers then use
       :func:`landmark_face_mask`.
     """
-    onnx_model = resolve_model("face_parsing", model)
+    onnx_model = resolve_model(PARSING_CONTRACT, model)
     if onnx_model is None:
         return None
     image = to_rgb8(image)
