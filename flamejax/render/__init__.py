@@ -1,6 +1,7 @@
 """Differentiable rendering of triangle meshes in pure JAX (jit, vmap, grad).
 
-Data path: ``screen_vertices`` (camera projection) → :func:`rasterize` (K fragments per pixel, tiled, static shapes)
+Data path: ``screen_vertices`` (camera projection) → :func:`rasterize` (K fragments per pixel, tiled, static shapes;
+hard mode: :func:`rasterize_visible`, a scatter-min z-buffer :func:`visible_faces` then one fragment per pixel)
 → :func:`interpolate` (UVs, normals, colours) → shading (:func:`sh_shading`, :func:`sample_texture`) →
 :func:`hard_blend` (z-buffer picture, alpha 0/1) or :func:`soft_blend` (SoftRas: gradients at the silhouette).
 :func:`render_mesh` does all of it for a textured FLAME head; :func:`shade_for_display` draws a gray mesh.
@@ -23,10 +24,12 @@ from flamejax.render._texture import (
     sample_texture,
     uniform_texture,
 )
+from flamejax.render._zbuffer import rasterize_visible, task_count, visible_faces, visible_fragments
 
 __all__ = [
     "AlbedoModel", "Fragments", "RasterConfig", "RenderResult", "SH_CONSTANTS", "UVLayout", "albedo_texture",
     "count_tile_faces", "face_normals", "hard_blend", "interpolate", "load_albedo_model", "load_uv_layout",
-    "rasterize", "render_mesh", "sample_texture", "screen_vertices", "sh_basis", "sh_shading", "shade_for_display",
-    "soft_blend", "soft_coverage", "uniform_texture", "vertex_normals",
+    "rasterize", "rasterize_visible", "render_mesh", "sample_texture", "screen_vertices", "sh_basis", "sh_shading",
+    "shade_for_display", "soft_blend", "soft_coverage", "task_count", "uniform_texture", "vertex_normals", "visible_faces",
+    "visible_fragments",
 ]

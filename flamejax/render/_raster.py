@@ -68,6 +68,10 @@ class RasterConfig:
     cull_backfaces: bool = False
     """Drop faces seen from behind (clockwise on screen for FLAME's counter-clockwise winding). Off by default:
     a depth test resolves them, and they are needed where a mesh is open (the neck, an eyeball seen edge-on)."""
+    hard_rasterizer: str = "zbuffer"
+    """How :func:`flamejax.render.render_mesh` and :func:`shade_for_display` find the visible face in hard mode:
+    ``"zbuffer"`` (:func:`rasterize_visible`: scatter-min z-buffer, no tiles, no candidate budget) or ``"tiled"``
+    (:func:`rasterize` with K = 1, the tile binning soft mode uses). :func:`rasterize` itself is always tiled."""
 
     def __post_init__(self):
         object.__setattr__(self, "background", tuple(float(c) for c in self.background))
@@ -77,6 +81,8 @@ class RasterConfig:
             raise ValueError("tile_size, sigma and gamma must be positive")
         if not 0 < self.znear < self.zfar:
             raise ValueError("need 0 < znear < zfar")
+        if self.hard_rasterizer not in ("zbuffer", "tiled"):
+            raise ValueError(f"hard_rasterizer must be 'zbuffer' or 'tiled', got {self.hard_rasterizer!r}")
 
     @property
     def tile(self) -> int:

@@ -14,6 +14,7 @@ from flamejax.render._blend import hard_blend, interpolate, soft_blend
 from flamejax.render._raster import Fragments, RasterConfig, fragments_in_rows, map_row_blocks, rasterize, select_faces
 from flamejax.render._shading import _unit, sh_shading, vertex_normals
 from flamejax.render._texture import UVLayout, sample_texture
+from flamejax.render._zbuffer import fragments_from_corners, rasterize_visible, visible_faces
 
 
 @jax.tree_util.register_dataclass
@@ -81,13 +82,18 @@ def render_mesh(
         (SoftRas blending, see :func:`soft_blend`: the colour is not composited, alpha carries the silhouette and
         its gradients).
 
-    Memory: the per-pixel work runs in blocks of image rows, rematerialised in the backward pass.
+    Hard mode with ``config.hard_rasterizer = "zbuffer"`` (the default) finds each pixel's face with a z-buffer
+    (:func:`flamejax.render.visible_faces`) and evaluates one fragment per pixel; otherwise the per-pixel work runs
+    on the tiled rasterizer's K fragments in blocks of image rows, rematerialised in the backward pass.
     """
     config = _mode_config(config, mode)
     screen = screen_vertices(camera, verts_world, config.image_size)
     normals = vertex_normals(verts_world, faces)
     face_uvs = None if texture is None else uv_layout.face_uvs()
     background = jnp.asarray(config.background, screen.dtype)
+    if mode == "hard" and config.hard_rasterizer == "zbuffer":
+        return _render_visible(screen, faces, normals, face_uvs, texture, sh_coeffs, visible_faces(screen, faces, config),
+                               background)
 
     def rows(face_index, inside, row_centres):
         fragments = fragments_in_rows(screen, faces, face_index, inside, row_centres)
@@ -99,6 +105,29 @@ def render_mesh(
     return RenderResult(rgba[..., :3], rgba[..., 3], normal_image, fragments)
 
 
+def _render_visible(screen, faces, normals, face_uvs, texture, sh_coeffs, face_index, background) -> RenderResult:
+    """Hard mode from a z-buffer's face ids: each pixel gathers one row of a per-face table (screen corners,
+    corner normals, corner uvs), so the backward pass is one scatter-add of a row per pixel into that table."""
+    n_faces = faces.shape[0]
+    columns = [screen[faces].reshape(n_faces, 9), normals[faces].reshape(n_faces, 9)]
+    if face_uvs is not None:
+        columns.append(face_uvs.reshape(n_faces, 6).astype(screen.dtype))
+    covered = face_index >= 0
+    safe = jnp.maximum(face_index, 0)
+    row = jnp.concatenate(columns, axis=-1)[safe]
+    vertex_index = jnp.where(covered[..., None], faces[safe], 0).astype(jnp.int32)
+    fragments = fragments_from_corners(row[..., :9], face_index, vertex_index)
+    bary = fragments.bary[:, :, 0]
+    corner_sum = lambda first, width: sum(  # noqa: E731 -- barycentric mix of 3 corners stored side by side
+        bary[..., i, None] * row[..., first + i * width: first + (i + 1) * width] for i in range(3))
+    normal = _unit(corner_sum(9, 3))
+    colors = sh_shading(normal, sh_coeffs)
+    if texture is not None:
+        colors = colors * sample_texture(texture, corner_sum(18, 2))
+    image = jnp.where(covered[..., None], colors, background)
+    return RenderResult(image, covered.astype(image.dtype), jnp.where(covered[..., None], normal, 0.0), fragments)
+
+
 def shade_for_display(
     verts_world: Float[Array, "v 3"],
     faces: Int[Array, "f 3"],
@@ -108,7 +137,8 @@ def shade_for_display(
 ) -> Float[Array, "h w 4"]:
     """A gray, Lambert-shaded picture of the mesh (head light from slightly above), RGBA in [0, 1] for overlays."""
     config = _mode_config(config, "hard")
-    fragments = rasterize(screen_vertices(camera, verts_world, config.image_size), faces, config)
+    screen = screen_vertices(camera, verts_world, config.image_size)
+    fragments = (rasterize_visible if config.hard_rasterizer == "zbuffer" else rasterize)(screen, faces, config)
     normals_cam = jnp.einsum(
         "ij,vj->vi", camera.rotation_matrix(), vertex_normals(verts_world, faces), precision=jax.lax.Precision.HIGHEST
     )
