@@ -420,8 +420,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if module == "torch" and name in _TORCH_DTYPES:
             return _TorchStorageType(_TORCH_DTYPES[name])
         raise UnsafePickleError(
-            f"{load.name}: refusing to unpickle {_short(module)}.{_short(name)}: FLAME files contain only numpy, scipy.sparse, "
-            "chumpy and torch-tensor data (this file could run code when loaded with pickle; do not use it)")
+            f"{load.name}: refusing to unpickle {_short(module)}.{_short(name)}: FLAME files contain only numpy, "
+            "scipy.sparse, chumpy and torch-tensor data (this file could run code when loaded with pickle; "
+            "do not use it)")
 
 
 _LENGTH_PREFIX = {pickletools.TAKEN_FROM_ARGUMENT1: 1, pickletools.TAKEN_FROM_ARGUMENT4: 4,
