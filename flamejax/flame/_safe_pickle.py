@@ -32,6 +32,7 @@ import math
 import pickle
 import pickletools
 import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -523,7 +524,9 @@ def _unpickle_one(load: _Load, f: io.BytesIO, persistent_load=None) -> Any:
     unpickler = _RestrictedUnpickler(f, load)
     if persistent_load is not None:
         unpickler.persistent_load = persistent_load
-    return unpickler.load()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # damaged text pickles: invalid escapes in STRING
+        return unpickler.load()
 
 
 def _plain(load: _Load, obj: Any) -> Any:
