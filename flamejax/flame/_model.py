@@ -291,7 +291,7 @@ def _read_cache(cached: Path, path: Path) -> FlameArrays | None:
                                 for f in dataclasses.fields(FlameArrays)})
         validate_flame_arrays(arrays, cached)
         return arrays
-    except (CorruptFileError, KeyError, OSError) as err:
+    except (CorruptFileError, KeyError, OSError, ValueError, IndexError) as err:
         warnings.warn(f"damaged FLAME cache {cached} ({str(err).splitlines()[0][:200]}); rebuilding it from {path}",
                       RuntimeWarning, stacklevel=3)
         return None
