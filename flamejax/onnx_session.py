@@ -24,7 +24,8 @@ import numpy as np
 
 from flamejax.files import CorruptFileError, find_file
 
-__all__ = ["CUDA", "FLOAT", "INTEGER", "OnnxContract", "OnnxModel", "OnnxNetwork", "TensorSpec", "open_onnx", "preferred_providers"]
+__all__ = ["CUDA", "FLOAT", "INTEGER", "OnnxContract", "OnnxModel", "OnnxNetwork", "TensorSpec", "open_onnx",
+           "preferred_providers"]
 
 CUDA = "CUDAExecutionProvider"
 _ONNX_DTYPES = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(float16)": "float16",

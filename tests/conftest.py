@@ -8,14 +8,15 @@ from pathlib import Path
 import pytest
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
-os.environ.setdefault("FLAMEJAX_WEIGHTS", str(SHARED / "flame"))
+if (SHARED / "flame").is_dir():  # a set FLAMEJAX_WEIGHTS must name existing folders
+    os.environ.setdefault("FLAMEJAX_WEIGHTS", str(SHARED / "flame"))
 # The CLI keeps compiled programs on disk by default; tests that compare runs exactly compile fresh
 # (tests/test_runtime.py checks the cache itself).
 os.environ.setdefault("FLAMEJAX_COMPILE_CACHE", "0")
 
 
 def shared_flame_dir() -> Path:
-    return Path(os.environ["FLAMEJAX_WEIGHTS"].split(os.pathsep)[0])
+    return Path(os.environ.get("FLAMEJAX_WEIGHTS", str(SHARED / "flame")).split(os.pathsep)[0])
 
 
 requires_flame = pytest.mark.skipif(

@@ -214,7 +214,8 @@ def load_landmark_embedding(faces: np.ndarray, path: str | Path | None = None,
     arrays = _read_68(faces, path_68)
     if template is not None:
         _check_ibug_layout(arrays, np.asarray(template, np.float64), path_68)
-    arrays |= _read_mediapipe(faces, find_file("mediapipe_embedding", mediapipe_path, required=mediapipe_path is not None))
+    mediapipe_file = find_file("mediapipe_embedding", mediapipe_path, required=mediapipe_path is not None)
+    arrays |= _read_mediapipe(faces, mediapipe_file)
     arrays["iris_vertices"] = np.asarray(IRIS_VERTICES, np.int32)
     return LandmarkEmbedding(**{k: jnp.asarray(v) for k, v in arrays.items()})
 

@@ -256,14 +256,16 @@ def validate_flame_arrays(arrays: FlameArrays, path: Path | str) -> None:
     for name in ("shapedirs", "exprdirs", "posedirs"):
         largest = float(np.abs(getattr(arrays, name)).max(initial=0.0))
         if largest > _MAX_DISPLACEMENT_M:
-            problems.append(f"{_FILE_KEYS[name]} moves a vertex {largest:.3g} m per unit (at most {_MAX_DISPLACEMENT_M})")
+            problems.append(f"{_FILE_KEYS[name]} moves a vertex {largest:.3g} m per unit "
+                            f"(at most {_MAX_DISPLACEMENT_M})")
     weights = arrays.lbs_weights
     if weights.min() < -1e-6 or np.abs(weights.sum(axis=1) - 1).max() > 1e-3:
         problems.append("skinning weights are negative or their rows do not sum to one")
     if np.abs(arrays.j_regressor.sum(axis=1) - 1).max() > 1e-3:
         problems.append("joint regressor rows do not sum to one")
     if arrays.faces.min() < 0 or arrays.faces.max() >= NUM_VERTICES:
-        problems.append(f"faces index vertices {arrays.faces.min()}..{arrays.faces.max()}, outside 0..{NUM_VERTICES - 1}")
+        problems.append(f"faces index vertices {arrays.faces.min()}..{arrays.faces.max()}, "
+                        f"outside 0..{NUM_VERTICES - 1}")
     if problems:
         raise CorruptFileError(f"{path}: implausible FLAME model: {'; '.join(problems)}. The file is damaged or "
                                "not a FLAME model; get it again from https://flame.is.tue.mpg.de")
@@ -289,7 +291,7 @@ def _read_cache(cached: Path, path: Path) -> FlameArrays | None:
                                 for f in dataclasses.fields(FlameArrays)})
         validate_flame_arrays(arrays, cached)
         return arrays
-    except (CorruptFileError, KeyError, OSError) as err:
+    except (CorruptFileError, KeyError, OSError, ValueError, IndexError) as err:
         warnings.warn(f"damaged FLAME cache {cached} ({str(err).splitlines()[0][:200]}); rebuilding it from {path}",
                       RuntimeWarning, stacklevel=3)
         return None

@@ -32,6 +32,7 @@ import math
 import pickle
 import pickletools
 import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -420,8 +421,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if module == "torch" and name in _TORCH_DTYPES:
             return _TorchStorageType(_TORCH_DTYPES[name])
         raise UnsafePickleError(
-            f"{load.name}: refusing to unpickle {_short(module)}.{_short(name)}: FLAME files contain only numpy, scipy.sparse, "
-            "chumpy and torch-tensor data (this file could run code when loaded with pickle; do not use it)")
+            f"{load.name}: refusing to unpickle {_short(module)}.{_short(name)}: FLAME files contain only numpy, "
+            "scipy.sparse, chumpy and torch-tensor data (this file could run code when loaded with pickle; "
+            "do not use it)")
 
 
 _LENGTH_PREFIX = {pickletools.TAKEN_FROM_ARGUMENT1: 1, pickletools.TAKEN_FROM_ARGUMENT4: 4,
@@ -522,7 +524,9 @@ def _unpickle_one(load: _Load, f: io.BytesIO, persistent_load=None) -> Any:
     unpickler = _RestrictedUnpickler(f, load)
     if persistent_load is not None:
         unpickler.persistent_load = persistent_load
-    return unpickler.load()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # damaged text pickles: invalid escapes in STRING
+        return unpickler.load()
 
 
 def _plain(load: _Load, obj: Any) -> Any:
