@@ -20,7 +20,7 @@ from flamejax.flame import (
     UnsafePickleError,
     contour_bin,
     flame_forward,
-    landmarks_68,
+    embedded_points,
     load_flame,
     read_flame_arrays,
     safe_load_npy,
@@ -229,13 +229,14 @@ def test_embeddings_deca_and_ringnet_agree(flame_model):
 
 def test_landmarks_on_template_are_anatomical(flame_model):
     v = flame_model.v_template
-    lmk = np.asarray(landmarks_68(flame_model.landmarks, v, jnp.eye(3)))
+    points = embedded_points(flame_model.landmarks, v)
+    lmk = np.asarray(points.ibug68(jnp.eye(3)))
     assert np.all(np.diff(lmk[:17, 0]) > 0)  # jaw from the subject's right (-x) to left (+x)
     assert lmk[36, 0] < lmk[45, 0]  # outer eye corners
     assert lmk[8, 1] < lmk[30, 1] < lmk[27, 1]  # chin below nose tip below nose bridge
     np.testing.assert_allclose(lmk[:17, 0], -lmk[16::-1, 0], atol=4e-3)  # frontal contour is symmetric
-    static = np.asarray(landmarks_68(flame_model.landmarks, v))
-    assert np.abs(static[17:] - lmk[17:]).max() < 1e-6
+    one_row = embedded_points(flame_model.landmarks, v, contour_bin(jnp.eye(3)))
+    np.testing.assert_array_equal(np.asarray(one_row.ibug68(jnp.eye(3))), lmk)
 
 
 def test_contour_bin_follows_yaw():
@@ -266,7 +267,7 @@ def calibration_model():
 
 
 def test_stored_mediapipe_to_68_conversion_is_the_calibration(calibration_model):
-    from flamejax.flame._mediapipe68 import CALIBRATED_ROWS, calibrate_ibug68_from_mediapipe
+    from tools.calibrate_mediapipe68 import CALIBRATED_ROWS, calibrate_ibug68_from_mediapipe
     from flamejax.perception import IBUG68_FROM_MEDIAPIPE
 
     fresh = calibrate_ibug68_from_mediapipe(calibration_model)
@@ -278,7 +279,7 @@ def test_stored_mediapipe_to_68_conversion_is_the_calibration(calibration_model)
 def test_converted_mediapipe_points_land_on_flames_68_embedding(calibration_model):
     """On heads the calibration never saw, 68 points converted from the embedded MediaPipe points sit on FLAME's
     own 68 points; the hand-made table misses them by several percent (13 % at the brow ends)."""
-    from flamejax.flame._mediapipe68 import _sample_heads
+    from tools.calibrate_mediapipe68 import _sample_heads
     from flamejax.perception import IBUG68_FROM_MEDIAPIPE
     from flamejax.perception._layout import HAND_MADE_IBUG68_FROM_MEDIAPIPE
 
@@ -296,13 +297,12 @@ def test_converted_mediapipe_points_land_on_flames_68_embedding(calibration_mode
 
 
 def test_mediapipe_to_68_conversion_is_mirror_symmetric(calibration_model):
-    from flamejax.flame import mediapipe_landmarks
-    from flamejax.flame._mediapipe68 import _mirror_of_embedded
+    from tools.calibrate_mediapipe68 import _mirror_of_embedded
     from flamejax.perception import IBUG68_FROM_MEDIAPIPE, IBUG68_MIRROR
 
     emb = calibration_model.landmarks
     ids = [int(i) for i in np.asarray(emb.mediapipe_ids)]
-    mirror = _mirror_of_embedded(np.asarray(mediapipe_landmarks(emb, calibration_model.v_template)), ids)
+    mirror = _mirror_of_embedded(np.asarray(embedded_points(emb, calibration_model.v_template).mediapipe), ids)
     assert mirror[33] == 263 and mirror[61] == 291 and mirror[70] == 300 and mirror[168] == 168
     inner = IBUG68_FROM_MEDIAPIPE[17:][:, ids]
     mirrored = IBUG68_FROM_MEDIAPIPE[IBUG68_MIRROR][17:][:, [mirror[i] for i in ids]]

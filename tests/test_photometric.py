@@ -1,4 +1,4 @@
-"""Photometric mode on a synthetic head: the masked L1 error falls, geometry moves towards the truth."""
+"""Photometric mode on a synthetic head: the masked L1 error falls, geometry moves towards the truth, failures\nare reported by stage order."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flamejax.fit import (AMBIENT_SH, GroupSchedule, PhotometricConfig, PhotometricTargets, aligned_vertex_error_mm,
-                          fit_photometric_batch, sample_problem)
-from flamejax.flame import flame_forward
+from flamejax.fit import (AMBIENT_SH, FitResult, GroupSchedule, PhotometricConfig, PhotometricTargets, StageReport,
+                          Status, aligned_vertex_error_mm, fit_photometric, fit_photometric_batch, landmark_model,
+                          nme_inner, sample_problem)
+from flamejax.flame import flame_forward, posed_landmarks
 from flamejax.render import RasterConfig, load_uv_layout, render_mesh
 from tests.conftest import requires_flame
 
@@ -33,20 +34,46 @@ def synthetic(flame_model):
     return problem, uv, picture
 
 
-def test_photometric_fit_reduces_pixel_error(flame_model, synthetic):
+def landmark_fit_of(model, params, camera, targets, status):
+    """A landmark-stage result to start the photometric stage from (the stage reports are not read)."""
+    report = StageReport(jnp.zeros(1), jnp.asarray(0.0), jnp.asarray(True), jnp.asarray(-1, jnp.int32))
+    projected = posed_landmarks(model, params, camera)
+    return FitResult(params=params, camera=camera, landmarks=projected, nme=nme_inner(projected.lmk68, targets.lmk68),
+                     status=jnp.asarray(int(status), jnp.int32), rigid=report, landmark=report)
+
+
+def test_photometric_fit_reduces_pixel_error_and_keeps_stage_order_of_failures(flame_model, synthetic):
     problem, uv, picture = synthetic
     start = dataclasses.replace(problem.params, expression=problem.params.expression * 0.3,
                                 jaw_pose=problem.params.jaw_pose * 0.5)
-    targets = PhotometricTargets(picture.image[None], picture.alpha[None], jax.tree.map(lambda a: a[None], problem.targets))
+    # 0: a healthy image; 1: its photometric stage diverges (landmarks so far out that the loss overflows); 2: the
+    # same after a failed rigid stage, which stays the reported failure (the first failing stage, not the largest
+    # code). Infinite pixels in 1 and 2 only leave the mask.
+    statuses = (Status.OK, Status.OK, Status.DIVERGED_RIGID)
+    landmark = jax.tree.map(lambda *a: jnp.stack(a), *(landmark_fit_of(flame_model, start, problem.camera,
+                                                                       problem.targets, s) for s in statuses))
+    broken = picture.image.at[:8].set(jnp.inf)
+    far = dataclasses.replace(problem.targets, lmk68=problem.targets.lmk68 * 1e37)
+    targets = PhotometricTargets(jnp.stack([picture.image, broken, broken]), jnp.stack([picture.alpha] * 3),
+                                 jax.tree.map(lambda *a: jnp.stack(a), problem.targets, far, far))
     config = PhotometricConfig(steps=40, texel_start=20, texture_size=64, raster=RasterConfig(image_size=SIZE),
                                pose=GroupSchedule(0.02))
-    batch = lambda tree: jax.tree.map(lambda a: a[None], tree)  # noqa: E731
-    result = jax.tree.map(np.asarray, fit_photometric_batch(flame_model, uv, targets, batch(start),
-                                                            batch(problem.camera), config))
-    assert result.status[0] == 0
-    assert np.all(np.isfinite(result.texture)) and result.texture.shape == (1, 64, 64, 3)
-    assert result.photometric_final[0] < 0.6 * result.photometric_start[0]
+    result = jax.tree.map(np.asarray, fit_photometric_batch(flame_model, uv, targets, landmark, config))
+    assert [Status(int(s)) for s in result.status] == [Status.OK, Status.DIVERGED_PHOTOMETRIC, Status.DIVERGED_RIGID]
+    photo = result.photometric
+    assert not photo.stage.finite[1] and photo.stage.failed_step[1] == 0
+    assert np.all(np.isfinite(photo.texture)) and photo.texture.shape == (3, 64, 64, 3)
+    assert photo.photometric_final[0] < 0.6 * photo.photometric_start[0]
+    assert photo.stage.final_loss[0] < 0.8 * photo.stage.losses[0, 0]
     truth = np.asarray(flame_forward(flame_model, problem.params).vertices)
     fitted = flame_forward(flame_model, jax.tree.map(lambda a: a[0], result.params)).vertices
     before = np.median(aligned_vertex_error_mm(np.asarray(flame_forward(flame_model, start).vertices), truth))
     assert np.median(aligned_vertex_error_mm(np.asarray(fitted), truth)) < before
+
+
+def test_photometric_stage_needs_the_full_mesh(flame_model, synthetic):
+    problem, uv, picture = synthetic
+    landmark = landmark_fit_of(flame_model, problem.params, problem.camera, problem.targets, Status.OK)
+    targets = PhotometricTargets(picture.image, picture.alpha, problem.targets)
+    with pytest.raises(ValueError, match="full FLAME mesh"):
+        fit_photometric(landmark_model(flame_model), uv, targets, landmark)

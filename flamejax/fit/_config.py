@@ -1,15 +1,35 @@
-"""Fitting configuration: frozen, hashable dataclasses (static arguments of the jit-compiled fits).
+"""Fitting configuration: frozen dataclasses registered as pytrees.
 
-Defaults are the reference pipeline's numbers (flame-head-tracker, see REFERENCE.md §4–§5) unless marked
-as a flamejax addition.
+Numbers (weights, learning rates, priors, the field of view) are pytree leaves, so they reach the jit-compiled
+fits as traced arrays: changing one does not recompile. Step counts, switches and anything that decides an
+array's shape are static (pytree metadata, hashed into the compilation cache key).
+
+Defaults are the reference pipeline's numbers (flame-head-tracker, see REFERENCE.md §4–§5) unless marked as a
+flamejax addition.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+import jax
+import jax.numpy as jnp
+import optax
 
-@dataclasses.dataclass(frozen=True)
+
+def _config_pytree(*static: str):
+    """Frozen dataclass whose fields are pytree leaves except the ``static`` ones (metadata)."""
+
+    def register(cls):
+        cls = dataclasses.dataclass(frozen=True)(cls)
+        names = [f.name for f in dataclasses.fields(cls)]
+        return jax.tree_util.register_dataclass(cls, data_fields=[n for n in names if n not in static],
+                                                meta_fields=list(static))
+
+    return register
+
+
+@_config_pytree("drop_step")
 class GroupSchedule:
     """Adam learning rate of one parameter group: ``lr`` until ``drop_step``, then ``lr_after``."""
 
@@ -17,15 +37,13 @@ class GroupSchedule:
     lr_after: float | None = None
     drop_step: int | None = None
 
-    def schedule(self):
-        import optax
-
+    def schedule(self) -> optax.Schedule:
         if self.lr_after is None or self.drop_step is None:
-            return optax.constant_schedule(self.lr)
-        return optax.piecewise_constant_schedule(self.lr, {self.drop_step: self.lr_after / self.lr})
+            return lambda count: jnp.asarray(self.lr, jnp.float32)
+        return lambda count: jnp.where(count < self.drop_step, self.lr, self.lr_after).astype(jnp.float32)
 
 
-@dataclasses.dataclass(frozen=True)
+@_config_pytree("iterations", "pose_refine_steps")
 class InitConfig:
     """Weights-free linear initialisation (a flamejax addition): pose by PnP, then ridge regression on
     identity and expression given the pose, alternated ``iterations`` times."""
@@ -39,7 +57,7 @@ class InitConfig:
     mediapipe_weight: float = 0.5
 
 
-@dataclasses.dataclass(frozen=True)
+@_config_pytree("steps", "optimise_fov")
 class RigidStageConfig:
     """Stage 1: camera rotation and translation (and optionally the field of view) on the landmarks."""
 
@@ -55,7 +73,7 @@ class RigidStageConfig:
     fov_range: tuple[float, float] = (10.0, 50.0)
 
 
-@dataclasses.dataclass(frozen=True)
+@_config_pytree("steps", "fit_shape", "fit_camera")
 class LandmarkStageConfig:
     """Stage 2, landmark mode: expression, jaw, eyes (reference) plus identity, camera and dense points."""
 
@@ -80,7 +98,7 @@ class LandmarkStageConfig:
     fit_camera: bool = True
 
 
-@dataclasses.dataclass(frozen=True)
+@_config_pytree()
 class FitConfig:
     """Everything a landmark fit needs besides the model and the targets."""
 

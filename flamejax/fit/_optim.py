@@ -1,35 +1,45 @@
-"""The optimisation loop shared by every stage: optax updates inside ``lax.scan``, guarded against NaN/inf."""
+"""The optimisation loop shared by every stage: optax updates inside ``lax.scan``, guarded against NaN/inf, and
+Adam per labelled parameter group (``optax.partition`` over a label tree shaped like the stage's variables)."""
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from flamejax._typing import Array, Bool, Float, Int
+from flamejax._typing import Array, Bool, Float
+from flamejax.fit._result import StageReport
 
-
-class StageOutcome(NamedTuple):
-    variables: object
-    """The iterate with the lowest loss seen (never a non-finite one)."""
-    final_loss: Float[Array, ""]
-    """Loss of ``variables``."""
-    losses: Float[Array, "steps"]
-    """Loss before each step."""
-    finite: Bool[Array, ""]
-    """False when a step produced a non-finite loss or variable; later steps were skipped."""
-    failed_step: Int[Array, ""]
-    """The step that diverged, -1 if none."""
+FROZEN = "frozen"
+"""Label of variables a stage holds fixed."""
 
 
 def all_finite(tree) -> Bool[Array, ""]:
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+    leaves = jax.tree.leaves(tree)
+    if not leaves:
+        return jnp.asarray(True)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
 
 
-def run_optimiser(loss_fn: Callable[[object], Float[Array, ""]], variables, optimiser: optax.GradientTransformation,
-                  steps: int, project: Callable[[object], object] | None = None) -> StageOutcome:
+def finite_or_marker(values):
+    """``values`` with -1 where they are not finite (a stage's ``finite`` flag says that it failed)."""
+    return jnp.where(jnp.isfinite(values), values, -1.0)
+
+
+def partitioned_adam(schedules: Mapping[str, optax.Schedule], labels) -> optax.GradientTransformation:
+    """Adam with its own learning-rate schedule per label; leaves labelled :data:`FROZEN` do not move.
+
+    ``labels`` has the structure of the variables (or a prefix of it) with a label string at each leaf.
+    """
+    transforms = {name: optax.adam(schedule) for name, schedule in schedules.items()}
+    transforms[FROZEN] = optax.set_to_zero()
+    return optax.partition(transforms, labels)
+
+
+def run_stage(loss_fn: Callable[[object], Float[Array, ""]], variables, optimiser: optax.GradientTransformation,
+              steps: int, project: Callable[[object], object] | None = None) -> tuple[object, StageReport]:
     """``steps`` optimiser updates of ``variables`` on ``loss_fn``; ``project`` maps iterates back to bounds.
 
     A step whose loss, gradient or result is not finite is rejected and freezes the variables at the last
@@ -59,10 +69,4 @@ def run_optimiser(loss_fn: Callable[[object], Float[Array, ""]], variables, opti
     init = (variables, optimiser.init(variables), jnp.asarray(True), jnp.asarray(-1, jnp.int32), variables, inf)
     (last, _, ok, failed, best, best_loss), losses = jax.lax.scan(step, init, jnp.arange(steps, dtype=jnp.int32))
     best, best_loss = keep_best(best, best_loss, last, jnp.where(ok, loss_fn(last), jnp.inf))
-    return StageOutcome(best, best_loss, losses, ok, failed)
-
-
-def grouped_adam(schedules: dict[str, optax.Schedule | None]) -> optax.GradientTransformation:
-    """Adam per top-level key of a dict of variables; a ``None`` schedule freezes that group."""
-    transforms = {name: optax.adam(s) if s is not None else optax.set_to_zero() for name, s in schedules.items()}
-    return optax.multi_transform(transforms, lambda variables: {name: name for name in variables})
+    return best, StageReport(finite_or_marker(losses), finite_or_marker(best_loss), ok, failed)

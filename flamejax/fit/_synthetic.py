@@ -8,13 +8,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from flamejax.camera import Camera, project_ndc
-from flamejax.fit._targets import NUM_MEDIAPIPE, LandmarkTargets
-from flamejax.flame import FlameModel, FlameParams, flame_forward, iris_landmarks, landmarks_68, mediapipe_landmarks
+from flamejax.fit._targets import LandmarkTargets
+from flamejax.flame import FlameModel, FlameParams, embedded_points, flame_forward
+from flamejax.flame._layout import IRIS, NUM_POINTS
 from flamejax.rotation import euler_to_matrix, matrix_to_axis_angle
 
 
 @dataclasses.dataclass(frozen=True)
 class SyntheticSample:
+    """A fitting problem with a known answer (see :func:`sample_problem`)."""
+
     params: FlameParams
     camera: Camera
     targets: LandmarkTargets
@@ -45,15 +48,16 @@ def sample_problem(model: FlameModel, rng: np.random.Generator, image_size: int 
     emb = model.landmarks
     noise = noise_px * 2.0 / image_size
     observe = lambda pts: np.asarray(project_ndc(camera, pts)) + rng.normal(size=(len(pts), 2)) * noise  # noqa: E731
-    mediapipe = np.zeros((NUM_MEDIAPIPE, 2), np.float32)
-    mediapipe_weight = np.zeros(NUM_MEDIAPIPE, np.float32)
+    points = embedded_points(emb, vertices)
+    mediapipe = np.zeros((NUM_POINTS, 2), np.float32)
+    mediapipe_weight = np.zeros(NUM_POINTS, np.float32)
     ids = np.asarray(emb.mediapipe_ids)
-    mediapipe[ids] = observe(mediapipe_landmarks(emb, vertices))
+    mediapipe[ids] = observe(points.mediapipe)
     mediapipe_weight[ids] = 1.0
-    iris = observe(iris_landmarks(emb, vertices))
-    mediapipe[468:478] = iris
+    iris = observe(points.iris)
+    mediapipe[IRIS] = iris
     targets = LandmarkTargets(
-        lmk68=f32(observe(landmarks_68(emb, vertices, rot))), iris=f32(iris), mediapipe=f32(mediapipe),
+        lmk68=f32(observe(points.ibug68(rot))), iris=f32(iris), mediapipe=f32(mediapipe),
         lmk68_weight=jnp.ones(68, jnp.float32), iris_weight=jnp.ones(10, jnp.float32),
         mediapipe_weight=f32(mediapipe_weight), valid=jnp.asarray(True),
     )

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from flamejax._typing import Array, Bool, Float
 from flamejax.camera import pixels_to_ndc
-
-NUM_MEDIAPIPE = 478
-INNER = slice(17, 68)
-CONTOUR = slice(0, 17)
+from flamejax.flame._layout import INNER_68, IRIS, NUM_IBUG68, NUM_POINTS, OUTER_EYE_CORNERS
 
 
 @jax.tree_util.register_dataclass
@@ -36,29 +34,57 @@ class LandmarkTargets:
                     valid: bool = True) -> "LandmarkTargets":
         """Targets from pixel coordinates in a square ``image_size`` crop (MediaPipe 478 + iBUG 68)."""
         points478 = np.asarray(points478, np.float32)
-        iris = points478[468:478] if iris is None else np.asarray(iris, np.float32)
+        iris = points478[IRIS] if iris is None else np.asarray(iris, np.float32)
         ndc = lambda p: np.asarray(pixels_to_ndc(np.asarray(p, np.float32), image_size))  # noqa: E731
         arrays = dict(lmk68=ndc(lmk68), iris=ndc(iris), mediapipe=ndc(points478))
         finite = all(np.all(np.isfinite(a)) for a in arrays.values())
         arrays = {k: np.nan_to_num(v) for k, v in arrays.items()}
         return LandmarkTargets(
             **{k: jnp.asarray(v) for k, v in arrays.items()},
-            lmk68_weight=jnp.ones(68, jnp.float32),
+            lmk68_weight=jnp.ones(NUM_IBUG68, jnp.float32),
             iris_weight=jnp.ones(10, jnp.float32),
-            mediapipe_weight=jnp.ones(NUM_MEDIAPIPE, jnp.float32),
+            mediapipe_weight=jnp.ones(NUM_POINTS, jnp.float32),
             valid=jnp.asarray(bool(valid and finite)),
         )
 
     @staticmethod
     def padding() -> "LandmarkTargets":
-        """An invalid placeholder that fills a batch to its fixed size."""
+        """An invalid, weightless placeholder that fills a batch to its fixed size (see :attr:`is_padding`)."""
         zeros = lambda *s: jnp.zeros(s, jnp.float32)  # noqa: E731
-        return LandmarkTargets(zeros(68, 2), zeros(10, 2), zeros(NUM_MEDIAPIPE, 2), zeros(68), zeros(10),
-                               zeros(NUM_MEDIAPIPE), jnp.asarray(False))
+        return LandmarkTargets(zeros(NUM_IBUG68, 2), zeros(10, 2), zeros(NUM_POINTS, 2), zeros(NUM_IBUG68), zeros(10),
+                               zeros(NUM_POINTS), jnp.asarray(False))
+
+    @property
+    def is_padding(self) -> Bool[Array, "*batch"]:
+        """True for entries built by :meth:`padding`: invalid and with every weight zero."""
+        weights = (self.lmk68_weight, self.iris_weight, self.mediapipe_weight)
+        return ~self.valid & jnp.all(jnp.stack([jnp.all(w == 0, axis=-1) for w in weights]), axis=0)
+
+    @property
+    def usable(self) -> Bool[Array, "*batch"]:
+        """Valid and finite: what the fit treats as an image to fit."""
+        points = (self.lmk68, self.iris, self.mediapipe, self.lmk68_weight, self.iris_weight, self.mediapipe_weight)
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(p.reshape(*self.valid.shape, -1)), axis=-1)
+                                    for p in points]), axis=0)
+        return self.valid & finite
+
+
+def check_targets(targets: LandmarkTargets, batch_dims: int, name: str = "targets") -> None:
+    """Shapes and ranks of user-given targets (``batch_dims`` leading axes), with a message that says which."""
+    if not isinstance(targets, LandmarkTargets):
+        raise TypeError(f"{name}: expected LandmarkTargets, got {type(targets).__name__}")
+    batch = tuple(np.shape(targets.valid))
+    if len(batch) != batch_dims:
+        raise ValueError(f"{name}: expected {batch_dims} leading batch axes, got valid of shape {batch}"
+                         + (" (stack per-image targets with stack_targets)" if batch_dims else ""))
+    for field, shape in (("lmk68", (NUM_IBUG68, 2)), ("iris", (10, 2)), ("mediapipe", (NUM_POINTS, 2)),
+                         ("lmk68_weight", (NUM_IBUG68,)), ("iris_weight", (10,)), ("mediapipe_weight", (NUM_POINTS,))):
+        chex.assert_shape(getattr(targets, field), batch + shape,
+                          custom_message=f"{name}.{field} must have shape {batch + shape}")
 
 
 def stack_targets(targets: list[LandmarkTargets], batch_size: int | None = None) -> LandmarkTargets:
-    """Stack per-image targets into a batch, padded with invalid entries up to ``batch_size``."""
+    """Stack per-image targets into a batch, padded with :meth:`LandmarkTargets.padding` up to ``batch_size``."""
     batch_size = batch_size or len(targets)
     if len(targets) > batch_size:
         raise ValueError(f"{len(targets)} targets do not fit a batch of {batch_size}")
@@ -68,10 +94,11 @@ def stack_targets(targets: list[LandmarkTargets], batch_size: int | None = None)
 
 def eye_corner_distance(lmk68: Float[Array, "68 2"]) -> Float[Array, ""]:
     """Outer-eye-corner distance (points 36 and 45), the NME normaliser."""
-    return jnp.linalg.norm(lmk68[36] - lmk68[45])
+    right, left = OUTER_EYE_CORNERS
+    return jnp.linalg.norm(lmk68[right] - lmk68[left])
 
 
 def nme_inner(predicted: Float[Array, "68 2"], target: Float[Array, "68 2"]) -> Float[Array, ""]:
     """Mean distance over the inner 51 points divided by the target's outer-eye-corner distance."""
-    err = jnp.linalg.norm(predicted[INNER] - target[INNER], axis=-1).mean()
+    err = jnp.linalg.norm(predicted[INNER_68] - target[INNER_68], axis=-1).mean()
     return err / jnp.maximum(eye_corner_distance(target), 1e-8)

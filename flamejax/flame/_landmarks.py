@@ -1,4 +1,5 @@
-"""Landmarks on the FLAME surface: barycentric embeddings of the 68-point iBUG set, MediaPipe points, irises."""
+"""Landmark embeddings on the FLAME surface (68-point iBUG set, MediaPipe points, irises) and their loader; the
+geometry of posed landmarks is in :mod:`flamejax.flame._landmark_geometry`."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ class LandmarkEmbedding:
     """iBUG points 17..67 (brows, nose, eyes, mouth)."""
     static_bary: Float[Array, "51 3"]
     contour_vertices: Int[Array, "79 17 3"]
-    """iBUG jaw contour 0..16 for each yaw bin (see :func:`contour_bin`)."""
+    """iBUG jaw contour 0..16 for each yaw bin (see :func:`flamejax.flame.contour_bin`)."""
     contour_bary: Float[Array, "79 17 3"]
     full_vertices: Int[Array, "68 3"]
     """A fixed 68-point embedding (frontal contour), as DECA's ``full_lmk``."""
@@ -218,43 +219,3 @@ def load_landmark_embedding(faces: np.ndarray, path: str | Path | None = None,
     arrays |= _read_mediapipe(faces, mediapipe_file)
     arrays["iris_vertices"] = np.asarray(IRIS_VERTICES, np.int32)
     return LandmarkEmbedding(**{k: jnp.asarray(v) for k, v in arrays.items()})
-
-
-def barycentric_points(vertices: Float[Array, "verts 3"], vertex_ids: Int[Array, "*n 3"],
-                       bary: Float[Array, "*n 3"]) -> Float[Array, "*n 3"]:
-    return jnp.einsum("...kc,...k->...c", vertices[vertex_ids], bary, precision=jax.lax.Precision.HIGHEST)
-
-
-def contour_bin(head_to_camera: Float[Array, "3 3"]) -> Int[Array, ""]:
-    """Row of the dynamic contour embedding for a head rotation relative to the camera.
-
-    Rows 0..39 hold yaw 0..+39 degrees (face turned towards its own left, +x), rows 40..78 yaw -1..-39. This is
-    DECA's binning with the sign of the yaw as this camera convention sees it; checked by the normals of the
-    chosen contour vertices (they face sideways, not away from the camera) in the tests.
-    """
-    r = head_to_camera
-    yaw = jnp.arctan2(-r[2, 0], jnp.sqrt(r[0, 0] ** 2 + r[1, 0] ** 2))
-    angle = jnp.round(jnp.minimum(jnp.rad2deg(yaw), MAX_CONTOUR_YAW_DEG)).astype(jnp.int32)
-    negative = jnp.where(angle < -MAX_CONTOUR_YAW_DEG, 2 * MAX_CONTOUR_YAW_DEG, MAX_CONTOUR_YAW_DEG - angle)
-    return jnp.where(angle < 0, negative, angle)
-
-
-def landmarks_68(embedding: LandmarkEmbedding, vertices: Float[Array, "verts 3"],
-                 head_to_camera: Float[Array, "3 3"] | None = None) -> Float[Array, "68 3"]:
-    """iBUG-68 points; the jaw contour follows the yaw of ``head_to_camera`` (static frontal one if None)."""
-    if head_to_camera is None:
-        return barycentric_points(vertices, embedding.full_vertices, embedding.full_bary)
-    row = contour_bin(head_to_camera)
-    contour = barycentric_points(vertices, embedding.contour_vertices[row], embedding.contour_bary[row])
-    inner = barycentric_points(vertices, embedding.static_vertices, embedding.static_bary)
-    return jnp.concatenate([contour, inner], axis=0)
-
-
-def mediapipe_landmarks(embedding: LandmarkEmbedding, vertices: Float[Array, "verts 3"]) -> Float[Array, "n_mp 3"]:
-    """The embedded MediaPipe points, in the order of ``embedding.mediapipe_ids``."""
-    return barycentric_points(vertices, embedding.mediapipe_vertices, embedding.mediapipe_bary)
-
-
-def iris_landmarks(embedding: LandmarkEmbedding, vertices: Float[Array, "verts 3"]) -> Float[Array, "10 3"]:
-    """Iris centres and rings in MediaPipe order 468..477."""
-    return vertices[embedding.iris_vertices]

@@ -6,7 +6,8 @@ outer-eye-corner distance (the brow ends) on the mean head itself, so the fit wo
 residual would measure that disagreement rather than the fit. Here each of the inner 51 points becomes the
 affine combination of the embedded MediaPipe points of its own facial part that best reproduces FLAME's point
 over heads sampled from the model, shrunk towards the hand-made table and made mirror-symmetric. The result is
-stored in :mod:`flamejax.perception._layout`; ``python -m flamejax.flame._mediapipe68`` prints it anew.
+stored in :mod:`flamejax.flame._layout`; ``python tools/calibrate_mediapipe68.py`` prints it anew (a development
+tool, not part of the package: the tests import it to check the stored table).
 """
 
 from __future__ import annotations
@@ -17,17 +18,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flamejax.flame._forward import FlameParams, flame_forward
-from flamejax.flame._landmarks import barycentric_points, mediapipe_landmarks
-from flamejax.flame._model import FlameModel
+from flamejax.flame import FlameModel, FlameParams, landmark_points
+from flamejax.flame import _layout as layout
 
-CALIBRATED_ROWS = range(17, 68)
+CALIBRATED_ROWS = range(layout.INNER_68.start, layout.INNER_68.stop)
 """The inner 51 points; the jaw contour follows the silhouette and has no fixed place on the mesh."""
 
 
 def _parts() -> list[tuple[range, tuple[int, ...]]]:
-    from flamejax.perception import _layout as layout
-
     return [(range(17, 22), layout.RIGHT_BROW), (range(22, 27), layout.LEFT_BROW), (range(27, 36), layout.NOSE),
             (range(36, 42), layout.RIGHT_EYE), (range(42, 48), layout.LEFT_EYE),
             (range(48, 68), layout.LIPS_OUTER + layout.LIPS_INNER)]
@@ -35,9 +33,8 @@ def _parts() -> list[tuple[range, tuple[int, ...]]]:
 
 def _landmark_sets(model: FlameModel, params: FlameParams):
     """The embedded MediaPipe points (n_mp, 3) and FLAME's inner 51 points (51, 3) of one head."""
-    emb = model.landmarks
-    v = flame_forward(model, params).vertices
-    return mediapipe_landmarks(emb, v), barycentric_points(v, emb.static_vertices, emb.static_bary)
+    points = landmark_points(model, params)
+    return points.mediapipe, points.inner
 
 
 def _sample_heads(model: FlameModel, count: int, seed: int, expression_std: float, max_jaw: float):
@@ -86,8 +83,6 @@ def calibrate_ibug68_from_mediapipe(model: FlameModel, samples: int = 200, ridge
     Heads are drawn with identity ~ N(0, 1), expression ~ N(0, ``expression_std``²) and the jaw opened up to
     ``max_jaw`` radians. Needs the model's MediaPipe embedding.
     """
-    from flamejax.perception._layout import HAND_MADE_IBUG68_FROM_MEDIAPIPE, IBUG68_MIRROR, NUM_POINTS
-
     emb = model.landmarks
     if emb is None or emb.num_mediapipe == 0:
         raise ValueError("calibration needs a model loaded with its MediaPipe landmark embedding")
@@ -98,21 +93,21 @@ def calibrate_ibug68_from_mediapipe(model: FlameModel, samples: int = 200, ridge
     mediapipe, inner = _sample_heads(model, samples, seed, expression_std, max_jaw)
     mediapipe, inner = mediapipe / unit, inner / unit
 
-    solved = np.zeros((68, NUM_POINTS))
+    solved = np.zeros((68, layout.NUM_POINTS))
     for rows, part in _parts():
         embedded = [p for p in part if p in ids]
         points = mediapipe[:, [ids.index(p) for p in embedded], :].transpose(0, 2, 1)
         for row in rows:
-            prior = HAND_MADE_IBUG68_FROM_MEDIAPIPE[row, embedded]
+            prior = layout.HAND_MADE_IBUG68_FROM_MEDIAPIPE[row, embedded]
             if prior.sum() == 0:
                 raise ValueError(f"none of the MediaPipe points of the hand-made row {row} is embedded on FLAME")
             solved[row, embedded] = _solve_row(points, inner[:, row - 17], prior / prior.sum(), ridge)
 
     mirror = _mirror_of_embedded(template_mp, ids)
-    permute = np.arange(NUM_POINTS)
+    permute = np.arange(layout.NUM_POINTS)
     permute[list(mirror)] = list(mirror.values())
-    symmetric = 0.5 * (solved + solved[IBUG68_MIRROR][:, permute])
-    table = HAND_MADE_IBUG68_FROM_MEDIAPIPE.copy()
+    symmetric = 0.5 * (solved + solved[layout.IBUG68_MIRROR][:, permute])
+    table = layout.HAND_MADE_IBUG68_FROM_MEDIAPIPE.copy()
     table[CALIBRATED_ROWS] = symmetric[CALIBRATED_ROWS]
     return table
 
@@ -129,7 +124,7 @@ def stored_rows(table: np.ndarray, decimals: int = 3) -> dict[int, tuple[tuple[i
 
 
 if __name__ == "__main__":
-    from flamejax.flame._model import load_flame
+    from flamejax.flame import load_flame
 
     calibrated = stored_rows(calibrate_ibug68_from_mediapipe(load_flame(n_shape=100, n_expression=50)))
     for r, entries in calibrated.items():

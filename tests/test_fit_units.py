@@ -1,0 +1,71 @@
+"""Small pure pieces of the fit, each with and without jit (chex variants): losses, projection, the closed forms
+of the initialisation against the SVD / least-squares solutions they replace, the status order."""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl.testing import parameterized  # noqa: F401  (chex.variants needs absl's parameterized test cases)
+
+from flamejax.camera import Camera, project_ndc
+from flamejax.fit import Status
+from flamejax.fit._init import _orthonormal_rows, _scaled_orthographic_pose, _solve_spd3
+from flamejax.fit._landmark_fit import mean_l1, mean_l2
+from flamejax.fit._result import first_failure
+from flamejax.rotation import axis_angle_to_matrix
+
+
+class LossTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_weighted_means(self):
+        pred = jnp.array([[0.0, 0.0], [3.0, 4.0], [1.0, 1.0]])
+        target = jnp.zeros((3, 2))
+        weight = jnp.array([1.0, 1.0, 0.0])
+        l2 = self.variant(mean_l2)(pred, target, weight)
+        l1 = self.variant(mean_l1)(pred, target, weight)
+        np.testing.assert_allclose(l2, 2.5, rtol=1e-5)  # (0 + 5) / 2, the zero-weight point ignored
+        np.testing.assert_allclose(l1, 1.75, rtol=1e-6)  # (0 + 3.5) / 2
+        self.assertTrue(np.isfinite(jax.grad(mean_l2)(target, target, weight)).all())  # smooth at zero
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_projection_of_a_point_on_the_axis_and_off_it(self):
+        camera = Camera.default(fov_deg=90.0, distance=2.0)
+        points = jnp.array([[0.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
+        ndc = self.variant(project_ndc)(camera, points)
+        # 90° FOV: NDC focal length 1; the point (1, 1) at depth 2 lands at x = 0.5, y = -0.5 (y down).
+        np.testing.assert_allclose(ndc, [[0.0, 0.0], [0.5, -0.5]], atol=1e-6)
+
+
+class ClosedFormTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_spd3_solve_and_orthonormal_rows(self):
+        rng = np.random.default_rng(0)
+        m = rng.normal(size=(3, 3))
+        spd = jnp.asarray(m @ m.T + 0.5 * np.eye(3), jnp.float32)
+        rhs = jnp.asarray(rng.normal(size=(3, 2)), jnp.float32)
+        np.testing.assert_allclose(self.variant(_solve_spd3)(spd, rhs), np.linalg.solve(spd, rhs), rtol=1e-4, atol=1e-5)
+        rows = jnp.asarray(rng.normal(size=(2, 3)), jnp.float32)
+        u, _, vt = np.linalg.svd(np.asarray(rows, np.float64), full_matrices=False)
+        np.testing.assert_allclose(self.variant(_orthonormal_rows)(rows), u @ vt, atol=1e-5)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_scaled_orthographic_pose_recovers_a_far_camera(self):
+        """Far away (weak perspective holds) the closed form recovers rotation and translation."""
+        rng = np.random.default_rng(1)
+        points = jnp.asarray(rng.normal(size=(40, 3)) * 0.05, jnp.float32)
+        rotation = jnp.asarray([0.2, -0.4, 0.1], jnp.float32)
+        camera = Camera(rotation, jnp.asarray([0.01, -0.02, -20.0], jnp.float32), jnp.asarray(1.0, jnp.float32))
+        target = project_ndc(camera, points)
+        pose = self.variant(_scaled_orthographic_pose)(points, target, jnp.ones(40), camera.fov_deg)
+        np.testing.assert_allclose(axis_angle_to_matrix(pose[:3]), axis_angle_to_matrix(rotation), atol=2e-3)
+        np.testing.assert_allclose(pose[3:], camera.translation, rtol=2e-3, atol=2e-3)
+
+
+def test_status_of_the_first_failing_stage():
+    codes = first_failure([(jnp.asarray(False), Status.PADDING), (jnp.asarray(True), Status.DIVERGED_RIGID),
+                           (jnp.asarray(True), Status.DIVERGED_LANDMARK)])
+    assert codes.dtype == jnp.int32 and Status(int(codes)) is Status.DIVERGED_RIGID
+    assert Status(int(first_failure([(jnp.asarray(False), Status.PADDING)]))) is Status.OK
+    assert {s.reason for s in Status} and len({s.reason for s in Status}) == len(Status)
