@@ -1,0 +1,38 @@
+"""The accelerator check's building blocks on the CPU (the full run needs a GPU: benchmarks/gpu_check.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import pytest
+
+from benchmarks import gpu_check
+from benchmarks._common import render_section
+from tests.conftest import requires_flame
+
+pytestmark = requires_flame
+TINY = dataclasses.replace(gpu_check.SMOKE, image_size=32, render_batch=1)
+
+
+def test_timed_and_verdict():
+    calls = []
+    compile_s, seconds = gpu_check.timed(lambda: calls.append(1), repeats=3)
+    assert len(calls) == 4 and compile_s >= 0 and seconds >= 0
+    assert gpu_check.verdict(6000, 5000) == "met" and gpu_check.verdict(9.0, 8.0, larger_is_better=False) == "missed"
+
+
+def test_render_speed_row():
+    row = gpu_check.render_speed(TINY)
+    assert row["batch"] == 1 and row["image_size"] == 32
+    assert row["forward_backward_images_per_s"] > 0 and row["forward_images_per_s"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("FLAMEJAX_RUN_SLOW") != "1", reason="3-8 minutes on 2 cores: FLAMEJAX_RUN_SLOW=1")
+def test_smoke_run_writes_a_section(tmp_path):
+    payload = gpu_check.run(smoke=True)
+    assert payload["status"] == "ok" and payload["data"]["agreement"]["ok"]
+    assert payload["data"]["agreement"]["self_comparison"]
+    section = render_section(payload)
+    assert "Targets (issue 14)" in section and "Device against CPU" in section
