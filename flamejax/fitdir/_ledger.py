@@ -205,7 +205,8 @@ def check_settings(output_dir: Path, settings: dict, refit: bool) -> bool:
             raise SettingsMismatchError(
                 f"{output_dir}: holds fits made with other settings ({', '.join(changed)} differ); rerun with "
                 "--refit to fit every image again with the new settings, or choose another output folder")
-    write_json(path, settings)
+    if recorded != settings:
+        write_json(path, settings)
     return recorded is None or recorded == settings
 
 
