@@ -127,18 +127,24 @@ def native_stderr_to(path: Path | None):
     (``None``: discard), while Python's ``sys.stderr`` (our messages, progress bars, logging) still reaches the
     terminal. Native code ignores Python's streams and the environment variables meant to silence it."""
     sys.stderr.flush()
+    try:
+        python_on_fd2 = sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # already redirected (a test's capture, an IDE console)
+        python_on_fd2 = False
     saved = os.dup(2)
     target = os.open(os.devnull if path is None else path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     previous = sys.stderr
     try:
         os.dup2(target, 2)
-        sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1, encoding=previous.encoding or "utf-8",
-                               errors="backslashreplace")
+        if python_on_fd2:
+            sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1, encoding=previous.encoding or "utf-8",
+                                   errors="backslashreplace")
         yield
     finally:
-        sys.stderr.flush()
-        sys.stderr.close()
-        sys.stderr = previous
+        if python_on_fd2:
+            sys.stderr.flush()
+            sys.stderr.close()
+            sys.stderr = previous
         os.dup2(saved, 2)
         os.close(saved)
         os.close(target)

@@ -201,13 +201,24 @@ def check_settings(output_dir: Path, settings: dict, refit: bool) -> bool:
             recorded = None
     if recorded is not None and recorded != settings:
         if not refit:
-            changed = sorted(k for k in set(recorded) | set(settings) if recorded.get(k) != settings.get(k))
+            old, new = _flat(recorded), _flat(settings)
+            changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             raise SettingsMismatchError(
-                f"{output_dir}: holds fits made with other settings ({', '.join(changed)} differ); rerun with "
+                f"{output_dir}: holds fits made with other settings ({', '.join(changed[:6])} differ); rerun with "
                 "--refit to fit every image again with the new settings, or choose another output folder")
     if recorded != settings:
         write_json(path, settings)
     return recorded is None or recorded == settings
+
+
+def _flat(tree, prefix: str = "") -> dict[str, object]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``: names the setting that differs, however deep."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    flat: dict[str, object] = {}
+    for key, value in tree.items():
+        flat |= _flat(value, f"{prefix}.{key}" if prefix else str(key))
+    return flat
 
 
 class FolderLock:
