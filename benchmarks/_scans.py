@@ -137,7 +137,8 @@ def load_scans(mean_vertices: np.ndarray, mean_landmarks51: np.ndarray, flame_al
         if not (SCANS / mesh).is_file():
             continue
         vertices, faces = _read_mesh(SCANS / mesh)
-        landmarks = np.asarray(flame_landmarks51(vertices) if kind == "registered" else np.load(SCANS / lmk), np.float64)
+        landmarks = flame_landmarks51(vertices) if kind == "registered" else np.load(SCANS / lmk)
+        landmarks = np.asarray(landmarks, np.float64)
         to_head = rigid_fit(landmarks, mean_landmarks51)
         vertices, landmarks = apply(to_head, vertices), apply(to_head, landmarks)
         if kind == "registered":

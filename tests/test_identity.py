@@ -16,8 +16,8 @@ from flamejax.render import vertex_normals
 
 
 def _camera(yaw_deg: float, distance: float = 1.0) -> Camera:
-    return Camera(jnp.array([0.0, np.deg2rad(yaw_deg), 0.0], jnp.float32), jnp.array([0.0, 0.0, -distance], jnp.float32),
-                  jnp.float32(20.0))
+    rotation = jnp.array([0.0, np.deg2rad(yaw_deg), 0.0], jnp.float32)
+    return Camera(rotation, jnp.array([0.0, 0.0, -distance], jnp.float32), jnp.float32(20.0))
 
 
 @pytest.fixture(scope="module")
