@@ -401,7 +401,8 @@ def run(quick: bool, pictures_dir: Path | None = None, sampled_heads: int | None
             "its mouth open): their error includes that expression, for the mean head and the fits alike. NME: inner "
             "51 points, fit (or MediaPipe's 68 conversion) against the truth's projected 3D points (AFLW2000-3D "
             "convention: hidden points where they are), over sqrt(w h) of the truth's 51-point box. "
-            "visibility+robust: the same fit re-run with weights from flamejax.fit._visibility at the baseline's pose; v+r, shape prior x10: that, with the landmark stage's shape_l2 ten times the default.")
+            "visibility+robust: the same fit re-run with weights from flamejax.fit._visibility at the baseline's "
+            "pose; v+r, shape prior x10: that, with the landmark stage's shape_l2 ten times the default.")
     return result(NAME, TITLE, "quick" if quick else "full", settings, tables,
                   data={"rows": rows, "verdicts": verdicts}, note=note)
 
