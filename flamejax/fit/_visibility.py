@@ -1,0 +1,160 @@
+"""Which landmarks to trust at hard poses: visibility from the model's normals, robust reweighting, confidence.
+
+Pure functions on one image (``jax.vmap`` batches them), meant to scale the per-point weights of the landmark loss
+(``LandmarkTargets.lmk68_weight`` / ``mediapipe_weight``) between or inside fitting stages:
+
+* :func:`visibility_weights`: a point whose surface faces away from the camera under the current pose is a guess of
+  the detector (it cannot see it); judged by the FLAME surface normal at the embedded point.
+* :func:`robust_weights`: iteratively-reweighted least squares weights (Geman-McClure or Tukey) of residuals
+  normalised by the size of the face, so that points no head pose explains stop pulling the fit.
+* :func:`fit_confidence`: one number in [0, 1] per image from the normalised residuals and the weights.
+* :func:`silhouette_contour` and :func:`contour_conventions`: the 68 points with the jaw contour either on the
+  visible outline of the head (300-W style) or as fixed 3D points projected (AFLW2000-3D style).
+
+Camera and pixel conventions are :mod:`flamejax.camera`'s.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from flamejax._typing import Array, Float, Int
+from flamejax.camera import Camera, project_ndc, world_to_camera
+
+_HI = jax.lax.Precision.HIGHEST
+
+
+INNER_LIP_PROXY = ((60, 48), (61, 50), (62, 51), (63, 52), (64, 54), (65, 56), (66, 57), (67, 58))
+"""(inner-lip iBUG point, outer-lip point whose normal stands in for it): the inner-lip surfaces face each other,
+so their own normals say nothing about whether the camera sees the mouth."""
+
+
+def point_normals(vertex_normals: Float[Array, "verts 3"], vertex_ids: Int[Array, "*n 3"],
+                  bary: Float[Array, "*n 3"]) -> Float[Array, "*n 3"]:
+    """Unit surface normals at embedded points: the mesh's vertex normals interpolated barycentrically."""
+    normal = jnp.einsum("...kc,...k->...c", vertex_normals[vertex_ids], bary, precision=_HI)
+    return normal / jnp.maximum(jnp.linalg.norm(normal, axis=-1, keepdims=True), 1e-12)
+
+
+def lip_normals_from_outer(normals68: Float[Array, "68 3"]) -> Float[Array, "68 3"]:
+    """68-point normals with the inner lip's replaced by the outer lip's (see :data:`INNER_LIP_PROXY`)."""
+    inner, outer = (jnp.asarray(ids) for ids in zip(*INNER_LIP_PROXY))
+    return normals68.at[inner].set(normals68[outer])
+
+
+def facing_cosine(camera: Camera, points: Float[Array, "n 3"], normals: Float[Array, "n 3"]) -> Float[Array, "n"]:
+    """Cosine between each surface normal and the direction from its point to the camera centre.
+
+    1: the surface faces the camera; 0: seen edge-on (the silhouette); < 0: it faces away (hidden).
+    """
+    to_camera = -world_to_camera(camera, points)
+    to_camera = to_camera / jnp.maximum(jnp.linalg.norm(to_camera, axis=-1, keepdims=True), 1e-12)
+    normals_cam = jnp.einsum("ij,nj->ni", camera.rotation_matrix(), normals, precision=_HI)
+    return jnp.sum(normals_cam * to_camera, axis=-1)
+
+
+def visibility_weights(camera: Camera, points: Float[Array, "n 3"], normals: Float[Array, "n 3"],
+                       floor: float = 0.05, threshold: float = 0.05, softness: float = 0.05) -> Float[Array, "n"]:
+    """Per-point weights in [floor, 1]: about 1 where the surface faces the camera, ``floor`` where it faces away.
+
+    A smooth step of the facing cosine around ``threshold`` (a point seen at a grazing angle is already poorly
+    located by a detector) with width ``softness``; smooth so it can sit inside a differentiated loss.
+    """
+    step = jax.nn.sigmoid((facing_cosine(camera, points, normals) - threshold) / softness)
+    return floor + (1.0 - floor) * step
+
+
+def face_size(points: Float[Array, "n 2"], weight: Float[Array, "n"] | None = None) -> Float[Array, ""]:
+    """sqrt(width * height) of the bounding box of the points with positive weight (the NME "face box" scale).
+
+    Unlike the eye-corner distance it does not collapse when the head turns to profile.
+    """
+    keep = jnp.ones(points.shape[0], bool) if weight is None else weight > 0
+    lo = jnp.min(jnp.where(keep[:, None], points, jnp.inf), axis=0)
+    hi = jnp.max(jnp.where(keep[:, None], points, -jnp.inf), axis=0)
+    extent = jnp.where(jnp.isfinite(hi - lo), hi - lo, 0.0)
+    return jnp.sqrt(jnp.maximum(extent[0] * extent[1], 1e-12))
+
+
+def geman_mcclure_weights(residual: Float[Array, "n"], scale: float) -> Float[Array, "n"]:
+    """IRLS weights of the Geman-McClure loss r²/(r² + c²), normalised to 1 at r = 0: (c²/(r² + c²))².
+
+    A residual of ``scale`` gets 1/4, of 3 ``scale`` 1/100: never exactly zero, so a wrong start can recover.
+    """
+    c2 = scale**2
+    return (c2 / (residual**2 + c2)) ** 2
+
+
+def tukey_weights(residual: Float[Array, "n"], scale: float) -> Float[Array, "n"]:
+    """IRLS weights of Tukey's biweight: (1 - (r/c)²)² inside ``scale``, exactly 0 beyond."""
+    inside = jnp.clip(1.0 - (residual / scale) ** 2, 0.0, 1.0)
+    return inside**2
+
+
+def normalised_residuals(predicted: Float[Array, "n 2"], target: Float[Array, "n 2"],
+                         weight: Float[Array, "n"]) -> Float[Array, "n"]:
+    """Distance of each point to its target over the face size of the (positively weighted) targets."""
+    return jnp.linalg.norm(predicted - target, axis=-1) / face_size(target, weight)
+
+
+def robust_weights(predicted: Float[Array, "n 2"], target: Float[Array, "n 2"], weight: Float[Array, "n"],
+                   scale: float = 0.08, kind: str = "geman_mcclure") -> Float[Array, "n"]:
+    """Weights that switch off targets no fitted pose explains (``weight`` times an IRLS factor).
+
+    ``predicted`` are the model's landmarks under the fitted pose, so a large residual is a point the model
+    cannot reach. Residuals are in units of the face size (:func:`face_size`); ``scale`` 0.08 is about twice a
+    good fit's typical error. ``kind``: ``"geman_mcclure"`` (soft) or ``"tukey"`` (hard cut-off at ``scale``).
+    """
+    if kind not in ("geman_mcclure", "tukey"):
+        raise ValueError(f"robust_weights: kind must be 'geman_mcclure' or 'tukey', got {kind!r}")
+    residual = normalised_residuals(predicted, target, weight)
+    factor = geman_mcclure_weights(residual, scale) if kind == "geman_mcclure" else tukey_weights(residual, scale)
+    return weight * factor
+
+
+def fit_confidence(predicted: Float[Array, "n 2"], target: Float[Array, "n 2"], visibility: Float[Array, "n"],
+                   robust: Float[Array, "n"], error_scale: float = 0.05) -> Float[Array, ""]:
+    """Confidence of one image's fit in [0, 1]: how much of the face was seen and explained, and how well.
+
+    ``kept`` = share of the visibility weight the robust weights keep (points no pose explains lower it);
+    ``error`` = visibility-weighted mean residual over the face size. Confidence = kept · exp(-(error/scale)²):
+    0.78 at an error of half ``error_scale`` with every point kept, 0.37 at ``error_scale``.
+    """
+    total = jnp.maximum(jnp.sum(visibility), 1e-12)
+    kept = jnp.sum(robust * visibility) / total
+    error = jnp.sum(normalised_residuals(predicted, target, visibility) * visibility) / total
+    return jnp.clip(kept, 0.0, 1.0) * jnp.exp(-((error / error_scale) ** 2))
+
+
+def silhouette_contour(camera: Camera, contour_rows: Float[Array, "rows 17 3"],
+                       contour_normals: Float[Array, "rows 17 3"]) -> tuple[Float[Array, "17 3"], Float[Array, "17 3"]]:
+    """The 17 jaw points on the visible outline (300-W style) for any yaw, and their normals, head space.
+
+    ``contour_rows`` hold each contour point's candidates (e.g. the rows of FLAME's dynamic embedding, one per
+    yaw); for every point the candidate seen most edge-on (facing cosine nearest 0, hidden ones penalised) is the
+    outline. Unlike a table indexed by yaw it keeps following the outline beyond the table's last row.
+    """
+    cosines = jax.vmap(lambda p, n: facing_cosine(camera, p, n))(contour_rows, contour_normals)
+    cost = jnp.where(cosines < 0.0, -4.0 * cosines, cosines)
+    best = jnp.argmin(cost, axis=0)[None, :, None]
+    return jnp.take_along_axis(contour_rows, best, axis=0)[0], jnp.take_along_axis(contour_normals, best, axis=0)[0]
+
+
+def contour_conventions(camera: Camera, silhouette68: Float[Array, "68 3"], anatomical68: Float[Array, "68 3"],
+                        anatomical_normals: Float[Array, "68 3"]
+                        ) -> tuple[Float[Array, "68 2"], Float[Array, "68 2"], Float[Array, "68"]]:
+    """The 68 points in NDC in both conventions, and which of the fixed 3D points the camera sees.
+
+    Returns ``(outline, projected_3d, visible)``: ``outline`` has the jaw on the visible silhouette (300-W
+    annotations), ``projected_3d`` the fixed 3D points projected wherever they are, hidden or not (AFLW2000-3D);
+    the inner 51 points are the same 3D points in both. ``visible`` is 1 where a fixed 3D point's surface faces the
+    camera, else 0 (AFLW2000-3D keeps hidden points; a user may want to drop them).
+    """
+    visible = (facing_cosine(camera, anatomical68, anatomical_normals) > 0.0).astype(anatomical68.dtype)
+    return project_ndc(camera, silhouette68), project_ndc(camera, anatomical68), visible
+
+
+__all__ = ["contour_conventions", "face_size", "facing_cosine", "fit_confidence", "geman_mcclure_weights",
+           "INNER_LIP_PROXY", "lip_normals_from_outer", "normalised_residuals", "point_normals", "robust_weights",
+           "silhouette_contour", "tukey_weights", "visibility_weights"]
