@@ -87,6 +87,7 @@ BENCHMARKS = (
     Benchmark("fit", "Landmark fit", "bench_fit"),
     Benchmark("photometric", "Photometric fit", "bench_photometric", _mode_flag),
     Benchmark("end_to_end", "End to end: fit-dir on a folder of photographs", "bench_end_to_end"),
+    Benchmark("identity", "Identity on heads with 3D truth (scans and sampled heads, NoW protocol)", "bench_identity"),
 )
 BY_NAME = {b.name: b for b in BENCHMARKS}
 
