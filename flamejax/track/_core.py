@@ -1,0 +1,14 @@
+"""Every name the tracker takes from the rest of flamejax, in one place (repoint here after a refactor)."""
+
+from flamejax.camera import Camera, intrinsics, project_ndc, yaw_pitch_roll
+from flamejax.fit import (FitConfig, LandmarkTargets, fit_landmarks_batch, grouped_adam, landmark_model,
+                          landmark_points, nme_inner, project_landmarks, quick_config, run_optimiser, stack_targets)
+from flamejax.flame import FlameModel, FlameParams, contour_bin, flame_forward, load_flame
+from flamejax.io import atomic_path, write_json, write_npz
+
+__all__ = [
+    "Camera", "FitConfig", "FlameModel", "FlameParams", "LandmarkTargets", "atomic_path", "contour_bin",
+    "fit_landmarks_batch", "flame_forward", "grouped_adam", "intrinsics", "landmark_model", "landmark_points",
+    "load_flame", "nme_inner", "project_landmarks", "project_ndc", "quick_config", "run_optimiser",
+    "stack_targets", "write_json", "write_npz", "yaw_pitch_roll",
+]
