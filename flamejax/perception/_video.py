@@ -214,15 +214,6 @@ class FrameSource:
                                   f"timestamps, pass --fps to resample to a regular rate")
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class FramePoints:
-    """MediaPipe's 478 points of one frame in its pixel coordinates, or ``None`` when no face was found."""
-
-    index: int
-    time_s: float
-    points: Float[np.ndarray, "478 2"] | None
-
-
 class VideoLandmarker:
     """MediaPipe FaceMesh in tracking mode (``static_image_mode=False``): one face, 478 points per frame.
 

@@ -4,10 +4,12 @@ from flamejax.camera import Camera, intrinsics, project_ndc, yaw_pitch_roll
 from flamejax.fit import (FitConfig, LandmarkTargets, fit_landmarks_batch, grouped_adam, landmark_model,
                           landmark_points, nme_inner, project_landmarks, quick_config, run_optimiser, stack_targets)
 from flamejax.flame import FlameModel, FlameParams, contour_bin, flame_forward, load_flame
-from flamejax.io import atomic_path, write_json, write_npz
+from flamejax.io import atomic_path, export_mesh, write_json, write_npz
+from flamejax.perception import to_68
+from flamejax.render import RasterConfig, shade_for_display
 
 __all__ = [
-    "Camera", "FitConfig", "FlameModel", "FlameParams", "LandmarkTargets", "atomic_path", "contour_bin",
+    "Camera", "FitConfig", "RasterConfig", "export_mesh", "shade_for_display", "to_68", "FlameModel", "FlameParams", "LandmarkTargets", "atomic_path", "contour_bin",
     "fit_landmarks_batch", "flame_forward", "grouped_adam", "intrinsics", "landmark_model", "landmark_points",
     "load_flame", "nme_inner", "project_landmarks", "project_ndc", "quick_config", "run_optimiser",
     "stack_targets", "write_json", "write_npz", "yaw_pitch_roll",

@@ -10,9 +10,9 @@ neighbouring frames, each group scaled by a tolerance in natural units (degrees,
 a difference equal to its tolerance costs 1. Frames without a face carry no data term, so these priors fill
 them from their neighbours (a second-difference prior interpolates linearly across a gap).
 
-The fit runs in two phases of ``steps // 2`` Adam steps. After the first, frames whose landmark error is far
-above the batch's median (an occluding hand, a detector failure) lose their data term and are filled from
-their neighbours like lost frames; they are reported in ``JointResult.outlier``.
+Robustness: at every step, frames whose landmark error is far above the batch's median (an occluding hand, a
+detector failure) lose their data term and are filled from their neighbours like lost frames; the frames
+still excluded at the end are reported in ``JointResult.outlier``.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class JointConfig:
     lr_shape: float = 0.03
     lr_fov: float = 0.3
     lr_decay: float = 0.1
-    """Each phase's learning rates fall by this factor over the phase (cosine)."""
+    """Learning rates fall by this factor over the steps (cosine)."""
     inner_weight: float = 500.0
     contour_weight: float = 200.0
     iris_weight: float = 300.0
@@ -79,7 +79,7 @@ class JointConfig:
     """``None``: frames are independent views of one person (``fit_same_person``)."""
     outlier_factor: float = 3.0
     outlier_min_nme: float = 0.1
-    """A frame is an outlier when its NME after phase 1 exceeds both this and ``outlier_factor`` x the median."""
+    """A frame is an outlier when its NME exceeds both this and ``outlier_factor`` x the batch's median."""
 
     def replace(self, **changes) -> "JointConfig":
         return dataclasses.replace(self, **changes)
@@ -128,7 +128,7 @@ class JointResult:
     nme: Float[Array, "frames"]
     """Inner-51 error over the targets' outer-eye-corner distance (meaningful for valid frames only)."""
     outlier: Bool[Array, "frames"]
-    """Valid frames whose data term was dropped after phase 1 (filled from neighbours)."""
+    """Valid frames whose data term is dropped at the end (filled from neighbours)."""
     finite: Bool[Array, ""]
     """False when a step diverged (the last finite iterate is returned)."""
 
@@ -201,9 +201,19 @@ def _fit_joint(model: FlameModel, targets: LandmarkTargets, init: FrameStates, s
         frames = FrameStates(v["expression"], v["jaw"], v["eyes"], v["rotation"], v["translation"])
         return frames, v["shape"], v["fov"]
 
-    def loss_fn(v, weight):
+    def frame_losses(v):
         frames, shape_, fov_ = unpack(v)
-        data, _ = frame_fit(with_identity(model, shape_), frames, fov_, targets, config)
+        data, lmk68 = frame_fit(with_identity(model, shape_), frames, fov_, targets, config)
+        return data, lmk68, jax.vmap(nme_inner)(lmk68, targets.lmk68)
+
+    def inliers(nme):
+        median = jnp.nanmedian(jnp.where(valid > 0, nme, jnp.nan))
+        return nme <= jnp.maximum(config.outlier_min_nme, config.outlier_factor * median)
+
+    def loss_fn(v):
+        frames, shape_, _ = unpack(v)
+        data, _, nme = frame_losses(v)
+        weight = valid * jax.lax.stop_gradient(inliers(nme))
         loss = (jnp.sum(weight * data) + config.expression_l2 * jnp.sum(frames.expression**2)
                 + config.shape_l2 * jnp.sum(shape_**2))
         if config.temporal is not None:
@@ -213,27 +223,13 @@ def _fit_joint(model: FlameModel, targets: LandmarkTargets, init: FrameStates, s
     def project(v):
         return {**v, "fov": jnp.clip(v["fov"], *config.fov_range)}
 
-    def phase(v, weight, steps):
-        outcome = run_optimiser(lambda x: loss_fn(x, weight), v, _optimiser(config, steps), steps, project)
-        return outcome.variables, outcome.finite
-
-    def nme_of(v):
-        frames, shape_, fov_ = unpack(v)
-        _, lmk68 = frame_fit(with_identity(model, shape_), frames, fov_, targets, config)
-        return lmk68, jax.vmap(nme_inner)(lmk68, targets.lmk68)
-
     valid = targets.valid.astype(shape.dtype) * frame_weight
     v = {"expression": init.expression, "jaw": init.jaw, "eyes": init.eyes, "rotation": init.rotation,
          "translation": init.translation, "shape": shape, "fov": jnp.asarray(fov, shape.dtype)}
-    first = config.steps // 2
-    v, ok1 = phase(v, valid, first)
-    _, nme = nme_of(v)
-    median = jnp.nanmedian(jnp.where(valid > 0, nme, jnp.nan))
-    outlier = (valid > 0) & (nme > jnp.maximum(config.outlier_min_nme, config.outlier_factor * median))
-    v, ok2 = phase(v, jnp.where(outlier, 0.0, valid), config.steps - first)
-    lmk68, nme = nme_of(v)
-    frames, shape_, fov_ = unpack(v)
-    return JointResult(shape_, fov_, frames, lmk68, nme, outlier, ok1 & ok2)
+    outcome = run_optimiser(loss_fn, v, _optimiser(config, config.steps), config.steps, project)
+    _, lmk68, nme = frame_losses(outcome.variables)
+    frames, shape_, fov_ = unpack(outcome.variables)
+    return JointResult(shape_, fov_, frames, lmk68, nme, (valid > 0) & ~inliers(nme), outcome.finite)
 
 
 def fit_joint(model: FlameModel, targets: LandmarkTargets, init: FrameStates, shape: Float[Array, "n_shape"],
