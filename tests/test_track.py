@@ -96,6 +96,22 @@ def test_same_person_shares_one_identity_better_than_the_mean_head(flame_model):
     assert fitted < mean_head
 
 
+def test_same_person_photos_gives_one_shape_for_three_photographs(flame_model):
+    from flamejax.perception import PreprocessConfig
+    from flamejax.track import fit_same_person_photos
+
+    images = VIDEOS.parent / "images"
+    photos = [images / f"ffhq_{i:05d}.png" for i in (0, 1, 2)]
+    if not all(p.is_file() for p in photos):
+        pytest.skip("no shared images")
+    result, prepared = fit_same_person_photos(flame_model, photos, JointConfig(steps=60),
+                                              PreprocessConfig(use_parsing=False), init_config=quick_config(40, 20))
+    assert len(prepared) == 3 and result.status == ["ok"] * 3 and np.all(result.nme < 0.15)
+    np.testing.assert_array_equal(result.params.shape[0], result.params.shape[1])
+    with pytest.raises(ValueError, match="at least two photographs"):
+        fit_same_person_photos(flame_model, photos[:1])
+
+
 @pytest.fixture(scope="module")
 def synthetic_clip(flame_model):
     seq = synthetic_sequence(flame_model, 14, np.random.default_rng(1), noise_px=0.5)

@@ -10,6 +10,7 @@ from flamejax.perception._video import (FOLDER_FPS, Frame, FrameSource, VideoInf
 from flamejax.track._command import add_track_arguments, run_track_command
 from flamejax.track._joint import (FrameStates, JointConfig, JointResult, SamePersonResult, TemporalPrior,
                                    fit_joint, fit_same_person, temporal_loss, with_identity)
+from flamejax.track._photos import fit_same_person_photos, photo_targets
 from flamejax.track._sequence import (STATUS_REASONS, NoUsableFramesError, SequenceFit, TrackConfig, chunk_starts,
                                       fill_from_neighbours, track_landmarks)
 from flamejax.track._synthetic import SyntheticViews, synthetic_sequence, synthetic_views
@@ -20,6 +21,6 @@ __all__ = [
     "NoFaceInVideoError", "NoUsableFramesError", "STATUS_REASONS", "SamePersonResult", "SequenceFit",
     "SyntheticViews", "TemporalPrior", "TrackConfig", "TrackResult", "VideoInfo", "VideoLandmarker",
     "VideoReadError", "add_track_arguments", "cameras_opencv", "chunk_starts", "fill_from_neighbours", "fit_joint",
-    "fit_same_person", "run_track_command", "synthetic_sequence", "synthetic_views", "temporal_loss",
+    "fit_same_person", "fit_same_person_photos", "photo_targets", "run_track_command", "synthetic_sequence", "synthetic_views", "temporal_loss",
     "track_landmarks", "track_video", "with_identity",
 ]

@@ -36,13 +36,15 @@ STATUS_MISSING = "missing"
 STATUS_HARD_POSE = "hard pose"
 STATUS_OCCLUDED = "occluded"
 STATUS_DIVERGED = "diverged"
+STATUS_INIT_FAILED = "init failed"
 STATUS_REASONS = {
     STATUS_OK: "fitted to its landmarks",
     STATUS_LOST: "no face detected in this frame; filled from neighbouring frames",
     STATUS_MISSING: "frame missing from the sequence (numbering gap); filled from neighbouring frames",
     STATUS_HARD_POSE: "head turned beyond max_yaw_deg, landmarks unreliable; filled from neighbouring frames",
     STATUS_OCCLUDED: "landmarks inconsistent with any head (occlusion or detector failure); filled from neighbours",
-    STATUS_DIVERGED: "the optimiser diverged on this chunk; the warm start is kept",
+    STATUS_DIVERGED: "the optimiser diverged on this chunk; its last finite iterate is kept",
+    STATUS_INIT_FAILED: "the per-frame warm-start fit failed on these landmarks; filled from neighbouring frames",
 }
 
 
@@ -149,7 +151,7 @@ def track_landmarks(model: FlameModel, targets: list[LandmarkTargets | None], co
     say = progress or (lambda message: None)
     missing = np.zeros(n, bool) if missing is None else np.asarray(missing, bool)
     chunk, overlap = config.chunk_frames, config.chunk_overlap
-    store = _Checkpoints(checkpoint_dir, targets)
+    store = _Checkpoints(checkpoint_dir, targets, config)
 
     init = store.load("init")
     if init is None:
@@ -171,7 +173,7 @@ def track_landmarks(model: FlameModel, targets: list[LandmarkTargets | None], co
     hard = has_targets & (np.abs(init["angles"][:, 0]) > config.max_yaw_deg)
     usable = has_targets & ~hard & (init["fit_status"] == 0)
     status = [STATUS_MISSING if missing[i] else STATUS_LOST if not has_targets[i] else
-              STATUS_HARD_POSE if hard[i] else STATUS_OK if usable[i] else STATUS_DIVERGED for i in range(n)]
+              STATUS_HARD_POSE if hard[i] else STATUS_OK if usable[i] else STATUS_INIT_FAILED for i in range(n)]
     if not usable.any():
         raise NoUsableFramesError("no frame of the clip has a usable face (every frame lost, missing or beyond "
                                   f"max_yaw_deg={config.max_yaw_deg})")
@@ -254,11 +256,11 @@ class NoUsableFramesError(ValueError):
 class _Checkpoints:
     """Per-step results saved as npz under a folder, keyed by the targets they were computed from."""
 
-    def __init__(self, folder: str | Path | None, targets: list[LandmarkTargets | None]):
+    def __init__(self, folder: str | Path | None, targets: list[LandmarkTargets | None], config: TrackConfig):
         self.folder = None if folder is None else Path(folder)
         digest = np.array([len(targets)] + [float(np.sum(np.asarray(t.lmk68))) if t is not None else -1.0
                                              for t in targets], np.float64)
-        self.key = hashlib.sha256(digest.round(5).tobytes()).hexdigest()[:16]
+        self.key = hashlib.sha256(digest.round(5).tobytes() + repr(config).encode()).hexdigest()[:16]
 
     def _path(self, name: str) -> Path:
         return self.folder / f"{name}.npz"
