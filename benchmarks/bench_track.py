@@ -36,7 +36,7 @@ from flamejax.fit import FitConfig, aligned_vertex_error_mm, fit_landmarks_batch
 from flamejax.flame import FlameParams, flame_forward, load_flame
 from flamejax.track import (TrackConfig, fit_same_person, synthetic_sequence, synthetic_views, track_landmarks,
                             track_video)
-from flamejax.track._video_track import _crop_of, _ndc_to_frame, _targets
+from flamejax.track._video_track import _ndc_to_frame, _targets
 
 ROOT = Path(__file__).resolve().parents[1]
 VIDEOS = ROOT.parent / "shared" / "videos"
