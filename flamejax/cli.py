@@ -73,6 +73,31 @@ def _mesh_formats(text: str) -> tuple[str, ...]:
     return formats
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{value:g} is out of range: must be a positive number")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = _positive_float(text) if text.strip() not in ("0", "0.0") else 0.0
+    return value
+
+
+def _track_exports(text: str) -> tuple[str, ...]:
+    from flamejax.track import EXPORTS
+
+    names = tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+    unknown = [name for name in names if name not in EXPORTS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown export {unknown[0]!r}: choose from {', '.join(EXPORTS)}")
+    return names
+
+
 # ---------------------------------------------------------------------------------------------- the parser
 
 
@@ -155,6 +180,28 @@ def build_parser() -> argparse.ArgumentParser:
     hosts.add_argument("--cluster-auto", action="store_true",
                        help="let JAX detect a TPU pod slice, SLURM, Open MPI or Kubernetes job")
     fit_dir.set_defaults(func=cmd_fit_dir)
+
+    track = sub.add_parser("track", help="track a video: one identity, smooth per-frame motion",
+                           formatter_class=formatter,
+                           description="Fit FLAME to every frame of a video (or a folder of numbered frames) "
+                                       "jointly: one identity and field of view for the clip, per-frame expression, "
+                                       "jaw, eyes and pose with temporal priors. Conventions: flamejax.track.")
+    track.add_argument("source", type=Path, metavar="VIDEO_OR_FRAME_FOLDER",
+                       help="a video file, or a folder of numbered frames (frame_0001.png, ...)")
+    track.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    track.add_argument("--mode", choices=("landmark", "photometric"), default="landmark",
+                       help="landmark: fit the MediaPipe landmarks (photometric tracking is not available yet)")
+    track.add_argument("--fps", type=_positive_float, default=None, help="resample the video to N frames per second")
+    track.add_argument("--start", type=_seconds, default=None, metavar="S", help="first second to track")
+    track.add_argument("--end", type=_seconds, default=None, metavar="E", help="second to stop at")
+    track.add_argument("--overlay", action=argparse.BooleanOptionalAction, default=True,
+                       help="write OUT/overlay.mp4 (mesh and landmarks over the video)")
+    track.add_argument("--export", type=_track_exports, default=(), metavar="vhap,fht,obj-sequence",
+                       help="extra exports, comma separated")
+    track.add_argument("--resume", action="store_true",
+                       help="reuse the checkpoints of an earlier, interrupted run into the same OUT")
+    track.add_argument("--flame", type=Path, default=None, help="FLAME model pickle (default: as for fit)")
+    track.set_defaults(func=cmd_track)
 
     weights = sub.add_parser("weights", help="where flamejax looks for the FLAME model and weights, what it finds",
                              formatter_class=formatter,
@@ -380,6 +427,42 @@ def cmd_fit_dir(args) -> int:
         return EXIT_OK
     nothing = summary.fitted + summary.suspect == 0 and summary.skipped == summary.failed_before
     return EXIT_NONE_FITTED if nothing else EXIT_SOME_FAILED
+
+
+# ---------------------------------------------------------------------------------------------- track
+
+
+def cmd_track(args) -> int:
+    from flamejax.flame import load_flame
+    from flamejax.track import NoFaceInVideoError, NoUsableFramesError, TrackConfig, VideoReadError, track_video
+
+    if args.mode == "photometric":
+        raise UsageError("--mode photometric is not available for videos yet; use --mode landmark")
+    if args.start is not None and args.end is not None and args.end <= args.start:
+        raise UsageError(f"--end {args.end:g} must come after --start {args.start:g}")
+    if args.output.exists() and not args.output.is_dir():
+        raise NotADirectoryError(f"-o {args.output}: is a file; give a folder for the results")
+    model = load_flame(args.flame)
+    print(model.source.describe(), file=sys.stderr)
+    try:
+        result = track_video(args.source, args.output, TrackConfig(), model=model, start_s=args.start,
+                             end_s=args.end, fps=args.fps, overlay=args.overlay, exports=tuple(args.export),
+                             resume=args.resume, progress=lambda message: print(message, file=sys.stderr))
+    except VideoReadError as err:
+        raise NotADirectoryError(str(err)) from None
+    except (NoFaceInVideoError, NoUsableFramesError) as err:
+        print(f"flamejax: {err}", file=sys.stderr)
+        return EXIT_NONE_FITTED
+    except KeyboardInterrupt:
+        print(f"\nflamejax: interrupted; finished steps are saved in {args.output}/checkpoints: run the same "
+              "command with --resume to continue", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    counts = {s: result.fit.status.count(s) for s in sorted(set(result.fit.status))}
+    print(f"tracked {len(result.fit.status)} frames ({', '.join(f'{n} {s}' for s, n in counts.items())}) "
+          f"into {args.output}")
+    return EXIT_OK if set(counts) == {"ok"} else EXIT_SOME_FAILED
 
 
 # ---------------------------------------------------------------------------------------------- weights

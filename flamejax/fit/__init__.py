@@ -11,13 +11,13 @@ from flamejax.fit._landmark_fit import fit_landmarks, fit_landmarks_batch, landm
 from flamejax.fit._photometric import (AMBIENT_SH, PhotometricConfig, PhotometricTargets, fit_photometric,
                                        fit_photometric_batch)
 from flamejax.fit._result import FitResult, FitStart, PhotometricReport, StageReport, Status
-from flamejax.fit._synthetic import SyntheticSample, aligned_vertex_error_mm, rotation_error_deg, sample_problem
+from flamejax.fit._synthetic import SyntheticSample, aligned_vertex_error_mm, observed_targets, rotation_error_deg, sample_problem
 from flamejax.fit._targets import LandmarkTargets, nme_inner, stack_targets
 
 __all__ = [
     "AMBIENT_SH", "FitConfig", "FitResult", "FitStart", "GroupSchedule", "InitConfig", "LandmarkStageConfig",
     "LandmarkTargets", "PhotometricConfig", "PhotometricReport", "PhotometricTargets", "RigidStageConfig",
     "StageReport", "Status", "SyntheticSample", "aligned_vertex_error_mm", "fit_landmarks", "fit_landmarks_batch",
-    "fit_photometric", "fit_photometric_batch", "landmark_model", "linear_initialisation", "nme_inner",
+    "fit_photometric", "fit_photometric_batch", "landmark_model", "linear_initialisation", "nme_inner", "observed_targets",
     "quick_config", "rotation_error_deg", "sample_problem", "stack_targets",
 ]

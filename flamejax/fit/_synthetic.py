@@ -25,6 +25,31 @@ class SyntheticSample:
     """True posed vertices in head space (head pose zero; the rigid pose is the camera's)."""
 
 
+def observed_targets(model: FlameModel, params: FlameParams, camera: Camera, rng: np.random.Generator,
+                     noise_px: float = 1.0, image_size: int = 256) -> tuple[LandmarkTargets, np.ndarray]:
+    """What a detector would report for this head under this camera: the model's embedded landmarks projected,
+    plus ``noise_px`` Gaussian pixel noise; and the true posed vertices (head space)."""
+    f32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
+    vertices = flame_forward(model, params).vertices
+    emb = model.landmarks
+    noise = noise_px * 2.0 / image_size
+    observe = lambda pts: np.asarray(project_ndc(camera, pts)) + rng.normal(size=(len(pts), 2)) * noise  # noqa: E731
+    points = embedded_points(emb, vertices)
+    mediapipe = np.zeros((NUM_POINTS, 2), np.float32)
+    mediapipe_weight = np.zeros(NUM_POINTS, np.float32)
+    ids = np.asarray(emb.mediapipe_ids)
+    mediapipe[ids] = observe(points.mediapipe)
+    mediapipe_weight[ids] = 1.0
+    iris = observe(points.iris)
+    mediapipe[IRIS] = iris
+    targets = LandmarkTargets(
+        lmk68=f32(observe(points.ibug68(camera.rotation_matrix()))), iris=f32(iris), mediapipe=f32(mediapipe),
+        lmk68_weight=jnp.ones(68, jnp.float32), iris_weight=jnp.ones(10, jnp.float32),
+        mediapipe_weight=f32(mediapipe_weight), valid=jnp.asarray(True),
+    )
+    return targets, np.asarray(vertices)
+
+
 def sample_problem(model: FlameModel, rng: np.random.Generator, image_size: int = 256, noise_px: float = 1.0,
                    max_yaw_deg: float = 40.0, max_pitch_deg: float = 20.0, max_roll_deg: float = 10.0,
                    coeff_std: float = 1.0) -> SyntheticSample:
@@ -44,24 +69,8 @@ def sample_problem(model: FlameModel, rng: np.random.Generator, image_size: int 
     rot = euler_to_matrix(f32(angles))
     camera = Camera(matrix_to_axis_angle(rot),
                     f32([rng.normal() * 0.01, rng.normal() * 0.01, -rng.uniform(0.9, 1.2)]), f32(20.0))
-    vertices = flame_forward(model, params).vertices
-    emb = model.landmarks
-    noise = noise_px * 2.0 / image_size
-    observe = lambda pts: np.asarray(project_ndc(camera, pts)) + rng.normal(size=(len(pts), 2)) * noise  # noqa: E731
-    points = embedded_points(emb, vertices)
-    mediapipe = np.zeros((NUM_POINTS, 2), np.float32)
-    mediapipe_weight = np.zeros(NUM_POINTS, np.float32)
-    ids = np.asarray(emb.mediapipe_ids)
-    mediapipe[ids] = observe(points.mediapipe)
-    mediapipe_weight[ids] = 1.0
-    iris = observe(points.iris)
-    mediapipe[IRIS] = iris
-    targets = LandmarkTargets(
-        lmk68=f32(observe(points.ibug68(rot))), iris=f32(iris), mediapipe=f32(mediapipe),
-        lmk68_weight=jnp.ones(68, jnp.float32), iris_weight=jnp.ones(10, jnp.float32),
-        mediapipe_weight=f32(mediapipe_weight), valid=jnp.asarray(True),
-    )
-    return SyntheticSample(params=params, camera=camera, targets=targets, vertices=np.asarray(vertices))
+    targets, vertices = observed_targets(model, params, camera, rng, noise_px, image_size)
+    return SyntheticSample(params=params, camera=camera, targets=targets, vertices=vertices)
 
 
 def similarity_align(source: np.ndarray, target: np.ndarray) -> np.ndarray:

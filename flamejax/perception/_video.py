@@ -1,0 +1,250 @@
+"""Video frames and per-frame MediaPipe landmarks for tracking.
+
+Sources: a video file (decoded with OpenCV ``cv2.VideoCapture``) or a folder of numbered frames.
+
+* Rotation: phone videos store their orientation as metadata. OpenCV's own auto-rotation is switched off and
+  the frames are turned here by ``CAP_PROP_ORIENTATION_META`` (90: clockwise, 180, 270: counter-clockwise, as
+  OpenCV's FFmpeg backend does), so every frame comes out upright whatever the backend.
+* Timing: each frame carries its index in the source and its time in seconds (the container's timestamps for
+  a video; ``index / fps`` for a folder). A variable frame rate is detected from the timestamps and noted;
+  with ``fps`` given, frames are picked nearest to a regular ``1/fps`` grid of those timestamps.
+* Frame folders: files with an image extension, ordered by the last number in their names, which is their
+  frame index. Numbering gaps are reported (:attr:`VideoInfo.missing`) so a tracker can fill them.
+* Truncated or partly corrupt videos yield the frames that decode, with a note; a file that opens but yields no
+  frame, or does not open, raises :class:`VideoReadError` with one line saying so.
+
+Landmarks (:class:`VideoLandmarker`): MediaPipe FaceMesh with ``static_image_mode=False`` (its tracking mode:
+detection on the first frame, then landmarks tracked from the previous frame's face region), 478 points with
+irises, one face, in the frame's pixel coordinates (x right, y down, pixel centres at half-integers).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+from jaxtyping import Float, UInt8
+
+from flamejax.perception._errors import PerceptionError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+FOLDER_FPS = 25.0
+"""Frame rate assumed for a folder of frames when none is given."""
+VARIABLE_RATE_TOLERANCE = 0.2
+"""Frame intervals differing from their median by more than this fraction mark a variable frame rate."""
+_ROTATIONS = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
+
+
+class VideoReadError(PerceptionError):
+    """A video or frame folder that cannot be read."""
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoInfo:
+    source: str
+    fps: float
+    """Frames per second of the source (the median rate for a variable frame rate)."""
+    frame_count: int
+    """Frames the container announces (folder: highest index + 1); may exceed what decodes."""
+    width: int
+    """Upright frame width (after rotation)."""
+    height: int
+    rotation_deg: int
+    """Rotation applied to decoded frames (0, 90, 180, 270, clockwise)."""
+    is_folder: bool
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Frame:
+    index: int
+    """Frame number in the source."""
+    time_s: float
+    image: UInt8[np.ndarray, "H W 3"]
+    """Upright RGB."""
+
+
+def _frame_number(path: Path) -> int | None:
+    numbers = re.findall(r"\d+", path.stem)
+    return int(numbers[-1]) if numbers else None
+
+
+def folder_frames(folder: Path) -> list[tuple[int, Path]]:
+    """(index, path) of the numbered image files in ``folder``, by index."""
+    files = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    numbered = [(_frame_number(p), p) for p in files]
+    unnumbered = [p.name for n, p in numbered if n is None]
+    if unnumbered:
+        raise VideoReadError(f"{folder}: frame files must carry a frame number in their names "
+                             f"(e.g. frame_0001.png); {unnumbered[0]!r} has none")
+    numbered.sort(key=lambda item: item[0])
+    for (a, pa), (b, pb) in zip(numbered, numbered[1:]):
+        if a == b:
+            raise VideoReadError(f"{folder}: {pa.name} and {pb.name} have the same frame number {a}")
+    return numbered
+
+
+class FrameSource:
+    """Frames of a video file or a frame folder between ``start_s`` and ``end_s``, optionally resampled to ``fps``.
+
+    Iterate for :class:`Frame` objects; :attr:`info` describes the source and :attr:`notes` collects what was
+    unusual about it (filled while iterating: truncation, variable frame rate).
+    """
+
+    def __init__(self, source: str | Path, start_s: float | None = None, end_s: float | None = None,
+                 fps: float | None = None):
+        self.path = Path(source)
+        if fps is not None and fps <= 0:
+            raise VideoReadError(f"--fps must be positive, got {fps}")
+        if start_s is not None and end_s is not None and end_s <= start_s:
+            raise VideoReadError(f"--end ({end_s} s) must come after --start ({start_s} s)")
+        self.start_s, self.end_s, self.target_fps = start_s or 0.0, end_s, fps
+        self.notes: list[str] = []
+        if self.path.is_dir():
+            self._files = folder_frames(self.path)
+            if not self._files:
+                raise VideoReadError(f"{self.path}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+            first = self._read_image(self._files[0][1])
+            rate = fps or FOLDER_FPS
+            self.info = VideoInfo(str(self.path), rate, self._files[-1][0] + 1, first.shape[1], first.shape[0], 0, True)
+        elif self.path.is_file():
+            self.info = self._probe()
+        else:
+            raise VideoReadError(f"{self.path}: no such video file or frame folder")
+
+    def _read_image(self, path: Path) -> np.ndarray:
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise VideoReadError(f"{path}: not a readable image (corrupt or unsupported format)")
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+    def _open(self) -> tuple[cv2.VideoCapture, int]:
+        capture = cv2.VideoCapture(str(self.path))
+        if not capture.isOpened():
+            raise VideoReadError(f"{self.path}: OpenCV cannot open this file as a video (corrupt, empty or an "
+                                 f"unsupported codec); convert it to H.264 MP4 or pass a folder of frames")
+        manual = capture.set(cv2.CAP_PROP_ORIENTATION_AUTO, 0)
+        rotation = int(round(capture.get(cv2.CAP_PROP_ORIENTATION_META))) % 360 if manual else 0
+        return capture, rotation if rotation in _ROTATIONS else 0
+
+    def _probe(self) -> VideoInfo:
+        capture, rotation = self._open()
+        try:
+            fps = capture.get(cv2.CAP_PROP_FPS)
+            count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+            ok, frame = capture.read()
+            if not ok or frame is None:
+                raise VideoReadError(f"{self.path}: the video opens but no frame decodes (truncated or corrupt)")
+        finally:
+            capture.release()
+        if not np.isfinite(fps) or fps <= 0:
+            fps = FOLDER_FPS
+            self.notes.append(f"the video declares no frame rate; {FOLDER_FPS:g} fps assumed for timing")
+        height, width = frame.shape[:2]
+        if rotation in (90, 270):
+            width, height = height, width
+        if rotation:
+            self.notes.append(f"rotation metadata {rotation} degrees applied (frames turned upright)")
+        return VideoInfo(str(self.path), float(fps), count, width, height, rotation, False)
+
+    def __iter__(self) -> Iterator[Frame]:
+        frames = self._folder_frames() if self.info.is_folder else self._video_frames()
+        if self.target_fps is None:
+            yield from frames
+            return
+        step = 1.0 / self.target_fps
+        next_time = self.start_s
+        for frame in frames:  # keep the first frame at or after each tick of the 1/fps grid
+            if frame.time_s + 0.5 / max(self.info.fps, self.target_fps) >= next_time:
+                yield frame
+                next_time += step * max(1, int(np.floor((frame.time_s - next_time) / step)) + 1)
+
+    def _in_range(self, time_s: float) -> bool:
+        return time_s >= self.start_s - 1e-9 and (self.end_s is None or time_s < self.end_s)
+
+    def _folder_frames(self) -> Iterator[Frame]:
+        for index, path in self._files:
+            time_s = index / self.info.fps
+            if self._in_range(time_s):
+                yield Frame(index, time_s, self._read_image(path))
+
+    def _video_frames(self) -> Iterator[Frame]:
+        capture, rotation = self._open()
+        intervals: list[float] = []
+        previous = None
+        index = -1
+        try:
+            if self.start_s > 0:
+                capture.set(cv2.CAP_PROP_POS_MSEC, self.start_s * 1000.0)
+                index = int(capture.get(cv2.CAP_PROP_POS_FRAMES)) - 1
+            while True:
+                ok, bgr = capture.read()
+                if not ok or bgr is None:
+                    break
+                index += 1
+                stamp = capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+                time_s = stamp if np.isfinite(stamp) and (stamp > 0 or index == 0) else index / self.info.fps
+                if previous is not None:
+                    intervals.append(time_s - previous)
+                previous = time_s
+                if self.end_s is not None and time_s >= self.end_s:
+                    break
+                if not self._in_range(time_s):
+                    continue
+                if rotation:
+                    bgr = cv2.rotate(bgr, _ROTATIONS[rotation])
+                yield Frame(index, time_s, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        finally:
+            capture.release()
+            self._note_timing(index, intervals)
+
+    def _note_timing(self, last_index: int, intervals: list[float]) -> None:
+        if self.end_s is None and self.info.frame_count > 0 and last_index + 1 < self.info.frame_count - 1:
+            self.notes.append(f"the video ends after {last_index + 1} of the {self.info.frame_count} frames its "
+                              f"header announces (truncated?); the frames that decoded are used")
+        if len(intervals) >= 2:
+            gaps = np.asarray(intervals)
+            median = float(np.median(gaps))
+            if median > 0 and np.any(np.abs(gaps - median) > VARIABLE_RATE_TOLERANCE * median):
+                self.notes.append(f"variable frame rate (frame intervals {gaps.min() * 1000:.1f}-"
+                                  f"{gaps.max() * 1000:.1f} ms); frame times come from the container's "
+                                  f"timestamps, pass --fps to resample to a regular rate")
+
+
+class VideoLandmarker:
+    """MediaPipe FaceMesh in tracking mode (``static_image_mode=False``): one face, 478 points per frame.
+
+    Use one instance per clip, frames in order; frames larger than ``max_side`` are downscaled for detection.
+    """
+
+    def __init__(self, max_side: int = 1280, min_detection_confidence: float = 0.5,
+                 min_tracking_confidence: float = 0.5):
+        from mediapipe.python.solutions import face_mesh
+
+        self.max_side = max_side
+        self._mesh = face_mesh.FaceMesh(static_image_mode=False, refine_landmarks=True, max_num_faces=1,
+                                        min_detection_confidence=min_detection_confidence,
+                                        min_tracking_confidence=min_tracking_confidence)
+
+    def __call__(self, image: UInt8[np.ndarray, "H W 3"]) -> Float[np.ndarray, "478 2"] | None:
+        height, width = image.shape[:2]
+        shrink = min(1.0, self.max_side / max(height, width))
+        small = image if shrink >= 1.0 else cv2.resize(
+            image, (max(1, round(width * shrink)), max(1, round(height * shrink))), interpolation=cv2.INTER_AREA)
+        result = self._mesh.process(np.ascontiguousarray(small))
+        if not result.multi_face_landmarks:
+            return None
+        xy = np.array([(p.x, p.y) for p in result.multi_face_landmarks[0].landmark], np.float32)
+        return xy * np.array([width, height], np.float32)
+
+    def close(self) -> None:
+        self._mesh.close()
+
+    def __enter__(self) -> "VideoLandmarker":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,25 @@
+"""Video tracking and several photographs of one person: one identity, per-frame motion, fitted jointly.
+
+``track_video(source, out_dir, TrackConfig())`` tracks a clip (conventions of every output in
+:mod:`flamejax.track._video_track`); ``track_landmarks`` does the fitting part on per-frame targets;
+``fit_same_person(model, targets)`` fits several photographs with one shared identity.
+"""
+
+from flamejax.perception._video import (FOLDER_FPS, Frame, FrameSource, VideoInfo, VideoLandmarker,
+                                        VideoReadError)
+from flamejax.track._joint import (FrameStates, JointConfig, JointResult, SamePersonResult, TemporalPrior,
+                                   fit_joint, fit_same_person, temporal_loss, with_identity)
+from flamejax.track._photos import fit_same_person_photos, photo_targets
+from flamejax.track._sequence import (STATUS_REASONS, NoUsableFramesError, SequenceFit, TrackConfig, chunk_starts,
+                                      fill_from_neighbours, track_landmarks)
+from flamejax.track._synthetic import SyntheticViews, synthetic_sequence, synthetic_views
+from flamejax.track._video_track import EXPORTS, NoFaceInVideoError, TrackResult, cameras_opencv, track_video
+
+__all__ = [
+    "EXPORTS", "FOLDER_FPS", "Frame", "FrameSource", "FrameStates", "JointConfig", "JointResult",
+    "NoFaceInVideoError", "NoUsableFramesError", "STATUS_REASONS", "SamePersonResult", "SequenceFit",
+    "SyntheticViews", "TemporalPrior", "TrackConfig", "TrackResult", "VideoInfo", "VideoLandmarker",
+    "VideoReadError", "cameras_opencv", "chunk_starts", "fill_from_neighbours", "fit_joint",
+    "fit_same_person", "fit_same_person_photos", "photo_targets", "synthetic_sequence", "synthetic_views", "temporal_loss",
+    "track_landmarks", "track_video", "with_identity",
+]

@@ -1,0 +1,311 @@
+"""One identity, many frames: the joint landmark fit behind video tracking and ``fit_same_person``.
+
+All frames of a batch are optimised together in one jit-compiled optax program: a shared identity (shape) and
+field of view, and per frame expression, jaw, eyes and the rigid pose (camera rotation and translation, the head
+itself stays at the origin as in every flamejax fit). The identity is folded into the model's template once per
+step, so a frame costs only its expression blendshapes and skinning.
+
+Temporal priors (video only) penalise first and second differences of the per-frame variables between
+neighbouring frames, each group scaled by a tolerance in natural units (degrees, millimetres, coefficients):
+a difference equal to its tolerance costs 1. Frames without a face carry no data term, so these priors fill
+them from their neighbours (a second-difference prior interpolates linearly across a gap).
+
+Robustness: at every step, frames whose landmark error is far above the batch's median (an occluding hand, a
+detector failure) lose their data term and are filled from their neighbours like lost frames; the frames
+still excluded at the end are reported in ``JointResult.outlier``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from flamejax._typing import Array, Bool, Float
+from flamejax.track._core import (Camera, FitConfig, FlameModel, FlameParams, LandmarkTargets, contour_bin,
+                                  FROZEN, fit_landmarks_batch, landmark_model, landmark_points, nme_inner,
+                                  partitioned_adam, project_landmarks, quick_config, run_stage)
+
+from flamejax.flame._layout import CONTOUR_68, INNER_68
+
+_HI = jax.lax.Precision.HIGHEST
+
+
+@dataclasses.dataclass(frozen=True)
+class TemporalPrior:
+    """Tolerances of the temporal priors: the frame-to-frame change (``*_step``) and the change of that change
+    (``*_accel``, per frame²) that cost as much as 1 unit of loss each. Smaller is smoother."""
+
+    rotation_step_deg: float = 4.0
+    rotation_accel_deg: float = 0.4
+    translation_step_mm: float = 8.0
+    translation_accel_mm: float = 0.8
+    expression_step: float = 0.5
+    expression_accel: float = 0.08
+    jaw_step_deg: float = 4.0
+    jaw_accel_deg: float = 0.5
+    eyes_step_deg: float = 10.0
+    eyes_accel_deg: float = 2.0
+
+
+@dataclasses.dataclass(frozen=True)
+class JointConfig:
+    """The joint fit's optimiser, data weights and priors (hashable: a static argument of the compiled fit)."""
+
+    steps: int = 120
+    lr_expression: float = 0.03
+    lr_jaw: float = 0.01
+    lr_eyes: float = 0.02
+    lr_rotation: float = 0.004
+    lr_translation: float = 0.002
+    lr_shape: float = 0.03
+    lr_fov: float = 0.3
+    lr_decay: float = 0.1
+    """Learning rates fall by this factor over the steps (cosine)."""
+    inner_weight: float = 500.0
+    contour_weight: float = 200.0
+    iris_weight: float = 300.0
+    mediapipe_weight: float = 400.0
+    expression_l2: float = 0.025
+    shape_l2: float = 0.05
+    fit_shape: bool = True
+    fit_fov: bool = False
+    fov_range: tuple[float, float] = (10.0, 50.0)
+    temporal: TemporalPrior | None = None
+    """``None``: frames are independent views of one person (``fit_same_person``)."""
+    outlier_factor: float = 3.0
+    outlier_min_nme: float = 0.1
+    """A frame is an outlier when its NME exceeds both this and ``outlier_factor`` x the batch's median."""
+
+    def replace(self, **changes) -> "JointConfig":
+        return dataclasses.replace(self, **changes)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class FrameStates:
+    """Per-frame variables of a joint fit (leading axis: frames). Pose as in :class:`flamejax.camera.Camera`."""
+
+    expression: Float[Array, "frames n_exp"]
+    jaw: Float[Array, "frames 3"]
+    eyes: Float[Array, "frames 6"]
+    """Left eye (FLAME joint 3) then right eye, axis-angle."""
+    rotation: Float[Array, "frames 3"]
+    """Camera rotation (axis-angle, head to camera)."""
+    translation: Float[Array, "frames 3"]
+    """Camera translation, metres."""
+
+    @staticmethod
+    def from_fit(params: FlameParams, camera: Camera) -> "FrameStates":
+        """The per-frame part of a batched fit (``FitResult.params``, ``FitResult.camera``)."""
+        return FrameStates(params.expression, params.jaw_pose,
+                           jnp.concatenate([params.left_eye_pose, params.right_eye_pose], axis=-1),
+                           camera.rotation, camera.translation)
+
+    def flame_params(self, shape: Float[Array, "n_shape"]) -> FlameParams:
+        """Batched FLAME parameters with the shared ``shape`` (head pose, neck, translation zero)."""
+        zeros = jnp.zeros_like(self.jaw)
+        return FlameParams(shape=jnp.broadcast_to(shape, (self.jaw.shape[0],) + shape.shape),
+                           expression=self.expression, head_pose=zeros, neck_pose=zeros, jaw_pose=self.jaw,
+                           left_eye_pose=self.eyes[:, :3], right_eye_pose=self.eyes[:, 3:], translation=zeros)
+
+    def cameras(self, fov_deg: Float[Array, ""]) -> Camera:
+        return Camera(self.rotation, self.translation, jnp.broadcast_to(fov_deg, self.jaw.shape[:1]))
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class JointResult:
+    shape: Float[Array, "n_shape"]
+    fov_deg: Float[Array, ""]
+    frames: FrameStates
+    lmk68: Float[Array, "frames 68 2"]
+    """Fitted 68 points, NDC of each frame's crop."""
+    nme: Float[Array, "frames"]
+    """Inner-51 error over the targets' outer-eye-corner distance (meaningful for valid frames only)."""
+    outlier: Bool[Array, "frames"]
+    """Valid frames whose data term is dropped at the end (filled from neighbours)."""
+    finite: Bool[Array, ""]
+    """False when a step diverged (the last finite iterate is returned)."""
+
+
+def with_identity(model: FlameModel, shape: Float[Array, "n_shape"]) -> FlameModel:
+    """``model`` with ``shape`` folded into its template (and no identity components left)."""
+    return dataclasses.replace(
+        model,
+        v_template=model.v_template + jnp.einsum("vcs,s->vc", model.shapedirs, shape, precision=_HI),
+        j_template=model.j_template + jnp.einsum("jcs,s->jc", model.j_shapedirs, shape, precision=_HI),
+        shapedirs=model.shapedirs[..., :0], j_shapedirs=model.j_shapedirs[..., :0])
+
+
+def _l1(pred, target, weight):
+    return jnp.sum(jnp.mean(jnp.abs(pred - target), -1) * weight) / jnp.maximum(jnp.sum(weight), 1.0)
+
+
+def _frame_fit(model: FlameModel, frame: FrameStates, fov: Float[Array, ""], targets: LandmarkTargets,
+               config: JointConfig):
+    """Data loss and projected 68 points of one frame (``model`` has its identity folded in)."""
+    zeros = jnp.zeros(3, frame.jaw.dtype)
+    params = FlameParams(shape=jnp.zeros(0, frame.jaw.dtype), expression=frame.expression, head_pose=zeros,
+                         neck_pose=zeros, jaw_pose=frame.jaw, left_eye_pose=frame.eyes[:3],
+                         right_eye_pose=frame.eyes[3:], translation=zeros)
+    camera = Camera(frame.rotation, frame.translation, fov)
+    proj = project_landmarks(camera, landmark_points(model, params, contour_bin(camera.rotation_matrix())))
+    ids = model.landmarks.mediapipe_ids
+    w68 = targets.lmk68_weight
+    loss = (config.inner_weight * _l1(proj.lmk68[INNER_68], targets.lmk68[INNER_68], w68[INNER_68])
+            + config.contour_weight * _l1(proj.lmk68[CONTOUR_68], targets.lmk68[CONTOUR_68], w68[CONTOUR_68])
+            + config.iris_weight * _l1(proj.iris, targets.iris, targets.iris_weight)
+            + config.mediapipe_weight * _l1(proj.mediapipe, targets.mediapipe[ids], targets.mediapipe_weight[ids]))
+    return loss, proj.lmk68
+
+
+def _differences(x: Float[Array, "frames d"], tolerance_step: float, tolerance_accel: float) -> Float[Array, ""]:
+    step = (x[1:] - x[:-1]) / tolerance_step
+    accel = (x[2:] - 2.0 * x[1:-1] + x[:-2]) / tolerance_accel
+    return jnp.sum(step**2) + jnp.sum(accel**2)
+
+
+def temporal_loss(frames: FrameStates, prior: TemporalPrior) -> Float[Array, ""]:
+    """The temporal priors of a sequence of frames (see the module docstring)."""
+    deg = np.pi / 180.0
+    return (_differences(frames.rotation, prior.rotation_step_deg * deg, prior.rotation_accel_deg * deg)
+            + _differences(frames.translation, prior.translation_step_mm * 1e-3, prior.translation_accel_mm * 1e-3)
+            + _differences(frames.expression, prior.expression_step, prior.expression_accel)
+            + _differences(frames.jaw, prior.jaw_step_deg * deg, prior.jaw_accel_deg * deg)
+            + _differences(frames.eyes, prior.eyes_step_deg * deg, prior.eyes_accel_deg * deg))
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class _JointVariables:
+    """What a joint fit optimises: per-frame states, the clip's identity and field of view."""
+
+    frames: FrameStates
+    shape: Float[Array, "n_shape"]
+    fov: Float[Array, ""]
+
+
+def _optimiser(config: JointConfig, steps: int):
+    def lr(value):
+        return optax.cosine_decay_schedule(value, max(steps, 1), alpha=config.lr_decay)
+
+    schedules = {"expression": lr(config.lr_expression), "jaw": lr(config.lr_jaw), "eyes": lr(config.lr_eyes),
+                 "rotation": lr(config.lr_rotation), "translation": lr(config.lr_translation),
+                 "shape": lr(config.lr_shape), "fov": lr(config.lr_fov)}
+    labels = _JointVariables(FrameStates("expression", "jaw", "eyes", "rotation", "translation"),
+                             "shape" if config.fit_shape else FROZEN, "fov" if config.fit_fov else FROZEN)
+    return partitioned_adam(schedules, labels)
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _fit_joint(model: FlameModel, targets: LandmarkTargets, init: FrameStates, shape, fov, frame_weight,
+               config: JointConfig) -> JointResult:
+    frame_fit = jax.vmap(_frame_fit, in_axes=(None, 0, None, 0, None))
+
+    def unpack(v: _JointVariables):
+        return v.frames, v.shape, v.fov
+
+    def frame_losses(v):
+        frames, shape_, fov_ = unpack(v)
+        data, lmk68 = frame_fit(with_identity(model, shape_), frames, fov_, targets, config)
+        return data, lmk68, jax.vmap(nme_inner)(lmk68, targets.lmk68)
+
+    def inliers(nme):
+        median = jnp.nanmedian(jnp.where(valid > 0, nme, jnp.nan))
+        return nme <= jnp.maximum(config.outlier_min_nme, config.outlier_factor * median)
+
+    def loss_fn(v):
+        frames, shape_, _ = unpack(v)
+        data, _, nme = frame_losses(v)
+        weight = valid * jax.lax.stop_gradient(inliers(nme))
+        loss = (jnp.sum(weight * data) + config.expression_l2 * jnp.sum(frames.expression**2)
+                + config.shape_l2 * jnp.sum(shape_**2))
+        if config.temporal is not None:
+            loss = loss + temporal_loss(frames, config.temporal)
+        return loss
+
+    def project(v: _JointVariables) -> _JointVariables:
+        return dataclasses.replace(v, fov=jnp.clip(v.fov, *config.fov_range))
+
+    valid = targets.valid.astype(shape.dtype) * frame_weight
+    v = _JointVariables(init, shape, jnp.asarray(fov, shape.dtype))
+    best, report = run_stage(loss_fn, v, _optimiser(config, config.steps), config.steps, project)
+    _, lmk68, nme = frame_losses(best)
+    frames, shape_, fov_ = unpack(best)
+    return JointResult(shape_, fov_, frames, lmk68, nme, (valid > 0) & ~inliers(nme), report.finite)
+
+
+def fit_joint(model: FlameModel, targets: LandmarkTargets, init: FrameStates, shape: Float[Array, "n_shape"],
+              fov_deg: float | Float[Array, ""], config: JointConfig = JointConfig(),
+              frame_weight: Float[Array, "frames"] | None = None) -> JointResult:
+    """Jointly fit a batch of frames (``targets`` batched, in order for temporal priors) from ``init``.
+
+    Compiles once per batch size, model size and config. ``frame_weight`` scales each frame's data term
+    (0 drops a frame; invalid targets are dropped anyway).
+    """
+    frames = targets.valid.shape[0]
+    weight = jnp.ones(frames, jnp.float32) if frame_weight is None else jnp.asarray(frame_weight, jnp.float32)
+    return _fit_joint(landmark_model(model), targets, init, jnp.asarray(shape, jnp.float32),
+                      jnp.asarray(fov_deg, jnp.float32), weight, config)
+
+
+def initial_fits(model: FlameModel, targets: LandmarkTargets, init_config: FitConfig):
+    """Independent per-frame fits (``fit_landmarks_batch``) as a warm start: frames, shapes, the fit results."""
+    fits = fit_landmarks_batch(model, targets, init_config)
+    return FrameStates.from_fit(fits.params, fits.camera), fits
+
+
+def robust_shape(shapes: Float[Array, "frames n_shape"], usable: Bool[Array, "frames"]) -> Float[Array, "n_shape"]:
+    """Per-coefficient median of the usable frames' shapes (zeros when none is usable)."""
+    picked = jnp.where(usable[:, None], shapes, jnp.nan)
+    return jnp.where(jnp.any(usable), jnp.nanmedian(picked, axis=0), 0.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class SamePersonResult:
+    """A joint fit of several photographs of one person (leading axis: images)."""
+
+    shape: Float[np.ndarray, "n_shape"]
+    """The one identity shared by every image."""
+    params: FlameParams
+    """Per-image FLAME parameters (``shape`` repeated; head pose, neck, translation zero)."""
+    camera: Camera
+    """Per-image camera (the rigid pose lives here)."""
+    lmk68: Float[np.ndarray, "images 68 2"]
+    """Fitted 68 points in NDC of each image's crop."""
+    nme: Float[np.ndarray, "images"]
+    outlier: Bool[np.ndarray, "images"]
+    """Images whose landmarks no shared head explained; they did not shape the identity."""
+    status: list[str]
+    """``"ok"``, ``"invalid input"`` (no usable landmarks), ``"outlier"`` or ``"diverged"`` per image."""
+    independent_shapes: Float[np.ndarray, "images n_shape"]
+    """The per-image shapes of the independent warm-start fits (their spread shows what sharing buys)."""
+
+
+def fit_same_person(model: FlameModel, targets: LandmarkTargets,
+                    config: JointConfig = JointConfig(steps=200),
+                    init_config: FitConfig | None = None, fov_deg: float = 20.0) -> SamePersonResult:
+    """Fit several photographs of one person: one shared shape, per-image expression, jaw, eyes and camera.
+
+    ``targets`` is batched (``stack_targets``); each image keeps its own crop and camera, all at ``fov_deg``
+    unless ``config.fit_fov``. Starts from independent fits (``init_config``, default a quick landmark fit) and
+    the per-coefficient median of their shapes, then optimises everything jointly without temporal priors.
+    """
+    config = dataclasses.replace(config, temporal=None)
+    init_config = init_config or quick_config(60, 40).replace(fov_deg=fov_deg)
+    frames, fits = initial_fits(model, targets, init_config)
+    usable = np.asarray(targets.valid) & (np.asarray(fits.status) == 0)
+    shape = robust_shape(fits.params.shape, jnp.asarray(usable))
+    result = fit_joint(model, targets, frames, shape, fov_deg, config)
+    r = jax.tree.map(np.asarray, result)
+    status = ["invalid input" if not v else "diverged" if not r.finite else "outlier" if o else "ok"
+              for v, o in zip(np.asarray(targets.valid), r.outlier)]
+    return SamePersonResult(shape=r.shape, params=jax.tree.map(np.asarray, result.frames.flame_params(result.shape)),
+                            camera=jax.tree.map(np.asarray, result.frames.cameras(result.fov_deg)),
+                            lmk68=r.lmk68, nme=r.nme, outlier=r.outlier, status=status,
+                            independent_shapes=np.asarray(fits.params.shape))

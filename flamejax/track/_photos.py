@@ -1,0 +1,31 @@
+"""Several photographs of one person: preprocess each, fit them with one shared identity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flamejax.perception import Preprocessed, PreprocessConfig, preprocess
+from flamejax.track._core import FitConfig, FlameModel, LandmarkTargets, stack_targets
+from flamejax.track._joint import JointConfig, SamePersonResult, fit_same_person
+
+
+def photo_targets(photos: list[str | Path], config: PreprocessConfig = PreprocessConfig()
+                  ) -> tuple[LandmarkTargets, list[Preprocessed]]:
+    """Landmark targets (batched, NDC of each aligned crop) and the preprocessing of each photograph."""
+    prepared = [preprocess(photo, config) for photo in photos]
+    targets = [LandmarkTargets.from_pixels(p.points478, p.lmk68, config.fit_size, iris=p.iris) for p in prepared]
+    return stack_targets(targets), prepared
+
+
+def fit_same_person_photos(model: FlameModel, photos: list[str | Path], config: JointConfig = JointConfig(steps=200),
+                           preprocess_config: PreprocessConfig = PreprocessConfig(),
+                           init_config: FitConfig | None = None) -> tuple[SamePersonResult, list[Preprocessed]]:
+    """``flamejax fit --same-person a.jpg b.jpg ...``: one identity for all photographs, per-photo expression,
+    jaw, eyes and camera (each photo's camera in its own aligned crop, see :class:`Preprocessed`).
+
+    Raises what :func:`flamejax.perception.preprocess` raises (unreadable photo, no face, ...).
+    """
+    if len(photos) < 2:
+        raise ValueError(f"--same-person needs at least two photographs, got {len(photos)}")
+    targets, prepared = photo_targets(photos, preprocess_config)
+    return fit_same_person(model, targets, config, init_config=init_config), prepared

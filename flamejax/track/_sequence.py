@@ -1,0 +1,305 @@
+"""Tracking a landmark sequence: one identity for the clip, then overlapping chunks fitted jointly in time.
+
+Steps (``track_landmarks``):
+
+1. **Warm start**: every frame gets an independent quick fit (``fit_landmarks_batch`` with
+   ``TrackConfig.init``), in batches of ``chunk_frames`` so it compiles once.
+2. **Identity**: ``identity_frames`` usable frames spread evenly over the clip are fitted jointly with one shared
+   shape (and FOV when ``fit_fov``): :func:`flamejax.track.fit_joint` without temporal priors.
+3. **Motion**: the clip is cut into chunks of exactly ``chunk_frames`` frames (the last one padded), overlapping
+   by ``chunk_overlap``; each chunk is fitted jointly with the shape fixed and the temporal priors on. In the
+   overlaps the two chunks' answers are blended with linear weights, so chunk seams do not jump.
+
+Frames without a face (``lost``), missing from a frame folder (``missing``) or at a pose beyond
+``max_yaw_deg`` (``hard pose``) carry no data term: their warm start is interpolated from the nearest usable
+frames and the temporal priors fill them. Frames whose landmarks no head explains (``occluded``) lose their
+data term half way (see :mod:`flamejax.track._joint`). No frame stops the clip.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from flamejax.track._core import FitConfig, FlameModel, LandmarkTargets, quick_config, stack_targets, yaw_pitch_roll
+from flamejax.track._joint import FrameStates, JointConfig, TemporalPrior, fit_joint, initial_fits, robust_shape
+
+STATUS_OK = "ok"
+STATUS_LOST = "lost"
+STATUS_MISSING = "missing"
+STATUS_HARD_POSE = "hard pose"
+STATUS_OCCLUDED = "occluded"
+STATUS_DIVERGED = "diverged"
+STATUS_INIT_FAILED = "init failed"
+STATUS_REASONS = {
+    STATUS_OK: "fitted to its landmarks",
+    STATUS_LOST: "no face detected in this frame; filled from neighbouring frames",
+    STATUS_MISSING: "frame missing from the sequence (numbering gap); filled from neighbouring frames",
+    STATUS_HARD_POSE: "head turned beyond max_yaw_deg, landmarks unreliable; filled from neighbouring frames",
+    STATUS_OCCLUDED: "landmarks inconsistent with any head (occlusion or detector failure); filled from neighbours",
+    STATUS_DIVERGED: "the optimiser diverged on this chunk; its last finite iterate is kept",
+    STATUS_INIT_FAILED: "the per-frame warm-start fit failed on these landmarks; filled from neighbouring frames",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackConfig:
+    """How a clip is tracked (see the module docstring for the steps)."""
+
+    n_shape: int = 100
+    """Identity components used when the tracker loads the model itself."""
+    n_expression: int = 50
+    fov_deg: float = 20.0
+    """Field of view of the clip's fixed crop (the camera all frames share)."""
+    fit_fov: bool = False
+    """Estimate one FOV for the clip in the identity step (weakly determined by landmarks alone)."""
+    chunk_frames: int = 96
+    chunk_overlap: int = 16
+    identity_frames: int = 24
+    init: FitConfig = quick_config(20, 0)
+    identity: JointConfig = JointConfig(steps=160)
+    motion: JointConfig = JointConfig(steps=100, fit_shape=False, temporal=TemporalPrior())
+    max_yaw_deg: float = 65.0
+    crop_scale: float = 2.0
+    """Side of the clip's fixed square crop in units of the median face box's longer side."""
+    detect_max_side: int = 1280
+    """Frames larger than this are downscaled for MediaPipe (coordinates are mapped back)."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.chunk_overlap < self.chunk_frames // 2:
+            raise ValueError(f"need 0 <= chunk_overlap < chunk_frames / 2, got {self.chunk_overlap}, "
+                             f"{self.chunk_frames}")
+
+    def replace(self, **changes) -> "TrackConfig":
+        return dataclasses.replace(self, **changes)
+
+
+@dataclasses.dataclass(frozen=True)
+class SequenceFit:
+    """A tracked sequence (numpy; leading axis: frames)."""
+
+    shape: np.ndarray
+    fov_deg: float
+    frames: FrameStates
+    lmk68: np.ndarray
+    """Fitted 68 points in NDC of the clip's crop."""
+    nme: np.ndarray
+    """Inner-51 NME against the frame's own targets (NaN where the frame had none)."""
+    status: list[str]
+    independent_shapes: np.ndarray
+    """Shapes of the identity frames' independent warm-start fits (their spread against the clip shape)."""
+    independent_nme: np.ndarray
+    """NME of every frame's warm-start fit (NaN where the frame had no targets)."""
+
+
+def chunk_starts(frames: int, chunk: int, overlap: int) -> list[int]:
+    """Start frame of each chunk: ``chunk`` frames, consecutive chunks sharing ``overlap`` frames."""
+    if frames <= chunk:
+        return [0]
+    stride = chunk - overlap
+    starts = list(range(0, frames - chunk, stride))
+    return starts + [frames - chunk] if starts[-1] + chunk < frames else starts
+
+
+def _blend_weights(start: int, chunk: int, overlap: int, frames: int, starts: list[int]) -> np.ndarray:
+    """Linear ramps where this chunk overlaps the previous and next ones."""
+    w = np.ones(chunk)
+    index = starts.index(start)
+    if index > 0:
+        shared = starts[index - 1] + chunk - start
+        w[:shared] = np.linspace(0.0, 1.0, shared + 2)[1:-1]
+    if index + 1 < len(starts):
+        shared = start + chunk - starts[index + 1]
+        w[chunk - shared:] = np.linspace(1.0, 0.0, shared + 2)[1:-1]
+    return w[: max(0, min(chunk, frames - start))]
+
+
+def fill_from_neighbours(values: np.ndarray, usable: np.ndarray) -> np.ndarray:
+    """Rows of ``values`` where ``usable`` is False, linearly interpolated from the usable ones (held constant
+    beyond the first and last); unchanged when no row is usable."""
+    if not usable.any() or usable.all():
+        return values
+    index = np.arange(len(values))
+    flat = values.reshape(len(values), -1)
+    filled = np.stack([np.interp(index, index[usable], column[usable]) for column in flat.T], axis=1)
+    return filled.reshape(values.shape).astype(values.dtype)
+
+
+def _pad_targets(targets: list[LandmarkTargets | None], size: int) -> LandmarkTargets:
+    return stack_targets([t if t is not None else LandmarkTargets.padding() for t in targets], size)
+
+
+def _numpy(tree):
+    return jax.tree.map(np.asarray, tree)
+
+
+def track_landmarks(model: FlameModel, targets: list[LandmarkTargets | None], config: TrackConfig = TrackConfig(),
+                    missing: np.ndarray | None = None, checkpoint_dir: str | Path | None = None,
+                    progress: Callable[[str], None] | None = None) -> SequenceFit:
+    """Fit a sequence of per-frame targets (``None`` where no face was found) as described in the module docs.
+
+    ``missing`` marks frames absent from the source (numbering gaps). With ``checkpoint_dir`` every finished
+    step is saved there and reused by a later call with the same inputs (``--resume``).
+    """
+    n = len(targets)
+    say = progress or (lambda message: None)
+    missing = np.zeros(n, bool) if missing is None else np.asarray(missing, bool)
+    chunk, overlap = config.chunk_frames, config.chunk_overlap
+    store = _Checkpoints(checkpoint_dir, targets, config)
+
+    init = store.load("init")
+    if init is None:
+        init_parts = []
+        for start in range(0, n, chunk):
+            part = _pad_targets(targets[start:start + chunk], chunk)
+            frames, fits = initial_fits(model, part, config.init.replace(fov_deg=config.fov_deg))
+            keep = min(chunk, n - start)
+            init_parts.append(jax.tree.map(lambda a: np.asarray(a)[:keep],
+                                           (frames, fits.params.shape, fits.nme, fits.status,
+                                            jax.vmap(yaw_pitch_roll)(fits.camera))))
+            say(f"warm start: {min(start + chunk, n)}/{n} frames")
+        frames = jax.tree.map(lambda *a: np.concatenate(a), *[p[0] for p in init_parts])
+        init = dict(frames=frames, shapes=np.concatenate([p[1] for p in init_parts]),
+                    nme=np.concatenate([p[2] for p in init_parts]), fit_status=np.concatenate([p[3] for p in init_parts]),
+                    angles=np.concatenate([p[4] for p in init_parts]))
+        store.save("init", init)
+    has_targets = np.array([t is not None and bool(t.valid) for t in targets])
+    hard = has_targets & (np.abs(init["angles"][:, 0]) > config.max_yaw_deg)
+    usable = has_targets & ~hard & (init["fit_status"] == 0)
+    status = [STATUS_MISSING if missing[i] else STATUS_LOST if not has_targets[i] else
+              STATUS_HARD_POSE if hard[i] else STATUS_OK if usable[i] else STATUS_INIT_FAILED for i in range(n)]
+    if not usable.any():
+        raise NoUsableFramesError("no frame of the clip has a usable face (every frame lost, missing or beyond "
+                                  f"max_yaw_deg={config.max_yaw_deg})")
+    warm = jax.tree.map(lambda a: fill_from_neighbours(np.asarray(a), usable), init["frames"])
+
+    identity = store.load("identity")
+    if identity is None:
+        picks = np.flatnonzero(usable)
+        picks = picks[np.unique(np.linspace(0, len(picks) - 1, min(config.identity_frames, len(picks))).round()
+                                .astype(int))]
+        size = config.identity_frames
+        sel = lambda a: np.concatenate([a[picks], np.repeat(a[picks[:1]], size - len(picks), 0)])  # noqa: E731
+        id_targets = _pad_targets([targets[i] for i in picks], size)
+        shape0 = robust_shape(jnp.asarray(init["shapes"][picks]), jnp.ones(len(picks), bool))
+        id_config = config.identity.replace(temporal=None, fit_shape=True, fit_fov=config.fit_fov)
+        result = fit_joint(model, id_targets, jax.tree.map(sel, warm), shape0, config.fov_deg, id_config)
+        identity = dict(shape=np.asarray(result.shape), fov=np.asarray(result.fov_deg), picks=picks,
+                        independent_shapes=init["shapes"][picks])
+        store.save("identity", identity)
+        say(f"identity from {len(picks)} frames")
+    shape, fov = identity["shape"], float(identity["fov"])
+
+    motion_config = config.motion.replace(fit_shape=False, fit_fov=False)
+    starts = chunk_starts(n, chunk, overlap)
+    total = jax.tree.map(lambda a: np.zeros(a.shape, np.float64), warm)
+    lmk68 = np.zeros((n, 68, 2))
+    weight_sum = np.zeros(n)
+    occluded = np.zeros(n, bool)
+    diverged = np.zeros(n, bool)
+    for number, start in enumerate(starts):
+        part = store.load(f"chunk_{number:04d}")
+        if part is None:
+            stop = min(start + chunk, n)
+            frame_weight = np.zeros(chunk, np.float32)
+            frame_weight[: stop - start] = usable[start:stop]
+            sel = lambda a: np.concatenate([a[start:stop], np.repeat(a[stop - 1:stop], chunk - (stop - start), 0)])  # noqa: E731
+            result = fit_joint(model, _pad_targets(targets[start:stop], chunk), jax.tree.map(sel, warm), shape, fov,
+                               motion_config, frame_weight)
+            keep = stop - start
+            part = dict(frames=jax.tree.map(lambda a: np.asarray(a)[:keep], result.frames),
+                        lmk68=np.asarray(result.lmk68)[:keep], outlier=np.asarray(result.outlier)[:keep],
+                        finite=np.asarray(result.finite))
+            store.save(f"chunk_{number:04d}", part)
+            say(f"motion: chunk {number + 1}/{len(starts)}")
+        w = _blend_weights(start, chunk, overlap, n, starts)
+        span = slice(start, start + len(w))
+        total = jax.tree.map(lambda acc, new: _accumulate(acc, new, span, w), total, part["frames"])
+        lmk68[span] += w[:, None, None] * part["lmk68"]
+        weight_sum[span] += w
+        occluded[span] |= part["outlier"]
+        diverged[span] |= not bool(part["finite"])
+    frames = jax.tree.map(lambda a: (a / weight_sum.reshape((-1,) + (1,) * (a.ndim - 1))).astype(np.float32), total)
+    lmk68 = (lmk68 / weight_sum[:, None, None]).astype(np.float32)
+    status = [STATUS_OCCLUDED if s == STATUS_OK and occluded[i] else STATUS_DIVERGED if diverged[i] else s
+              for i, s in enumerate(status)]
+    nme = np.full(n, np.nan, np.float32)
+    independent_nme = np.full(n, np.nan, np.float32)
+    for i in np.flatnonzero(has_targets):
+        nme[i] = _nme(lmk68[i], np.asarray(targets[i].lmk68))
+        independent_nme[i] = init["nme"][i]
+    return SequenceFit(shape=shape, fov_deg=fov, frames=frames, lmk68=lmk68, nme=nme, status=status,
+                       independent_shapes=identity["independent_shapes"], independent_nme=independent_nme)
+
+
+def _accumulate(acc: np.ndarray, new: np.ndarray, span: slice, w: np.ndarray) -> np.ndarray:
+    acc[span] += w.reshape((-1,) + (1,) * (new.ndim - 1)) * new
+    return acc
+
+
+def _nme(fitted: np.ndarray, target: np.ndarray) -> float:
+    inner = slice(17, 68)
+    return float(np.linalg.norm(fitted[inner] - target[inner], axis=-1).mean()
+                 / max(np.linalg.norm(target[36] - target[45]), 1e-8))
+
+
+class NoUsableFramesError(ValueError):
+    """Raised when no frame of a clip has a face to fit."""
+
+
+class _Checkpoints:
+    """Per-step results saved as npz under a folder, keyed by the targets they were computed from."""
+
+    def __init__(self, folder: str | Path | None, targets: list[LandmarkTargets | None], config: TrackConfig):
+        self.folder = None if folder is None else Path(folder)
+        digest = np.array([len(targets)] + [float(np.sum(np.asarray(t.lmk68))) if t is not None else -1.0
+                                             for t in targets], np.float64)
+        self.key = hashlib.sha256(digest.round(5).tobytes() + repr(config).encode()).hexdigest()[:16]
+
+    def _path(self, name: str) -> Path:
+        return self.folder / f"{name}.npz"
+
+    def load(self, name: str):
+        if self.folder is None or not self._path(name).is_file():
+            return None
+        with np.load(self._path(name), allow_pickle=False) as data:
+            if str(data["__key__"]) != self.key:
+                return None
+            flat = {k: data[k] for k in data.files if k != "__key__"}
+        return _unflatten(flat)
+
+    def save(self, name: str, values: dict) -> None:
+        if self.folder is None:
+            return
+        from flamejax.track._core import write_npz
+
+        write_npz(self._path(name), __key__=np.asarray(self.key), **_flatten(values))
+
+
+def _flatten(values: dict) -> dict:
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, FrameStates):
+            flat.update({f"{key}.{f.name}": np.asarray(getattr(value, f.name)) for f in dataclasses.fields(value)})
+        else:
+            flat[key] = np.asarray(value)
+    return flat
+
+
+def _unflatten(flat: dict) -> dict:
+    values: dict = {}
+    groups: dict = {}
+    for key, value in flat.items():
+        if "." in key:
+            group, field = key.split(".", 1)
+            groups.setdefault(group, {})[field] = value
+        else:
+            values[key] = value
+    values.update({group: FrameStates(**fields) for group, fields in groups.items()})
+    return values

@@ -1,0 +1,358 @@
+"""``track_video``: a video (or frame folder) to per-frame FLAME parameters, cameras and exports.
+
+Conventions of every output:
+
+* **World** is FLAME's head space (metres; +x the subject's left, +y up, +z out of the face). The head stays at
+  the origin with zero head pose, neck and translation; all rigid motion is the camera's, per frame.
+* **Crop**: the clip has one fixed square crop (centre = median face centre, side = ``crop_scale`` x the median
+  face box) that defines the shared pinhole camera (``fov_deg`` across the crop side, principal point at its
+  centre). Landmark targets are fitted in the NDC of this crop; every pixel output is in the upright frame.
+* ``tracking.npz`` / ``tracking.json`` (per frame, leading axis = frames):
+  ``R``, ``t``: world to camera in **OpenCV** convention (x right, y down, z forward): ``x_cam = R X + t``;
+  ``K``: OpenCV intrinsics in frame pixels with pixel centres at integers (``cx = crop centre x - 0.5``), so
+  ``u ~ K x_cam``; ``yaw_pitch_roll``: degrees, as :func:`flamejax.camera.yaw_pitch_roll` (R = Ry Rx Rz in
+  flamejax's OpenGL-like camera); ``expression``, ``jaw_pose``, ``eyes_pose`` (left eye then right eye,
+  axis-angle), ``shape`` (one per clip); ``landmarks_target`` / ``landmarks_fitted``: 68 points in frame
+  pixels (pixel centres at half-integers, flamejax's convention; NaN where a frame had no face);
+  ``status`` and ``status_reason`` per frame (see :data:`flamejax.track.STATUS_REASONS`).
+* ``overlay.mp4``: the shaded mesh and the target (green) and fitted (red) landmarks over the upright frames.
+* ``export/vhap``: NeRF ``transforms.json`` (per frame ``transform_matrix`` = OpenGL camera-to-world, i.e.
+  camera looking down -z with +y up, in the FLAME head space; ``fl_x``, ``fl_y``, ``cx``, ``cy`` in frame pixels
+  with pixel centres at half-integers; ``w``, ``h``), ``images/NNNNN_00.png`` frames and
+  ``flame_param/NNNNN.npz`` with ``translation``, ``rotation`` (zero: the camera moves), ``neck_pose``,
+  ``jaw_pose``, ``eyes_pose`` (1, 6), ``shape`` (n_shape,), ``expr`` (1, n_exp), plus ``canonical_flame_param.npz``.
+* ``export/fht``: one npz per frame with flame-head-tracker's keys: ``shape``, ``exp``, ``head_pose``,
+  ``neck_pose`` (zero), ``jaw_pose``, ``eye_pose`` (6), ``cam`` (6: flamejax camera axis-angle + translation),
+  ``fov`` (degrees), ``K`` (3x3 OpenCV, frame pixels).
+* ``export/meshes/NNNNN.obj``: posed FLAME mesh per frame in the head space.
+* ``checkpoints/``: landmarks, warm start, identity and every chunk, reused by ``resume=True``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from flamejax.perception._video import FrameSource, VideoLandmarker, VideoReadError
+from flamejax.track._core import (Camera, LandmarkTargets, RasterConfig, export_mesh, flame_forward, load_flame,
+                                  shade_for_display, to_68, write_json, write_npz, yaw_pitch_roll)
+from flamejax.track._joint import FrameStates
+from flamejax.track._sequence import STATUS_REASONS, SequenceFit, TrackConfig, track_landmarks
+
+EXPORTS = ("vhap", "fht", "obj-sequence")
+_GL_TO_CV = np.diag([1.0, -1.0, -1.0])
+_OVERLAY_MARGIN = 1.6
+
+
+class NoFaceInVideoError(VideoReadError):
+    """MediaPipe found no face in any frame."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackResult:
+    """What ``track_video`` wrote and computed (arrays: leading axis = frames)."""
+
+    out_dir: Path
+    frame_indices: np.ndarray
+    times_s: np.ndarray
+    fps: float
+    fit: SequenceFit
+    crop: tuple[float, float, float]
+    """x0, y0, side of the clip's square crop in frame pixels."""
+    frame_size: tuple[int, int]
+    """(height, width) of the upright frames."""
+    notes: tuple[str, ...]
+    timings_s: dict
+    """Seconds spent per step: decode+landmarks, fit, writing, overlay, exports."""
+
+
+def _crop_of(points: list[np.ndarray | None], scale: float) -> tuple[float, float, float]:
+    boxes = np.array([np.concatenate([p.min(0), p.max(0)]) for p in points if p is not None])
+    centre = np.median((boxes[:, :2] + boxes[:, 2:]) / 2, axis=0)
+    side = scale * float(np.median(np.max(boxes[:, 2:] - boxes[:, :2], axis=1)))
+    return float(centre[0] - side / 2), float(centre[1] - side / 2), side
+
+
+def _targets(points: np.ndarray | None, crop) -> LandmarkTargets | None:
+    if points is None:
+        return None
+    x0, y0, side = crop
+    local = points - np.array([x0, y0], np.float32)
+    return LandmarkTargets.from_pixels(local, to_68(local), side)
+
+
+def detect_sequence(source: FrameSource, max_side: int, checkpoint: Path | None,
+                    progress: Callable[[str], None]) -> tuple[list[int], list[float], list[np.ndarray | None]]:
+    """Frame indices, times and MediaPipe points of every frame; saved to ``checkpoint`` as it goes (also on
+    an interruption), and frames already there are not detected again."""
+    done: dict[int, np.ndarray | None] = {}
+    if checkpoint is not None and checkpoint.is_file():
+        with np.load(checkpoint) as data:
+            for index, found, pts in zip(data["indices"], data["found"], data["points"]):
+                done[int(index)] = pts if found else None
+    indices, times, points = [], [], []
+    try:
+        with VideoLandmarker(max_side) as landmarker:
+            for frame in source:
+                indices.append(frame.index)
+                times.append(frame.time_s)
+                points.append(done[frame.index] if frame.index in done else landmarker(frame.image))
+                if len(indices) % 100 == 0:
+                    progress(f"landmarks: {len(indices)} frames")
+    finally:
+        if checkpoint is not None and indices:
+            found = np.array([p is not None for p in points])
+            stacked = np.stack([p if p is not None else np.zeros((478, 2), np.float32) for p in points])
+            write_npz(checkpoint, indices=np.asarray(indices), found=found, points=stacked)
+    return indices, times, points
+
+
+def _with_gaps(indices, times, points, fps):
+    """Insert the frames a folder's numbering skips (as missing), so time steps stay regular."""
+    full = list(range(indices[0], indices[-1] + 1))
+    by_index = dict(zip(indices, zip(times, points)))
+    missing = np.array([i not in by_index for i in full])
+    times = [by_index[i][0] if i in by_index else i / fps for i in full]
+    points = [by_index[i][1] if i in by_index else None for i in full]
+    return full, times, points, missing
+
+
+def cameras_opencv(frames: FrameStates, fov_deg: float, crop) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-frame R (F,3,3), t (F,3) in OpenCV convention and the shared K (3,3) in frame pixels."""
+    cams = Camera(jnp.asarray(frames.rotation), jnp.asarray(frames.translation), jnp.full(len(frames.jaw), fov_deg))
+    rot_gl = np.asarray(jax.vmap(Camera.rotation_matrix)(cams), np.float64)
+    x0, y0, side = crop
+    f = 0.5 * side / np.tan(np.deg2rad(fov_deg) / 2)
+    K = np.array([[f, 0, x0 + side / 2 - 0.5], [0, f, y0 + side / 2 - 0.5], [0, 0, 1.0]])
+    return _GL_TO_CV @ rot_gl, np.asarray(frames.translation, np.float64) @ _GL_TO_CV, K
+
+
+def _ndc_to_frame(ndc: np.ndarray, crop) -> np.ndarray:
+    x0, y0, side = crop
+    return (ndc + 1.0) * (side / 2.0) + np.array([x0, y0])
+
+
+def track_video(source: str | Path, out_dir: str | Path, config: TrackConfig = TrackConfig(), model=None, *,
+                start_s: float | None = None, end_s: float | None = None, fps: float | None = None,
+                overlay: bool = True, exports: tuple[str, ...] = (), resume: bool = False,
+                progress: Callable[[str], None] | None = None) -> TrackResult:
+    """Track the face in a video or frame folder and write ``OUT/tracking.npz``, ``tracking.json``, the overlay
+    video and the requested exports (conventions in this module's docstring).
+
+    Raises:
+      VideoReadError: the source cannot be read; NoFaceInVideoError: no frame shows a face;
+      ValueError: an unknown export name.
+    """
+    unknown = sorted(set(exports) - set(EXPORTS))
+    if unknown:
+        raise ValueError(f"--export: unknown format(s) {', '.join(unknown)}; choose from {', '.join(EXPORTS)}")
+    say = progress or (lambda message: None)
+    out = Path(out_dir)
+    checkpoints = out / "checkpoints"
+    if not resume and checkpoints.is_dir():
+        for stale in checkpoints.glob("*.npz"):
+            stale.unlink()
+    timings = {}
+    clock = time.perf_counter()
+    frames = FrameSource(source, start_s, end_s, fps)
+    indices, times, points = detect_sequence(frames, config.detect_max_side, checkpoints / "landmarks.npz", say)
+    if not indices:
+        raise VideoReadError(f"{source}: no frame in the requested time range")
+    missing = np.zeros(len(indices), bool)
+    if frames.info.is_folder and fps is None:
+        indices, times, points, missing = _with_gaps(indices, times, points, frames.info.fps)
+        if missing.any():
+            frames.notes.append(f"{int(missing.sum())} frame number(s) missing from the folder; filled from "
+                                f"neighbouring frames")
+    if all(p is None for p in points):
+        raise NoFaceInVideoError(f"{source}: no face found in any of the {len(indices)} frames (MediaPipe)")
+    timings["decode_landmarks"] = time.perf_counter() - clock
+    crop = _crop_of(points, config.crop_scale)
+    model = model if model is not None else load_flame(n_shape=config.n_shape, n_expression=config.n_expression)
+    clock = time.perf_counter()
+    fit = track_landmarks(model, [_targets(p, crop) for p in points], config, missing, checkpoints, say)
+    timings["fit"] = time.perf_counter() - clock
+    result = TrackResult(out, np.asarray(indices), np.asarray(times), frames.info.fps if fps is None else fps, fit,
+                         crop, (frames.info.height, frames.info.width), tuple(frames.notes), timings)
+    clock = time.perf_counter()
+    write_tracking(result, points)
+    timings["write"] = time.perf_counter() - clock
+    if overlay:
+        clock = time.perf_counter()
+        write_overlay(result, model, FrameSource(source, start_s, end_s, fps), points)
+        timings["overlay"] = time.perf_counter() - clock
+    if exports:
+        clock = time.perf_counter()
+        write_exports(result, model, exports, FrameSource(source, start_s, end_s, fps))
+        timings["exports"] = time.perf_counter() - clock
+    return result
+
+
+def write_tracking(result: TrackResult, points: list[np.ndarray | None]) -> None:
+    """``tracking.npz`` and ``tracking.json`` (see the module docstring)."""
+    fit, crop = result.fit, result.crop
+    R, t, K = cameras_opencv(fit.frames, fit.fov_deg, crop)
+    cams = Camera(jnp.asarray(fit.frames.rotation), jnp.asarray(fit.frames.translation),
+                  jnp.full(len(fit.status), fit.fov_deg))
+    angles = np.asarray(jax.vmap(yaw_pitch_roll)(cams))
+    targets = np.stack([to_68(p) if p is not None else np.full((68, 2), np.nan, np.float32) for p in points])
+    arrays = dict(
+        fps=np.float64(result.fps), frame_indices=result.frame_indices, times_s=result.times_s, shape=fit.shape,
+        fov_deg=np.float64(fit.fov_deg), expression=fit.frames.expression, jaw_pose=fit.frames.jaw,
+        eyes_pose=fit.frames.eyes, R=R, t=t, K=np.broadcast_to(K, (len(R), 3, 3)), yaw_pitch_roll=angles,
+        landmarks_target=targets, landmarks_fitted=_ndc_to_frame(fit.lmk68, crop), nme=fit.nme,
+        status=np.array(fit.status), crop_x0_y0_side=np.array(crop), frame_size_hw=np.array(result.frame_size))
+    write_npz(result.out_dir / "tracking.npz", **arrays)
+    summary = {k: np.asarray(v).tolist() for k, v in arrays.items()}
+    summary["status_reason"] = [STATUS_REASONS[s] for s in fit.status]
+    summary["notes"] = list(result.notes)
+    summary["conventions"] = ("world = FLAME head space (m); R, t: world->camera, OpenCV axes (x right, y down, "
+                              "z forward); K: frame pixels, pixel centres at integers; landmarks: frame pixels, "
+                              "pixel centres at half-integers; yaw_pitch_roll: degrees (flamejax.camera)")
+    write_json(result.out_dir / "tracking.json", _finite_json(summary))
+
+
+def _finite_json(value):
+    """NaN is not JSON: replace it by None."""
+    if isinstance(value, list):
+        return [_finite_json(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _finite_json(v) for k, v in value.items()}
+    return None if isinstance(value, float) and not np.isfinite(value) else value
+
+
+def _posed_vertices(model, fit: SequenceFit, rows: np.ndarray) -> np.ndarray:
+    params = fit.frames.flame_params(jnp.asarray(fit.shape))
+    picked = jax.tree.map(lambda a: jnp.asarray(a)[rows], params)
+    return np.asarray(jax.jit(jax.vmap(lambda p: flame_forward(model, p).vertices))(picked))
+
+
+@jax.jit
+def _shade_batch(vertices, faces, rotation, translation, fov, size_ref):
+    config = RasterConfig(image_size=size_ref.shape[0], faces_per_tile=512)
+    return jax.vmap(lambda v, r, t: shade_for_display(v, faces, Camera(r, t, fov), config))(vertices, rotation,
+                                                                                            translation)
+
+
+def write_overlay(result: TrackResult, model, frames: FrameSource, points: list[np.ndarray | None],
+                  render_size: int = 256, batch: int = 16) -> None:
+    """``overlay.mp4``: mesh rendered in the crop, warped into the frame and blended, plus landmarks."""
+    fit, (x0, y0, side) = result.fit, result.crop
+    height, width = result.frame_size
+    row_of = {int(index): row for row, index in enumerate(result.frame_indices)}
+    # The render covers the crop enlarged by _OVERLAY_MARGIN about its centre, so the whole head shows.
+    render_side = side * _OVERLAY_MARGIN
+    rx0, ry0 = x0 + side / 2 - render_side / 2, y0 + side / 2 - render_side / 2
+    render_fov = np.rad2deg(2 * np.arctan(_OVERLAY_MARGIN * np.tan(np.deg2rad(fit.fov_deg) / 2)))
+    to_frame = np.array([[render_side / render_size, 0, rx0], [0, render_side / render_size, ry0]], np.float64)
+    fitted = _ndc_to_frame(fit.lmk68, result.crop)
+    path = result.out_dir / "overlay.mp4"
+    tmp = path.with_name(".overlay.tmp.mp4")
+    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(result.fps), (width, height))
+    if not writer.isOpened():
+        raise VideoReadError(f"{path}: OpenCV cannot write an MP4 video here")
+    faces = jnp.asarray(model.faces)
+    size_ref = jnp.zeros((render_size,))
+    pending: list = []
+
+    def flush():
+        rows = np.array([row for row, _ in pending])
+        rows_padded = np.concatenate([rows, np.repeat(rows[-1:], batch - len(rows))])
+        verts = _posed_vertices(model, fit, rows_padded)
+        rgba = np.asarray(_shade_batch(jnp.asarray(verts), faces, jnp.asarray(fit.frames.rotation[rows_padded]),
+                                       jnp.asarray(fit.frames.translation[rows_padded]),
+                                       jnp.asarray(render_fov, jnp.float32), size_ref))
+        for (row, image), shaded in zip(pending, rgba):
+            layer = cv2.warpAffine(np.ascontiguousarray(shaded), to_frame, (width, height), flags=cv2.INTER_LINEAR)
+            alpha = 0.6 * layer[..., 3:4]
+            picture = image.astype(np.float32) / 255.0 * (1 - alpha) + layer[..., :3] * alpha
+            picture = cv2.cvtColor((np.clip(picture, 0, 1) * 255).astype(np.uint8), cv2.COLOR_RGB2BGR)
+            for colour, pts in (((0, 255, 0), _target_68(points[row])), ((0, 0, 255), fitted[row])):
+                if pts is None:
+                    continue
+                for x, y in pts:
+                    cv2.circle(picture, (int(x), int(y)), 1, colour, -1)
+            cv2.putText(picture, fit.status[row], (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1)
+            writer.write(picture)
+        pending.clear()
+
+    try:
+        for frame in frames:
+            row = row_of.get(frame.index)
+            if row is None:
+                continue
+            pending.append((row, frame.image))
+            if len(pending) == batch:
+                flush()
+        if pending:
+            flush()
+    finally:
+        writer.release()
+    tmp.replace(path)
+
+
+def _target_68(points: np.ndarray | None) -> np.ndarray | None:
+    return None if points is None else to_68(points)
+
+
+def write_exports(result: TrackResult, model, exports: tuple[str, ...], frames: FrameSource) -> None:
+    """The requested exports under ``OUT/export`` (conventions in the module docstring)."""
+    fit, crop = result.fit, result.crop
+    root = result.out_dir / "export"
+    n = len(fit.status)
+    R, t, K = cameras_opencv(fit.frames, fit.fov_deg, crop)
+    if "fht" in exports:
+        for row, index in enumerate(result.frame_indices):
+            write_npz(root / "fht" / f"{int(index):05d}.npz", shape=fit.shape, exp=fit.frames.expression[row],
+                      head_pose=np.zeros(3, np.float32), neck_pose=np.zeros(3, np.float32),
+                      jaw_pose=fit.frames.jaw[row], eye_pose=fit.frames.eyes[row],
+                      cam=np.concatenate([fit.frames.rotation[row], fit.frames.translation[row]]),
+                      fov=np.float32(fit.fov_deg), K=K)
+    if "obj-sequence" in exports:
+        for start in range(0, n, 32):
+            rows = np.arange(start, min(start + 32, n))
+            for row, verts in zip(rows, _posed_vertices(model, fit, rows)):
+                export_mesh(root / "meshes" / f"{int(result.frame_indices[row]):05d}.obj", verts, np.asarray(model.faces))
+    if "vhap" in exports:
+        _write_vhap(result, root / "vhap", R, t, K, frames)
+
+
+def _write_vhap(result: TrackResult, folder: Path, R, t, K, frames: FrameSource) -> None:
+    fit = result.fit
+    height, width = result.frame_size
+    fl = float(K[0, 0])
+    cx, cy = float(K[0, 2] + 0.5), float(K[1, 2] + 0.5)
+    angle_x, angle_y = 2 * np.arctan(width / (2 * fl)), 2 * np.arctan(height / (2 * fl))
+    shared = dict(cx=cx, cy=cy, fl_x=fl, fl_y=fl, w=width, h=height, camera_angle_x=angle_x, camera_angle_y=angle_y)
+    row_of = {int(index): row for row, index in enumerate(result.frame_indices)}
+    z3 = np.zeros((1, 3), np.float32)
+    entries = []
+    for frame in frames:
+        row = row_of.get(frame.index)
+        if row is None:
+            continue
+        w2c_gl = np.eye(4)
+        w2c_gl[:3, :3] = _GL_TO_CV @ R[row]
+        w2c_gl[:3, 3] = _GL_TO_CV @ t[row]
+        image_path = f"images/{row:05d}_00.png"
+        param_path = f"flame_param/{row:05d}.npz"
+        (folder / "images").mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / image_path), cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR))
+        write_npz(folder / param_path, translation=z3, rotation=z3, neck_pose=z3, jaw_pose=fit.frames.jaw[row][None],
+                  eyes_pose=fit.frames.eyes[row][None], shape=fit.shape, expr=fit.frames.expression[row][None])
+        entries.append(dict(timestep_index=row, timestep_index_original=int(frame.index), timestep_id=f"{frame.index:05d}",
+                            camera_index=0, camera_id="0", transform_matrix=np.linalg.inv(w2c_gl).tolist(),
+                            file_path=image_path, flame_param_path=param_path, status=fit.status[row], **shared))
+    write_npz(folder / "canonical_flame_param.npz", translation=z3, rotation=z3, neck_pose=z3,
+              jaw_pose=np.array([[0.3, 0, 0]], np.float32), eyes_pose=np.zeros((1, 6), np.float32), shape=fit.shape,
+              expr=np.zeros((1, fit.frames.expression.shape[1]), np.float32))
+    write_json(folder / "transforms.json", dict(frames=entries, timestep_indices=list(range(len(entries))),
+                                                camera_indices=[0], **shared))
+
