@@ -92,8 +92,8 @@ def render_mesh(
     face_uvs = None if texture is None else uv_layout.face_uvs()
     background = jnp.asarray(config.background, screen.dtype)
     if mode == "hard" and config.hard_rasterizer == "zbuffer":
-        return _render_visible(screen, faces, normals, face_uvs, texture, sh_coeffs, visible_faces(screen, faces, config),
-                               background)
+        face_index = visible_faces(screen, faces, config)
+        return _render_visible(screen, faces, normals, face_uvs, texture, sh_coeffs, face_index, background)
 
     def rows(face_index, inside, row_centres):
         fragments = fragments_in_rows(screen, faces, face_index, inside, row_centres)
