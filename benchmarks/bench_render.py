@@ -1,12 +1,14 @@
 """Renderer throughput: FLAME head, textured and SH-lit, forward and forward+backward, against batch size.
 
 Each configuration renders a batch of heads (``jax.vmap`` over slightly different cameras) with
-:func:`flamejax.render.render_mesh` in hard mode (K = 1) and soft mode (K = 8, SoftRas); forward+backward takes
-the gradient of an L1 photometric + alpha loss with respect to vertices, texture and lighting (what a
-photometric fit differentiates). Reports images/s (median over repeats, compile excluded) and the compiled
-temporary memory per batch.
+:func:`flamejax.render.render_mesh` in hard mode (K = 1; z-buffer and tiled rasterizers) and soft mode (K = 8,
+SoftRas); forward+backward takes the gradient of an L1 photometric + alpha loss with respect to vertices, texture
+and lighting (what a photometric fit differentiates). Reports images/s (median over repeats, compile excluded),
+the process CPU seconds per call (a fairer measure than wall time on a shared machine), the compiled temporary
+memory per batch, and XLA's own cost analysis of the forward+backward call (flops, bytes accessed).
 
     python3 benchmarks/bench_render.py [--quick | --full] [--batch-sizes 1 4 16] [--sizes 256 512]
+        [--modes hard soft] [--rasterizers zbuffer tiled]
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import platform
 import statistics
 import time
 from pathlib import Path
+
+import flamejax  # noqa: F401 -- first, so that its XLA flags apply before JAX starts
 
 import jax
 import jax.numpy as jnp
@@ -61,20 +65,23 @@ def make_functions(faces, uv, config: RasterConfig, mode: str):
     return jax.jit(forward), jax.jit(jax.grad(loss, argnums=(0, 2, 3)))
 
 
-def measure(fn, args, repeats: int) -> tuple[float, float, float]:
-    """(compile seconds, median run seconds, temporary MiB)."""
+def measure(fn, args, repeats: int) -> dict:
+    """Compile seconds, median run seconds (wall and process CPU), temporary MiB, XLA's flops and bytes accessed."""
     start = time.perf_counter()
     compiled = fn.lower(*args).compile()
     compile_s = time.perf_counter() - start
     memory = compiled.memory_analysis()
-    temp_mib = memory.temp_size_in_bytes / 2**20 if memory is not None else float("nan")
+    cost = compiled.cost_analysis() or {}
     jax.block_until_ready(compiled(*args))
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         jax.block_until_ready(compiled(*args))
         times.append(time.perf_counter() - start)
-    return compile_s, statistics.median(times), temp_mib
+        cpu.append(time.process_time() - start_cpu)
+    return dict(compile_s=compile_s, seconds=statistics.median(times), cpu_seconds=statistics.median(cpu),
+                temp_mib=memory.temp_size_in_bytes / 2**20 if memory is not None else float("nan"),
+                gflops=cost.get("flops", float("nan")) / 1e9, gbytes=cost.get("bytes accessed", float("nan")) / 1e9)
 
 
 def main() -> None:
@@ -85,6 +92,8 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+")
     parser.add_argument("--sizes", type=int, nargs="+")
     parser.add_argument("--modes", nargs="+", default=["hard", "soft"], choices=["hard", "soft"])
+    parser.add_argument("--rasterizers", nargs="+", default=["zbuffer", "tiled"], choices=["zbuffer", "tiled"],
+                        help="hard-mode rasterizers to measure (soft mode is always tiled)")
     parser.add_argument("--repeats", type=int)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -95,32 +104,40 @@ def main() -> None:
     out = args.out or ROOT / "benchmarks" / "results" / f"render_{device.platform}.json"
 
     rows = []
-    header = (f"{'size':>5} {'mode':>5} {'K':>2} {'batch':>5} | {'fwd img/s':>9} {'fwd MiB':>8} | "
-              f"{'f+b img/s':>9} {'f+b MiB':>8}")
+    header = (f"{'size':>5} {'mode':>5} {'raster':>7} {'batch':>5} | {'fwd img/s':>9} {'fwd MiB':>8} | "
+              f"{'f+b img/s':>9} {'f+b cpu s':>9} {'f+b MiB':>8} {'GFLOP':>7} {'GB':>6}")
     print(f"device: {device.device_kind} ({device.platform}), jax {jax.__version__}")
     print(header + "\n" + "-" * len(header))
     for size in sizes:
         for mode in args.modes:
-            config = RasterConfig(image_size=size, faces_per_pixel=8)
-            for batch in batches:
-                verts, faces, cameras, uv, texture, light = scene(batch)
-                forward, grad = make_functions(faces, uv, config, mode)
-                target = jnp.full((batch, size, size, 3), 0.5)
-                fc, ft, fm = measure(forward, (verts, cameras, texture, light), repeats)
-                gc, gt, gm = measure(grad, (verts, cameras, texture, light, target), repeats)
-                row = dict(image_size=size, mode=mode, faces_per_pixel=1 if mode == "hard" else 8, batch=batch,
-                           tile_size=config.tile, faces_per_tile=config.faces_per_tile,
-                           forward_images_per_s=batch / ft, forward_s=ft, forward_compile_s=fc, forward_temp_mib=fm,
-                           backward_images_per_s=batch / gt, forward_backward_s=gt, backward_compile_s=gc,
-                           forward_backward_temp_mib=gm)
-                rows.append(row)
-                print(f"{size:>5} {mode:>5} {row['faces_per_pixel']:>2} {batch:>5} | {batch / ft:>9.2f} {fm:>8.1f} | "
-                      f"{batch / gt:>9.2f} {gm:>8.1f}", flush=True)
+            for rasterizer in (args.rasterizers if mode == "hard" else ["tiled"]):
+                config = RasterConfig(image_size=size, faces_per_pixel=8, hard_rasterizer=rasterizer)
+                for batch in batches:
+                    verts, faces, cameras, uv, texture, light = scene(batch)
+                    forward, grad = make_functions(faces, uv, config, mode)
+                    target = jnp.full((batch, size, size, 3), 0.5)
+                    f = measure(forward, (verts, cameras, texture, light), repeats)
+                    g = measure(grad, (verts, cameras, texture, light, target), repeats)
+                    row = dict(image_size=size, mode=mode, rasterizer=rasterizer,
+                               faces_per_pixel=1 if mode == "hard" else 8, batch=batch,
+                               forward_images_per_s=batch / f["seconds"], forward_s=f["seconds"],
+                               forward_cpu_s=f["cpu_seconds"], forward_compile_s=f["compile_s"],
+                               forward_temp_mib=f["temp_mib"], backward_images_per_s=batch / g["seconds"],
+                               forward_backward_s=g["seconds"], forward_backward_cpu_s=g["cpu_seconds"],
+                               backward_compile_s=g["compile_s"], forward_backward_temp_mib=g["temp_mib"],
+                               forward_backward_gflops=g["gflops"], forward_backward_gbytes=g["gbytes"],
+                               load_average=round(os.getloadavg()[0], 2))
+                    rows.append(row)
+                    print(f"{size:>5} {mode:>5} {rasterizer:>7} {batch:>5} | {batch / f['seconds']:>9.2f} "
+                          f"{f['temp_mib']:>8.1f} | {batch / g['seconds']:>9.2f} {g['cpu_seconds']:>9.3f} "
+                          f"{g['temp_mib']:>8.1f} {g['gflops']:>7.2f} {g['gbytes']:>6.2f}", flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(dict(
         benchmark="render", device=device.device_kind, platform=device.platform, jax=jax.__version__,
         host=platform.node(), cpu_count=os.cpu_count(), mesh="FLAME template, 5023 vertices, 9976 faces",
-        note="images/s = batch / median seconds per call (compile excluded); MiB = XLA temporary buffers per call",
+        note="images/s = batch / median seconds per call (compile excluded); cpu s = process CPU seconds per call "
+             "(all threads); MiB = XLA temporary buffers per call; GFLOP, GB = XLA cost analysis of the compiled "
+             "forward+backward call",
         results=rows), indent=2) + "\n")
     print(f"wrote {out}")
 

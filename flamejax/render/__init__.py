@@ -30,6 +30,6 @@ __all__ = [
     "AlbedoModel", "Fragments", "RasterConfig", "RenderResult", "SH_CONSTANTS", "UVLayout", "albedo_texture",
     "count_tile_faces", "face_normals", "hard_blend", "interpolate", "load_albedo_model", "load_uv_layout",
     "rasterize", "rasterize_visible", "render_mesh", "sample_texture", "screen_vertices", "sh_basis", "sh_shading",
-    "shade_for_display", "soft_blend", "soft_coverage", "task_count", "uniform_texture", "vertex_normals", "visible_faces",
-    "visible_fragments",
+    "shade_for_display", "soft_blend", "soft_coverage", "task_count", "uniform_texture", "vertex_normals",
+    "visible_faces", "visible_fragments",
 ]

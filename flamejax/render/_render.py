@@ -14,7 +14,7 @@ from flamejax.render._blend import hard_blend, interpolate, soft_blend
 from flamejax.render._raster import Fragments, RasterConfig, fragments_in_rows, map_row_blocks, rasterize, select_faces
 from flamejax.render._shading import _unit, sh_shading, vertex_normals
 from flamejax.render._texture import UVLayout, sample_texture
-from flamejax.render._zbuffer import fragments_from_corners, rasterize_visible, visible_faces
+from flamejax.render._zbuffer import fragments_from_corners, gather_columns, rasterize_visible, visible_faces
 
 
 @jax.tree_util.register_dataclass
@@ -92,8 +92,8 @@ def render_mesh(
     face_uvs = None if texture is None else uv_layout.face_uvs()
     background = jnp.asarray(config.background, screen.dtype)
     if mode == "hard" and config.hard_rasterizer == "zbuffer":
-        return _render_visible(screen, faces, normals, face_uvs, texture, sh_coeffs, visible_faces(screen, faces, config),
-                               background)
+        face_index = visible_faces(screen, faces, config)
+        return _render_visible(screen, faces, normals, face_uvs, texture, sh_coeffs, face_index, background)
 
     def rows(face_index, inside, row_centres):
         fragments = fragments_in_rows(screen, faces, face_index, inside, row_centres)
@@ -106,24 +106,24 @@ def render_mesh(
 
 
 def _render_visible(screen, faces, normals, face_uvs, texture, sh_coeffs, face_index, background) -> RenderResult:
-    """Hard mode from a z-buffer's face ids: each pixel gathers one row of a per-face table (screen corners,
-    corner normals, corner uvs), so the backward pass is one scatter-add of a row per pixel into that table."""
+    """Hard mode from a z-buffer's face ids: each pixel gathers its face's corner positions, normals and uvs from
+    per-face columns (see :mod:`flamejax.render._zbuffer` on why columns)."""
     n_faces = faces.shape[0]
-    columns = [screen[faces].reshape(n_faces, 9), normals[faces].reshape(n_faces, 9)]
-    if face_uvs is not None:
-        columns.append(face_uvs.reshape(n_faces, 6).astype(screen.dtype))
     covered = face_index >= 0
-    safe = jnp.maximum(face_index, 0)
-    row = jnp.concatenate(columns, axis=-1)[safe]
-    vertex_index = jnp.where(covered[..., None], faces[safe], 0).astype(jnp.int32)
-    fragments = fragments_from_corners(row[..., :9], face_index, vertex_index)
-    bary = fragments.bary[:, :, 0]
-    corner_sum = lambda first, width: sum(  # noqa: E731 -- barycentric mix of 3 corners stored side by side
-        bary[..., i, None] * row[..., first + i * width: first + (i + 1) * width] for i in range(3))
-    normal = _unit(corner_sum(9, 3))
+    vertex_index = jnp.where(covered[..., None], faces[jnp.maximum(face_index, 0)], 0).astype(jnp.int32)
+    fragments = fragments_from_corners(gather_columns(screen[faces].reshape(n_faces, 9), face_index), face_index,
+                                       vertex_index)
+    bary = [fragments.bary[:, :, 0, i] for i in range(3)]
+
+    def mix(corner_columns: list, width: int) -> Float[Array, "h w c"]:
+        """Barycentric mix of 3 corners whose ``width`` channels are stored side by side."""
+        return jnp.stack([sum(bary[i] * corner_columns[i * width + c] for i in range(3)) for c in range(width)], -1)
+
+    normal = _unit(mix(gather_columns(normals[faces].reshape(n_faces, 9), face_index), 3))
     colors = sh_shading(normal, sh_coeffs)
     if texture is not None:
-        colors = colors * sample_texture(texture, corner_sum(18, 2))
+        uv = mix(gather_columns(face_uvs.reshape(n_faces, 6).astype(screen.dtype), face_index), 2)
+        colors = colors * sample_texture(texture, uv)
     image = jnp.where(covered[..., None], colors, background)
     return RenderResult(image, covered.astype(image.dtype), jnp.where(covered[..., None], normal, 0.0), fragments)
 

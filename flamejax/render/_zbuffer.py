@@ -13,9 +13,9 @@ Two passes, as in nvdiffrast:
    Gradients reach the vertices through these barycentrics; the backward pass is a single scatter-add of one
    row per covered pixel into the per-face table, then one of three rows per face into the vertices.
 
-Depth order: depth is quantised to ``32 - face_bits`` bits over the depth range of the image's valid faces
-(18 bits, about 1 µm over a 25 cm head, for FLAME's 9976 faces); faces nearer than that to each other at a pixel
-are ordered by face id. Faces crossing the near or far plane are dropped, like in :func:`rasterize`.
+Depth order: inverse depth is quantised to ``32 - face_bits`` bits over the range of the image's valid faces
+(18 bits for FLAME's 9976 faces: about 1 µm over a 25 cm deep head at 1 m); faces nearer than that to each other
+at a pixel are ordered by face id. Faces crossing the near or far plane are dropped, like in :func:`rasterize`.
 """
 
 from __future__ import annotations
@@ -86,10 +86,18 @@ def visible_faces(
     task_end = jnp.cumsum(tasks)
     task_start = task_end - tasks
     total = task_end[-1]
+    # Per face, w1 and w2 (barycentrics of vertices 1, 2) and 1/z as affine functions of the pixel centre's offset
+    # from vertex 0 (small offsets keep float32 exact enough at the edges); one row gather per task.
     inv_z = 1.0 / jnp.where(valid[:, None], z, 1.0)
-    z_lo = jnp.min(jnp.where(valid[:, None], z, jnp.inf))
-    z_hi = jnp.max(jnp.where(valid[:, None], z, -jnp.inf))
-    depth_scale = depth_levels / jnp.maximum(z_hi - z_lo, 1e-12)
+    d1, d2 = xy[:, 1] - xy[:, 0], xy[:, 2] - xy[:, 0]
+    area = jnp.where(valid, area2, 1.0)
+    face_table = jnp.stack([xy[:, 0, 0] - 0.5, xy[:, 0, 1] - 0.5, d2[:, 1] / area, -d2[:, 0] / area,
+                            -d1[:, 1] / area, d1[:, 0] / area, inv_z[:, 0], inv_z[:, 1] - inv_z[:, 0],
+                            inv_z[:, 2] - inv_z[:, 0]], axis=-1)
+    box_table = jnp.stack([first_pixel[:, 0], first_pixel[:, 1], jnp.maximum(extent[:, 0], 1), task_start], axis=-1)
+    iz_lo = jnp.min(jnp.where(valid[:, None], inv_z, jnp.inf))
+    iz_hi = jnp.max(jnp.where(valid[:, None], inv_z, -jnp.inf))
+    depth_scale = depth_levels / jnp.maximum(iz_hi - iz_lo, 1e-12)
     face_ids = jnp.arange(n_faces, dtype=jnp.int32)
     offsets = jnp.arange(chunk, dtype=jnp.int32)
 
@@ -100,18 +108,15 @@ def visible_faces(
             face_ids, mode="drop")
         face = jnp.maximum(jax.lax.cummax(marks), jnp.sum(task_end <= base).astype(jnp.int32))
         face = jnp.minimum(face, n_faces - 1)
-        local = base + offsets - task_start[face]
-        width = jnp.maximum(extent[face, 0], 1)
-        col = first_pixel[face, 0] + local % width
-        row = first_pixel[face, 1] + local // width
-        corners = xy[face]
-        e0, e1, e2 = _edge_functions(col + 0.5, row + 0.5, *(corners[:, i // 2, i % 2] for i in range(6)))
-        a = area2[face]
-        w0, w1, w2 = e0 / a, e1 / a, e2 / a
-        covered = (w0 >= 0) & (w1 >= 0) & (w2 >= 0) & (base + offsets < total)
-        iz = inv_z[face]
-        depth = 1.0 / (w0 * iz[:, 0] + w1 * iz[:, 1] + w2 * iz[:, 2])
-        level = jnp.clip((depth - z_lo) * depth_scale, 0.0, depth_levels).astype(jnp.uint32)
+        col0, row0, width, start = (box_table[face, i] for i in range(4))
+        local = base + offsets - start
+        col, row = col0 + local % width, row0 + local // width
+        u0, v0, a1, b1, a2, b2, iz0, diz1, diz2 = (face_table[face, i] for i in range(9))
+        du, dv = col - u0, row - v0
+        w1, w2 = a1 * du + b1 * dv, a2 * du + b2 * dv
+        covered = (w1 >= 0) & (w2 >= 0) & (w1 + w2 <= 1) & (base + offsets < total)
+        inv_depth = iz0 + w1 * diz1 + w2 * diz2
+        level = jnp.clip((iz_hi - inv_depth) * depth_scale, 0.0, depth_levels).astype(jnp.uint32)
         key = (level << face_bits) | face.astype(jnp.uint32)
         pixel = jnp.where(covered, row * size + col, size * size)
         return base + chunk, zbuffer.at[pixel].min(key, mode="drop")
@@ -123,18 +128,20 @@ def visible_faces(
     return face_index.reshape(size, size)
 
 
-def _corner_table(screen_verts: Float[Array, "v 3"], faces: Int[Array, "f 3"]) -> Float[Array, "f 9"]:
-    return screen_verts[faces].reshape(faces.shape[0], 9)
+def gather_columns(table: Float[Array, "f c"], face_index: Int[Array, "h w"]) -> list[Float[Array, "h w"]]:
+    """Column by column, each pixel's row of a per-face table (row 0 where ``face_index`` is -1)."""
+    safe = jnp.maximum(face_index, 0)
+    return [table[:, i][safe] for i in range(table.shape[1])]
 
 
 def fragments_from_corners(
-    corners: Float[Array, "h w 9"], face_index: Int[Array, "h w"], vertex_index: Int[Array, "h w 3"]
+    corners: list[Float[Array, "h w"]], face_index: Int[Array, "h w"], vertex_index: Int[Array, "h w 3"]
 ) -> Fragments:
-    """K = 1 :class:`Fragments` from each pixel's face corners ``(u0, v0, z0, u1, v1, z1, u2, v2, z2)``."""
+    """K = 1 :class:`Fragments` from each pixel's face corners ``u0, v0, z0, u1, v1, z1, u2, v2, z2`` (9 planes)."""
     h, w = face_index.shape
     found = face_index >= 0
-    u0, v0, z0, u1, v1, z1, u2, v2, z2 = (corners[..., i] for i in range(9))
-    pv, pu = (x.astype(corners.dtype) + 0.5 for x in jnp.meshgrid(jnp.arange(h), jnp.arange(w), indexing="ij"))
+    u0, v0, z0, u1, v1, z1, u2, v2, z2 = corners
+    pv, pu = (x.astype(u0.dtype) + 0.5 for x in jnp.meshgrid(jnp.arange(h), jnp.arange(w), indexing="ij"))
     e0, e1, e2 = _edge_functions(pu, pv, u0, v0, u1, v1, u2, v2)
     area2 = e0 + e1 + e2
     area2 = jnp.where(found & (jnp.abs(area2) > _MIN_AREA), area2, 1.0)
@@ -160,9 +167,9 @@ def visible_fragments(
 ) -> Fragments:
     """Differentiable K = 1 fragments of the faces :func:`visible_faces` chose (barycentrics, depth and distance
     to the face's edges are functions of ``screen_verts``)."""
-    safe = jnp.maximum(face_index, 0)
-    vertex_index = jnp.where((face_index >= 0)[..., None], faces[safe], 0).astype(jnp.int32)
-    return fragments_from_corners(_corner_table(screen_verts, faces)[safe], face_index, vertex_index)
+    vertex_index = jnp.where((face_index >= 0)[..., None], faces[jnp.maximum(face_index, 0)], 0).astype(jnp.int32)
+    corners = gather_columns(screen_verts[faces].reshape(faces.shape[0], 9), face_index)
+    return fragments_from_corners(corners, face_index, vertex_index)
 
 
 def rasterize_visible(screen_verts: Float[Array, "v 3"], faces: Int[Array, "f 3"], config: RasterConfig) -> Fragments:
