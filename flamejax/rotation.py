@@ -11,17 +11,21 @@ _SMALL_ANGLE_SQ = 1e-12
 
 def axis_angle_to_matrix(axis_angle: Float[Array, "... 3"]) -> Float[Array, "... 3 3"]:
     """Rodrigues' formula, with a Taylor expansion near zero so gradients stay finite there."""
-    theta_sq = jnp.sum(axis_angle**2, axis=-1, keepdims=True)[..., None]
+    x, y, z = axis_angle[..., 0], axis_angle[..., 1], axis_angle[..., 2]
+    # Sums of three written out: XLA's vectorised reductions round differently in different batch slots, which
+    # would make a fit depend on its place in a batch.
+    theta_sq = (x * x + y * y + z * z)[..., None, None]
     small = theta_sq < _SMALL_ANGLE_SQ
     safe_theta_sq = jnp.where(small, 1.0, theta_sq)
     theta = jnp.sqrt(safe_theta_sq)
     sin_over_theta = jnp.where(small, 1.0 - theta_sq / 6.0, jnp.sin(theta) / theta)
     one_minus_cos_over_theta_sq = jnp.where(small, 0.5 - theta_sq / 24.0, (1.0 - jnp.cos(theta)) / safe_theta_sq)
-    x, y, z = axis_angle[..., 0], axis_angle[..., 1], axis_angle[..., 2]
     zeros = jnp.zeros_like(x)
     skew = jnp.stack([zeros, -z, y, z, zeros, -x, -y, x, zeros], axis=-1).reshape(axis_angle.shape[:-1] + (3, 3))
     eye = jnp.eye(3, dtype=axis_angle.dtype)
-    return eye + sin_over_theta * skew + one_minus_cos_over_theta_sq * (skew @ skew)
+    # skew² = r rᵀ - |r|² I, elementwise for the same reason
+    skew_sq = axis_angle[..., :, None] * axis_angle[..., None, :] - theta_sq * eye
+    return eye + sin_over_theta * skew + one_minus_cos_over_theta_sq * skew_sq
 
 
 def matrix_to_axis_angle(matrix: Float[Array, "... 3 3"]) -> Float[Array, "... 3"]:

@@ -117,12 +117,12 @@ def _solve_coefficients(camera: Camera, mean, basis, target, weight, prior: Floa
     t = camera.translation
     f = focal_length(camera.fov_deg, 2)
     current = mean + jnp.einsum("ncb,b->nc", basis, coeffs, precision=_HI)
-    depth = -(current @ rot[2] + t[2])
+    depth = -(jnp.sum(current * rot[2], -1) + t[2])
     u, v = target[:, 0], target[:, 1]
     row_u = -(u[:, None] * rot[2] + f * rot[0]) / depth[:, None]  # (n, 3)
     row_v = (-v[:, None] * rot[2] + f * rot[1]) / depth[:, None]
-    a_u = jnp.einsum("nc,ncb->nb", row_u, basis, precision=_HI)
-    a_v = jnp.einsum("nc,ncb->nb", row_v, basis, precision=_HI)
+    a_u = jnp.sum(row_u[:, :, None] * basis, axis=1)
+    a_v = jnp.sum(row_v[:, :, None] * basis, axis=1)
     b_u = -jnp.sum(row_u * mean, -1) + (u * t[2] + f * t[0]) / depth
     b_v = -jnp.sum(row_v * mean, -1) + (v * t[2] - f * t[1]) / depth
     sqrt_w = jnp.sqrt(jnp.concatenate([weight, weight]))
