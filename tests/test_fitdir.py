@@ -175,8 +175,8 @@ def test_killed_run_resumes_to_the_uninterrupted_outputs(runs, flame_model):
         with np.load(reference_files[name]) as ref, np.load(resumed_files[name]) as res:
             assert set(ref.files) == set(res.files)
             for key in (k for k in ref.files if ref[k].dtype.kind == "f"):
-                # The first batch was fitted in another process: equal up to float32 rounding.
-                np.testing.assert_allclose(res[key], ref[key], rtol=1e-5, atol=1e-5, err_msg=f"{name}: {key}")
+                # Fitted in another process and beside other images: a fit depends on neither.
+                np.testing.assert_array_equal(res[key], ref[key], err_msg=f"{name}: {key}")
 
 
 def test_retry_failed_fits_failures_again(runs, flame_model, tmp_path):
