@@ -49,11 +49,15 @@ def _integer(low: int, high: int | None = None):
     return parse
 
 
-def _fov(text: str) -> float:
+def _number(text: str, what: str = "number") -> float:
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of degrees") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not a {what}") from None
+
+
+def _fov(text: str) -> float:
+    value = _number(text, "number of degrees")
     if not FOV_RANGE[0] <= value <= FOV_RANGE[1]:
         raise argparse.ArgumentTypeError(f"{value:g} degrees is out of range: a field of view between "
                                          f"{FOV_RANGE[0]:g} and {FOV_RANGE[1]:g} degrees")
@@ -74,10 +78,7 @@ def _mesh_formats(text: str) -> tuple[str, ...]:
 
 
 def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    value = _number(text)
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"{value:g} is out of range: must be a positive number")
     return value

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -33,3 +34,16 @@ def flame_model():
     if not any((shared_flame_dir() / n).is_file() for n in ("flame_test_model.pkl", "generic_model.pkl")):
         pytest.skip("no FLAME model available")
     return load_flame(n_shape=20, n_expression=10)
+
+
+def assert_directional_derivatives(value_and_grad, args, rng, rtol: float, atol: float, eps: float = 1e-6):
+    """Each argument's gradient against a central finite difference along a random direction."""
+    import jax.numpy as jnp
+
+    _, grads = value_and_grad(*args)
+    for i in range(len(args)):
+        direction = jnp.asarray(rng.normal(size=args[i].shape))
+        moved = [[a + t * direction if j == i else a for j, a in enumerate(args)] for t in (eps, -eps)]
+        numeric = (value_and_grad(*moved[0])[0] - value_and_grad(*moved[1])[0]) / (2 * eps)
+        np.testing.assert_allclose(jnp.vdot(grads[i], direction), numeric, rtol=rtol, atol=atol)
+    return grads

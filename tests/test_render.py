@@ -32,7 +32,7 @@ from flamejax.render import (
     soft_blend,
     vertex_normals,
 )
-from tests.conftest import shared_flame_dir
+from tests.conftest import assert_directional_derivatives, shared_flame_dir
 
 SIZE = 64
 K = 4
@@ -236,13 +236,7 @@ def test_render_mesh_gradients_match_finite_differences():
             return jnp.sum(jnp.concatenate([out.image, out.alpha[..., None]], -1) * target)
 
         value_and_grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
-        _, grads = value_and_grad(*args)
-        eps = 1e-6
-        for i in range(3):
-            direction = jnp.asarray(rng.normal(size=args[i].shape))
-            moved = [[a + t * direction if j == i else a for j, a in enumerate(args)] for t in (eps, -eps)]
-            numeric = (value_and_grad(*moved[0])[0] - value_and_grad(*moved[1])[0]) / (2 * eps)
-            np.testing.assert_allclose(jnp.vdot(grads[i], direction), numeric, rtol=1e-4, atol=1e-7)
+        grads = assert_directional_derivatives(value_and_grad, args, rng, rtol=1e-4, atol=1e-7)
 
 
 def test_sh_shading_matches_direct_formula():

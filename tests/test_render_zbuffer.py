@@ -13,7 +13,7 @@ import pytest
 from flamejax.camera import Camera
 from flamejax.render import (RasterConfig, UVLayout, load_uv_layout, rasterize, rasterize_visible, render_mesh,
                              task_count, visible_faces)
-from tests.conftest import shared_flame_dir
+from tests.conftest import assert_directional_derivatives, shared_flame_dir
 from tests.test_render import AMBIGUOUS, HARD, SIZE, flame_template, random_triangles, reference_raster  # noqa: F401
 
 ZBUFFER = dataclasses.replace(HARD, faces_per_pixel=1)
@@ -145,11 +145,5 @@ def test_hard_render_gradients_match_finite_differences():
             return jnp.sum(render_mesh(verts, faces, camera, layout, texture, sh, config).image * target)
 
         value_and_grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
-        _, grads = value_and_grad(*args)
-        eps = 1e-6
-        for i in range(3):
-            direction = jnp.asarray(rng.normal(size=args[i].shape))
-            moved = [[a + t * direction if j == i else a for j, a in enumerate(args)] for t in (eps, -eps)]
-            numeric = (value_and_grad(*moved[0])[0] - value_and_grad(*moved[1])[0]) / (2 * eps)
-            np.testing.assert_allclose(jnp.vdot(grads[i], direction), numeric, rtol=1e-5, atol=1e-8)
+        grads = assert_directional_derivatives(value_and_grad, args, rng, rtol=1e-5, atol=1e-8)
         assert float(jnp.abs(grads[0]).max()) > 0
