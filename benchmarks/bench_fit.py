@@ -137,7 +137,7 @@ def photographs(model: FlameModel, config: FitConfig) -> tuple[dict, dict]:
     from flamejax.fit import nme_inner
     from flamejax.perception import preprocess
     from flamejax.perception._layout import HAND_MADE_IBUG68_FROM_MEDIAPIPE
-    from flamejax.pipeline import targets_of
+    from flamejax.fitter import targets_of
 
     photos = shared_photos()[:PHOTO_BATCH]
     items = [preprocess(p) for p in photos]

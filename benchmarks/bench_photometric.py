@@ -47,7 +47,7 @@ def _fit_both(model, uv, landmark_targets, images, masks, config):
     landmark = fit_landmarks_batch(model, landmark_targets, FitConfig())
     targets = PhotometricTargets(jnp.asarray(images, jnp.float32), jnp.asarray(masks, jnp.float32), landmark_targets)
     start = time.perf_counter()
-    photo = fit_photometric_batch(model, uv, targets, landmark.params, landmark.camera, config)
+    photo = fit_photometric_batch(model, uv, targets, landmark, config)
     jax.block_until_ready(photo)
     return jax.tree.map(np.asarray, landmark), jax.tree.map(np.asarray, photo), time.perf_counter() - start
 
@@ -62,7 +62,7 @@ def _face_errors(model, samples, params, face):
 
 def run(quick: bool) -> dict:
     from flamejax.perception import preprocess
-    from flamejax.pipeline import targets_of
+    from flamejax.fitter import targets_of
 
     model = load_flame(n_shape=N_SHAPE, n_expression=N_EXPRESSION)
     uv = load_uv_layout()
@@ -76,11 +76,11 @@ def run(quick: bool) -> dict:
     landmark, photo, first_seconds = _fit_both(model, uv, stack_targets([s.targets for s in samples]), images, masks,
                                                config)
     lmk_err, photo_err = (_face_errors(model, samples, r.params, face) for r in (landmark, photo))
-    synthetic_rows = [[i, lmk_err[i], photo_err[i], photo.photometric_start[i], photo.photometric_final[i]]
+    synthetic_rows = [[i, lmk_err[i], photo_err[i], photo.photometric.photometric_start[i], photo.photometric.photometric_final[i]]
                       for i in range(batch)]
     for name, reduce in (("mean", np.mean), ("median", np.median)):
-        synthetic_rows.append([name, reduce(lmk_err), reduce(photo_err), reduce(photo.photometric_start),
-                               reduce(photo.photometric_final)])
+        synthetic_rows.append([name, reduce(lmk_err), reduce(photo_err), reduce(photo.photometric.photometric_start),
+                               reduce(photo.photometric.photometric_final)])
     better = int(np.sum(photo_err < lmk_err))
     synthetic = table("Synthetic heads (rendered with known albedo and light)",
                       ["sample", "landmark mode face error mm", "photometric face error mm",
@@ -96,8 +96,8 @@ def run(quick: bool) -> dict:
     masks = np.stack([it.mask for it in items])
     landmark_p, photo_p, seconds = _fit_both(model, uv, stack_targets([targets_of(it) for it in items]), images,
                                              masks, config)
-    photo_rows = [[p.name, landmark_p.nme[i] * 100, photo_p.nme[i] * 100, photo_p.photometric_start[i],
-                   photo_p.photometric_final[i]] for i, p in enumerate(photos)]
+    photo_rows = [[p.name, landmark_p.nme[i] * 100, photo_p.nme[i] * 100, photo_p.photometric.photometric_start[i],
+                   photo_p.photometric.photometric_final[i]] for i, p in enumerate(photos)]
     photographs = table("Shared photographs", ["image", "NME landmark mode %", "NME photometric %",
                                                "masked L1 start", "masked L1 final"], photo_rows,
                         "NME: inner 51 points over the outer-eye-corner distance; the masked L1 starts from the "
