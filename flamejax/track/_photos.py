@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from flamejax.perception import Preprocessed, PreprocessConfig, preprocess
+from flamejax.fitter import targets_of
 from flamejax.track._core import FitConfig, FlameModel, LandmarkTargets, stack_targets
 from flamejax.track._joint import JointConfig, SamePersonResult, fit_same_person
 
@@ -13,8 +14,7 @@ def photo_targets(photos: list[str | Path], config: PreprocessConfig = Preproces
                   ) -> tuple[LandmarkTargets, list[Preprocessed]]:
     """Landmark targets (batched, NDC of each aligned crop) and the preprocessing of each photograph."""
     prepared = [preprocess(photo, config) for photo in photos]
-    targets = [LandmarkTargets.from_pixels(p.points478, p.lmk68, config.fit_size, iris=p.iris) for p in prepared]
-    return stack_targets(targets), prepared
+    return stack_targets([targets_of(p) for p in prepared]), prepared
 
 
 def fit_same_person_photos(model: FlameModel, photos: list[str | Path], config: JointConfig = JointConfig(steps=200),
