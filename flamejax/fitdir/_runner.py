@@ -1,4 +1,4 @@
-"""The directory run: preprocess ahead on a thread pool, fit fixed-size batches with a :class:`Fitter` on the main
+"""The directory run: preprocess ahead on a pool, fit fixed-size batches with a :class:`Fitter` on the main
 thread, write each image's outputs on a second pool while the next batch fits, commit batch by batch.
 
 Perception (MediaPipe, on the host) runs in worker processes, one per core by default, so that a fast device is
@@ -20,8 +20,10 @@ import functools
 import itertools
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -35,6 +37,7 @@ from flamejax.fitdir._ledger import (AppendLog, FolderLock, ImageRecord, check_s
                                      log_unlogged, marker_path, remove_stale_files, write_csv, write_marker)
 from flamejax.fitdir._targets_cache import TARGETS_DIR, TargetsCache
 from flamejax.fitter import Fitter, ImageFit
+from flamejax.onnx_session import OnnxModel
 from flamejax.outputs import OutputOptions, _plain, output_names, provenance, write_image_outputs
 from flamejax.perception import PreprocessConfig, load_image, preprocess
 
@@ -62,8 +65,10 @@ class DirectoryConfig:
     workers: int = dataclasses.field(default_factory=default_workers)
     """Threads writing outputs, and preprocessing ahead of the fit when ``preprocess_processes`` is 0."""
     preprocess_processes: int | None = None
-    """Worker processes preprocessing ahead of the fit (MediaPipe scales across processes, not threads);
-    ``None``: one per host core; 0: ``workers`` threads of this process instead."""
+    """Worker processes preprocessing ahead of the fit (each with its own interpreter and MediaPipe graphs);
+    ``None``: one per host core; 0: ``workers`` threads of this process instead. Workers are started with
+    ``spawn``, which imports the calling script again: a script calling :func:`fit_directory` at top level needs
+    the ``if __name__ == "__main__":`` guard."""
     cache_targets: bool = True
     """Keep each image's targets under ``.fitdir/targets`` and reuse them when image and preprocessing match."""
     prefetch_batches: int = 2
@@ -181,9 +186,19 @@ def unprepared(job: ImageJob, err: BaseException) -> Prepared:
     return Prepared(job, None, None, failure_reason(err, job.source), 0.0)
 
 
-def _ignore_interrupts() -> None:
-    """Worker processes leave Ctrl-C to the main process, which stops the pool."""
+def _start_worker() -> None:
+    """A perception worker leaves Ctrl-C to the main process, which stops the pool, and ends when the main
+    process dies (killed, its pool cannot tell the workers; they would wait for work forever)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent.sentinel,), name="flamejax-parent-watch",
+                         daemon=True).start()
+
+
+def _exit_with(parent_sentinel: int) -> None:
+    multiprocessing.connection.wait([parent_sentinel])
+    os._exit(1)
 
 
 @contextlib.contextmanager
@@ -196,7 +211,7 @@ def perception_pool(config: DirectoryConfig, output_dir: Path) -> Iterator[tuple
         preprocess_config = _by_path(preprocess_config)
     cache = TargetsCache.create(output_dir, preprocess_config) if config.cache_targets else None
     work = functools.partial(prepare, config=preprocess_config, keep_original=config.outputs.overlay, cache=cache)
-    pool = (ProcessPoolExecutor(processes, multiprocessing.get_context("spawn"), initializer=_ignore_interrupts)
+    pool = (ProcessPoolExecutor(processes, multiprocessing.get_context("spawn"), initializer=_start_worker)
             if processes else ThreadPoolExecutor(config.workers, "flamejax-preprocess"))
     with pool:
         yield pool, work
@@ -210,7 +225,7 @@ def perception_processes(config: DirectoryConfig) -> int:
 def _by_path(config: PreprocessConfig) -> PreprocessConfig:
     """``config`` with opened ONNX models replaced by their files (sessions do not cross processes)."""
     return dataclasses.replace(config, **{name: model.path for name in ("parsing_model", "matting_model")
-                                          if hasattr(model := getattr(config, name), "session")})
+                                          if isinstance(model := getattr(config, name), OnnxModel)})
 
 
 def failure_reason(err: Exception, source: Path | str) -> str:
