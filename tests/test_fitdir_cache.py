@@ -17,7 +17,7 @@ from flamejax.cli import build_parser, directory_config_from_args, fitter_from_a
 from flamejax.fitdir import fit_directory
 from flamejax.fitdir._jobs import discover_images
 from flamejax.fitdir._targets_cache import TARGETS_DIR, TargetsCache, targets_arrays, targets_from_arrays
-from flamejax.perception import PreprocessConfig, preprocess
+from flamejax.perception import PreprocessConfig, load_image, preprocess
 from tests.conftest import SHARED, requires_flame
 
 PHOTOS = ("ffhq_00000.png", "ffhq_00001.png")
@@ -157,7 +157,7 @@ def test_refit_with_other_settings_skips_perception_and_fits_the_same(flame_mode
     assert again.fitted == len(PHOTOS) and len(counted) == before + 2
     cached = TargetsCache.create(tmp_path / "out", PreprocessConfig())
     job = discover_images(photos, False)[0]
-    assert_same_targets(cached.load(job, cached.key(job)), preprocess(photos / PHOTOS[0], PreprocessConfig()))
+    assert_same_targets(cached.load(job, cached.key(job)), preprocess(load_image(photos / PHOTOS[0]), PreprocessConfig()))
 
 
 @requires_flame
