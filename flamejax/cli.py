@@ -164,6 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
     fit_dir.add_argument("--workers", type=_integer(1, 256), default=None,
                          help="preprocessing and writing threads (default: the CPU count, at most 8)")
     fit_dir.add_argument("--prefetch", type=_integer(1, 64), default=2, help="batches preprocessed ahead of the fit")
+    fit_dir.add_argument("--preprocess-processes", type=_integer(0, 1024), default=None,
+                         help="worker processes running perception (default: one per CPU core; 0: --workers threads)")
+    fit_dir.add_argument("--no-targets-cache", action="store_true",
+                         help="do not keep or reuse each image's targets under OUTPUT/.fitdir/targets (a refit "
+                              "with other fit settings reuses them and skips perception)")
     fit_dir.add_argument("--retry-failed", action="store_true", help="fit images that failed in earlier runs again")
     fit_dir.add_argument("--refit", action="store_true",
                          help="the folder holds fits made with other settings: fit every image again")
@@ -287,6 +292,7 @@ def directory_config_from_args(args):
     return DirectoryConfig(
         preprocess=PreprocessConfig(face_index=args.face_index), outputs=output_options_from_args(args),
         recursive=args.recursive, workers=args.workers or default_workers(), prefetch_batches=args.prefetch,
+        preprocess_processes=args.preprocess_processes, cache_targets=not args.no_targets_cache,
         retry_failed=args.retry_failed, refit=args.refit, verify=args.verify, max_images=args.max_images,
         progress=not args.no_progress)
 

@@ -4,11 +4,13 @@
     summary = fit_directory("photos/", "fits/", Fitter.create(load_flame()), DirectoryConfig(recursive=True))
 
 The parts: :mod:`~flamejax.fitdir._jobs` (which images, which output names), :mod:`~flamejax.fitdir._ledger`
-(done-markers, summary log and table, settings, lock), :mod:`~flamejax.fitdir._runner` (the threaded run).
+(done-markers, summary log and table, settings, lock), :mod:`~flamejax.fitdir._runner` (the run: perception in
+worker processes, fit on the main thread, writes in threads), :mod:`~flamejax.fitdir._targets_cache`.
 Output folder (mirrors the input folder's subfolders)::
 
     sub/name.json, .npz, .obj, .glb, name_overlay.png   results of sub/name.jpg (one image's files as a unit)
     .fitdir/                                            done-markers, settings, locks (see the ledger)
+    .fitdir/targets/name.npz                            the image's fitting targets, reused by a refit
     summary.jsonl, summary.csv                          one line per processed image; every image's latest record
 """
 

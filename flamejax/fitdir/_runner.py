@@ -1,5 +1,9 @@
-"""The directory run: preprocess ahead on a thread pool, fit fixed-size batches with a :class:`Fitter` on the main
+"""The directory run: preprocess ahead on a pool, fit fixed-size batches with a :class:`Fitter` on the main
 thread, write each image's outputs on a second pool while the next batch fits, commit batch by batch.
+
+Perception (MediaPipe, on the host) runs in worker processes, one per core by default, so that a fast device is
+not kept waiting; each image's targets are cached under the output folder (:mod:`~flamejax.fitdir._targets_cache`)
+and a refit with other fit settings reuses them.
 
 An image is done when its marker parses, the source has the marker's size and mtime, and every output it lists
 exists with its recorded size (``verify="checksum"``: and sha256). Done images are skipped; failed ones too,
@@ -10,13 +14,19 @@ again (overwriting them), leftovers of the killed run are removed, and no image 
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
+import functools
 import itertools
 import logging
+import multiprocessing
+import multiprocessing.connection
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +35,9 @@ from flamejax.distributed import host_shard, process_info, wait_for_all_processe
 from flamejax.fitdir._jobs import ImageJob, check_folders, discover_images
 from flamejax.fitdir._ledger import (AppendLog, FolderLock, ImageRecord, check_settings, completed_record,
                                      log_unlogged, marker_path, remove_stale_files, write_csv, write_marker)
+from flamejax.fitdir._targets_cache import TARGETS_DIR, TargetsCache
 from flamejax.fitter import Fitter, ImageFit
+from flamejax.onnx_session import OnnxModel
 from flamejax.outputs import OutputOptions, _plain, output_names, provenance, write_image_outputs
 from flamejax.perception import PreprocessConfig, load_image, preprocess
 
@@ -36,6 +48,13 @@ def default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
+def host_cores() -> int:
+    """Cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
 @dataclasses.dataclass(frozen=True)
 class DirectoryConfig:
     """How a directory run goes, besides the :class:`Fitter` (what a fit is)."""
@@ -44,7 +63,14 @@ class DirectoryConfig:
     outputs: OutputOptions = OutputOptions()
     recursive: bool = False
     workers: int = dataclasses.field(default_factory=default_workers)
-    """Threads preprocessing ahead of the fit, and threads writing outputs."""
+    """Threads writing outputs, and preprocessing ahead of the fit when ``preprocess_processes`` is 0."""
+    preprocess_processes: int | None = None
+    """Worker processes preprocessing ahead of the fit (each with its own interpreter and MediaPipe graphs);
+    ``None``: one per host core; 0: ``workers`` threads of this process instead. Workers are started with
+    ``spawn``, which imports the calling script again: a script calling :func:`fit_directory` at top level needs
+    the ``if __name__ == "__main__":`` guard."""
+    cache_targets: bool = True
+    """Keep each image's targets under ``.fitdir/targets`` and reuse them when image and preprocessing match."""
     prefetch_batches: int = 2
     """How many batches of images are preprocessed ahead of the fit (bounds memory)."""
     retry_failed: bool = False
@@ -61,6 +87,8 @@ class DirectoryConfig:
             raise ValueError(f"verify must be 'size' or 'checksum', got {self.verify!r}")
         if self.workers < 1 or self.prefetch_batches < 1:
             raise ValueError("workers and prefetch_batches must be at least 1")
+        if self.preprocess_processes is not None and self.preprocess_processes < 0:
+            raise ValueError(f"preprocess_processes must be 0 or more, got {self.preprocess_processes}")
         if self.max_images is not None and self.max_images < 0:
             raise ValueError(f"max_images must be 0 or more, got {self.max_images}")
 
@@ -129,18 +157,75 @@ class Prepared:
     """The photograph (kept for the overlay picture only)."""
     error: str
     seconds: float
+    cached: bool = False
+    """The targets came from the targets cache (perception did not run)."""
 
 
-def prepare(job: ImageJob, config: PreprocessConfig, keep_original: bool) -> Prepared:
-    """Load and preprocess one image; any failure becomes a reason, never an exception."""
+def prepare(job: ImageJob, config: PreprocessConfig, keep_original: bool,
+            cache: TargetsCache | None = None) -> Prepared:
+    """Load and preprocess one image (or take its targets from ``cache``); any failure becomes a reason,
+    never an exception."""
     start = time.perf_counter()
     try:
-        original = load_image(job.source)
-        item = preprocess(original, config)
+        key = cache.key(job) if cache is not None else ""
+        item = cache.load(job, key) if cache is not None else None
+        cached = item is not None
+        original = load_image(job.source) if not cached or keep_original else None
+        if not cached:
+            item = preprocess(original, config)
+            if cache is not None:
+                cache.store(job, key, item)
     except Exception as err:  # noqa: BLE001 -- one bad image must not end a run over thousands
         log.debug("preprocessing %s failed", job.relative, exc_info=True)
         return Prepared(job, None, None, failure_reason(err, job.source), time.perf_counter() - start)
-    return Prepared(job, item, original if keep_original else None, "", time.perf_counter() - start)
+    return Prepared(job, item, original if keep_original else None, "", time.perf_counter() - start, cached)
+
+
+def unprepared(job: ImageJob, err: BaseException) -> Prepared:
+    """The failure of an image whose preprocessing never returned (its worker process died)."""
+    return Prepared(job, None, None, failure_reason(err, job.source), 0.0)
+
+
+def _start_worker() -> None:
+    """A perception worker leaves Ctrl-C to the main process, which stops the pool, and ends when the main
+    process dies (killed, its pool cannot tell the workers; they would wait for work forever)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent.sentinel,), name="flamejax-parent-watch",
+                         daemon=True).start()
+
+
+def _exit_with(parent_sentinel: int) -> None:
+    multiprocessing.connection.wait([parent_sentinel])
+    os._exit(1)
+
+
+@contextlib.contextmanager
+def perception_pool(config: DirectoryConfig, output_dir: Path) -> Iterator[tuple[Executor, Callable]]:
+    """(pool, function of one job giving its :class:`Prepared`) as ``config`` asks: worker processes started
+    with ``spawn`` (JAX is not fork-safe; each builds its MediaPipe graphs once), or threads."""
+    preprocess_config = config.preprocess
+    processes = perception_processes(config)
+    if processes:
+        preprocess_config = _by_path(preprocess_config)
+    cache = TargetsCache.create(output_dir, preprocess_config) if config.cache_targets else None
+    work = functools.partial(prepare, config=preprocess_config, keep_original=config.outputs.overlay, cache=cache)
+    pool = (ProcessPoolExecutor(processes, multiprocessing.get_context("spawn"), initializer=_start_worker)
+            if processes else ThreadPoolExecutor(config.workers, "flamejax-preprocess"))
+    with pool:
+        yield pool, work
+
+
+def perception_processes(config: DirectoryConfig) -> int:
+    """Worker processes the run preprocesses in (0: threads)."""
+    return host_cores() if config.preprocess_processes is None else config.preprocess_processes
+
+
+def _by_path(config: PreprocessConfig) -> PreprocessConfig:
+    """``config`` with opened ONNX models replaced by their files (sessions do not cross processes)."""
+    return dataclasses.replace(config, **{name: model.path for name in ("parsing_model", "matting_model")
+                                          if isinstance(model := getattr(config, name), OnnxModel)})
 
 
 def failure_reason(err: Exception, source: Path | str) -> str:
@@ -151,16 +236,42 @@ def failure_reason(err: Exception, source: Path | str) -> str:
     return f"{type(err).__name__}: {message}"
 
 
-def prefetched(pool: ThreadPoolExecutor, items: Iterable, fn: Callable, window: int) -> Iterator:
-    """``fn(item)`` for each item, computed on ``pool`` at most ``window`` items ahead, yielded in order."""
+def prefetched(pool: Executor, items: Iterable, fn: Callable, window: int,
+               failed: Callable[[object, Exception], object] | None = None) -> Iterator:
+    """``fn(item)`` for each item, computed on ``pool`` at most ``window`` items ahead, yielded in order.
+
+    ``failed(item, error)`` stands in for the result of an item whose computation raised, or could not be
+    submitted (a broken process pool); without it, the error propagates.
+    """
     items = iter(items)
-    queue: collections.deque[Future] = collections.deque(pool.submit(fn, x) for x in itertools.islice(items, window))
+    queue: collections.deque[tuple[object, Future]] = collections.deque()
+
+    def submit(item) -> None:
+        try:
+            future = pool.submit(fn, item)
+        except Exception as err:
+            if failed is None:
+                raise
+            future = Future()
+            future.set_exception(err)
+        queue.append((item, future))
+
+    for item in itertools.islice(items, window):
+        submit(item)
     end = object()
     while queue:
-        result = queue.popleft().result()
+        item, future = queue.popleft()
+        try:
+            result = future.result()
+        except Exception as err:
+            if failed is None:
+                raise
+            log.warning("preprocessing %s did not return: %s: %s", getattr(item, "relative", item),
+                        type(err).__name__, err)
+            result = failed(item, err)
         following = next(items, end)
         if following is not end:
-            queue.append(pool.submit(fn, following))
+            submit(following)
         yield result
 
 
@@ -247,7 +358,8 @@ def fit_directory(input_dir: str | Path, output_dir: str | Path, fitter: Fitter,
         photometric = fitter.photometric is not None
         names = [n for job in jobs for n in output_names(job.stem, config.outputs, photometric)]
         remove_stale_files(output_dir, names + [marker_path(output_dir, job).relative_to(output_dir).as_posix()
-                                                for job in jobs], [job.stem for job in jobs])
+                                                for job in jobs] + [f"{TARGETS_DIR}/{job.stem}.npz" for job in jobs],
+                           [job.stem for job in jobs])
         done = {job.relative: r for job in jobs if keep and (r := completed_record(output_dir, job, config.verify))}
         jsonl = output_dir / ("summary.jsonl" if info.count == 1 else f"summary-p{info.index}.jsonl")
         log_unlogged(jsonl, output_dir, jobs, done)
@@ -259,7 +371,7 @@ def fit_directory(input_dir: str | Path, output_dir: str | Path, fitter: Fitter,
         pending = todo[config.max_images:] if config.max_images is not None else []
         todo = todo[:config.max_images] if config.max_images is not None else todo
         writer = OutputWriter(output_dir, fitter, config.outputs, provenance(fitter))
-        records = _run(todo, config, fitter, writer, jsonl)
+        records = _run(todo, config, fitter, writer, jsonl, output_dir)
     wait_for_all_processes("flamejax fit-dir: all processes finished")
     csv_path = None
     if info.is_main:
@@ -269,7 +381,7 @@ def fit_directory(input_dir: str | Path, output_dir: str | Path, fitter: Fitter,
 
 
 def _run(todo: list[ImageJob], config: DirectoryConfig, fitter: Fitter, writer: OutputWriter,
-         jsonl: Path) -> list[ImageRecord]:
+         jsonl: Path, output_dir: Path) -> list[ImageRecord]:
     """Preprocess ahead on one pool, fit on the main thread, write on another pool; commit batch by batch."""
     from tqdm import tqdm
 
@@ -285,11 +397,11 @@ def _run(todo: list[ImageJob], config: DirectoryConfig, fitter: Fitter, writer: 
         bar.update(len(batch))
         bar.set_postfix(ok=counts["ok"], suspect=counts["suspect"], failed=counts["failed"])
 
-    with (ThreadPoolExecutor(config.workers, "flamejax-preprocess") as pre_pool,
+    with (perception_pool(config, output_dir) as (pre_pool, work),
           ThreadPoolExecutor(config.workers, "flamejax-write") as write_pool,
           tqdm(total=len(todo), unit="img", desc="fit-dir", disable=not config.progress, smoothing=0.1) as bar):
-        stream = prefetched(pre_pool, todo, lambda job: prepare(job, config.preprocess, config.outputs.overlay),
-                            config.prefetch_batches * fitter.batch_size)
+        window = max(config.prefetch_batches * fitter.batch_size, perception_processes(config))
+        stream = prefetched(pre_pool, todo, work, window, failed=unprepared)
         previous: tuple[list[Prepared], list[Future]] | None = None
         try:
             for ready, failed in batches(stream, fitter.batch_size):
