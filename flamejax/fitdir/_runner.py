@@ -48,6 +48,10 @@ def default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
+PROCESS_POOL_MIN_CORES = 4
+"""Below this many cores, preprocessing runs in threads by default (benchmarks/RESULTS.md, end to end)."""
+
+
 def host_cores() -> int:
     """Cores this process may run on."""
     if hasattr(os, "sched_getaffinity"):
@@ -66,7 +70,9 @@ class DirectoryConfig:
     """Threads writing outputs, and preprocessing ahead of the fit when ``preprocess_processes`` is 0."""
     preprocess_processes: int | None = None
     """Worker processes preprocessing ahead of the fit (each with its own interpreter and MediaPipe graphs);
-    ``None``: one per host core; 0: ``workers`` threads of this process instead. Workers are started with
+    ``None``: one per host core on hosts with at least :data:`PROCESS_POOL_MIN_CORES` cores, else threads (on
+    two cores threads measured faster end to end: a spawned worker pays seconds importing jax); 0: ``workers``
+    threads of this process instead. Workers are started with
     ``spawn``, which imports the calling script again: a script calling :func:`fit_directory` at top level needs
     the ``if __name__ == "__main__":`` guard."""
     cache_targets: bool = True
@@ -219,7 +225,10 @@ def perception_pool(config: DirectoryConfig, output_dir: Path) -> Iterator[tuple
 
 def perception_processes(config: DirectoryConfig) -> int:
     """Worker processes the run preprocesses in (0: threads)."""
-    return host_cores() if config.preprocess_processes is None else config.preprocess_processes
+    if config.preprocess_processes is not None:
+        return config.preprocess_processes
+    cores = host_cores()
+    return cores if cores >= PROCESS_POOL_MIN_CORES else 0
 
 
 def _by_path(config: PreprocessConfig) -> PreprocessConfig:
