@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flamejax.camera import camera_to_world_opengl, opencv_extrinsics
 from flamejax.perception._video import FrameSource, VideoLandmarker, VideoReadError
 from flamejax.track._core import (Camera, LandmarkTargets, RasterConfig, export_mesh, flame_forward, load_flame,
                                   shade_for_display, to_68, write_json, write_npz, yaw_pitch_roll)
@@ -47,7 +48,6 @@ from flamejax.track._joint import FrameStates
 from flamejax.track._sequence import STATUS_REASONS, SequenceFit, TrackConfig, track_landmarks
 
 EXPORTS = ("vhap", "fht", "obj-sequence")
-_GL_TO_CV = np.diag([1.0, -1.0, -1.0])
 _OVERLAY_MARGIN = 1.6
 
 
@@ -126,12 +126,16 @@ def _with_gaps(indices, times, points, fps):
 
 def cameras_opencv(frames: FrameStates, fov_deg: float, crop) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-frame R (F,3,3), t (F,3) in OpenCV convention and the shared K (3,3) in frame pixels."""
-    cams = Camera(jnp.asarray(frames.rotation), jnp.asarray(frames.translation), jnp.full(len(frames.jaw), fov_deg))
-    rot_gl = np.asarray(jax.vmap(Camera.rotation_matrix)(cams), np.float64)
+    R, t = jax.vmap(opencv_extrinsics)(_cameras(frames, fov_deg))
     x0, y0, side = crop
     f = 0.5 * side / np.tan(np.deg2rad(fov_deg) / 2)
     K = np.array([[f, 0, x0 + side / 2 - 0.5], [0, f, y0 + side / 2 - 0.5], [0, 0, 1.0]])
-    return _GL_TO_CV @ rot_gl, np.asarray(frames.translation, np.float64) @ _GL_TO_CV, K
+    return np.asarray(R, np.float64), np.asarray(t, np.float64), K
+
+
+def _cameras(frames: FrameStates, fov_deg: float) -> Camera:
+    """The per-frame cameras (leading axis: frames)."""
+    return Camera(jnp.asarray(frames.rotation), jnp.asarray(frames.translation), jnp.full(len(frames.jaw), fov_deg))
 
 
 def _ndc_to_frame(ndc: np.ndarray, crop) -> np.ndarray:
@@ -334,13 +338,11 @@ def _write_vhap(result: TrackResult, folder: Path, R, t, K, frames: FrameSource)
     row_of = {int(index): row for row, index in enumerate(result.frame_indices)}
     z3 = np.zeros((1, 3), np.float32)
     entries = []
+    camera_to_world = np.asarray(jax.vmap(camera_to_world_opengl)(_cameras(fit.frames, fit.fov_deg)))
     for frame in frames:
         row = row_of.get(frame.index)
         if row is None:
             continue
-        w2c_gl = np.eye(4)
-        w2c_gl[:3, :3] = _GL_TO_CV @ R[row]
-        w2c_gl[:3, 3] = _GL_TO_CV @ t[row]
         image_path = f"images/{row:05d}_00.png"
         param_path = f"flame_param/{row:05d}.npz"
         (folder / "images").mkdir(parents=True, exist_ok=True)
@@ -348,7 +350,7 @@ def _write_vhap(result: TrackResult, folder: Path, R, t, K, frames: FrameSource)
         write_npz(folder / param_path, translation=z3, rotation=z3, neck_pose=z3, jaw_pose=fit.frames.jaw[row][None],
                   eyes_pose=fit.frames.eyes[row][None], shape=fit.shape, expr=fit.frames.expression[row][None])
         entries.append(dict(timestep_index=row, timestep_index_original=int(frame.index), timestep_id=f"{frame.index:05d}",
-                            camera_index=0, camera_id="0", transform_matrix=np.linalg.inv(w2c_gl).tolist(),
+                            camera_index=0, camera_id="0", transform_matrix=camera_to_world[row].tolist(),
                             file_path=image_path, flame_param_path=param_path, status=fit.status[row], **shared))
     write_npz(folder / "canonical_flame_param.npz", translation=z3, rotation=z3, neck_pose=z3,
               jaw_pose=np.array([[0.3, 0, 0]], np.float32), eyes_pose=np.zeros((1, 6), np.float32), shape=fit.shape,
