@@ -19,7 +19,6 @@ from flamejax.fitdir import (DirectoryConfig, FolderBusyError, ImageJob, ImageRe
                              completed_record, discover_images, fit_directory, marker_path, read_jsonl)
 from flamejax.fitdir._ledger import AppendLog, FolderLock, log_unlogged, write_marker
 from flamejax.fitdir._runner import Prepared, batches, prefetched
-from flamejax.fit import quick_config
 from tests.conftest import SHARED, requires_flame
 
 IMAGES = SHARED / "images"

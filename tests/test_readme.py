@@ -7,7 +7,6 @@ import shlex
 import shutil
 from pathlib import Path
 
-import pytest
 
 from flamejax.cli import main
 from tests.conftest import SHARED, requires_flame

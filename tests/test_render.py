@@ -236,7 +236,7 @@ def test_render_mesh_gradients_match_finite_differences():
             return jnp.sum(jnp.concatenate([out.image, out.alpha[..., None]], -1) * target)
 
         value_and_grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
-        grads = assert_directional_derivatives(value_and_grad, args, rng, rtol=1e-4, atol=1e-7)
+        assert_directional_derivatives(value_and_grad, args, rng, rtol=1e-4, atol=1e-7)
 
 
 def test_sh_shading_matches_direct_formula():

@@ -16,14 +16,13 @@ import jax
 import jax.numpy as jnp
 
 from flamejax._typing import Array, Float
-from flamejax.camera import Camera
 from flamejax.fit._checks import check_camera, check_params
 from flamejax.fit._config import GroupSchedule, LandmarkStageConfig, _config_pytree
 from flamejax.fit._landmark_fit import Geometry, camera_labels, landmark_data_loss, params_labels, sanitised
 from flamejax.fit._optim import FROZEN, partitioned_adam, run_stage
 from flamejax.fit._result import FitResult, PhotometricReport, Status, first_failure
 from flamejax.fit._targets import LandmarkTargets, check_targets, nme_inner
-from flamejax.flame import FlameModel, FlameParams, contour_bin, embedded_points, flame_forward, project_landmarks
+from flamejax.flame import FlameModel, contour_bin, embedded_points, flame_forward, project_landmarks
 from flamejax.flame._layout import CONTOUR_68, EYES_68, MOUTH_68, NUM_IBUG68
 from flamejax.render import AlbedoModel, RasterConfig, UVLayout, render_mesh
 

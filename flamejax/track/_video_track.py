@@ -126,16 +126,11 @@ def _with_gaps(indices, times, points, fps):
 
 def cameras_opencv(frames: FrameStates, fov_deg: float, crop) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-frame R (F,3,3), t (F,3) in OpenCV convention and the shared K (3,3) in frame pixels."""
-    R, t = jax.vmap(opencv_extrinsics)(_cameras(frames, fov_deg))
+    R, t = jax.vmap(opencv_extrinsics)(frames.cameras(jnp.asarray(fov_deg, jnp.float32)))
     x0, y0, side = crop
     f = 0.5 * side / np.tan(np.deg2rad(fov_deg) / 2)
     K = np.array([[f, 0, x0 + side / 2 - 0.5], [0, f, y0 + side / 2 - 0.5], [0, 0, 1.0]])
     return np.asarray(R, np.float64), np.asarray(t, np.float64), K
-
-
-def _cameras(frames: FrameStates, fov_deg: float) -> Camera:
-    """The per-frame cameras (leading axis: frames)."""
-    return Camera(jnp.asarray(frames.rotation), jnp.asarray(frames.translation), jnp.full(len(frames.jaw), fov_deg))
 
 
 def _ndc_to_frame(ndc: np.ndarray, crop) -> np.ndarray:
@@ -203,9 +198,7 @@ def write_tracking(result: TrackResult, points: list[np.ndarray | None]) -> None
     """``tracking.npz`` and ``tracking.json`` (see the module docstring)."""
     fit, crop = result.fit, result.crop
     R, t, K = cameras_opencv(fit.frames, fit.fov_deg, crop)
-    cams = Camera(jnp.asarray(fit.frames.rotation), jnp.asarray(fit.frames.translation),
-                  jnp.full(len(fit.status), fit.fov_deg))
-    angles = np.asarray(jax.vmap(yaw_pitch_roll)(cams))
+    angles = np.asarray(jax.vmap(yaw_pitch_roll)(fit.frames.cameras(jnp.asarray(fit.fov_deg, jnp.float32))))
     targets = np.stack([to_68(p) if p is not None else np.full((68, 2), np.nan, np.float32) for p in points])
     arrays = dict(
         fps=np.float64(result.fps), frame_indices=result.frame_indices, times_s=result.times_s, shape=fit.shape,
@@ -338,7 +331,8 @@ def _write_vhap(result: TrackResult, folder: Path, R, t, K, frames: FrameSource)
     row_of = {int(index): row for row, index in enumerate(result.frame_indices)}
     z3 = np.zeros((1, 3), np.float32)
     entries = []
-    camera_to_world = np.asarray(jax.vmap(camera_to_world_opengl)(_cameras(fit.frames, fit.fov_deg)))
+    cameras = fit.frames.cameras(jnp.asarray(fit.fov_deg, jnp.float32))
+    camera_to_world = np.asarray(jax.vmap(camera_to_world_opengl)(cameras))
     for frame in frames:
         row = row_of.get(frame.index)
         if row is None:
