@@ -109,6 +109,8 @@ def test_failed_fits_keep_their_status_and_nan(tmp_path):
         assert back.status == "failed" and back.reason == "NME above 8 %" and np.isnan(back.vertices).all()
     with pytest.raises(ValueError, match="status 'fine'"):
         make_record(rng, status="fine")
+    with pytest.raises(ValueError, match="provenance must be JSON-serialisable"):
+        dataclasses.replace(record, provenance={"config": object()})
 
 
 def test_fit_file_saves_every_camera_convention(tmp_path):

@@ -133,8 +133,12 @@ class FitRecord:
         put("original_size", tuple(int(s) for s in self.original_size))
         put("landmarks", {str(k): _f32(v) for k, v in self.landmarks.items()})
         put("metrics", {str(k): float(v) for k, v in self.metrics.items()})
-        put("provenance", json.loads(_json_text(self.provenance)))
-        put("detection", json.loads(_json_text(self.detection)))
+        for field in ("provenance", "detection"):
+            try:
+                put(field, json.loads(_json_text(getattr(self, field))))
+            except TypeError as error:
+                raise ValueError(f"FitRecord {self.name!r}: {field} must be JSON-serialisable ({error}); "
+                                 "turn dataclasses into dicts (dataclasses.asdict)") from None
         if self.vertices.ndim != 2 or self.vertices.shape[1] != 3:
             raise ValueError(f"FitRecord {self.name!r}: vertices must be (V, 3), got {self.vertices.shape}")
         if self.status == "ok" and not np.isfinite(self.vertices).all():
