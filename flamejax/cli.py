@@ -152,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "images (folders or extensions are added where names would clash).")
     fit.add_argument("images", nargs="+", type=Path, help="photographs (jpg, png, webp, bmp, tif)")
     _add_fit_arguments(fit, default_batch=16)
+    fit.add_argument("--same-person", action="store_true",
+                     help="the photographs show one person: fit one shared identity, with each photograph's own "
+                          "expression, jaw, eyes and camera (landmark mode)")
     fit.set_defaults(func=cmd_fit)
 
     fit_dir = sub.add_parser("fit-dir", help="fit every photograph in a folder (batched, resumable)",
@@ -327,6 +330,8 @@ def cmd_fit(args) -> int:
     if len(paths) < len(args.images):
         print(f"flamejax: {len(args.images) - len(paths)} image(s) given twice are fitted once", file=sys.stderr)
     stems = unique_stems(paths)
+    if args.same_person:
+        return _fit_same_person(args, paths, stems, options)
     fitter = fitter_from_args(args)
     record = provenance(fitter)
 
@@ -379,6 +384,64 @@ def cmd_fit(args) -> int:
     if ok + suspect == 0:
         return EXIT_NONE_FITTED
     return EXIT_OK if suspect + failed == 0 else EXIT_SOME_FAILED
+
+
+def _fit_same_person(args, paths: list[Path], stems: list[str], options) -> int:
+    """``fit --same-person``: one joint fit (:func:`flamejax.track.fit_same_person_photos`), one record per photo."""
+    import jax
+    import numpy as np
+
+    from flamejax import camera as cam
+    from flamejax.flame import flame_forward
+    from flamejax.io import FitRecord
+    from flamejax.outputs import provenance, write_record_outputs
+    from flamejax.perception import PreprocessConfig, transform_points
+    from flamejax.track import fit_same_person_photos
+
+    if len(paths) < 2:
+        raise UsageError("--same-person needs at least two photographs of the person")
+    if args.mode != "landmark" or args.all_faces:
+        raise UsageError("--same-person fits the landmarks of one face per photograph: drop --mode photometric "
+                         "and --all-faces")
+    fitter = fitter_from_args(args)
+    joint, items = fit_same_person_photos(fitter.model, paths, preprocess_config=PreprocessConfig(
+        face_index=args.face_index), init_config=fitter.config)
+    record_provenance = provenance(fitter) | {"init": "same-person joint fit",
+                                              "same_person": [str(p) for p in paths]}
+    vertices = np.asarray(jax.vmap(lambda p: flame_forward(fitter.model, p).vertices)(joint.params))
+    verdicts = {"ok": ("ok", ""),
+                "outlier": ("suspect", "its landmarks disagree with the identity the other photographs share")}
+    failed = suspect = 0
+    for i, (path, stem, item) in enumerate(zip(paths, stems, items)):
+        verdict, reason = verdicts.get(joint.status[i], ("failed", joint.status[i]))
+        nme = float(joint.nme[i])
+        if verdict == "failed":
+            failed += 1
+            print(f"{path}: FAILED ({reason})")
+            continue
+        suspect += verdict == "suspect"
+        size = item.image.shape[0]
+        landmarks = {"lmk68_fitted": np.asarray(cam.ndc_to_pixels(joint.lmk68[i], size)), "lmk68_target": item.lmk68,
+                     "iris_target": item.iris, "mediapipe_target": item.points478}
+        landmarks |= {f"{k}_original": transform_points(item.fit_to_original, v) for k, v in list(landmarks.items())}
+        row = jax.tree.map(lambda a: np.asarray(a[i]), (joint.params, joint.camera))
+        record = FitRecord(
+            name=str(path), status=verdict, reason=reason, mode="landmark", init="same-person joint fit",
+            params=row[0], camera=row[1], image_size=size, vertices=vertices[i], landmarks=landmarks,
+            fit_to_original=np.asarray(item.fit_to_original),
+            original_size=(item.original_size[1], item.original_size[0]), metrics={"nme_inner51": nme},
+            provenance=record_provenance,
+            detection={"confidence": float(item.confidence), "num_faces": int(item.num_faces),
+                       "face_index": int(item.face_index)})
+        write_record_outputs(args.output, stem, record, fitter, options)
+        yaw, pitch, roll = np.asarray(cam.yaw_pitch_roll(row[1])).tolist()
+        shown = "ok" if verdict == "ok" else f"SUSPECT ({reason})"
+        print(f"{path}: {shown}  NME(inner 51) {100 * nme:.2f}%  yaw {yaw:+.1f} pitch {pitch:+.1f} roll {roll:+.1f}")
+    print(f"one identity for {len(paths) - failed} of {len(paths)} photographs ({suspect} suspect, {failed} failed) "
+          f"-> {args.output}")
+    if failed == len(paths):
+        return EXIT_NONE_FITTED
+    return EXIT_OK if failed + suspect == 0 else EXIT_SOME_FAILED
 
 
 def summary_line(fit) -> str:

@@ -23,7 +23,7 @@ from flamejax import camera as cam
 from flamejax.fitter import Fitter, ImageFit
 
 __all__ = ["MESH_FORMATS", "OutputOptions", "fit_record", "output_names", "provenance", "unique_stems",
-           "write_image_outputs"]
+           "write_image_outputs", "write_record_outputs"]
 
 MESH_FORMATS = ("obj", "ply", "glb")
 
@@ -167,23 +167,16 @@ def write_image_outputs(outdir: Path, stem: str, fit: ImageFit, item, fitter: Fi
     Everything is written into a hidden staging folder beside the outputs and moved into place once all files
     exist; on any error the staging folder is removed and no file of this image is replaced.
     """
-    from flamejax.io import export_mesh, save_fit, write_image
+    from flamejax.io import write_image
 
     if not fit.written:
         raise ValueError(f"{fit.name}: a failed fit has no outputs ({fit.reason})")
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
-    staging = outdir / f".{stem}.{uuid.uuid4().hex[:8]}.staging"
-    staging.mkdir()
-    try:
-        staged = save_fit(staging / stem, fit_record(fit, item, fitter_provenance), fht=options.fht)
-        faces = np.asarray(fitter.model.faces)
-        uv_layout = fitter.uv_layout
-        for fmt in options.mesh_formats:
-            staged[fmt] = export_mesh(staging / f"{stem}.{fmt}", fit.vertices, faces,
-                                      uv_layout=uv_layout if fmt != "ply" else None)
+
+    def stage(staging: Path) -> dict[str, Path]:
+        staged = _stage_record(staging, stem, fit_record(fit, item, fitter_provenance), fitter, options)
         if fit.result.photometric is not None:
-            staged |= _photometric_pictures(staging, stem, fit, item, faces, uv_layout, options)
+            staged |= _photometric_pictures(staging, stem, fit, item, np.asarray(fitter.model.faces),
+                                            fitter.uv_layout, options)
         if options.overlay:
             from flamejax.overlay import overlay_picture
 
@@ -192,8 +185,37 @@ def write_image_outputs(outdir: Path, stem: str, fit: ImageFit, item, fitter: Fi
         if options.save_crop:
             staged["crop"] = write_image(staging / f"{stem}_crop.png", item.crop)
             staged["fit_image"] = write_image(staging / f"{stem}_fit.png", item.image)
+        return staged
+
+    return _write_as_unit(Path(outdir), stem, stage)
+
+
+def write_record_outputs(outdir: Path, stem: str, record, fitter: Fitter, options: OutputOptions
+                         ) -> dict[str, Path]:
+    """A :class:`flamejax.io.FitRecord`'s parameter files and meshes (no pictures), written as a unit."""
+    return _write_as_unit(Path(outdir), stem, lambda staging: _stage_record(staging, stem, record, fitter, options))
+
+
+def _stage_record(staging: Path, stem: str, record, fitter: Fitter, options: OutputOptions) -> dict[str, Path]:
+    from flamejax.io import export_mesh, save_fit
+
+    staged = save_fit(staging / stem, record, fht=options.fht)
+    faces = np.asarray(fitter.model.faces)
+    for fmt in options.mesh_formats:
+        staged[fmt] = export_mesh(staging / f"{stem}.{fmt}", record.vertices, faces,
+                                  uv_layout=fitter.uv_layout if fmt != "ply" else None)
+    return staged
+
+
+def _write_as_unit(outdir: Path, stem: str, stage) -> dict[str, Path]:
+    """``stage(folder)`` writes files into a fresh hidden staging folder; they are moved into ``outdir`` only when
+    it returns, and the staging folder is removed whatever happens."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    staging = outdir / f".{stem}.{uuid.uuid4().hex[:8]}.staging"
+    staging.mkdir()
+    try:
         written = {}
-        for kind, path in staged.items():
+        for kind, path in stage(staging).items():
             target = outdir / path.name
             path.replace(target)
             written[kind] = target

@@ -177,3 +177,15 @@ def test_version_and_help(capsys):
     assert main(["fit", "--help"]) == 0
     text = capsys.readouterr().out
     assert "(default: 20.0)" in text and ":class:" not in text and "``" not in text
+
+
+def test_several_photographs_of_one_person_share_one_identity(tmp_path):
+    photos = [SHARED / "images" / n for n in ("ffhq_00000.png", "ffhq_00043.png")]
+    code, stdout, err = run(["fit", *map(str, photos), "-o", str(tmp_path), "--same-person", "--mesh", "obj", *FAST])
+    assert code in (0, 4), stdout + err  # 4 when one photograph is judged an outlier (they are two people)
+    records = [json.loads((tmp_path / f"{p.stem}.json").read_text()) for p in photos]
+    assert records[0]["shape"] == records[1]["shape"] and len(records[0]["shape"]) == 20
+    assert records[0]["provenance"]["same_person"] == [str(p) for p in photos]
+    assert records[0]["cam"] != records[1]["cam"]
+    assert (tmp_path / "ffhq_00000.obj").is_file() and "one identity for 2 of 2" in stdout
+    assert run(["fit", str(photos[0]), "-o", str(tmp_path), "--same-person"])[0] == 2
