@@ -394,8 +394,8 @@ def _fit_same_person(args, paths: list[Path], stems: list[str], options) -> int:
     from flamejax import camera as cam
     from flamejax.flame import flame_forward
     from flamejax.io import FitRecord
-    from flamejax.outputs import provenance, write_record_outputs
-    from flamejax.perception import PreprocessConfig, transform_points
+    from flamejax.outputs import landmark_record, provenance, write_record_outputs
+    from flamejax.perception import PreprocessConfig
     from flamejax.track import fit_same_person_photos
 
     if len(paths) < 2:
@@ -421,9 +421,7 @@ def _fit_same_person(args, paths: list[Path], stems: list[str], options) -> int:
             continue
         suspect += verdict == "suspect"
         size = item.image.shape[0]
-        landmarks = {"lmk68_fitted": np.asarray(cam.ndc_to_pixels(joint.lmk68[i], size)), "lmk68_target": item.lmk68,
-                     "iris_target": item.iris, "mediapipe_target": item.points478}
-        landmarks |= {f"{k}_original": transform_points(item.fit_to_original, v) for k, v in list(landmarks.items())}
+        landmarks = landmark_record(item, joint.lmk68[i])
         row = jax.tree.map(lambda a: np.asarray(a[i]), (joint.params, joint.camera))
         record = FitRecord(
             name=str(path), status=verdict, reason=reason, mode="landmark", init="same-person joint fit",

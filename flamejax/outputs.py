@@ -22,8 +22,8 @@ import numpy as np
 from flamejax import camera as cam
 from flamejax.fitter import Fitter, ImageFit
 
-__all__ = ["MESH_FORMATS", "OutputOptions", "fit_record", "output_names", "provenance", "unique_stems",
-           "write_image_outputs", "write_record_outputs"]
+__all__ = ["MESH_FORMATS", "OutputOptions", "fit_record", "landmark_record", "output_names", "provenance",
+           "unique_stems", "write_image_outputs", "write_record_outputs"]
 
 MESH_FORMATS = ("obj", "ply", "glb")
 
@@ -128,18 +128,25 @@ def _plain(value):
     return value
 
 
+def landmark_record(item, fitted68_ndc, fitted_iris_ndc=None) -> dict[str, np.ndarray]:
+    """Fitted and target landmarks of one image, in fit pixels and (``*_original``) in photograph pixels."""
+    from flamejax.perception import transform_points
+
+    size = item.image.shape[0]
+    landmarks = {"lmk68_fitted": np.asarray(cam.ndc_to_pixels(fitted68_ndc, size)), "lmk68_target": item.lmk68,
+                 "iris_target": item.iris, "mediapipe_target": item.points478}
+    if fitted_iris_ndc is not None:
+        landmarks["iris_fitted"] = np.asarray(cam.ndc_to_pixels(fitted_iris_ndc, size))
+    return landmarks | {f"{k}_original": transform_points(item.fit_to_original, v) for k, v in landmarks.items()}
+
+
 def fit_record(fit: ImageFit, item, fitter_provenance: dict):
     """The :class:`flamejax.io.FitRecord` of one fitted image."""
     from flamejax.io import FitRecord
-    from flamejax.perception import transform_points
 
     result = fit.result
     size = item.image.shape[0]
-    fitted68 = np.asarray(cam.ndc_to_pixels(result.landmarks.lmk68, size))
-    fitted_iris = np.asarray(cam.ndc_to_pixels(result.landmarks.iris, size))
-    landmarks = {"lmk68_fitted": fitted68, "lmk68_target": item.lmk68, "iris_fitted": fitted_iris,
-                 "iris_target": item.iris, "mediapipe_target": item.points478}
-    landmarks |= {f"{k}_original": transform_points(item.fit_to_original, v) for k, v in list(landmarks.items())}
+    landmarks = landmark_record(item, result.landmarks.lmk68, result.landmarks.iris)
     metrics = {"nme_inner51": float(result.nme), "rigid_final_loss": float(result.rigid.final_loss),
                "landmark_final_loss": float(result.landmark.final_loss), "fit_seconds": fit.fit_seconds,
                "compile_seconds": fit.compile_seconds}
