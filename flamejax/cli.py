@@ -85,7 +85,9 @@ def _positive_float(text: str) -> float:
 
 
 def _seconds(text: str) -> float:
-    value = _positive_float(text) if text.strip() not in ("0", "0.0") else 0.0
+    value = _number(text, "number of seconds")
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{value:g} is out of range: must be 0 or more seconds")
     return value
 
 
@@ -343,7 +345,8 @@ def cmd_fit(args) -> int:
             first = preprocess(original, PreprocessConfig(face_index=args.face_index))
             faces = [first]
             if args.all_faces and first.num_faces > 1:
-                faces = [preprocess(original, PreprocessConfig(face_index=i)) for i in range(first.num_faces)]
+                faces = [first if i == first.face_index else preprocess(original, PreprocessConfig(face_index=i))
+                         for i in range(first.num_faces)]
         except (PerceptionError, OSError) as err:
             failures += 1
             print(f"{path}: FAILED ({_message(err, path)})")
