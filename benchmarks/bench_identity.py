@@ -51,6 +51,7 @@ SIZE = 512
 AMBIENT_SH = 3.5449077018110318  # SH band 0 that gives unit irradiance: 1 / (0.886227 * 0.282095)
 BINS = (("|yaw| <= 40", 0.0, 40.5), ("|yaw| 50-75", 49.5, 75.5))
 NME_LIMIT = 0.08
+SEED = 16
 NOW_POINTS = 4000
 """Truth face points per subject the NoW distances use (a fixed random subset)."""
 SHAPE_PRIOR_FACTOR = 10.0
@@ -267,30 +268,90 @@ def _summary(rows: list[dict], key: str) -> list:
     return [float(np.median(values)) if values else None, float(np.mean(values)) if values else None]
 
 
-def run(quick: bool, pictures_dir: Path | None = None, sampled_heads: int | None = None,
-        short_fit: bool | None = None) -> dict:
-    """``sampled_heads`` (default 2 quick, 6 full) model heads beside the scans; ``short_fit`` (default: quick)
-    fits with ``quick_config()`` instead of ``FitConfig()``."""
-    rng = np.random.default_rng(16)
-    model = load_flame(n_shape=N_SHAPE, n_expression=N_EXPRESSION)
-    uv = load_uv_layout()
-    short_fit = quick if short_fit is None else short_fit
-    config = quick_config() if short_fit else FitConfig()
-    heads, mean_v, mean_l51, face_ids = make_subjects(model, rng, sampled_heads or (2 if quick else 6))
-    plan = view_plan(heads, quick, rng)
-    start = time.perf_counter()
-    pictures, truths = render_views(model, heads, plan, uv, shared_photos(), rng)
-    render_s = time.perf_counter() - start
+@dataclasses.dataclass(frozen=True)
+class View:
+    """What scoring and fitting need of one detected picture (a cached :class:`Preprocessed`'s fields)."""
 
+    image: np.ndarray
+    """The aligned fitting crop, float RGB in [0, 1]."""
+    points478: np.ndarray
+    lmk68: np.ndarray
+    iris: np.ndarray
+    fit_to_original: np.ndarray
+    original_to_fit: np.ndarray
+
+
+_VIEW_ARRAYS = [f.name for f in dataclasses.fields(View)]
+
+
+def cache_key(quick: bool, n_sampled: int) -> str:
+    """Names the pictures a run would render: view plan, seed, model size, image size."""
+    return f"{'quick' if quick else 'full'}_h{n_sampled}_s{N_SHAPE}e{N_EXPRESSION}_{SIZE}px_seed{SEED}"
+
+
+def save_views(folder: Path, pictures, truths, detected, views: list[View], timing: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {name: np.stack([getattr(v, name) for v in views]) for name in _VIEW_ARRAYS}
+    arrays["image"] = np.round(arrays["image"] * 255).astype(np.uint8)
+    np.savez(folder / "views.npz", pictures=np.round(np.stack(pictures) * 255).astype(np.uint8),
+             truths=np.stack(truths), detected=np.asarray(detected), **arrays)
+    (folder / "timing.json").write_text(json.dumps(timing))
+
+
+def load_views(folder: Path):
+    with np.load(folder / "views.npz") as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["image"] = arrays["image"].astype(np.float32) / 255.0
+    views = [View(**{name: arrays[name][i] for name in _VIEW_ARRAYS}) for i in range(len(arrays["detected"]))]
+    pictures = list(arrays["pictures"].astype(np.float32) / 255.0)
+    return (pictures, list(arrays["truths"]), [int(i) for i in arrays["detected"]], views,
+            json.loads((folder / "timing.json").read_text()))
+
+
+def pictures_and_targets(model, heads, plan, rng, cache: Path | None, key: str):
+    """Rendered pictures, projected truths, detected view ids and their preprocessed views: from ``cache/key`` when
+    there, else rendered and run through MediaPipe (and stored there)."""
+    if cache is not None and (cache / key / "views.npz").is_file():
+        return load_views(cache / key)
     start = time.perf_counter()
-    items, detected = [], []
+    pictures, truths = render_views(model, heads, plan, load_uv_layout(), shared_photos(), rng)
+    render_s = time.perf_counter() - start
+    start = time.perf_counter()
+    views, detected = [], []
     for i, picture in enumerate(pictures):
         try:
-            items.append(preprocess(picture, PreprocessConfig()))
-            detected.append(i)
+            it = preprocess(picture, PreprocessConfig())
         except PerceptionError as error:
             print(f"view {i}: no detection ({error})")
-    preprocess_s = time.perf_counter() - start
+            continue
+        views.append(View(it.image, it.points478, it.lmk68, it.iris, np.asarray(it.fit_to_original),
+                          np.asarray(it.original_to_fit)))
+        detected.append(i)
+    timing = {"render s": round(render_s, 1), "preprocess s": round(time.perf_counter() - start, 1)}
+    if cache is not None:
+        save_views(cache / key, pictures, truths, detected, views, timing)
+    return pictures, truths, detected, views, timing
+
+
+def prepare(quick: bool, sampled_heads: int | None = None, cache: Path | None = None):
+    """The model, subjects, view plan and the pictures' targets of a run (rendered or from ``cache``)."""
+    rng = np.random.default_rng(SEED)
+    model = load_flame(n_shape=N_SHAPE, n_expression=N_EXPRESSION)
+    n_sampled = sampled_heads or (2 if quick else 6)
+    heads, mean_v, mean_l51, face_ids = make_subjects(model, rng, n_sampled)
+    plan = view_plan(heads, quick, rng)
+    views = pictures_and_targets(model, heads, plan, rng, cache, cache_key(quick, n_sampled))
+    return model, (heads, mean_v, mean_l51, face_ids), plan, views
+
+
+def run(quick: bool, pictures_dir: Path | None = None, sampled_heads: int | None = None,
+        short_fit: bool | None = None, cache: Path | None = None) -> dict:
+    """``sampled_heads`` (default 2 quick, 6 full) model heads beside the scans; ``short_fit`` (default: quick)
+    fits with ``quick_config()`` instead of ``FitConfig()``; ``cache``: folder of rendered, preprocessed views."""
+    short_fit = quick if short_fit is None else short_fit
+    config = quick_config() if short_fit else FitConfig()
+    model, (heads, mean_v, mean_l51, face_ids), plan, views = prepare(quick, sampled_heads, cache)
+    pictures, truths, detected, items, timing = views
     targets = stack_targets([LandmarkTargets.from_pixels(it.points478, it.lmk68, it.image.shape[0], iris=it.iris)
                              for it in items])
     start = time.perf_counter()
@@ -392,7 +453,7 @@ def run(quick: bool, pictures_dir: Path | None = None, sampled_heads: int | None
     settings = {"subjects": f"{len(heads)} ({', '.join(h.name for h in heads)})", "views": len(plan),
                 "detected": len(detected), "model": f"test model, {N_SHAPE} identity / {N_EXPRESSION} expression",
                 "fit config": "quick_config()" if short_fit else "FitConfig()", "image": f"{SIZE}² render, FOV 20°",
-                "render s": round(render_s, 1), "preprocess s": round(preprocess_s, 1),
+                **timing,
                 "baseline fit s (incl. compile)": round(fit_s, 1)}
     note = ("Identity is the fitted shape on a neutral face (expression and jaw zero) against the neutral truth. "
             "NoW: per image the median and mean of truth-to-fit distances over the truth's face region (points whose "
@@ -415,9 +476,16 @@ def main() -> None:
                         help="folder for renders and fitted overlays (PNG)")
     parser.add_argument("--sampled-heads", type=int, default=None, help="model heads beside the two scans")
     parser.add_argument("--short-fit", action="store_true", help="quick_config() fits also in the full view plan")
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/flamejax_identity_cache"),
+                        help="folder of rendered, preprocessed views, keyed by view plan, seed and model (reused "
+                        "when present; delete it after changing the rendering)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / f"{NAME}.json")
+    parser.add_argument("--views-only", action="store_true", help="render and preprocess into --cache, no fits")
     args = parser.parse_args()
-    payload = run(args.quick, args.pictures, args.sampled_heads, args.short_fit or None)
+    if args.views_only:
+        prepare(args.quick, args.sampled_heads, args.cache)
+        return
+    payload = run(args.quick, args.pictures, args.sampled_heads, args.short_fit or None, args.cache)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=1))
     section = render_section(payload)

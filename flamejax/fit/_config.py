@@ -98,6 +98,28 @@ class LandmarkStageConfig:
     fit_camera: bool = True
 
 
+@_config_pytree("visibility", "robust", "refresh_at")
+class WeightingConfig:
+    """flamejax addition: per-point landmark weights at the current pose, for hard poses (see
+    :mod:`flamejax.fit._visibility`). Computed after stage 1 and again at each ``refresh_at`` fraction of stage 2,
+    held constant in between: a point whose surface faces away from the camera is a detector's guess
+    (``visibility``), a point far from where any nearby pose puts it is an outlier (``robust``, Geman-McClure IRLS)."""
+
+    visibility: bool = True
+    robust: bool = True
+    refresh_at: tuple[float, ...] = (0.5,)
+    """Fractions of the landmark stage's steps at which the weights are recomputed."""
+    visibility_floor: float = 0.05
+    """Weight of a point on a surface facing away from the camera."""
+    visibility_threshold: float = 0.05
+    """Facing cosine (normal vs. direction to the camera) at which the weight is half-way to 1."""
+    visibility_softness: float = 0.05
+    robust_scale: float = 0.08
+    """Residual, over the face size (sqrt of the targets' box area), at which a point's weight falls to 1/4."""
+    confidence_scale: float = 0.05
+    """Mean residual over the face size at which :attr:`FitResult.confidence` falls to 1/e (all points kept)."""
+
+
 @_config_pytree()
 class FitConfig:
     """Everything a landmark fit needs besides the model and the targets."""
@@ -105,6 +127,7 @@ class FitConfig:
     init: InitConfig = InitConfig()
     rigid: RigidStageConfig = RigidStageConfig()
     landmark: LandmarkStageConfig = LandmarkStageConfig()
+    weighting: WeightingConfig = WeightingConfig()
     fov_deg: float = 20.0
     initial_distance: float = 1.0
 

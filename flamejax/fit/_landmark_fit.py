@@ -19,6 +19,7 @@ from flamejax.fit._init import linear_initialisation
 from flamejax.fit._optim import FROZEN, all_finite, partitioned_adam, run_stage
 from flamejax.fit._result import FitResult, FitStart, Status, StageReport, first_failure
 from flamejax.fit._targets import LandmarkTargets, check_targets, nme_inner
+from flamejax.fit._visibility import pose_weights
 from flamejax.flame import (FlameModel, FlameParams, LandmarkPoints3D, ProjectedLandmarks, landmark_points,
                             posed_landmarks, project_landmarks)
 from flamejax.flame._layout import CONTOUR_68, INNER_68
@@ -115,8 +116,13 @@ class Geometry:
 
 
 def landmark_stage(model: FlameModel, start: Geometry, targets: LandmarkTargets, cfg: LandmarkStageConfig,
-                   shape_anchor: Float[Array, "n_shape"]) -> tuple[Geometry, StageReport]:
-    """Stage 2 (landmark mode): expression, jaw and eyes (+ identity and camera) on all landmark sets."""
+                   shape_anchor: Float[Array, "n_shape"], steps: tuple[int, int] | None = None
+                   ) -> tuple[Geometry, StageReport]:
+    """Stage 2 (landmark mode): expression, jaw and eyes (+ identity and camera) on all landmark sets.
+
+    ``steps`` = ``(first, end)`` runs only that segment of the stage (learning-rate schedules continue at
+    ``first``); default: all ``cfg.steps``."""
+    first, end = (0, cfg.steps) if steps is None else steps
     valid = targets.valid.astype(jnp.float32)
 
     def loss_fn(v: Geometry):
@@ -128,10 +134,40 @@ def landmark_stage(model: FlameModel, start: Geometry, targets: LandmarkTargets,
 
     labels = Geometry(params_labels(start.params, "shape" if cfg.fit_shape else FROZEN, "expression", "jaw", "eyes"),
                       camera_labels("camera" if cfg.fit_camera else FROZEN))
-    optimiser = partitioned_adam({"expression": cfg.expression.schedule(), "jaw": cfg.jaw.schedule(),
-                                  "eyes": cfg.eyes.schedule(), "shape": cfg.shape.schedule(),
-                                  "camera": cfg.camera.schedule()}, labels)
-    return run_stage(loss_fn, start, optimiser, cfg.steps)
+    schedules = {name: getattr(cfg, name).schedule() for name in ("expression", "jaw", "eyes", "shape", "camera")}
+    optimiser = partitioned_adam({name: (lambda count, s=s: s(count + first)) for name, s in schedules.items()},
+                                 labels)
+    return run_stage(loss_fn, start, optimiser, end - first)
+
+
+def segment_bounds(steps: int, refresh_at: tuple[float, ...]) -> list[int]:
+    """Step boundaries of a stage cut at the fractions ``refresh_at`` (empty segments dropped)."""
+    cuts = sorted({int(round(f * steps)) for f in refresh_at if 0.0 < f < 1.0})
+    return [0, *[c for c in cuts if 0 < c < steps], steps]
+
+
+def joined_reports(reports: list[StageReport]) -> StageReport:
+    """One report for consecutive segments of a stage: their losses end to end, the last segment's final loss."""
+    offsets = jnp.cumsum(jnp.asarray([0] + [r.losses.shape[0] for r in reports[:-1]]))
+    failed = [jnp.where(r.failed_step >= 0, r.failed_step + o, -1) for r, o in zip(reports, offsets)]
+    return StageReport(losses=jnp.concatenate([r.losses for r in reports]), final_loss=reports[-1].final_loss,
+                       finite=jnp.all(jnp.stack([r.finite for r in reports])),
+                       failed_step=jnp.max(jnp.stack(failed)).astype(jnp.int32))
+
+
+def weighted_landmark_stage(model: FlameModel, start: Geometry, targets: LandmarkTargets, config: FitConfig,
+                            shape_anchor: Float[Array, "n_shape"]) -> tuple[Geometry, StageReport]:
+    """Stage 2 in segments (``config.weighting.refresh_at``), each on the targets re-weighted at the pose it starts
+    from (:func:`pose_weights`: visibility x robust IRLS, held fixed within the segment)."""
+    geometry, reports = start, []
+    bounds = segment_bounds(config.landmark.steps, config.weighting.refresh_at)
+    ids = model.landmarks.mediapipe_ids
+    for first, end in zip(bounds[:-1], bounds[1:]):
+        weights = pose_weights(model, geometry.params, geometry.camera, targets, config.weighting)
+        geometry, report = landmark_stage(model, geometry, weights.applied_to(targets, ids), config.landmark,
+                                          shape_anchor, (first, end))
+        reports.append(report)
+    return geometry, joined_reports(reports)
 
 
 def sanitised(targets: LandmarkTargets) -> LandmarkTargets:
@@ -151,15 +187,17 @@ def _fit_one(model: FlameModel, targets: LandmarkTargets, config: FitConfig, sta
                                   (fallback_camera, FlameParams.for_model(model)))
     camera, rigid = rigid_stage(model, camera, landmark_points(model, params), targets, config.rigid)
     shape_anchor = jnp.zeros_like(params.shape) if start is None else start.shape * start.shape_given
-    fitted, landmark = landmark_stage(model, Geometry(params, camera), targets, config.landmark, shape_anchor)
+    fitted, landmark = weighted_landmark_stage(model, Geometry(params, camera), targets, config, shape_anchor)
     projected = posed_landmarks(model, fitted.params, fitted.camera)
+    final_weights = pose_weights(model, fitted.params, fitted.camera, targets, config.weighting)
     status = first_failure([(padding, Status.PADDING), (~targets.valid, Status.INVALID_INPUT),
                             (~init_ok, Status.DIVERGED_INIT), (~rigid.finite, Status.DIVERGED_RIGID),
                             (~landmark.finite, Status.DIVERGED_LANDMARK)])
     nme = nme_inner(projected.lmk68, targets.lmk68)
     nme = jnp.where(targets.valid & jnp.isfinite(nme), nme, jnp.nan)
+    confidence = jnp.where(status == int(Status.OK), final_weights.confidence, 0.0)
     return FitResult(params=fitted.params, camera=fitted.camera, landmarks=projected, nme=nme, status=status,
-                     rigid=rigid, landmark=landmark)
+                     rigid=rigid, landmark=landmark, confidence=confidence, weights=final_weights)
 
 
 _fit_one_jit = jax.jit(_fit_one)

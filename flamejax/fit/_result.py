@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +12,9 @@ import jax.numpy as jnp
 from flamejax._typing import Array, Bool, Float, Int
 from flamejax.camera import Camera
 from flamejax.flame import FlameParams, ProjectedLandmarks
+
+if TYPE_CHECKING:
+    from flamejax.fit._visibility import LandmarkWeights
 
 
 class Status(enum.IntEnum):
@@ -125,6 +128,12 @@ class FitResult:
     landmark: StageReport
     photometric: PhotometricReport | None = None
     """Filled by :func:`fit_photometric_batch`."""
+    confidence: Float[Array, ""] | None = None
+    """How far to trust this fit, in [0, 1]: the share of the seen 68 points the fitted pose explains, times a
+    fall-off with their mean residual over the face size (:func:`flamejax.fit._visibility.fit_confidence`); 0 when
+    ``status`` is not OK. Not a calibrated probability: compare images with it, flag the low ones."""
+    weights: "LandmarkWeights | None" = None
+    """Per-point weights at the fitted pose (visibility x robust) and the visibility of the 68 points."""
 
     @property
     def ok(self) -> Bool[Array, "*batch"]:

@@ -16,11 +16,17 @@ Camera and pixel conventions are :mod:`flamejax.camera`'s.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 
 from flamejax._typing import Array, Float, Int
 from flamejax.camera import Camera, project_ndc, world_to_camera
+from flamejax.fit._config import WeightingConfig
+from flamejax.fit._targets import LandmarkTargets
+from flamejax.flame import FlameModel, FlameParams, barycentric_points, contour_bin, flame_forward
+from flamejax.flame._layout import CONTOUR_68
 
 _HI = jax.lax.Precision.HIGHEST
 
@@ -34,6 +40,16 @@ def point_normals(vertex_normals: Float[Array, "verts 3"], vertex_ids: Int[Array
                   bary: Float[Array, "*n 3"]) -> Float[Array, "*n 3"]:
     """Unit surface normals at embedded points: the mesh's vertex normals interpolated barycentrically."""
     normal = jnp.einsum("...kc,...k->...c", vertex_normals[vertex_ids], bary, precision=_HI)
+    return normal / jnp.maximum(jnp.linalg.norm(normal, axis=-1, keepdims=True), 1e-12)
+
+
+def triangle_normals(vertices: Float[Array, "verts 3"], vertex_ids: Int[Array, "*n 3"]) -> Float[Array, "*n 3"]:
+    """Unit normals of the triangles points are embedded in (FLAME's winding: outwards).
+
+    Needs only the three vertices of each point, so it works on a landmark-only model (``landmark_model``).
+    """
+    corners = vertices[vertex_ids]
+    normal = jnp.cross(corners[..., 1, :] - corners[..., 0, :], corners[..., 2, :] - corners[..., 0, :])
     return normal / jnp.maximum(jnp.linalg.norm(normal, axis=-1, keepdims=True), 1e-12)
 
 
@@ -155,6 +171,71 @@ def contour_conventions(camera: Camera, silhouette68: Float[Array, "68 3"], anat
     return project_ndc(camera, silhouette68), project_ndc(camera, anatomical68), visible
 
 
-__all__ = ["contour_conventions", "face_size", "facing_cosine", "fit_confidence", "geman_mcclure_weights",
+RIGHT_EYE_68, LEFT_EYE_68 = tuple(range(36, 42)), tuple(range(42, 48))
+"""iBUG eye contours of the subject's right and left eye: they stand in for the irises' visibility."""
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class LandmarkWeights:
+    """Per-point weights of one image at a pose (factors on top of the targets' own weights), and what they say."""
+
+    lmk68: Float[Array, "68"]
+    """Visibility × robust weight of each iBUG point (the jaw contour is the outline: visibility 1)."""
+    mediapipe: Float[Array, "n_mp"]
+    """The same for the embedded MediaPipe points, in ``LandmarkEmbedding.mediapipe_ids`` order."""
+    iris: Float[Array, "10"]
+    """Visibility of each iris (that of its eye's iBUG points)."""
+    visible68: Float[Array, "68"]
+    """Visibility alone of the iBUG points (in [floor, 1])."""
+    confidence: Float[Array, ""]
+    """:func:`fit_confidence` of the 68 points at this pose."""
+
+    def applied_to(self, targets: LandmarkTargets, mediapipe_ids: Int[Array, "n_mp"]) -> LandmarkTargets:
+        """``targets`` with these weights multiplied into theirs."""
+        return dataclasses.replace(
+            targets, lmk68_weight=targets.lmk68_weight * self.lmk68, iris_weight=targets.iris_weight * self.iris,
+            mediapipe_weight=targets.mediapipe_weight.at[mediapipe_ids].multiply(self.mediapipe))
+
+
+def pose_weights(model: FlameModel, params: FlameParams, camera: Camera, targets: LandmarkTargets,
+                 cfg: WeightingConfig) -> LandmarkWeights:
+    """Landmark weights of one image under a fitted pose: visibility (``cfg.visibility``) × Geman-McClure IRLS
+    (``cfg.robust``) of the residuals to ``targets``; factors of 1 where a switch is off. Works on the full model
+    or its landmark-only subset. Not differentiated (stop_gradient): a stage holds them fixed."""
+    params, camera = jax.lax.stop_gradient((params, camera))
+    emb = model.landmarks
+    vertices = flame_forward(model, params).vertices
+    row = contour_bin(camera.rotation_matrix())
+    ids68 = jnp.concatenate([emb.contour_vertices[row], emb.static_vertices])
+    bary68 = jnp.concatenate([emb.contour_bary[row], emb.static_bary])
+    points68 = barycentric_points(vertices, ids68, bary68)
+    points_mp = barycentric_points(vertices, emb.mediapipe_vertices, emb.mediapipe_bary)
+    ones68, ones_mp = jnp.ones(68, points68.dtype), jnp.ones(points_mp.shape[0], points68.dtype)
+    if cfg.visibility:
+        visible = lambda p, n: visibility_weights(camera, p, n, cfg.visibility_floor, cfg.visibility_threshold,  # noqa: E731
+                                                  cfg.visibility_softness)
+        seen68 = visible(points68, lip_normals_from_outer(triangle_normals(vertices, ids68)))
+        seen68 = seen68.at[CONTOUR_68].set(1.0)
+        seen_mp = visible(points_mp, triangle_normals(vertices, emb.mediapipe_vertices))
+    else:
+        seen68, seen_mp = ones68, ones_mp
+    seen_iris = jnp.concatenate([jnp.full(5, jnp.min(seen68[jnp.asarray(RIGHT_EYE_68)])),
+                                 jnp.full(5, jnp.min(seen68[jnp.asarray(LEFT_EYE_68)]))])
+    pred68, pred_mp = project_ndc(camera, points68), project_ndc(camera, points_mp)
+    goal_mp, weight_mp = targets.mediapipe[emb.mediapipe_ids], targets.mediapipe_weight[emb.mediapipe_ids]
+    gm68 = geman_mcclure_weights(normalised_residuals(pred68, targets.lmk68, targets.lmk68_weight), cfg.robust_scale)
+    if cfg.robust:
+        kept68 = gm68
+        kept_mp = geman_mcclure_weights(normalised_residuals(pred_mp, goal_mp, weight_mp), cfg.robust_scale)
+    else:
+        kept68, kept_mp = ones68, ones_mp
+    confidence = fit_confidence(pred68, targets.lmk68, seen68 * targets.lmk68_weight, gm68,
+                                cfg.confidence_scale)
+    return LandmarkWeights(lmk68=seen68 * kept68, mediapipe=seen_mp * kept_mp, iris=seen_iris, visible68=seen68,
+                           confidence=confidence)
+
+
+__all__ = ["LandmarkWeights", "pose_weights", "triangle_normals", "contour_conventions", "face_size", "facing_cosine", "fit_confidence", "geman_mcclure_weights",
            "INNER_LIP_PROXY", "lip_normals_from_outer", "normalised_residuals", "point_normals", "robust_weights",
            "silhouette_contour", "tukey_weights", "visibility_weights"]
