@@ -8,11 +8,11 @@ blurred corner of a shared photograph, at yaw up to ±75°, pitch ±30°. The pi
 (similarity alignment on 7 landmarks, rigid ICP, distances from the truth's face region to the fitted surface, mm)
 and vertex to vertex where the topology is FLAME's. The unfitted mean head is scored the same way beside every fit.
 
-Variants: ``baseline`` (the library fit as is) and ``visibility+robust`` (the same fit run again with per-point
-weights from :mod:`flamejax.fit._visibility` computed at the baseline's pose: far-side points down-weighted,
-points no pose explains down-weighted by Geman-McClure IRLS).
+Variants: ``library default`` (``FitConfig()``: visibility and robust landmark weights inside the fit) and
+``unweighted`` (the same with ``FitConfig.weighting`` switched off). Rendered, preprocessed views are cached in
+``--cache`` (keyed by view plan, seed and model), so fitting experiments skip rendering and MediaPipe.
 
-    python3 -m benchmarks.bench_identity [--quick] [--pictures /tmp/identity]
+    python3 -m benchmarks.bench_identity [--quick] [--pictures /tmp/identity] [--cache DIR]
 """
 
 from __future__ import annotations
@@ -33,15 +33,13 @@ from benchmarks import _scans
 from benchmarks._common import RESULTS_DIR, render_section, result, shared_photos, table, update_results_md
 
 # Every flamejax name this benchmark uses (repoint here when internals move).
-from flamejax.camera import Camera, project, project_ndc
+from flamejax.camera import Camera, project
 from flamejax.files import find_file
 from flamejax.fit import (FitConfig, LandmarkTargets, aligned_vertex_error_mm, fit_landmarks_batch, quick_config,
                           stack_targets)
-from flamejax.fit._visibility import (fit_confidence, lip_normals_from_outer, point_normals, robust_weights,
-                                      visibility_weights)
-from flamejax.flame import FlameParams, barycentric_points, contour_bin, flame_forward, load_flame, safe_load_pickle
+from flamejax.flame import FlameParams, barycentric_points, flame_forward, load_flame, safe_load_pickle
 from flamejax.perception import PerceptionError, PreprocessConfig, preprocess
-from flamejax.render import RasterConfig, load_uv_layout, render_mesh, shade_for_display, vertex_normals
+from flamejax.render import RasterConfig, load_uv_layout, render_mesh, shade_for_display
 from flamejax.rotation import euler_to_matrix, matrix_to_axis_angle
 
 NAME = "identity"
@@ -54,8 +52,6 @@ NME_LIMIT = 0.08
 SEED = 16
 NOW_POINTS = 4000
 """Truth face points per subject the NoW distances use (a fixed random subset)."""
-SHAPE_PRIOR_FACTOR = 10.0
-"""Experiment: the identity prior of the landmark stage this many times the default."""
 
 
 # ---------------------------------------------------------------------------------------------- model pieces
@@ -205,40 +201,6 @@ def render_views(model, heads, plan, uv, photos, rng):
     return pictures, truths
 
 
-# ---------------------------------------------------------------------------------------------- reweighting
-
-
-def make_reweigh(model):
-    """Per-image weights at a fitted pose (jit, vmapped over the batch): visibility × Geman-McClure IRLS."""
-    emb = model.landmarks
-    faces = jnp.asarray(model.faces)
-    ids = jnp.asarray(emb.mediapipe_ids)
-
-    def one(params: FlameParams, camera: Camera, targets: LandmarkTargets):
-        v = flame_forward(model, params).vertices
-        vn = vertex_normals(v, faces)
-        row = contour_bin(camera.rotation_matrix())
-        vid68 = jnp.concatenate([emb.contour_vertices[row], emb.static_vertices])
-        bary68 = jnp.concatenate([emb.contour_bary[row], emb.static_bary])
-        points68 = barycentric_points(v, vid68, bary68)
-        normals68 = lip_normals_from_outer(point_normals(vn, vid68, bary68))
-        seen68 = visibility_weights(camera, points68, normals68).at[:17].set(1.0)  # contour rows are the outline
-        points_mp = barycentric_points(v, emb.mediapipe_vertices, emb.mediapipe_bary)
-        seen_mp = visibility_weights(camera, points_mp, point_normals(vn, emb.mediapipe_vertices, emb.mediapipe_bary))
-        seen_iris = visibility_weights(camera, v[emb.iris_vertices], vn[emb.iris_vertices])
-        pred68, pred_mp = project_ndc(camera, points68), project_ndc(camera, points_mp)
-        kept68 = robust_weights(pred68, targets.lmk68, targets.lmk68_weight)
-        kept_mp = robust_weights(pred_mp, targets.mediapipe[ids], targets.mediapipe_weight[ids])
-        confidence = fit_confidence(pred68, targets.lmk68, seen68 * targets.lmk68_weight, kept68)
-        reweighted = LandmarkTargets(
-            targets.lmk68, targets.iris, targets.mediapipe, lmk68_weight=seen68 * kept68,
-            iris_weight=targets.iris_weight * seen_iris,
-            mediapipe_weight=targets.mediapipe_weight.at[ids].set(seen_mp * kept_mp), valid=targets.valid)
-        return reweighted, confidence
-
-    return jax.jit(jax.vmap(one))
-
-
 # ---------------------------------------------------------------------------------------------- pictures to look at
 
 
@@ -344,8 +306,19 @@ def prepare(quick: bool, sampled_heads: int | None = None, cache: Path | None = 
     return model, (heads, mean_v, mean_l51, face_ids), plan, views
 
 
+def unweighted(config: FitConfig) -> FitConfig:
+    """``config`` without the visibility and robust landmark weights (the fit as it was before them)."""
+    return config.replace(weighting=dataclasses.replace(config.weighting, visibility=False, robust=False,
+                                                        refresh_at=()))
+
+
+def default_variants(config: FitConfig) -> dict[str, FitConfig]:
+    return {"unweighted": unweighted(config), "library default": config}
+
+
 def run(quick: bool, pictures_dir: Path | None = None, sampled_heads: int | None = None,
-        short_fit: bool | None = None, cache: Path | None = None) -> dict:
+        short_fit: bool | None = None, cache: Path | None = None,
+        variants: dict[str, FitConfig] | None = None) -> dict:
     """``sampled_heads`` (default 2 quick, 6 full) model heads beside the scans; ``short_fit`` (default: quick)
     fits with ``quick_config()`` instead of ``FitConfig()``; ``cache``: folder of rendered, preprocessed views."""
     short_fit = quick if short_fit is None else short_fit
@@ -354,19 +327,12 @@ def run(quick: bool, pictures_dir: Path | None = None, sampled_heads: int | None
     pictures, truths, detected, items, timing = views
     targets = stack_targets([LandmarkTargets.from_pixels(it.points478, it.lmk68, it.image.shape[0], iris=it.iris)
                              for it in items])
+    variants = variants or default_variants(config)
     start = time.perf_counter()
-    baseline = jax.tree.map(np.asarray, fit_landmarks_batch(model, targets, config))
-    fit_s = time.perf_counter() - start
-    reweigh = make_reweigh(model)
-    reweighted, confidence_baseline = reweigh(baseline.params, baseline.camera, targets)
-    improved = jax.tree.map(np.asarray, fit_landmarks_batch(model, reweighted, config))
-    strong_prior = config.replace(landmark=dataclasses.replace(config.landmark,
-                                                               shape_l2=SHAPE_PRIOR_FACTOR * config.landmark.shape_l2))
-    improved_prior = jax.tree.map(np.asarray, fit_landmarks_batch(model, reweighted, strong_prior))
-    variants = {"baseline": baseline, "visibility+robust": improved, "v+r, shape prior x10": improved_prior}
-    confidences = {"baseline": confidence_baseline}
-    for name in ("visibility+robust", "v+r, shape prior x10"):
-        confidences[name] = reweigh(variants[name].params, variants[name].camera, reweighted)[1]
+    fits = {name: jax.tree.map(np.asarray, fit_landmarks_batch(model, targets, cfg)) for name, cfg in variants.items()}
+    fit_s = (time.perf_counter() - start) / len(variants)
+    confidences = {name: res.confidence for name, res in fits.items()}
+    variants = fits
 
     crops, seven_idx = {}, [i - 17 for i in _scans.NOW_SEVEN]
     mean_seven = mean_l51[seven_idx]
@@ -454,7 +420,7 @@ def run(quick: bool, pictures_dir: Path | None = None, sampled_heads: int | None
                 "detected": len(detected), "model": f"test model, {N_SHAPE} identity / {N_EXPRESSION} expression",
                 "fit config": "quick_config()" if short_fit else "FitConfig()", "image": f"{SIZE}² render, FOV 20°",
                 **timing,
-                "baseline fit s (incl. compile)": round(fit_s, 1)}
+                "fit s per variant (incl. compile)": round(fit_s, 1)}
     note = ("Identity is the fitted shape on a neutral face (expression and jaw zero) against the neutral truth. "
             "NoW: per image the median and mean of truth-to-fit distances over the truth's face region (points whose "
             "nearest mean-head vertex is in FLAME's face mask), after a similarity on 7 landmarks and 8 rigid ICP "
@@ -462,8 +428,9 @@ def run(quick: bool, pictures_dir: Path | None = None, sampled_heads: int | None
             "its mouth open): their error includes that expression, for the mean head and the fits alike. NME: inner "
             "51 points, fit (or MediaPipe's 68 conversion) against the truth's projected 3D points (AFLW2000-3D "
             "convention: hidden points where they are), over sqrt(w h) of the truth's 51-point box. "
-            "visibility+robust: the same fit re-run with weights from flamejax.fit._visibility at the baseline's "
-            "pose; v+r, shape prior x10: that, with the landmark stage's shape_l2 ten times the default.")
+            "library default: FitConfig(), whose landmark stage re-weights the points at the pose it has reached "
+            "(visibility x Geman-McClure IRLS, FitConfig.weighting); unweighted: the same with the weighting off. "
+            "confidence: FitResult.confidence.")
     return result(NAME, TITLE, "quick" if quick else "full", settings, tables,
                   data={"rows": rows, "verdicts": verdicts}, note=note)
 

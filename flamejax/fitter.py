@@ -24,8 +24,9 @@ import numpy as np
 from flamejax import camera as cam
 from flamejax._runtime import CompileClock
 from flamejax.distributed import local_mesh, replicate, round_batch_size, shard_batch
-from flamejax.fit import (FitConfig, FitResult, FitStart, LandmarkTargets, PhotometricConfig, PhotometricTargets,
-                          Status, fit_landmarks_batch, fit_photometric_batch, landmark_model, stack_targets)
+from flamejax.fit import (FitConfig, FitResult, FitStart, LandmarkConventions, LandmarkTargets, PhotometricConfig,
+                          PhotometricTargets, Status, fit_landmarks_batch, fit_photometric_batch, landmark_conventions,
+                          landmark_model, stack_targets)
 from flamejax.flame import FlameModel, flame_forward
 
 __all__ = ["Fitter", "ImageFit", "Networks", "PhotometricBundle", "QualityConfig", "find_uv_layout", "judge",
@@ -44,6 +45,8 @@ class QualityConfig:
     """Degrees: a head tipped further than this is more likely fitted upside down than photographed so."""
     max_landmark_extent: float = 1.5
     """Fitted landmarks must stay within this many half-image-widths of the centre (NDC)."""
+    min_confidence: float = 0.25
+    """:attr:`FitResult.confidence` below this: too many points unexplained, or explained too loosely."""
 
 
 FIND_UV_LAYOUT = object()
@@ -113,6 +116,8 @@ class ImageFit:
     """This image's share of its batch's fitting time, compilation excluded."""
     compile_seconds: float
     """This image's share of the compilation its batch triggered (0 once compiled)."""
+    conventions: LandmarkConventions | None = None
+    """The fitted 68 points in both annotation conventions (visible outline / projected 3D) and which are seen."""
 
     @property
     def ok(self) -> bool:
@@ -153,6 +158,9 @@ def judge(result: FitResult, vertices: np.ndarray, quality: QualityConfig = Qual
         reasons.append(f"head tipped by pitch {pitch:+.0f} / roll {roll:+.0f} degrees (upside down?)")
     if np.max(np.abs(np.asarray(result.landmarks.lmk68))) > quality.max_landmark_extent:
         reasons.append("fitted landmarks fall outside the image")
+    if result.confidence is not None and float(result.confidence) < quality.min_confidence:
+        reasons.append(f"confidence {float(result.confidence):.2f} (less than {quality.min_confidence}): the "
+                       "landmarks disagree with every head pose near the fit")
     return ("suspect", "; ".join(reasons)) if reasons else ("ok", "")
 
 
@@ -187,6 +195,9 @@ def _start_from_networks(networks: Networks, model: FlameModel, items: Sequence,
 @jax.jit
 def _posed_vertices(model: FlameModel, params) -> jax.Array:
     return jax.vmap(lambda p: flame_forward(model, p).vertices)(params)
+
+
+_batch_conventions = jax.jit(jax.vmap(landmark_conventions, in_axes=(None, 0, 0)))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -271,7 +282,9 @@ class Fitter:
                 report("photometric fit")
                 result = self._photometric(items, targets, result)
             report("meshes")
-            result, vertices = jax.tree.map(np.asarray, (result, _posed_vertices(self.model, result.params)))
+            result, vertices, conventions = jax.tree.map(np.asarray, (
+                result, _posed_vertices(self.model, result.params),
+                _batch_conventions(self.fit_model, result.params, result.camera)))
         count = len(items)
         compile_share = clock.seconds / count
         fit_share = max(time.perf_counter() - started - clock.seconds, 0.0) / count
@@ -280,7 +293,8 @@ class Fitter:
             row = jax.tree.map(lambda a: a[i], result)
             verdict, reason = judge(row, vertices[i], self.quality)
             fits.append(ImageFit(name=name, result=row, vertices=vertices[i], verdict=verdict, reason=reason,
-                                 init_method=method, fit_seconds=fit_share, compile_seconds=compile_share))
+                                 init_method=method, fit_seconds=fit_share, compile_seconds=compile_share,
+                                 conventions=jax.tree.map(lambda a: a[i], conventions)))
         return fits
 
     def _photometric(self, items: Sequence, targets: LandmarkTargets, landmark_result: FitResult) -> FitResult:

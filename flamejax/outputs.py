@@ -128,16 +128,32 @@ def _plain(value):
     return value
 
 
-def landmark_record(item, fitted68_ndc, fitted_iris_ndc=None) -> dict[str, np.ndarray]:
-    """Fitted and target landmarks of one image, in fit pixels and (``*_original``) in photograph pixels."""
+def landmark_record(item, fitted68_ndc, fitted_iris_ndc=None, conventions=None,
+                    weights68=None) -> dict[str, np.ndarray]:
+    """Fitted and target landmarks of one image, in fit pixels and (``*_original``) in photograph pixels.
+
+    With ``conventions`` (:class:`flamejax.fit.LandmarkConventions`) also the fitted 68 points with the jaw on the
+    visible outline (``lmk68_outline``, 300-W style) and as fixed 3D points projected (``lmk68_projected3d``,
+    AFLW2000-3D style), and ``lmk68_visibility`` (not points, no ``_original``): column 0 is 1 where the
+    projected 3D point faces the camera, column 1 the fit's final weight of each point (``weights68``:
+    visibility x robust, 1 when not given).
+    """
     from flamejax.perception import transform_points
 
     size = item.image.shape[0]
-    landmarks = {"lmk68_fitted": np.asarray(cam.ndc_to_pixels(fitted68_ndc, size)), "lmk68_target": item.lmk68,
+    pixels = lambda ndc: np.asarray(cam.ndc_to_pixels(ndc, size))  # noqa: E731
+    landmarks = {"lmk68_fitted": pixels(fitted68_ndc), "lmk68_target": item.lmk68,
                  "iris_target": item.iris, "mediapipe_target": item.points478}
     if fitted_iris_ndc is not None:
-        landmarks["iris_fitted"] = np.asarray(cam.ndc_to_pixels(fitted_iris_ndc, size))
-    return landmarks | {f"{k}_original": transform_points(item.fit_to_original, v) for k, v in landmarks.items()}
+        landmarks["iris_fitted"] = pixels(fitted_iris_ndc)
+    if conventions is not None:
+        landmarks |= {"lmk68_outline": pixels(conventions.outline68),
+                      "lmk68_projected3d": pixels(conventions.projected68)}
+    landmarks |= {f"{k}_original": transform_points(item.fit_to_original, v) for k, v in landmarks.items()}
+    if conventions is not None:
+        weights = np.ones(68, np.float32) if weights68 is None else np.asarray(weights68, np.float32)
+        landmarks["lmk68_visibility"] = np.stack([np.asarray(conventions.visible68, np.float32), weights], axis=1)
+    return landmarks
 
 
 def fit_record(fit: ImageFit, item, fitter_provenance: dict):
@@ -146,10 +162,13 @@ def fit_record(fit: ImageFit, item, fitter_provenance: dict):
 
     result = fit.result
     size = item.image.shape[0]
-    landmarks = landmark_record(item, result.landmarks.lmk68, result.landmarks.iris)
+    landmarks = landmark_record(item, result.landmarks.lmk68, result.landmarks.iris, fit.conventions,
+                                None if result.weights is None else result.weights.lmk68)
     metrics = {"nme_inner51": float(result.nme), "rigid_final_loss": float(result.rigid.final_loss),
                "landmark_final_loss": float(result.landmark.final_loss), "fit_seconds": fit.fit_seconds,
                "compile_seconds": fit.compile_seconds}
+    if result.confidence is not None:
+        metrics["confidence"] = float(result.confidence)
     photometric = None
     if result.photometric is not None:
         photo = result.photometric

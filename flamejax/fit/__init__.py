@@ -5,7 +5,8 @@ The data path: :class:`LandmarkTargets` (per image, :func:`stack_targets` for a 
 optionally :func:`fit_photometric_batch` → :class:`FitResult` with a :class:`Status` per image.
 """
 
-from flamejax.fit._config import FitConfig, GroupSchedule, InitConfig, LandmarkStageConfig, RigidStageConfig, quick_config
+from flamejax.fit._config import (FitConfig, GroupSchedule, InitConfig, LandmarkStageConfig, RigidStageConfig,
+                                  WeightingConfig, quick_config)
 from flamejax.fit._init import linear_initialisation
 from flamejax.fit._landmark_fit import fit_landmarks, fit_landmarks_batch, landmark_model
 from flamejax.fit._photometric import (AMBIENT_SH, PhotometricConfig, PhotometricTargets, fit_photometric,
@@ -13,11 +14,13 @@ from flamejax.fit._photometric import (AMBIENT_SH, PhotometricConfig, Photometri
 from flamejax.fit._result import FitResult, FitStart, PhotometricReport, StageReport, Status
 from flamejax.fit._synthetic import SyntheticSample, aligned_vertex_error_mm, observed_targets, rotation_error_deg, sample_problem
 from flamejax.fit._targets import LandmarkTargets, nme_inner, stack_targets
+from flamejax.fit._visibility import LandmarkConventions, LandmarkWeights, landmark_conventions
 
 __all__ = [
-    "AMBIENT_SH", "FitConfig", "FitResult", "FitStart", "GroupSchedule", "InitConfig", "LandmarkStageConfig",
-    "LandmarkTargets", "PhotometricConfig", "PhotometricReport", "PhotometricTargets", "RigidStageConfig",
-    "StageReport", "Status", "SyntheticSample", "aligned_vertex_error_mm", "fit_landmarks", "fit_landmarks_batch",
-    "fit_photometric", "fit_photometric_batch", "landmark_model", "linear_initialisation", "nme_inner", "observed_targets",
+    "AMBIENT_SH", "FitConfig", "FitResult", "FitStart", "GroupSchedule", "InitConfig", "LandmarkConventions",
+    "LandmarkStageConfig", "LandmarkTargets", "LandmarkWeights", "PhotometricConfig", "PhotometricReport",
+    "PhotometricTargets", "RigidStageConfig", "StageReport", "Status", "SyntheticSample", "WeightingConfig",
+    "aligned_vertex_error_mm", "fit_landmarks", "fit_landmarks_batch", "fit_photometric", "fit_photometric_batch",
+    "landmark_conventions", "landmark_model", "linear_initialisation", "nme_inner", "observed_targets",
     "quick_config", "rotation_error_deg", "sample_problem", "stack_targets",
 ]

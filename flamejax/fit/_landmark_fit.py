@@ -91,8 +91,11 @@ def camera_labels(pose: str, fov: str = FROZEN) -> Camera:
 
 
 def rigid_stage(model: FlameModel, camera: Camera, points: LandmarkPoints3D, targets: LandmarkTargets,
-                cfg: RigidStageConfig) -> tuple[Camera, StageReport]:
-    """Stage 1: camera pose (and optionally FOV) on the landmarks; the head itself is held fixed."""
+                cfg: RigidStageConfig, steps: tuple[int, int] | None = None) -> tuple[Camera, StageReport]:
+    """Stage 1: camera pose (and optionally FOV) on the landmarks; the head itself is held fixed.
+
+    ``steps`` = ``(first, end)`` runs only that segment of the stage (see :func:`landmark_stage`)."""
+    first, end = (0, cfg.steps) if steps is None else steps
     valid = targets.valid.astype(jnp.float32)
 
     def loss_fn(cam: Camera):
@@ -101,9 +104,14 @@ def rigid_stage(model: FlameModel, camera: Camera, points: LandmarkPoints3D, tar
     def project(cam: Camera):
         return dataclasses.replace(cam, fov_deg=jnp.clip(cam.fov_deg, *cfg.fov_range))
 
-    optimiser = partitioned_adam({"pose": cfg.lr.schedule(), "fov": lambda count: cfg.fov_lr},
+    optimiser = partitioned_adam({"pose": _shifted(cfg.lr.schedule(), first), "fov": lambda count: cfg.fov_lr},
                                  camera_labels("pose", "fov" if cfg.optimise_fov else FROZEN))
-    return run_stage(loss_fn, camera, optimiser, cfg.steps, project)
+    return run_stage(loss_fn, camera, optimiser, end - first, project)
+
+
+def _shifted(schedule, first: int):
+    """A learning-rate schedule that continues at step ``first`` (for a stage run in segments)."""
+    return lambda count: schedule(count + first)
 
 
 @jax.tree_util.register_dataclass
@@ -135,8 +143,7 @@ def landmark_stage(model: FlameModel, start: Geometry, targets: LandmarkTargets,
     labels = Geometry(params_labels(start.params, "shape" if cfg.fit_shape else FROZEN, "expression", "jaw", "eyes"),
                       camera_labels("camera" if cfg.fit_camera else FROZEN))
     schedules = {name: getattr(cfg, name).schedule() for name in ("expression", "jaw", "eyes", "shape", "camera")}
-    optimiser = partitioned_adam({name: (lambda count, s=s: s(count + first)) for name, s in schedules.items()},
-                                 labels)
+    optimiser = partitioned_adam({name: _shifted(s, first) for name, s in schedules.items()}, labels)
     return run_stage(loss_fn, start, optimiser, end - first)
 
 
@@ -155,19 +162,34 @@ def joined_reports(reports: list[StageReport]) -> StageReport:
                        failed_step=jnp.max(jnp.stack(failed)).astype(jnp.int32))
 
 
-def weighted_landmark_stage(model: FlameModel, start: Geometry, targets: LandmarkTargets, config: FitConfig,
-                            shape_anchor: Float[Array, "n_shape"]) -> tuple[Geometry, StageReport]:
-    """Stage 2 in segments (``config.weighting.refresh_at``), each on the targets re-weighted at the pose it starts
-    from (:func:`pose_weights`: visibility x robust IRLS, held fixed within the segment)."""
-    geometry, reports = start, []
-    bounds = segment_bounds(config.landmark.steps, config.weighting.refresh_at)
+def weighted_stages(model: FlameModel, start: Geometry, targets: LandmarkTargets, config: FitConfig,
+                    shape_anchor: Float[Array, "n_shape"]) -> tuple[Geometry, StageReport, StageReport]:
+    """Stages 1 and 2, each in segments (``config.weighting.refresh_at``), every segment on the targets
+    re-weighted at the pose it starts from (:func:`pose_weights`: visibility x robust IRLS, held fixed within it).
+    Returns the fitted geometry and both stages' reports."""
     ids = model.landmarks.mediapipe_ids
-    for first, end in zip(bounds[:-1], bounds[1:]):
-        weights = pose_weights(model, geometry.params, geometry.camera, targets, config.weighting)
-        geometry, report = landmark_stage(model, geometry, weights.applied_to(targets, ids), config.landmark,
-                                          shape_anchor, (first, end))
+
+    def reweighted(geometry: Geometry) -> LandmarkTargets:
+        return pose_weights(model, geometry.params, geometry.camera, targets, config.weighting).applied_to(targets, ids)
+
+    points = landmark_points(model, start.params)
+    camera, reports = start.camera, []
+    for segment in _segments(config.rigid.steps, config.weighting.refresh_at):
+        camera, report = rigid_stage(model, camera, points, reweighted(Geometry(start.params, camera)),
+                                     config.rigid, segment)
         reports.append(report)
-    return geometry, joined_reports(reports)
+    rigid = joined_reports(reports)
+    geometry, reports = Geometry(start.params, camera), []
+    for segment in _segments(config.landmark.steps, config.weighting.refresh_at):
+        geometry, report = landmark_stage(model, geometry, reweighted(geometry), config.landmark, shape_anchor,
+                                          segment)
+        reports.append(report)
+    return geometry, rigid, joined_reports(reports)
+
+
+def _segments(steps: int, refresh_at: tuple[float, ...]) -> list[tuple[int, int]]:
+    bounds = segment_bounds(steps, refresh_at)
+    return list(zip(bounds[:-1], bounds[1:]))
 
 
 def sanitised(targets: LandmarkTargets) -> LandmarkTargets:
@@ -185,9 +207,8 @@ def _fit_one(model: FlameModel, targets: LandmarkTargets, config: FitConfig, sta
     fallback_camera = Camera.default(config.fov_deg, config.initial_distance, model.v_template.dtype)
     camera, params = jax.tree.map(lambda a, b: jnp.where(init_ok, a, b), (camera, params),
                                   (fallback_camera, FlameParams.for_model(model)))
-    camera, rigid = rigid_stage(model, camera, landmark_points(model, params), targets, config.rigid)
     shape_anchor = jnp.zeros_like(params.shape) if start is None else start.shape * start.shape_given
-    fitted, landmark = weighted_landmark_stage(model, Geometry(params, camera), targets, config, shape_anchor)
+    fitted, rigid, landmark = weighted_stages(model, Geometry(params, camera), targets, config, shape_anchor)
     projected = posed_landmarks(model, fitted.params, fitted.camera)
     final_weights = pose_weights(model, fitted.params, fitted.camera, targets, config.weighting)
     status = first_failure([(padding, Status.PADDING), (~targets.valid, Status.INVALID_INPUT),

@@ -236,6 +236,32 @@ def pose_weights(model: FlameModel, params: FlameParams, camera: Camera, targets
                            confidence=confidence)
 
 
-__all__ = ["LandmarkWeights", "pose_weights", "triangle_normals", "contour_conventions", "face_size", "facing_cosine", "fit_confidence", "geman_mcclure_weights",
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class LandmarkConventions:
+    """A fitted head's 68 points in NDC in the two annotation conventions (see :func:`contour_conventions`)."""
+
+    outline68: Float[Array, "68 2"]
+    """Jaw contour on the visible silhouette of the head (300-W style annotations)."""
+    projected68: Float[Array, "68 2"]
+    """Fixed 3D points projected, hidden ones included (AFLW2000-3D style)."""
+    visible68: Float[Array, "68"]
+    """1 where the fixed 3D point's surface faces the camera, else 0."""
+
+
+def landmark_conventions(model: FlameModel, params: FlameParams, camera: Camera) -> LandmarkConventions:
+    """The 68 points of the head ``params`` describes under ``camera`` in both conventions (one image; works on
+    the full model or its landmark-only subset)."""
+    emb = model.landmarks
+    vertices = flame_forward(model, params).vertices
+    outline, _ = silhouette_contour(camera, barycentric_points(vertices, emb.contour_vertices, emb.contour_bary),
+                                    triangle_normals(vertices, emb.contour_vertices))
+    silhouette68 = jnp.concatenate([outline, barycentric_points(vertices, emb.static_vertices, emb.static_bary)])
+    anatomical68 = barycentric_points(vertices, emb.full_vertices, emb.full_bary)
+    normals68 = lip_normals_from_outer(triangle_normals(vertices, emb.full_vertices))
+    return LandmarkConventions(*contour_conventions(camera, silhouette68, anatomical68, normals68))
+
+
+__all__ = ["LandmarkConventions", "LandmarkWeights", "landmark_conventions", "pose_weights", "triangle_normals", "contour_conventions", "face_size", "facing_cosine", "fit_confidence", "geman_mcclure_weights",
            "INNER_LIP_PROXY", "lip_normals_from_outer", "normalised_residuals", "point_normals", "robust_weights",
            "silhouette_contour", "tukey_weights", "visibility_weights"]

@@ -1,0 +1,186 @@
+"""Visibility and robust landmark weights inside the fit: they help at a hard pose with corrupted far-side targets,
+the confidence falls with corrupted targets, both 68-point conventions agree at a frontal pose, the outputs carry
+them."""
+
+from __future__ import annotations
+
+import dataclasses
+from types import SimpleNamespace
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from flamejax.camera import Camera, project_ndc
+from flamejax.fit import (FitConfig, LandmarkTargets, WeightingConfig, fit_landmarks_batch, landmark_conventions,
+                          landmark_model, observed_targets, quick_config, stack_targets)
+from flamejax.fit._landmark_fit import joined_reports, segment_bounds
+from flamejax.fit._visibility import facing_cosine, lip_normals_from_outer, pose_weights, triangle_normals
+from flamejax.flame import FlameParams, barycentric_points, flame_forward
+from flamejax.render import vertex_normals
+from flamejax.rotation import euler_to_matrix, matrix_to_axis_angle
+from tests.conftest import requires_flame
+
+pytestmark = requires_flame
+CONFIG = quick_config(rigid_steps=90, landmark_steps=60)
+UNWEIGHTED = CONFIG.replace(weighting=WeightingConfig(visibility=False, robust=False, refresh_at=()))
+YAW = 65.0
+
+
+def _camera(yaw_deg: float, pitch_deg: float = 0.0) -> Camera:
+    rotation = matrix_to_axis_angle(euler_to_matrix(jnp.deg2rad(jnp.array([yaw_deg, pitch_deg, 0.0], jnp.float32))))
+    return Camera(rotation, jnp.array([0.0, 0.0, -1.0], jnp.float32), jnp.float32(20.0))
+
+
+def _head(model, seed: int) -> FlameParams:
+    rng = np.random.default_rng(seed)
+    base = FlameParams.for_model(model)
+    return dataclasses.replace(base, shape=jnp.asarray(rng.normal(size=model.num_shape), jnp.float32),
+                               expression=jnp.asarray(0.5 * rng.normal(size=model.num_expression), jnp.float32))
+
+
+def collapsed(model, params: FlameParams, camera: Camera, targets: LandmarkTargets) -> LandmarkTargets:
+    """What a detector does at profile: points on the far side (surface facing away) pulled onto the near side."""
+    emb = model.landmarks
+    v = flame_forward(model, params).vertices
+    hidden68 = np.array(facing_cosine(camera, barycentric_points(v, emb.full_vertices, emb.full_bary),
+                                       lip_normals_from_outer(triangle_normals(v, emb.full_vertices))) < 0.0)
+    hidden68[:17] = False  # the jaw targets follow the visible outline already
+    hidden_mp = np.zeros(478, bool)
+    hidden_mp[np.asarray(emb.mediapipe_ids)] = np.asarray(facing_cosine(
+        camera, barycentric_points(v, emb.mediapipe_vertices, emb.mediapipe_bary),
+        triangle_normals(v, emb.mediapipe_vertices)) < 0.0)
+    lmk68, mediapipe = np.array(targets.lmk68), np.array(targets.mediapipe)
+    nose = lmk68[30]
+    lmk68[hidden68] = nose + 0.3 * (lmk68[hidden68] - nose)
+    mediapipe[hidden_mp] = nose + 0.3 * (mediapipe[hidden_mp] - nose)
+    assert hidden68.sum() >= 8 and hidden_mp.sum() >= 10
+    return dataclasses.replace(targets, lmk68=jnp.asarray(lmk68), mediapipe=jnp.asarray(mediapipe))
+
+
+@pytest.fixture(scope="module")
+def profile_problems(flame_model):
+    """Two heads at yaw 65: clean targets and targets with collapsed far-side points, and the truth."""
+    rng = np.random.default_rng(3)
+    cases = []
+    for seed, yaw in ((1, YAW), (2, -YAW)):
+        params, camera = _head(flame_model, seed), _camera(yaw, 10.0)
+        clean, vertices = observed_targets(flame_model, params, camera, rng, noise_px=0.5)
+        cases.append(SimpleNamespace(params=params, camera=camera, clean=clean, vertices=vertices,
+                                     corrupted=collapsed(flame_model, params, camera, clean)))
+    return cases
+
+
+def _projected_error(model, result, cases) -> np.ndarray:
+    """Mean NDC distance between the fitted and the true head's 68 fixed 3D points, projected by each's camera."""
+    emb = model.landmarks
+    errors = []
+    for i, case in enumerate(cases):
+        fitted = flame_forward(model, jax.tree.map(lambda a: a[i], result.params)).vertices
+        camera = jax.tree.map(lambda a: a[i], result.camera)
+        points = lambda v: barycentric_points(jnp.asarray(v), emb.full_vertices, emb.full_bary)  # noqa: E731
+        errors.append(np.linalg.norm(np.asarray(project_ndc(camera, points(fitted))
+                                                - project_ndc(case.camera, points(case.vertices))), axis=1).mean())
+    return np.asarray(errors)
+
+
+@pytest.fixture(scope="module")
+def profile_fits(flame_model, profile_problems):
+    targets = stack_targets([c.corrupted for c in profile_problems] + [c.clean for c in profile_problems])
+    return {name: jax.tree.map(np.asarray, fit_landmarks_batch(flame_model, targets, config))
+            for name, config in (("weighted", CONFIG), ("unweighted", UNWEIGHTED))}
+
+
+def test_weights_fit_a_corrupted_profile_better(flame_model, profile_problems, profile_fits):
+    n = len(profile_problems)
+    weighted = _projected_error(flame_model, jax.tree.map(lambda a: a[:n], profile_fits["weighted"]),
+                                profile_problems)
+    unweighted = _projected_error(flame_model, jax.tree.map(lambda a: a[:n], profile_fits["unweighted"]),
+                                  profile_problems)
+    assert np.all(profile_fits["weighted"].ok)
+    assert np.all(weighted < 0.8 * unweighted), (weighted, unweighted)
+    # The far-side targets get little weight at the fitted pose; the near side keeps most.
+    w68 = profile_fits["weighted"].weights.lmk68[:n]
+    corrupted = np.stack([np.any(np.asarray(c.corrupted.lmk68) != np.asarray(c.clean.lmk68), axis=1)
+                          for c in profile_problems])
+    assert w68[corrupted].mean() < 0.3 < 0.7 < w68[~corrupted].mean()
+
+
+def test_confidence_falls_with_corrupted_targets(profile_problems, profile_fits):
+    n = len(profile_problems)
+    confidence = profile_fits["weighted"].confidence
+    assert np.all((confidence >= 0) & (confidence <= 1))
+    assert np.all(confidence[n:] > 0.5), confidence
+    assert np.all(confidence[:n] < confidence[n:] - 0.2), confidence
+
+
+def test_weights_change_little_on_a_clean_frontal_fit(flame_model, profile_problems):
+    """Weights are factors in [0, 1] that keep a clean, seen face's points (all of the inner 51 at frontal pose)."""
+    params = profile_problems[0].params
+    targets, _ = observed_targets(flame_model, params, _camera(0.0), np.random.default_rng(0), noise_px=0.5)
+    sub = landmark_model(flame_model)
+    weights = pose_weights(sub, params, _camera(0.0), targets, FitConfig().weighting)
+    assert np.asarray(weights.lmk68).min() > 0.5 and np.median(np.asarray(weights.lmk68)) > 0.9
+    assert np.asarray(weights.iris).min() > 0.9 and float(weights.confidence) > 0.8
+    off = pose_weights(sub, params, _camera(0.0), targets, WeightingConfig(visibility=False, robust=False))
+    assert np.all(np.asarray(off.lmk68) == 1.0) and np.all(np.asarray(off.mediapipe) == 1.0)
+
+
+def test_triangle_normals_agree_with_vertex_normals(flame_model):
+    emb = flame_model.landmarks
+    v = flame_forward(flame_model, FlameParams.for_model(flame_model)).vertices
+    from flamejax.fit._visibility import point_normals
+
+    smooth = point_normals(vertex_normals(v, flame_model.faces), emb.full_vertices, emb.full_bary)
+    flat = triangle_normals(v, emb.full_vertices)
+    assert np.median(np.sum(np.asarray(smooth) * np.asarray(flat), axis=1)) > 0.95
+    sub = landmark_model(flame_model)
+    sub_flat = triangle_normals(flame_forward(sub, FlameParams.for_model(sub)).vertices, sub.landmarks.full_vertices)
+    np.testing.assert_allclose(np.asarray(sub_flat), np.asarray(flat), atol=1e-5)
+
+
+def test_conventions_agree_at_frontal_pose_and_differ_at_profile(flame_model):
+    params = FlameParams.for_model(flame_model)
+    frontal = landmark_conventions(landmark_model(flame_model), params, _camera(0.0))
+    np.testing.assert_allclose(np.asarray(frontal.outline68[17:]), np.asarray(frontal.projected68[17:]), atol=1e-5)
+    jaw_gap = np.linalg.norm(np.asarray(frontal.outline68[:17] - frontal.projected68[:17]), axis=1)
+    face_width = np.ptp(np.asarray(frontal.projected68[:, 0]))
+    assert np.median(jaw_gap) < 0.05 * face_width
+    assert np.all(np.asarray(frontal.visible68[17:]) == 1.0)
+    profile = landmark_conventions(flame_model, params, _camera(70.0))
+    gap = np.linalg.norm(np.asarray(profile.outline68[:17] - profile.projected68[:17]), axis=1)
+    assert gap.max() > 0.1 * face_width  # the far jaw: outline on the silhouette, 3D point behind the face
+    assert 0 < np.asarray(profile.visible68).sum() < 68
+
+
+def test_segments_and_joined_reports():
+    assert segment_bounds(200, (0.5,)) == [0, 100, 200]
+    assert segment_bounds(60, ()) == [0, 60]
+    assert segment_bounds(60, (0.0, 1.0, 0.25, 0.25)) == [0, 15, 60]
+    from flamejax.fit import StageReport
+
+    a = StageReport(jnp.ones(3), jnp.float32(1.0), jnp.asarray(True), jnp.int32(-1))
+    b = StageReport(jnp.zeros(2), jnp.float32(0.5), jnp.asarray(False), jnp.int32(1))
+    joined = joined_reports([a, b])
+    assert joined.losses.shape == (5,) and float(joined.final_loss) == 0.5
+    assert not bool(joined.finite) and int(joined.failed_step) == 4
+
+
+def test_outputs_carry_both_conventions_and_the_confidence(flame_model):
+    from flamejax.outputs import landmark_record
+
+    params = FlameParams.for_model(flame_model)
+    conventions = landmark_conventions(flame_model, params, _camera(30.0))
+    size = 64
+    item = SimpleNamespace(image=np.zeros((size, size, 3), np.float32), lmk68=np.zeros((68, 2), np.float32),
+                           iris=np.zeros((10, 2), np.float32), points478=np.zeros((478, 2), np.float32),
+                           fit_to_original=np.array([[2.0, 0.0, 10.0], [0.0, 2.0, 5.0]]))
+    record = landmark_record(item, conventions.outline68, None, conventions, np.full(68, 0.5))
+    for name in ("lmk68_outline", "lmk68_projected3d"):
+        assert record[name].shape == (68, 2) and record[f"{name}_original"].shape == (68, 2)
+    np.testing.assert_allclose(record["lmk68_outline_original"], record["lmk68_outline"] * 2.0 + [10.0, 5.0],
+                               rtol=1e-5)
+    assert record["lmk68_visibility"].shape == (68, 2) and "lmk68_visibility_original" not in record
+    assert set(np.unique(record["lmk68_visibility"][:, 0])) <= {0.0, 1.0}
+    np.testing.assert_allclose(record["lmk68_visibility"][:, 1], 0.5)
