@@ -8,8 +8,9 @@ blurred corner of a shared photograph, at yaw up to ±75°, pitch ±30°. The pi
 (similarity alignment on 7 landmarks, rigid ICP, distances from the truth's face region to the fitted surface, mm)
 and vertex to vertex where the topology is FLAME's. The unfitted mean head is scored the same way beside every fit.
 
-Variants: ``library default`` (``FitConfig()``: visibility and robust landmark weights inside the fit) and
-``unweighted`` (the same with ``FitConfig.weighting`` switched off). Rendered, preprocessed views are cached in
+Variants: ``library default`` (``FitConfig()``: visibility and robust landmark weights inside the fit),
+``unweighted`` (the same with ``FitConfig.weighting`` switched off) and ``earlier default`` (also the 100x / 10x
+weaker identity priors the library had before). Rendered, preprocessed views are cached in
 ``--cache`` (keyed by view plan, seed and model), so fitting experiments skip rendering and MediaPipe.
 
     python3 -m benchmarks.bench_identity [--quick] [--pictures /tmp/identity] [--cache DIR]
@@ -312,8 +313,15 @@ def unweighted(config: FitConfig) -> FitConfig:
                                                         refresh_at=()))
 
 
+def earlier_default(config: FitConfig) -> FitConfig:
+    """``config`` as the library fitted before issue 16: no weighting, identity priors 100x / 10x weaker."""
+    return unweighted(config).replace(
+        init=dataclasses.replace(config.init, shape_prior=config.init.shape_prior / 100),
+        landmark=dataclasses.replace(config.landmark, shape_l2=config.landmark.shape_l2 / 10))
+
+
 def default_variants(config: FitConfig) -> dict[str, FitConfig]:
-    return {"unweighted": unweighted(config), "library default": config}
+    return {"earlier default": earlier_default(config), "unweighted": unweighted(config), "library default": config}
 
 
 def run(quick: bool, pictures_dir: Path | None = None, sampled_heads: int | None = None,
@@ -429,7 +437,8 @@ def run(quick: bool, pictures_dir: Path | None = None, sampled_heads: int | None
             "51 points, fit (or MediaPipe's 68 conversion) against the truth's projected 3D points (AFLW2000-3D "
             "convention: hidden points where they are), over sqrt(w h) of the truth's 51-point box. "
             "library default: FitConfig(), whose landmark stage re-weights the points at the pose it has reached "
-            "(visibility x Geman-McClure IRLS, FitConfig.weighting); unweighted: the same with the weighting off. "
+            "(visibility x Geman-McClure IRLS, FitConfig.weighting); unweighted: the same with the weighting off; "
+            "earlier default: also the identity priors of before (init 2e-4, landmark stage 0.05). "
             "confidence: FitResult.confidence.")
     return result(NAME, TITLE, "quick" if quick else "full", settings, tables,
                   data={"rows": rows, "verdicts": verdicts}, note=note)

@@ -50,8 +50,9 @@ class InitConfig:
 
     iterations: int = 3
     pose_refine_steps: int = 8
-    shape_prior: float = 2e-4
-    """Ridge weight on identity coefficients, in NDC² per unit coefficient²."""
+    shape_prior: float = 2e-2
+    """Ridge weight on identity coefficients, in NDC² per unit coefficient². Strong: on detected (not synthetic)
+    landmarks identity beyond the mean head is mostly noise (benchmarks/RESULTS.md, identity section)."""
     expression_prior: float = 4e-4
     contour_weight: float = 0.5
     mediapipe_weight: float = 0.5
@@ -92,7 +93,9 @@ class LandmarkStageConfig:
     mediapipe_weight: float = 400.0
     """flamejax addition: the 105 MediaPipe points embedded on FLAME."""
     expression_l2: float = 0.025
-    shape_l2: float = 0.05
+    shape_l2: float = 0.5
+    """flamejax: ten times the earlier 0.05, which fitted detector noise into the identity (identity section of
+    benchmarks/RESULTS.md)."""
     jaw_l2: float = 0.0
     fit_shape: bool = True
     fit_camera: bool = True
@@ -114,7 +117,7 @@ class WeightingConfig:
     visibility_threshold: float = 0.05
     """Facing cosine (normal vs. direction to the camera) at which the weight is half-way to 1."""
     visibility_softness: float = 0.05
-    robust_scale: float = 0.08
+    robust_scale: float = 0.15
     """Residual, over the face size (sqrt of the targets' box area), at which a point's weight falls to 1/4."""
     confidence_scale: float = 0.05
     """Mean residual over the face size at which :attr:`FitResult.confidence` falls to 1/e (all points kept)."""
