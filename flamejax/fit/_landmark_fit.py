@@ -1,7 +1,10 @@
 """Landmark fitting: linear initialisation, stage 1 (rigid), stage 2 (landmark mode).
 
 :func:`fit_landmarks` fits one image and :func:`fit_landmarks_batch` a batch, both jit-compiled; the pure
-single-image function underneath (``_fit_one``) is what ``jax.vmap`` batches.
+single-image function underneath (``_fit_one``) is what ``jax.vmap`` batches. Both stages run in segments
+(``FitConfig.weighting.refresh_at``); each segment fits the targets re-weighted at the pose it starts from
+(visibility x robust weights, :func:`flamejax.fit._visibility.pose_weights`), and the weights at the final pose
+give ``FitResult.confidence``.
 """
 
 from __future__ import annotations

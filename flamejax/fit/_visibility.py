@@ -213,8 +213,10 @@ def pose_weights(model: FlameModel, params: FlameParams, camera: Camera, targets
     points_mp = barycentric_points(vertices, emb.mediapipe_vertices, emb.mediapipe_bary)
     ones68, ones_mp = jnp.ones(68, points68.dtype), jnp.ones(points_mp.shape[0], points68.dtype)
     if cfg.visibility:
-        visible = lambda p, n: visibility_weights(camera, p, n, cfg.visibility_floor, cfg.visibility_threshold,  # noqa: E731
-                                                  cfg.visibility_softness)
+        def visible(points, normals):
+            return visibility_weights(camera, points, normals, cfg.visibility_floor, cfg.visibility_threshold,
+                                      cfg.visibility_softness)
+
         seen68 = visible(points68, lip_normals_from_outer(triangle_normals(vertices, ids68)))
         seen68 = seen68.at[CONTOUR_68].set(1.0)
         seen_mp = visible(points_mp, triangle_normals(vertices, emb.mediapipe_vertices))
@@ -262,6 +264,7 @@ def landmark_conventions(model: FlameModel, params: FlameParams, camera: Camera)
     return LandmarkConventions(*contour_conventions(camera, silhouette68, anatomical68, normals68))
 
 
-__all__ = ["LandmarkConventions", "LandmarkWeights", "landmark_conventions", "pose_weights", "triangle_normals", "contour_conventions", "face_size", "facing_cosine", "fit_confidence", "geman_mcclure_weights",
-           "INNER_LIP_PROXY", "lip_normals_from_outer", "normalised_residuals", "point_normals", "robust_weights",
-           "silhouette_contour", "tukey_weights", "visibility_weights"]
+__all__ = ["contour_conventions", "face_size", "facing_cosine", "fit_confidence", "geman_mcclure_weights",
+           "INNER_LIP_PROXY", "LandmarkConventions", "landmark_conventions", "LandmarkWeights", "lip_normals_from_outer",
+           "normalised_residuals", "point_normals", "pose_weights", "robust_weights", "silhouette_contour",
+           "triangle_normals", "tukey_weights", "visibility_weights"]
