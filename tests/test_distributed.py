@@ -117,8 +117,9 @@ def test_sharded_directory_run_equals_single_device(sharded_and_unsharded):
         with np.load(work / "sharded_dir" / f"{stem}.npz") as a, np.load(work / "unsharded_dir" / f"{stem}.npz") as b:
             for key in ("shape", "exp", "jaw_pose", "eye_pose", "camera_rotation", "camera_translation"):
                 np.testing.assert_allclose(a[key], b[key], atol=1e-2, err_msg=f"{name}: {key}")
-            # Real photographs: the optimiser carries the per-device rounding to ~0.2 px of 256 (mix-ups: ~10 px).
-            np.testing.assert_allclose(a["lmk68_fitted"], b["lmk68_fitted"], atol=0.5, err_msg=name)
+            # Real photographs: the optimiser carries the per-device rounding to ~0.2 px of 256, the landmark weights
+            # recomputed at each segment's pose to ~0.75 px at the jaw (mix-ups: ~10 px).
+            np.testing.assert_allclose(a["lmk68_fitted"], b["lmk68_fitted"], atol=1.0, err_msg=name)
             nme_a, nme_b = (json.loads(str(z["metrics"]))["nme_inner51"] for z in (a, b))
             np.testing.assert_allclose(nme_a, nme_b, atol=2e-3, err_msg=name)
 
