@@ -310,7 +310,7 @@ def prepare(quick: bool, sampled_heads: int | None = None, cache: Path | None = 
 def unweighted(config: FitConfig) -> FitConfig:
     """``config`` without the visibility and robust landmark weights (the fit as it was before them)."""
     return config.replace(weighting=dataclasses.replace(config.weighting, visibility=False, robust=False,
-                                                        refresh_at=()))
+                                                        segments=1))
 
 
 def earlier_default(config: FitConfig) -> FitConfig:

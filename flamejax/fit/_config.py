@@ -101,17 +101,17 @@ class LandmarkStageConfig:
     fit_camera: bool = True
 
 
-@_config_pytree("visibility", "robust", "refresh_at")
+@_config_pytree("visibility", "robust", "segments")
 class WeightingConfig:
     """flamejax addition: per-point landmark weights at the current pose, for hard poses (see
-    :mod:`flamejax.fit._visibility`). Computed at the start of stages 1 and 2 and again at each ``refresh_at``
-    fraction of either, held constant in between: a point whose surface faces away from the camera is a detector's guess
+    :mod:`flamejax.fit._visibility`). Computed at the start of each of ``segments`` equal parts of stages 1
+    and 2, held constant within a part: a point whose surface faces away from the camera is a detector's guess
     (``visibility``), a point far from where any nearby pose puts it is an outlier (``robust``, Geman-McClure IRLS)."""
 
     visibility: bool = True
     robust: bool = True
-    refresh_at: tuple[float, ...] = (0.5,)
-    """Fractions of each stage's steps at which the weights are recomputed."""
+    segments: int = 2
+    """Equal parts of each stage; the weights are recomputed at the start of each (one compiled body for all)."""
     visibility_floor: float = 0.05
     """Weight of a point on a surface facing away from the camera."""
     visibility_threshold: float = 0.05

@@ -1,8 +1,8 @@
 """Landmark fitting: linear initialisation, stage 1 (rigid), stage 2 (landmark mode).
 
 :func:`fit_landmarks` fits one image and :func:`fit_landmarks_batch` a batch, both jit-compiled; the pure
-single-image function underneath (``_fit_one``) is what ``jax.vmap`` batches. Both stages run in segments
-(``FitConfig.weighting.refresh_at``); each segment fits the targets re-weighted at the pose it starts from
+single-image function underneath (``_fit_one``) is what ``jax.vmap`` batches. Both stages run in parts
+(``FitConfig.weighting.segments``); each part fits the targets re-weighted at the pose it starts from
 (visibility x robust weights, :func:`flamejax.fit._visibility.pose_weights`), and the weights at the final pose
 give ``FitResult.confidence``.
 """
@@ -10,6 +10,7 @@ give ``FitResult.confidence``.
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -93,28 +94,29 @@ def camera_labels(pose: str, fov: str = FROZEN) -> Camera:
     return Camera(rotation=pose, translation=pose, fov_deg=fov)
 
 
+Reweigh = Callable[[object], LandmarkTargets]
+"""Targets re-weighted at a stage's current variables (see :func:`weighted_stages`)."""
+
+
 def rigid_stage(model: FlameModel, camera: Camera, points: LandmarkPoints3D, targets: LandmarkTargets,
-                cfg: RigidStageConfig, steps: tuple[int, int] | None = None) -> tuple[Camera, StageReport]:
+                cfg: RigidStageConfig, reweigh: Reweigh | None = None, segments: int = 1
+                ) -> tuple[Camera, StageReport]:
     """Stage 1: camera pose (and optionally FOV) on the landmarks; the head itself is held fixed.
 
-    ``steps`` = ``(first, end)`` runs only that segment of the stage (see :func:`landmark_stage`)."""
-    first, end = (0, cfg.steps) if steps is None else steps
+    With ``reweigh``, the stage runs in ``segments`` parts, each on ``reweigh(camera)`` at the camera it starts
+    from (:func:`flamejax.fit._optim.run_stage`); otherwise on ``targets`` throughout."""
     valid = targets.valid.astype(jnp.float32)
 
-    def loss_fn(cam: Camera):
-        return valid * rigid_loss(model, project_landmarks(cam, points), targets, cfg)
+    def loss_fn(cam: Camera, weighted: LandmarkTargets):
+        return valid * rigid_loss(model, project_landmarks(cam, points), weighted, cfg)
 
     def project(cam: Camera):
         return dataclasses.replace(cam, fov_deg=jnp.clip(cam.fov_deg, *cfg.fov_range))
 
-    optimiser = partitioned_adam({"pose": _shifted(cfg.lr.schedule(), first), "fov": lambda count: cfg.fov_lr},
+    optimiser = partitioned_adam({"pose": cfg.lr.schedule(), "fov": lambda count: cfg.fov_lr},
                                  camera_labels("pose", "fov" if cfg.optimise_fov else FROZEN))
-    return run_stage(loss_fn, camera, optimiser, end - first, project)
-
-
-def _shifted(schedule, first: int):
-    """A learning-rate schedule that continues at step ``first`` (for a stage run in segments)."""
-    return lambda count: schedule(count + first)
+    return run_stage(loss_fn, camera, optimiser, cfg.steps, project,
+                     refresh=reweigh or (lambda _: targets), segments=segments if reweigh else 1)
 
 
 @jax.tree_util.register_dataclass
@@ -127,72 +129,46 @@ class Geometry:
 
 
 def landmark_stage(model: FlameModel, start: Geometry, targets: LandmarkTargets, cfg: LandmarkStageConfig,
-                   shape_anchor: Float[Array, "n_shape"], steps: tuple[int, int] | None = None
+                   shape_anchor: Float[Array, "n_shape"], reweigh: Reweigh | None = None, segments: int = 1
                    ) -> tuple[Geometry, StageReport]:
     """Stage 2 (landmark mode): expression, jaw and eyes (+ identity and camera) on all landmark sets.
 
-    ``steps`` = ``(first, end)`` runs only that segment of the stage (learning-rate schedules continue at
-    ``first``); default: all ``cfg.steps``."""
-    first, end = (0, cfg.steps) if steps is None else steps
+    ``reweigh`` and ``segments`` as in :func:`rigid_stage` (``reweigh`` takes the stage's :class:`Geometry`)."""
     valid = targets.valid.astype(jnp.float32)
 
-    def loss_fn(v: Geometry):
+    def loss_fn(v: Geometry, weighted: LandmarkTargets):
         p = v.params
-        data = landmark_data_loss(model, posed_landmarks(model, p, v.camera), targets, cfg)
+        data = landmark_data_loss(model, posed_landmarks(model, p, v.camera), weighted, cfg)
         prior = (cfg.expression_l2 * jnp.sum(p.expression**2) + cfg.shape_l2 * jnp.sum((p.shape - shape_anchor) ** 2)
                  + cfg.jaw_l2 * jnp.sum(p.jaw_pose**2))
         return valid * data + prior
 
     labels = Geometry(params_labels(start.params, "shape" if cfg.fit_shape else FROZEN, "expression", "jaw", "eyes"),
                       camera_labels("camera" if cfg.fit_camera else FROZEN))
-    schedules = {name: getattr(cfg, name).schedule() for name in ("expression", "jaw", "eyes", "shape", "camera")}
-    optimiser = partitioned_adam({name: _shifted(s, first) for name, s in schedules.items()}, labels)
-    return run_stage(loss_fn, start, optimiser, end - first)
-
-
-def segment_bounds(steps: int, refresh_at: tuple[float, ...]) -> list[int]:
-    """Step boundaries of a stage cut at the fractions ``refresh_at`` (empty segments dropped)."""
-    cuts = sorted({int(round(f * steps)) for f in refresh_at if 0.0 < f < 1.0})
-    return [0, *[c for c in cuts if 0 < c < steps], steps]
-
-
-def joined_reports(reports: list[StageReport]) -> StageReport:
-    """One report for consecutive segments of a stage: their losses end to end, the last segment's final loss."""
-    offsets = jnp.cumsum(jnp.asarray([0] + [r.losses.shape[0] for r in reports[:-1]]))
-    failed = [jnp.where(r.failed_step >= 0, r.failed_step + o, -1) for r, o in zip(reports, offsets)]
-    return StageReport(losses=jnp.concatenate([r.losses for r in reports]), final_loss=reports[-1].final_loss,
-                       finite=jnp.all(jnp.stack([r.finite for r in reports])),
-                       failed_step=jnp.max(jnp.stack(failed)).astype(jnp.int32))
+    optimiser = partitioned_adam({name: getattr(cfg, name).schedule()
+                                  for name in ("expression", "jaw", "eyes", "shape", "camera")}, labels)
+    return run_stage(loss_fn, start, optimiser, cfg.steps,
+                     refresh=reweigh or (lambda _: targets), segments=segments if reweigh else 1)
 
 
 def weighted_stages(model: FlameModel, start: Geometry, targets: LandmarkTargets, config: FitConfig,
                     shape_anchor: Float[Array, "n_shape"]) -> tuple[Geometry, StageReport, StageReport]:
-    """Stages 1 and 2, each in segments (``config.weighting.refresh_at``), every segment on the targets
-    re-weighted at the pose it starts from (:func:`pose_weights`: visibility x robust IRLS, held fixed within it).
-    Returns the fitted geometry and both stages' reports."""
+    """Stages 1 and 2, each in ``config.weighting.segments`` parts, every part on the targets re-weighted at the
+    pose it starts from (:func:`pose_weights`: visibility x robust IRLS, held fixed within it); without either
+    weighting, on the targets as given. Returns the fitted geometry and both stages' reports."""
+    weighting = config.weighting
     ids = model.landmarks.mediapipe_ids
 
     def reweighted(geometry: Geometry) -> LandmarkTargets:
-        return pose_weights(model, geometry.params, geometry.camera, targets, config.weighting).applied_to(targets, ids)
+        return pose_weights(model, geometry.params, geometry.camera, targets, weighting).applied_to(targets, ids)
 
-    points = landmark_points(model, start.params)
-    camera, reports = start.camera, []
-    for segment in _segments(config.rigid.steps, config.weighting.refresh_at):
-        camera, report = rigid_stage(model, camera, points, reweighted(Geometry(start.params, camera)),
-                                     config.rigid, segment)
-        reports.append(report)
-    rigid = joined_reports(reports)
-    geometry, reports = Geometry(start.params, camera), []
-    for segment in _segments(config.landmark.steps, config.weighting.refresh_at):
-        geometry, report = landmark_stage(model, geometry, reweighted(geometry), config.landmark, shape_anchor,
-                                          segment)
-        reports.append(report)
-    return geometry, rigid, joined_reports(reports)
-
-
-def _segments(steps: int, refresh_at: tuple[float, ...]) -> list[tuple[int, int]]:
-    bounds = segment_bounds(steps, refresh_at)
-    return list(zip(bounds[:-1], bounds[1:]))
+    weighted = weighting.visibility or weighting.robust
+    camera, rigid = rigid_stage(model, start.camera, landmark_points(model, start.params), targets, config.rigid,
+                                (lambda cam: reweighted(Geometry(start.params, cam))) if weighted else None,
+                                weighting.segments)
+    fitted, landmark = landmark_stage(model, Geometry(start.params, camera), targets, config.landmark, shape_anchor,
+                                      reweighted if weighted else None, weighting.segments)
+    return fitted, rigid, landmark
 
 
 def sanitised(targets: LandmarkTargets) -> LandmarkTargets:

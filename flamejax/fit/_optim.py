@@ -38,35 +38,63 @@ def partitioned_adam(schedules: Mapping[str, optax.Schedule], labels) -> optax.G
     return optax.partition(transforms, labels)
 
 
-def run_stage(loss_fn: Callable[[object], Float[Array, ""]], variables, optimiser: optax.GradientTransformation,
-              steps: int, project: Callable[[object], object] | None = None) -> tuple[object, StageReport]:
+def run_stage(loss_fn: Callable[..., Float[Array, ""]], variables, optimiser: optax.GradientTransformation,
+              steps: int, project: Callable[[object], object] | None = None, *,
+              refresh: Callable[[object], object] | None = None, segments: int = 1) -> tuple[object, StageReport]:
     """``steps`` optimiser updates of ``variables`` on ``loss_fn``; ``project`` maps iterates back to bounds.
 
     A step whose loss, gradient or result is not finite is rejected and freezes the variables at the last
     finite iterate, so one diverging image never leaks NaN into a batch or into its own result. The iterate with
     the lowest loss is returned, so a high learning rate's last oscillation costs nothing.
+
+    With ``refresh``, the loss is ``loss_fn(variables, context)`` with ``context = refresh(variables)`` computed at
+    the start of each of ``segments`` equal parts of the stage and held fixed within it (e.g. per-point weights at
+    the pose reached so far). Each part starts from the best iterate of the part before; Adam's state and the
+    learning-rate schedules run on. The parts are one ``lax.scan`` over one compiled body of
+    ``ceil(steps / segments)`` steps (the last part's surplus steps do nothing), so compilation does not grow with
+    ``segments``.
     """
-    value_and_grad = jax.value_and_grad(loss_fn)
+    if refresh is None:
+        plain_loss = loss_fn
+        loss_fn, refresh, segments = (lambda v, _: plain_loss(v)), (lambda v: None), 1
+    segments = max(1, min(int(segments), steps))
+    length = -(-steps // segments)
 
     def keep_best(best, best_loss, candidate, loss):
         better = jnp.isfinite(loss) & (loss < best_loss)
         return jax.tree.map(lambda a, b: jnp.where(better, a, b), candidate, best), jnp.where(better, loss, best_loss)
 
-    def step(carry, index):
-        current, opt_state, ok, failed, best, best_loss = carry
-        loss, grads = value_and_grad(current)
-        best, best_loss = keep_best(best, best_loss, current, jnp.where(ok, loss, jnp.inf))
-        updates, new_state = optimiser.update(grads, opt_state, current)
-        candidate = optax.apply_updates(current, updates)
-        if project is not None:
-            candidate = project(candidate)
-        accept = ok & jnp.isfinite(loss) & all_finite(grads) & all_finite(candidate)
-        choose = lambda new, old: jax.tree.map(lambda a, b: jnp.where(accept, a, b), new, old)  # noqa: E731
-        failed = jnp.where(ok & ~accept, index, failed)
-        return (choose(candidate, current), choose(new_state, opt_state), accept, failed, best, best_loss), loss
-
     inf = jnp.asarray(jnp.inf, jnp.result_type(float))
-    init = (variables, optimiser.init(variables), jnp.asarray(True), jnp.asarray(-1, jnp.int32), variables, inf)
-    (last, _, ok, failed, best, best_loss), losses = jax.lax.scan(step, init, jnp.arange(steps, dtype=jnp.int32))
-    best, best_loss = keep_best(best, best_loss, last, jnp.where(ok, loss_fn(last), jnp.inf))
-    return best, StageReport(finite_or_marker(losses), finite_or_marker(best_loss), ok, failed)
+
+    def part(carry, first):
+        start, opt_state, ok, failed = carry
+        context = refresh(start)
+        value_and_grad = jax.value_and_grad(lambda v: loss_fn(v, context))
+
+        def step(inner, index):
+            current, opt_state, ok, failed, best, best_loss = inner
+            active = index < steps
+            loss, grads = value_and_grad(current)
+            best, best_loss = keep_best(best, best_loss, current, jnp.where(ok & active, loss, jnp.inf))
+            updates, new_state = optimiser.update(grads, opt_state, current)
+            candidate = optax.apply_updates(current, updates)
+            if project is not None:
+                candidate = project(candidate)
+            good = jnp.isfinite(loss) & all_finite(grads) & all_finite(candidate)
+            accept = ok & active & good
+            choose = lambda new, old: jax.tree.map(lambda a, b: jnp.where(accept, a, b), new, old)  # noqa: E731
+            failed = jnp.where(ok & active & ~good, index, failed)
+            ok = ok & (good | ~active)
+            return (choose(candidate, current), choose(new_state, opt_state), ok, failed, best, best_loss), loss
+
+        init = (start, opt_state, ok, failed, start, inf)
+        (last, opt_state, ok, failed, best, best_loss), losses = jax.lax.scan(
+            step, init, first + jnp.arange(length, dtype=jnp.int32))
+        best, best_loss = keep_best(best, best_loss, last, jnp.where(ok, loss_fn(last, context), jnp.inf))
+        return (best, opt_state, ok, failed), (losses, best_loss)
+
+    init = (variables, optimiser.init(variables), jnp.asarray(True), jnp.asarray(-1, jnp.int32))
+    (best, _, ok, failed), (losses, best_losses) = jax.lax.scan(
+        part, init, jnp.arange(segments, dtype=jnp.int32) * length)
+    losses = losses.reshape(-1)[:steps]
+    return best, StageReport(finite_or_marker(losses), finite_or_marker(best_losses[-1]), ok, failed)
