@@ -56,12 +56,13 @@ def test_photometric_fit_reduces_pixel_error_and_keeps_stage_order_of_failures(f
     far = dataclasses.replace(problem.targets, lmk68=problem.targets.lmk68 * 1e37)
     targets = PhotometricTargets(jnp.stack([picture.image, broken, broken]), jnp.stack([picture.alpha] * 3),
                                  jax.tree.map(lambda *a: jnp.stack(a), problem.targets, far, far))
-    config = PhotometricConfig(steps=40, texel_start=20, texture_size=64, raster=RasterConfig(image_size=SIZE),
-                               pose=GroupSchedule(0.02))
+    config = PhotometricConfig(steps=40, texel_start=20, pyramid=((2, 0.75), (1, 0.25)), texture_size=64,
+                               raster=RasterConfig(image_size=SIZE), pose=GroupSchedule(0.02))
     result = jax.tree.map(np.asarray, fit_photometric_batch(flame_model, uv, targets, landmark, config))
     assert [Status(int(s)) for s in result.status] == [Status.OK, Status.DIVERGED_PHOTOMETRIC, Status.DIVERGED_RIGID]
     photo = result.photometric
     assert not photo.stage.finite[1] and photo.stage.failed_step[1] == 0
+    assert photo.stage.losses.shape == (3, 40)  # both pyramid levels, end to end
     assert np.all(np.isfinite(photo.texture)) and photo.texture.shape == (3, 64, 64, 3)
     assert photo.photometric_final[0] < 0.6 * photo.photometric_start[0]
     assert photo.stage.final_loss[0] < 0.8 * photo.stage.losses[0, 0]

@@ -35,30 +35,35 @@ AMBIENT_SH = math.sqrt(4.0 * math.pi)
 class PhotometricConfig:
     """Photometric stage; defaults are the reference's (REFERENCE.md §6) unless marked as additions."""
 
-    steps: int = 400
-    pose: GroupSchedule = GroupSchedule(0.005)
-    """Expression, jaw and eyes."""
+    steps: int = 160
+    """Adam steps over all pyramid levels (the reference: 400 at full size, see ``pyramid``)."""
+    pose: GroupSchedule = GroupSchedule(0.01)
+    """Expression, jaw and eyes (the reference's 0.005, doubled for the fewer steps)."""
     camera: GroupSchedule = GroupSchedule(0.0025)
     light: GroupSchedule = GroupSchedule(0.005)
-    shape: GroupSchedule = GroupSchedule(0.001)
+    shape: GroupSchedule = GroupSchedule(0.02)
+    """Identity (the reference's 0.001 with its 0.1 offset prior barely moves it in the steps it has; 0.02 with
+    ``shape_offset_l2`` 0.001 lets shading refine it: lower synthetic face error, benchmarks/RESULTS.md)."""
     texture: GroupSchedule = GroupSchedule(0.005)
     """Albedo PCA coefficients (only with an albedo model)."""
     texel: GroupSchedule = GroupSchedule(0.005)
-    texel_start: int = 200
-    """Step from which the per-texel albedo moves (the reference's 200): before it, geometry and light are fitted
-    under the PCA albedo, or under a uniform albedo of the photograph's mean skin colour without a PCA model."""
-    pyramid: tuple[tuple[int, float], ...] = ((4, 0.6), (2, 0.3), (1, 0.1))
+    texel_start: int = 80
+    """Step from which the per-texel albedo moves (the reference: 200 of 400): before it, geometry and light are
+    fitted under the PCA albedo, or under a uniform albedo of the photograph's mean skin colour without a PCA model."""
+    pyramid: tuple[tuple[int, float], ...] = ((4, 0.8), (2, 0.2))
     """flamejax addition: coarse to fine. Levels (downsampling factor of the photograph, share of ``steps``), run
     in order, each a fresh Adam from where the last stopped; the texture is block-averaged to match the level.
-    ``((1, 1.0),)`` is the reference (every step at full size)."""
-    photometric_weight: float = 20.0
-    """Masked L1 photometric term (the reference's 2, raised with ``landmark_scale`` lowered: see below)."""
+    ``((1, 1.0),)`` is the reference (every step at full size). The default runs 128 steps at a quarter of the
+    size and 32 at half: about 20x less CPU time than the reference's 400 at 256², and a lower synthetic face
+    error (benchmarks/RESULTS.md); the result is rendered and scored at full size."""
+    photometric_weight: float = 100.0
+    """Masked L1 photometric term (the reference's 2, raised, with ``landmark_scale`` lowered: see below)."""
     landmark_scale: float = 0.1
     """Multiplies the landmark term: stage 2's (L1 on inner, contour, iris and MediaPipe points, with
     ``landmarks``' weights), the 68 points re-weighted by the reference's grouping below. That term is far
     heavier than the reference's L2 landmark term, so at scale 1 with the reference's photometric weight the
-    noisy landmarks hold the geometry and the pixels barely move it; 20 and 0.1 let the shading refine it
-    (synthetic face error 10 % lower than landmark mode, NME on photographs no worse; benchmarks/RESULTS.md)."""
+    noisy landmarks hold the geometry and the pixels barely move it; 100 and 0.1 let the shading refine it
+    (synthetic face error lower than landmark mode's; benchmarks/RESULTS.md)."""
     landmarks: LandmarkStageConfig = LandmarkStageConfig()
     contour_weight: float = 0.5 / 1.5
     inner_weight: float = 1.0
@@ -66,7 +71,7 @@ class PhotometricConfig:
     mouth_weight: float = 2.0 / 1.5
     """The reference's grouping (contour 0.5, inner 1.5, eyes 3.0, mouth 2.0), relative to the inner points."""
     expression_l2: float = 1e-4
-    shape_offset_l2: float = 0.1
+    shape_offset_l2: float = 0.001
     texel_smoothness: float = 20.0
     """flamejax addition: squared-gradient prior on the per-texel albedo (its only prior without a PCA model)."""
     eyeball_weight: float = 1.0

@@ -30,9 +30,9 @@ from flamejax.render._zbuffer import rasterize_visible, task_count, visible_face
 
 __all__ = [
     "AlbedoModel", "Fragments", "REGION_EYEBALL", "REGION_FACE", "REGION_FOREHEAD", "REGION_OTHER", "RasterConfig",
-    "RenderResult", "SH_CONSTANTS", "UVLayout", "albedo_texture",
-    "count_tile_faces", "face_normals", "face_regions", "hard_blend", "interpolate", "load_albedo_model", "load_face_regions", "load_uv_layout",
-    "rasterize", "rasterize_visible", "render_mesh", "sample_texture", "screen_vertices", "sh_basis", "sh_shading",
-    "shade_for_display", "soft_blend", "soft_coverage", "task_count", "texel_regions", "uniform_texture", "vertex_normals",
-    "visible_faces", "visible_fragments",
+    "RenderResult", "SH_CONSTANTS", "UVLayout", "albedo_texture", "count_tile_faces", "face_normals", "face_regions",
+    "hard_blend", "interpolate", "load_albedo_model", "load_face_regions", "load_uv_layout", "rasterize",
+    "rasterize_visible", "render_mesh", "sample_texture", "screen_vertices", "sh_basis", "sh_shading",
+    "shade_for_display", "soft_blend", "soft_coverage", "task_count", "texel_regions", "uniform_texture",
+    "vertex_normals", "visible_faces", "visible_fragments",
 ]
