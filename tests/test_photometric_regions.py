@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from flamejax.fit import PhotometricConfig, PhotometricTargets
-from flamejax.fit._photometric import _inside_polygon, _level_targets, _pixel_weights, level_steps
+from flamejax.fit._photometric import _inside_polygon, _level_targets, _pixel_weights, _smoothness, level_steps
 from flamejax.fit._targets import LandmarkTargets
 from flamejax.render import (REGION_EYEBALL, REGION_FACE, REGION_FOREHEAD, REGION_OTHER, face_regions,
                              load_uv_layout, texel_regions)
@@ -74,6 +74,18 @@ def test_pixel_weights_leave_out_hair_eyes_on_skin_faces_and_the_mouth():
     assert not uncovered.any()
     no_regions = np.asarray(_pixel_weights(level, jnp.full((size, size), 3), alpha, None, config))
     assert no_regions[0, 0] == 1 and no_regions[10, 6] == 0
+
+
+def test_smoothness_does_not_couple_eyeballs_to_skin():
+    regions = np.full((4, 4), REGION_FACE, np.int32)
+    regions[:, 2:] = REGION_EYEBALL
+    regions[0, :2] = REGION_OTHER
+    texels = np.zeros((4, 4, 3), np.float32)
+    texels[:, 2:] = 1.0  # a white eyeball beside dark skin: no penalty
+    assert float(_smoothness(jnp.asarray(texels), jnp.asarray(regions))) == 0.0
+    texels[0, :2] = 0.5  # skin under hair (OTHER) unlike the face skin below it: penalised
+    assert float(_smoothness(jnp.asarray(texels), jnp.asarray(regions))) > 0.0
+    assert float(_smoothness(jnp.asarray(texels), None)) > float(_smoothness(jnp.asarray(texels), jnp.asarray(regions)))
 
 
 @pytest.mark.parametrize("steps", [1, 7, 200, 401])

@@ -163,13 +163,12 @@ def level_steps(config: PhotometricConfig) -> list[int]:
 
 
 def _downsample(image: Float[Array, "s s ..."], factor: int) -> Float[Array, "t t ..."]:
-    """Block average by an integer ``factor`` (bilinear when the side is not a multiple of it)."""
+    """Side divided by ``factor`` with an antialiasing tent filter (its transpose spreads a coarse texel's
+    gradient over overlapping fine texels, so a texture fitted through it shows no block edges)."""
     if factor == 1:
         return image
-    side = image.shape[0]
-    if side % factor:
-        return jax.image.resize(image, (side // factor, side // factor, *image.shape[2:]), "linear")
-    return image.reshape(side // factor, factor, side // factor, factor, *image.shape[2:]).mean(axis=(1, 3))
+    side = image.shape[0] // factor
+    return jax.image.resize(image, (side, side, *image.shape[2:]), "linear", antialias=True)
 
 
 def _inside_polygon(points: Float[Array, "n 2"], size: int) -> Float[Array, "s s"]:
@@ -234,11 +233,13 @@ def _mean_colour(image: Float[Array, "s s 3"], weight: Float[Array, "s s"], fall
 
 
 def _smoothness(texels: Float[Array, "t t 3"], texel_region: Int[Array, "t t"] | None) -> Float[Array, ""]:
-    """Mean squared difference of neighbouring texels of one region (eyes and skin do not blur into each other)."""
+    """Mean squared difference of neighbouring texels, except across an eyeball's border (eyes and skin do not
+    blur into each other; skin texels the loss does not see, e.g. under hair, take their neighbours' colour)."""
     dy, dx = texels[1:] - texels[:-1], texels[:, 1:] - texels[:, :-1]
     if texel_region is not None:
-        dy = dy * (texel_region[1:] == texel_region[:-1])[..., None]
-        dx = dx * (texel_region[:, 1:] == texel_region[:, :-1])[..., None]
+        eye = texel_region == REGION_EYEBALL
+        dy = dy * (eye[1:] == eye[:-1])[..., None]
+        dx = dx * (eye[:, 1:] == eye[:, :-1])[..., None]
     return jnp.mean(dy**2) + jnp.mean(dx**2)
 
 
