@@ -42,13 +42,13 @@ REFERENCE = PhotometricConfig(steps=400, texel_start=200, pyramid=((1, 1.0),), p
                               shape=GroupSchedule(0.001), photometric_weight=20.0, shape_offset_l2=0.1)
 """The stage before this change: the reference's schedule, 400 steps at full size, and its former numbers."""
 PICTURES = RESULTS_DIR / "photometric"
-NOTE = ("The new stage: coarse to fine (most steps at a quarter of the size, the texture block-averaged to match; "
-        "geometry and light first, the per-texel albedo from step 80), identity free to move under the shading. "
+NOTE = ("The new stage: coarse to fine (most steps at a quarter of the size, the texture downsampled to match with "
+        "a tent filter; geometry and light first, then the per-texel albedo), identity free to move under the shading. "
         "Its loss counts only what FLAME models, by FLAME face regions (FLAME_masks.pkl) looked up through each "
         "pixel's z-buffer face: face skin inside the photograph's mask; forehead skin only where the photograph is "
         "skin-coloured (not hair); eyeballs inside the 68-point eye openings, with their own albedo (initialised "
         "from those pixels, not smoothed into the skin); nothing on scalp, hair, ears, neck or inside the mouth "
-        "opening. The reference stage counts the photograph's mask over the whole rendered head.")
+        "opening. The stage before ('reference') counts the photograph's mask over the whole rendered head.")
 
 
 def _synthetic_pictures(model, uv, samples):

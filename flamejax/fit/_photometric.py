@@ -35,7 +35,7 @@ AMBIENT_SH = math.sqrt(4.0 * math.pi)
 class PhotometricConfig:
     """Photometric stage; defaults are the reference's (REFERENCE.md §6) unless marked as additions."""
 
-    steps: int = 160
+    steps: int = 128
     """Adam steps over all pyramid levels (the reference: 400 at full size, see ``pyramid``)."""
     pose: GroupSchedule = GroupSchedule(0.01)
     """Expression, jaw and eyes (the reference's 0.005, doubled for the fewer steps)."""
@@ -47,14 +47,14 @@ class PhotometricConfig:
     texture: GroupSchedule = GroupSchedule(0.005)
     """Albedo PCA coefficients (only with an albedo model)."""
     texel: GroupSchedule = GroupSchedule(0.005)
-    texel_start: int = 80
+    texel_start: int = 64
     """Step from which the per-texel albedo moves (the reference: 200 of 400): before it, geometry and light are
     fitted under the PCA albedo, or under a uniform albedo of the photograph's mean skin colour without a PCA model."""
     pyramid: tuple[tuple[int, float], ...] = ((4, 0.8), (2, 0.2))
     """flamejax addition: coarse to fine. Levels (downsampling factor of the photograph, share of ``steps``), run
-    in order, each a fresh Adam from where the last stopped; the texture is block-averaged to match the level.
-    ``((1, 1.0),)`` is the reference (every step at full size). The default runs 128 steps at a quarter of the
-    size and 32 at half: about 20x less CPU time than the reference's 400 at 256², and a lower synthetic face
+    in order, each a fresh Adam from where the last stopped; the texture is downsampled (tent filter) to match the
+    level. ``((1, 1.0),)`` is the reference (every step at full size). The default runs 102 steps at a quarter of
+    the size and 26 at half: over 10x less CPU time than the reference's 400 at 256², and a lower synthetic face
     error (benchmarks/RESULTS.md); the result is rendered and scored at full size."""
     photometric_weight: float = 100.0
     """Masked L1 photometric term (the reference's 2, raised, with ``landmark_scale`` lowered: see below)."""
