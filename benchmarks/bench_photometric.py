@@ -151,7 +151,8 @@ def run(quick: bool) -> dict:
                         photo_rows,
                         "NME: inner 51 points over the outer-eye-corner distance. Pictures: the photograph, the "
                         "new stage's textured render over it, and its 256² UV albedo (hair, ears and neck are not "
-                        "fitted: their texels keep the skin colour they start from; eyeballs have their own).")
+                        "fitted: the smoothness prior carries the neighbouring skin colour into their texels; "
+                        "eyeballs have their own).")
 
     new_levels = zip(PhotometricConfig().pyramid, level_steps(PhotometricConfig()))
     steps = {"reference": "400 at 256²", "new": ", ".join(f"{n} at {SIZE // f}²" for (f, _), n in new_levels)}
