@@ -111,7 +111,7 @@ def _add_fit_arguments(p: argparse.ArgumentParser, default_batch: int) -> None:
     p.add_argument("--mode", choices=("landmark", "photometric"), default="landmark",
                    help="landmark: fit the landmarks; photometric: then match the pixels (texture, light)")
     p.add_argument("--photometric-steps", type=_integer(1, 100000), default=None,
-                   help="photometric steps (default: the reference's 400)")
+                   help="photometric steps over all pyramid levels (default: PhotometricConfig().steps, 128)")
     p.add_argument("--fov", type=_fov, default=20.0, help="camera field of view in degrees")
     p.add_argument("--optimise-fov", action="store_true", help="also fit the field of view (10-50 degrees)")
     p.add_argument("--rigid-steps", type=_integer(0, 100000), default=None,

@@ -13,6 +13,8 @@ UVs with v pointing down like image rows (see :mod:`flamejax.render._texture`).
 
 from flamejax.render._blend import hard_blend, interpolate, soft_blend, soft_coverage
 from flamejax.render._raster import Fragments, RasterConfig, count_tile_faces, rasterize
+from flamejax.render._regions import (REGION_EYEBALL, REGION_FACE, REGION_FOREHEAD, REGION_OTHER, face_regions,
+                                      load_face_regions, texel_regions)
 from flamejax.render._render import RenderResult, render_mesh, screen_vertices, shade_for_display
 from flamejax.render._shading import SH_CONSTANTS, face_normals, sh_basis, sh_shading, vertex_normals
 from flamejax.render._texture import (
@@ -27,9 +29,10 @@ from flamejax.render._texture import (
 from flamejax.render._zbuffer import rasterize_visible, task_count, visible_faces, visible_fragments
 
 __all__ = [
-    "AlbedoModel", "Fragments", "RasterConfig", "RenderResult", "SH_CONSTANTS", "UVLayout", "albedo_texture",
-    "count_tile_faces", "face_normals", "hard_blend", "interpolate", "load_albedo_model", "load_uv_layout",
-    "rasterize", "rasterize_visible", "render_mesh", "sample_texture", "screen_vertices", "sh_basis", "sh_shading",
-    "shade_for_display", "soft_blend", "soft_coverage", "task_count", "uniform_texture", "vertex_normals",
-    "visible_faces", "visible_fragments",
+    "AlbedoModel", "Fragments", "REGION_EYEBALL", "REGION_FACE", "REGION_FOREHEAD", "REGION_OTHER", "RasterConfig",
+    "RenderResult", "SH_CONSTANTS", "UVLayout", "albedo_texture", "count_tile_faces", "face_normals", "face_regions",
+    "hard_blend", "interpolate", "load_albedo_model", "load_face_regions", "load_uv_layout", "rasterize",
+    "rasterize_visible", "render_mesh", "sample_texture", "screen_vertices", "sh_basis", "sh_shading",
+    "shade_for_display", "soft_blend", "soft_coverage", "task_count", "texel_regions", "uniform_texture",
+    "vertex_normals", "visible_faces", "visible_fragments",
 ]

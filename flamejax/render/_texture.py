@@ -20,6 +20,7 @@ import numpy as np
 
 from flamejax._typing import Array, Float, Int
 from flamejax.files import CorruptFileError, find_file
+from flamejax.render._regions import load_face_regions
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,9 @@ class UVLayout:
     """Row of ``uv`` for each face corner."""
     faces: Int[Array, "f 3"]
     """Vertex ids of each face as the OBJ states them (FLAME's ``f``), to check that the topology matches."""
+    face_region: Int[Array, "f"] | None = None
+    """Region label of each face (``flamejax.render.REGION_*``: face skin, forehead, eyeball, or not modelled),
+    or ``None`` when unknown: the photometric loss then counts every face and has no separate eye albedo."""
 
     def face_uvs(self) -> Float[Array, "f 3 2"]:
         """Per face-corner uvs, ready for :func:`flamejax.render.interpolate`."""
@@ -57,9 +61,13 @@ def _corner_ids(token: str) -> tuple[int, int]:
     return int(parts[0]), int(parts[1])
 
 
-def load_uv_layout(path: str | Path | None = None) -> UVLayout:
+def load_uv_layout(path: str | Path | None = None, masks: str | Path | None | bool = None) -> UVLayout:
     """Read ``vt`` and ``f v/vt`` lines of an OBJ with UVs (default: the ``uv_template`` file, FLAME's
     ``head_template_mesh.obj``). Nothing is merged or reordered: row i of ``uv`` is the i-th ``vt``.
+
+    ``face_region`` comes from FLAME's vertex masks (:func:`flamejax.render.load_face_regions`): ``masks`` is
+    that file, ``None`` to look it up in the weights folders (absent: no regions, with a warning), ``False`` for
+    no regions.
 
     Raises:
       MissingFileError: no such file; ValueError: a face without uvs or not a triangle.
@@ -81,7 +89,10 @@ def load_uv_layout(path: str | Path | None = None) -> UVLayout:
     ids = np.asarray(corners, np.int64).reshape(-1, 3, 2) - 1
     if ids.size and (ids.min() < 0 or ids[..., 1].max() >= len(uv_arr)):
         raise ValueError(f"{path}: face indices must be positive (1-based) and refer to existing vt lines")
-    return UVLayout(jnp.asarray(uv_arr), jnp.asarray(ids[..., 1], jnp.int32), jnp.asarray(ids[..., 0], jnp.int32))
+    faces = ids[..., 0]
+    regions = None if masks is False or not len(faces) else load_face_regions(faces, masks)
+    return UVLayout(jnp.asarray(uv_arr), jnp.asarray(ids[..., 1], jnp.int32), jnp.asarray(faces, jnp.int32),
+                    None if regions is None else jnp.asarray(regions, jnp.int32))
 
 
 def sample_texture(texture: Float[Array, "th tw c"], uv: Float[Array, "... 2"]) -> Float[Array, "... c"]:

@@ -1,0 +1,104 @@
+"""What the photometric loss counts: FLAME face regions, their texels, eye and mouth openings, hair on the
+forehead; and the coarse-to-fine schedule's step split."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from flamejax.fit import PhotometricConfig, PhotometricTargets
+from flamejax.fit._photometric import _inside_polygon, _level_targets, _pixel_weights, _smoothness, level_steps
+from flamejax.fit._targets import LandmarkTargets
+from flamejax.render import (REGION_EYEBALL, REGION_FACE, REGION_FOREHEAD, REGION_OTHER, face_regions,
+                             load_uv_layout, texel_regions)
+from tests.conftest import shared_flame_dir
+
+
+def test_face_regions_need_all_three_vertices_and_eyeballs_win():
+    faces = np.array([[0, 1, 2], [1, 2, 3], [3, 4, 5], [4, 5, 6], [0, 5, 6]])
+    masks = {"face": [0, 1, 2, 3, 4, 5], "forehead": [1, 2, 3], "left_eyeball": [4, 5, 6], "right_eyeball": []}
+    assert face_regions(faces, masks).tolist() == [REGION_FACE, REGION_FOREHEAD, REGION_FACE, REGION_EYEBALL,
+                                                   REGION_OTHER]
+
+
+def test_texel_regions_follow_the_uv_triangles():
+    # Left half of the UV square: one triangle of region FACE; right half: one of EYEBALL; top right corner empty.
+    uv = jnp.asarray([[0.0, 0.0], [0.5, 0.0], [0.0, 1.0], [0.5, 1.0], [1.0, 1.0]], jnp.float32)
+    tris = jnp.asarray([[0, 1, 2], [1, 4, 3]], jnp.int32)
+    labels = np.asarray(texel_regions(uv, tris, jnp.asarray([REGION_FACE, REGION_EYEBALL]), 8))
+    assert labels[0, 0] == REGION_FACE and labels[7, 6] == REGION_EYEBALL and labels[0, 7] == REGION_OTHER
+    assert set(np.unique(labels)) == {REGION_OTHER, REGION_FACE, REGION_EYEBALL}
+
+
+def test_inside_polygon_matches_a_direct_count():
+    square = jnp.asarray([[2.0, 2.0], [6.0, 2.0], [6.0, 5.0], [2.0, 5.0]])
+    expected = np.zeros((8, 8), np.float32)
+    expected[2:5, 2:6] = 1.0  # centres (j + 0.5, i + 0.5) with 2 < x < 6 and 2 < y < 5
+    np.testing.assert_array_equal(np.asarray(_inside_polygon(square, 8)), expected)
+    concave = jnp.asarray([[0.0, 0.0], [8.0, 0.0], [8.0, 8.0], [4.0, 2.0], [0.0, 8.0]])
+    inside = np.asarray(_inside_polygon(concave, 8))
+    assert inside[0, 4] == 1 and inside[6, 4] == 0 and inside[6, 0] == 1
+
+
+def _targets(size: int, image: np.ndarray) -> PhotometricTargets:
+    lmk68 = np.zeros((68, 2), np.float32)
+    lmk68[36:42] = [[2, 2], [3, 1.5], [5, 1.5], [6, 2], [5, 3], [3, 3]]  # an eye opening around row 2
+    lmk68[42:48] = lmk68[36:42] + [8, 0]
+    lmk68[60:68] = [[4, 10], [5, 9], [7, 9], [8, 10], [8, 10], [7, 11], [5, 11], [4, 10]]  # the mouth opening
+    points = np.zeros((478, 2), np.float32)
+    landmarks = LandmarkTargets.from_pixels(points, lmk68, size)
+    return PhotometricTargets(jnp.asarray(image), jnp.ones((size, size), jnp.float32), landmarks)
+
+
+def test_pixel_weights_leave_out_hair_eyes_on_skin_faces_and_the_mouth():
+    size = 16
+    skin = np.array([0.8, 0.6, 0.5], np.float32)
+    image = np.broadcast_to(skin, (size, size, 3)).copy()
+    image[12:, :] = [0.15, 0.1, 0.08]  # dark hair in the bottom rows
+    config = PhotometricConfig()
+    level = _level_targets(_targets(size, image), jnp.asarray(skin), size, config)
+    face_region = jnp.asarray([REGION_FACE, REGION_FOREHEAD, REGION_EYEBALL, REGION_OTHER], jnp.int32)
+    alpha = jnp.ones((size, size))
+    for face, check in ((0, "face"), (1, "forehead"), (2, "eyeball"), (3, "other")):
+        weight = np.asarray(_pixel_weights(level, jnp.full((size, size), face), alpha, face_region, config))
+        if check == "face":
+            assert weight[10, 6] == 0 and weight[12, 0] == 1 and weight[2, 4] == 1  # mouth out, hair rows in
+        elif check == "forehead":
+            assert weight[12, 0] == 0 and weight[6, 0] == 1  # hair-coloured pixels leave the forehead
+        elif check == "eyeball":
+            assert weight[2, 4] == 1 and weight[2, 12] == 1 and weight[6, 4] == 0  # only inside the eye openings
+        else:
+            assert not weight.any()
+    uncovered = np.asarray(_pixel_weights(level, jnp.full((size, size), -1), alpha * 0, face_region, config))
+    assert not uncovered.any()
+    no_regions = np.asarray(_pixel_weights(level, jnp.full((size, size), 3), alpha, None, config))
+    assert no_regions[0, 0] == 1 and no_regions[10, 6] == 0
+
+
+def test_smoothness_does_not_couple_eyeballs_to_skin():
+    regions = np.full((4, 4), REGION_FACE, np.int32)
+    regions[:, 2:] = REGION_EYEBALL
+    regions[0, :2] = REGION_OTHER
+    texels = np.zeros((4, 4, 3), np.float32)
+    texels[:, 2:] = 1.0  # a white eyeball beside dark skin: no penalty
+    assert float(_smoothness(jnp.asarray(texels), jnp.asarray(regions))) == 0.0
+    texels[0, :2] = 0.5  # skin under hair (OTHER) unlike the face skin below it: penalised
+    assert float(_smoothness(jnp.asarray(texels), jnp.asarray(regions))) > 0.0
+    assert float(_smoothness(jnp.asarray(texels), None)) > float(_smoothness(jnp.asarray(texels), jnp.asarray(regions)))
+
+
+@pytest.mark.parametrize("steps", [1, 7, 200, 401])
+def test_level_steps_add_up(steps):
+    config = PhotometricConfig(steps=steps, pyramid=((4, 0.6), (2, 0.3), (1, 0.1)))
+    split = level_steps(config)
+    assert sum(split) == steps and all(s >= 0 for s in split)
+
+
+@pytest.mark.skipif(not (shared_flame_dir() / "FLAME_masks.pkl").is_file(), reason="no FLAME_masks.pkl")
+def test_flame_uv_layout_has_face_skin_eyeballs_and_unmodelled_parts():
+    layout = load_uv_layout()
+    regions = np.asarray(layout.face_region)
+    assert regions.shape == (layout.faces.shape[0],)
+    assert {REGION_OTHER, REGION_FACE, REGION_FOREHEAD, REGION_EYEBALL} == set(np.unique(regions))
+    assert load_uv_layout(masks=False).face_region is None
