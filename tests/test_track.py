@@ -109,6 +109,23 @@ def test_smooth_states_uses_each_groups_tolerances():
     assert smoothed.translation.dtype == np.float32
 
 
+def test_prefetched_frames_keep_their_order_and_raise_where_decoding_failed():
+    from flamejax.track._video_track import _prefetched
+
+    def broken():
+        yield from range(5)
+        raise VideoReadError("clip.mp4: truncated at frame 5")
+
+    assert list(_prefetched(iter(range(20)), depth=3)) == list(range(20))
+    seen = []
+    with pytest.raises(VideoReadError, match="truncated at frame 5"):
+        for item in _prefetched(broken(), depth=2):
+            seen.append(item)
+    assert seen == list(range(5))
+    first = next(_prefetched(iter(range(100)), depth=2))  # abandoned early: the producer must not hang
+    assert first == 0
+
+
 # --------------------------------------------------------------------------------------------- fitting
 
 
@@ -286,7 +303,7 @@ def test_track_video_writes_parameters_cameras_and_exports(real_track):
 
 
 def test_opencv_camera_projects_the_head_onto_the_fitted_landmarks(real_track, flame_model):
-    from flamejax.track._core import landmark_points
+    from flamejax.flame import landmark_points
 
     data = np.load(real_track.out_dir / "tracking.npz")
     fit = real_track.fit
