@@ -65,7 +65,7 @@ class TrackConfig:
     """Field of view of the clip's fixed crop (the camera all frames share)."""
     fit_fov: bool = False
     """Estimate one FOV for the clip in the identity step (weakly determined by landmarks alone)."""
-    chunk_frames: int = 96
+    chunk_frames: int = 50
     chunk_overlap: int = 0
     """Frames shared by consecutive chunks (their fits are blended linearly there)."""
     identity_frames: int = 24
