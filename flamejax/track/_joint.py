@@ -22,18 +22,24 @@ import jax.numpy as jnp
 import numpy as np
 
 from flamejax._typing import Array, Bool, Float
-from flamejax.track._core import (FROZEN, Camera, FitConfig, FlameModel, FlameParams, LandmarkStageConfig,
-                                  LandmarkTargets, fit_landmarks_batch, landmark_data_loss, landmark_model,
+from flamejax.track._core import (FROZEN, Camera, FitConfig, FlameModel, FlameParams, GroupSchedule,
+                                  LandmarkStageConfig, LandmarkTargets, fit_landmarks_batch, landmark_data_loss, landmark_model,
                                   nme_inner, partitioned_adam, posed_landmarks, quick_config, run_stage)
 
 _HI = jax.lax.Precision.HIGHEST
+
+
+JOINT_STAGE = LandmarkStageConfig(steps=200, expression=GroupSchedule(0.03, 0.01, 100),
+                                  shape=GroupSchedule(0.03, 0.01, 100), camera=GroupSchedule(0.003, 0.001, 100))
+"""The landmark stage's loss with faster learning rates: joint fits start from a rigid-only warm start (zero
+expression), one photograph's stage 2 from a converged stage 1."""
 
 
 @dataclasses.dataclass(frozen=True)
 class JointConfig:
     """The joint fit's optimiser, data weights and priors (hashable: a static argument of the compiled fit)."""
 
-    stage: LandmarkStageConfig = LandmarkStageConfig(steps=120)
+    stage: LandmarkStageConfig = JOINT_STAGE
     """Data term, priors, learning rates, steps and ``fit_shape`` (``fit_camera``: optimise the per-frame pose)."""
     fov_lr: float = 0.3
     fit_fov: bool = False
@@ -237,7 +243,7 @@ class SamePersonResult:
 
 
 def fit_same_person(model: FlameModel, targets: LandmarkTargets,
-                    config: JointConfig = JointConfig(LandmarkStageConfig(steps=200)),
+                    config: JointConfig = JointConfig(),
                     init_config: FitConfig | None = None, fov_deg: float = 20.0) -> SamePersonResult:
     """Fit several photographs of one person: one shared shape, per-image expression, jaw, eyes and camera.
 

@@ -32,8 +32,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from flamejax.track._core import FitConfig, FlameModel, LandmarkTargets, quick_config, stack_targets, yaw_pitch_roll
-from flamejax.track._core import GroupSchedule, LandmarkStageConfig
-from flamejax.track._joint import FrameStates, JointConfig, fit_joint, initial_fits, project_frames, robust_shape
+from flamejax.track._core import GroupSchedule
+from flamejax.track._joint import (JOINT_STAGE, FrameStates, JointConfig, fit_joint, initial_fits, project_frames,
+                                   robust_shape)
 from flamejax.track._smooth import TemporalPrior, smooth_states
 
 STATUS_OK = "ok"
@@ -70,11 +71,10 @@ class TrackConfig:
     """Frames shared by consecutive chunks (their fits are blended linearly there)."""
     identity_frames: int = 24
     init: FitConfig = quick_config(20, 0)
-    identity: JointConfig = JointConfig(LandmarkStageConfig(steps=160))
-    motion: JointConfig = JointConfig(LandmarkStageConfig(steps=100, fit_shape=False,
+    identity: JointConfig = JointConfig(dataclasses.replace(JOINT_STAGE, steps=160))
+    motion: JointConfig = JointConfig(dataclasses.replace(JOINT_STAGE, steps=100, fit_shape=False,
                                                           expression=GroupSchedule(0.03, 0.01, 50),
                                                           camera=GroupSchedule(0.003, 0.001, 50)))
-    """Starts from the warm start's pose and zero expression, hence faster learning rates than one photo's fit."""
     temporal: TemporalPrior = TemporalPrior()
     max_yaw_deg: float = 65.0
     crop_scale: float = 2.0
@@ -253,8 +253,8 @@ def track_landmarks(model: FlameModel, targets: list[LandmarkTargets | None], co
 
 def _rows(states: FrameStates, start: int, stop: int, size: int) -> FrameStates:
     """Rows ``start:stop`` of ``states``, the last one repeated up to ``size`` rows (one compiled batch size)."""
-    return jax.tree.map(lambda a: np.concatenate([a[start:stop], np.repeat(a[stop - 1:stop], size - (stop - start), 0)]),
-                        states)
+    pad = size - (stop - start)
+    return jax.tree.map(lambda a: np.concatenate([a[start:stop], np.repeat(a[stop - 1:stop], pad, 0)]), states)
 
 
 def _accumulate(acc: np.ndarray, new: np.ndarray, span: slice, w: np.ndarray) -> np.ndarray:
