@@ -8,7 +8,8 @@ minimising
 with ``noise``, ``step`` and ``accel`` the group's tolerances in :class:`TemporalPrior`: the priors of
 :func:`flamejax.track.temporal_loss` with a quadratic data term around the per-frame fits (``x``). ``w_t`` is 1
 for a frame fitted to its landmarks and 0 for every other one (lost, missing, occluded, hard pose...), which the
-difference terms then fill (linearly across a gap). The normal equations are pentadiagonal: solved in O(frames) per group.
+difference terms then fill (linearly across a gap). The normal equations are pentadiagonal: solved in O(frames)
+per group.
 """
 
 from __future__ import annotations
