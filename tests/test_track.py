@@ -11,9 +11,9 @@ import jax
 import numpy as np
 import pytest
 
-from flamejax.fit import aligned_vertex_error_mm, quick_config
+from flamejax.fit import LandmarkStageConfig, aligned_vertex_error_mm, quick_config
 from flamejax.track import (FrameSource, JointConfig, TemporalPrior, TrackConfig, VideoReadError,
-                            chunk_starts, fill_from_neighbours, fit_same_person,
+                            chunk_starts, fill_from_neighbours, fit_same_person, smooth_states, smooth_trajectory,
                             synthetic_sequence, synthetic_views, temporal_loss, track_landmarks,
                             track_video)
 from flamejax.track._joint import FrameStates
@@ -21,8 +21,8 @@ from flamejax.track._sequence import STATUS_LOST, STATUS_OK, _blend_weights
 
 VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "videos"
 TINY = TrackConfig(chunk_frames=8, chunk_overlap=2, identity_frames=8, init=quick_config(10, 0),
-                   identity=JointConfig(steps=16), motion=JointConfig(steps=16, fit_shape=False,
-                                                                      temporal=TemporalPrior()))
+                   identity=JointConfig(LandmarkStageConfig(steps=16)),
+                   motion=JointConfig(LandmarkStageConfig(steps=16, fit_shape=False)))
 
 
 def _write_video(path: Path, frames: list[np.ndarray], fps: float = 10.0) -> Path:
@@ -72,6 +72,58 @@ def test_temporal_loss_penalises_acceleration_not_constant_velocity():
     step_only = 5 * 4 * (0.2 / prior.expression_step) ** 2
     assert float(temporal_loss(ramp, prior)) == pytest.approx(step_only, rel=1e-4)
     assert float(temporal_loss(kink, prior)) > 10 * step_only
+
+
+def test_smoothing_minimises_the_temporal_objective_and_fills_gaps():
+    rng = np.random.default_rng(0)
+    frames = 40
+    t = np.arange(frames)
+    truth = np.sin(t / 6.0)[:, None] * np.array([[1.0, -0.5]])
+    noisy = truth + rng.normal(size=truth.shape) * 0.1
+    weight = np.ones(frames)
+    weight[15:20] = 0.0
+    noisy[15:20] = 50.0  # junk where there is no data: must not leak into the answer
+    noise, step, accel = 0.1, 1.0, 0.02
+    smooth = smooth_trajectory(noisy, weight, noise, step, accel)
+
+    def objective(y):
+        return (np.sum(weight[:, None] * ((y - noisy) / noise) ** 2) + np.sum((np.diff(y, axis=0) / step) ** 2)
+                + np.sum((np.diff(y, 2, axis=0) / accel) ** 2))
+
+    for _ in range(5):  # the least-squares minimum: any perturbation costs more
+        assert objective(smooth) < objective(smooth + rng.normal(size=smooth.shape) * 1e-3)
+    ok = weight > 0
+    assert np.abs(smooth - truth)[ok].mean() < 0.6 * np.abs(noisy - truth)[ok].mean()
+    assert np.abs(smooth - truth)[~ok].max() < 0.15
+    assert np.array_equal(smooth_trajectory(noisy, np.zeros(frames), noise, step, accel).round(6), noisy.round(6))
+
+
+def test_smooth_states_uses_each_groups_tolerances():
+    rng = np.random.default_rng(1)
+    frames = 12
+    states = FrameStates(*(rng.normal(size=(frames, d)).astype(np.float32) * 0.01 for d in (4, 3, 6, 3, 3)))
+    loose = TemporalPrior(expression_noise=1e-6)
+    smoothed = smooth_states(states, np.ones(frames), loose)
+    np.testing.assert_allclose(smoothed.expression, states.expression, atol=1e-6)
+    assert np.abs(np.diff(smoothed.rotation, 2, axis=0)).mean() < 0.5 * np.abs(np.diff(states.rotation, 2, axis=0)).mean()
+    assert smoothed.translation.dtype == np.float32
+
+
+def test_prefetched_frames_keep_their_order_and_raise_where_decoding_failed():
+    from flamejax.track._video_track import _prefetched
+
+    def broken():
+        yield from range(5)
+        raise VideoReadError("clip.mp4: truncated at frame 5")
+
+    assert list(_prefetched(iter(range(20)), depth=3)) == list(range(20))
+    seen = []
+    with pytest.raises(VideoReadError, match="truncated at frame 5"):
+        for item in _prefetched(broken(), depth=2):
+            seen.append(item)
+    assert seen == list(range(5))
+    first = next(_prefetched(iter(range(100)), depth=2))  # abandoned early: the producer must not hang
+    assert first == 0
 
 
 # --------------------------------------------------------------------------------------------- fitting
@@ -251,7 +303,7 @@ def test_track_video_writes_parameters_cameras_and_exports(real_track):
 
 
 def test_opencv_camera_projects_the_head_onto_the_fitted_landmarks(real_track, flame_model):
-    from flamejax.track._core import landmark_points
+    from flamejax.flame import landmark_points
 
     data = np.load(real_track.out_dir / "tracking.npz")
     fit = real_track.fit

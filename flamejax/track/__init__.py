@@ -7,11 +7,12 @@
 
 from flamejax.perception._video import (FOLDER_FPS, Frame, FrameSource, VideoInfo, VideoLandmarker,
                                         VideoReadError)
-from flamejax.track._joint import (FrameStates, JointConfig, JointResult, SamePersonResult, TemporalPrior,
-                                   fit_joint, fit_same_person, temporal_loss, with_identity)
+from flamejax.track._joint import (FrameStates, JointConfig, JointResult, SamePersonResult, fit_joint,
+                                   fit_same_person, with_identity)
 from flamejax.track._photos import fit_same_person_photos, photo_targets
 from flamejax.track._sequence import (STATUS_REASONS, NoUsableFramesError, SequenceFit, TrackConfig, chunk_starts,
                                       fill_from_neighbours, track_landmarks)
+from flamejax.track._smooth import TemporalPrior, smooth_states, smooth_trajectory, temporal_loss
 from flamejax.track._synthetic import SyntheticViews, synthetic_sequence, synthetic_views
 from flamejax.track._video_track import EXPORTS, NoFaceInVideoError, TrackResult, cameras_opencv, track_video
 
@@ -20,6 +21,6 @@ __all__ = [
     "NoFaceInVideoError", "NoUsableFramesError", "STATUS_REASONS", "SamePersonResult", "SequenceFit",
     "SyntheticViews", "TemporalPrior", "TrackConfig", "TrackResult", "VideoInfo", "VideoLandmarker",
     "VideoReadError", "cameras_opencv", "chunk_starts", "fill_from_neighbours", "fit_joint",
-    "fit_same_person", "fit_same_person_photos", "photo_targets", "synthetic_sequence", "synthetic_views", "temporal_loss",
+    "fit_same_person", "fit_same_person_photos", "photo_targets", "smooth_states", "smooth_trajectory", "synthetic_sequence", "synthetic_views", "temporal_loss",
     "track_landmarks", "track_video", "with_identity",
 ]

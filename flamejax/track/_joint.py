@@ -3,12 +3,9 @@
 All frames of a batch are optimised together in one jit-compiled optax program: a shared identity (shape) and
 field of view, and per frame expression, jaw, eyes and the rigid pose (camera rotation and translation, the head
 itself stays at the origin as in every flamejax fit). The identity is folded into the model's template once per
-step, so a frame costs only its expression blendshapes and skinning.
-
-Temporal priors (video only) penalise first and second differences of the per-frame variables between
-neighbouring frames, each group scaled by a tolerance in natural units (degrees, millimetres, coefficients):
-a difference equal to its tolerance costs 1. Frames without a face carry no data term, so these priors fill
-them from their neighbours (a second-difference prior interpolates linearly across a gap).
+step, so a frame costs only its expression blendshapes and skinning. Each frame's data term, priors and learning
+rates are those of :func:`flamejax.fit.fit_landmarks`'s landmark stage (``JointConfig.stage``); a video's temporal
+priors act afterwards, in :mod:`flamejax.track._smooth`.
 
 Robustness: at every step, frames whose landmark error is far above the batch's median (an occluding hand, a
 detector failure) lose their data term and are filled from their neighbours like lost frames; the frames
@@ -23,60 +20,30 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from flamejax._typing import Array, Bool, Float
-from flamejax.track._core import (Camera, FitConfig, FlameModel, FlameParams, LandmarkTargets, contour_bin,
-                                  FROZEN, fit_landmarks_batch, landmark_model, landmark_points, nme_inner,
-                                  partitioned_adam, project_landmarks, quick_config, run_stage)
-
-from flamejax.flame._layout import CONTOUR_68, INNER_68
+from flamejax.track._core import (FROZEN, Camera, FitConfig, FlameModel, FlameParams, GroupSchedule,
+                                  LandmarkStageConfig, LandmarkTargets, fit_landmarks_batch, landmark_data_loss, landmark_model,
+                                  nme_inner, partitioned_adam, posed_landmarks, quick_config, run_stage)
 
 _HI = jax.lax.Precision.HIGHEST
 
 
-@dataclasses.dataclass(frozen=True)
-class TemporalPrior:
-    """Tolerances of the temporal priors: the frame-to-frame change (``*_step``) and the change of that change
-    (``*_accel``, per frame²) that cost as much as 1 unit of loss each. Smaller is smoother."""
-
-    rotation_step_deg: float = 4.0
-    rotation_accel_deg: float = 0.4
-    translation_step_mm: float = 8.0
-    translation_accel_mm: float = 0.8
-    expression_step: float = 0.5
-    expression_accel: float = 0.08
-    jaw_step_deg: float = 4.0
-    jaw_accel_deg: float = 0.5
-    eyes_step_deg: float = 10.0
-    eyes_accel_deg: float = 2.0
+JOINT_STAGE = LandmarkStageConfig(steps=200, expression=GroupSchedule(0.03, 0.01, 100),
+                                  shape=GroupSchedule(0.03, 0.01, 100), camera=GroupSchedule(0.003, 0.001, 100))
+"""The landmark stage's loss with faster learning rates: joint fits start from a rigid-only warm start (zero
+expression), one photograph's stage 2 from a converged stage 1."""
 
 
 @dataclasses.dataclass(frozen=True)
 class JointConfig:
     """The joint fit's optimiser, data weights and priors (hashable: a static argument of the compiled fit)."""
 
-    steps: int = 120
-    lr_expression: float = 0.03
-    lr_jaw: float = 0.01
-    lr_eyes: float = 0.02
-    lr_rotation: float = 0.004
-    lr_translation: float = 0.002
-    lr_shape: float = 0.03
-    lr_fov: float = 0.3
-    lr_decay: float = 0.1
-    """Learning rates fall by this factor over the steps (cosine)."""
-    inner_weight: float = 500.0
-    contour_weight: float = 200.0
-    iris_weight: float = 300.0
-    mediapipe_weight: float = 400.0
-    expression_l2: float = 0.025
-    shape_l2: float = 0.05
-    fit_shape: bool = True
+    stage: LandmarkStageConfig = JOINT_STAGE
+    """Data term, priors, learning rates, steps and ``fit_shape`` (``fit_camera``: optimise the per-frame pose)."""
+    fov_lr: float = 0.3
     fit_fov: bool = False
     fov_range: tuple[float, float] = (10.0, 50.0)
-    temporal: TemporalPrior | None = None
-    """``None``: frames are independent views of one person (``fit_same_person``)."""
     outlier_factor: float = 3.0
     outlier_min_nme: float = 0.1
     """A frame is an outlier when its NME exceeds both this and ``outlier_factor`` x the batch's median."""
@@ -142,42 +109,33 @@ def with_identity(model: FlameModel, shape: Float[Array, "n_shape"]) -> FlameMod
         shapedirs=model.shapedirs[..., :0], j_shapedirs=model.j_shapedirs[..., :0])
 
 
-def _l1(pred, target, weight):
-    return jnp.sum(jnp.mean(jnp.abs(pred - target), -1) * weight) / jnp.maximum(jnp.sum(weight), 1.0)
-
-
-def _frame_fit(model: FlameModel, frame: FrameStates, fov: Float[Array, ""], targets: LandmarkTargets,
-               config: JointConfig):
-    """Data loss and projected 68 points of one frame (``model`` has its identity folded in)."""
+def _projected(model: FlameModel, frame: FrameStates, fov: Float[Array, ""]):
+    """Projected landmarks of one frame (``model`` has its identity folded in)."""
     zeros = jnp.zeros(3, frame.jaw.dtype)
     params = FlameParams(shape=jnp.zeros(0, frame.jaw.dtype), expression=frame.expression, head_pose=zeros,
                          neck_pose=zeros, jaw_pose=frame.jaw, left_eye_pose=frame.eyes[:3],
                          right_eye_pose=frame.eyes[3:], translation=zeros)
-    camera = Camera(frame.rotation, frame.translation, fov)
-    proj = project_landmarks(camera, landmark_points(model, params, contour_bin(camera.rotation_matrix())))
-    ids = model.landmarks.mediapipe_ids
-    w68 = targets.lmk68_weight
-    loss = (config.inner_weight * _l1(proj.lmk68[INNER_68], targets.lmk68[INNER_68], w68[INNER_68])
-            + config.contour_weight * _l1(proj.lmk68[CONTOUR_68], targets.lmk68[CONTOUR_68], w68[CONTOUR_68])
-            + config.iris_weight * _l1(proj.iris, targets.iris, targets.iris_weight)
-            + config.mediapipe_weight * _l1(proj.mediapipe, targets.mediapipe[ids], targets.mediapipe_weight[ids]))
-    return loss, proj.lmk68
+    return posed_landmarks(model, params, Camera(frame.rotation, frame.translation, fov))
 
 
-def _differences(x: Float[Array, "frames d"], tolerance_step: float, tolerance_accel: float) -> Float[Array, ""]:
-    step = (x[1:] - x[:-1]) / tolerance_step
-    accel = (x[2:] - 2.0 * x[1:-1] + x[:-2]) / tolerance_accel
-    return jnp.sum(step**2) + jnp.sum(accel**2)
+def _frame_fit(model: FlameModel, frame: FrameStates, fov: Float[Array, ""], targets: LandmarkTargets,
+               stage: LandmarkStageConfig):
+    """Data loss and projected 68 points of one frame (``model`` has its identity folded in)."""
+    proj = _projected(model, frame, fov)
+    return landmark_data_loss(model, proj, targets, stage), proj.lmk68
 
 
-def temporal_loss(frames: FrameStates, prior: TemporalPrior) -> Float[Array, ""]:
-    """The temporal priors of a sequence of frames (see the module docstring)."""
-    deg = np.pi / 180.0
-    return (_differences(frames.rotation, prior.rotation_step_deg * deg, prior.rotation_accel_deg * deg)
-            + _differences(frames.translation, prior.translation_step_mm * 1e-3, prior.translation_accel_mm * 1e-3)
-            + _differences(frames.expression, prior.expression_step, prior.expression_accel)
-            + _differences(frames.jaw, prior.jaw_step_deg * deg, prior.jaw_accel_deg * deg)
-            + _differences(frames.eyes, prior.eyes_step_deg * deg, prior.eyes_accel_deg * deg))
+@jax.jit
+def _project_frames(model: FlameModel, frames: FrameStates, shape, fov):
+    folded = with_identity(model, shape)
+    return jax.vmap(lambda frame: _projected(folded, frame, fov).lmk68)(frames)
+
+
+def project_frames(model: FlameModel, frames: FrameStates, shape: Float[Array, "n_shape"],
+                   fov_deg: float | Float[Array, ""]) -> Float[Array, "frames 68 2"]:
+    """The 68 landmarks (NDC) of ``frames`` with identity ``shape``; compiles once per number of frames."""
+    return _project_frames(landmark_model(model), frames, jnp.asarray(shape, jnp.float32),
+                           jnp.asarray(fov_deg, jnp.float32))
 
 
 @jax.tree_util.register_dataclass
@@ -190,15 +148,14 @@ class _JointVariables:
     fov: Float[Array, ""]
 
 
-def _optimiser(config: JointConfig, steps: int):
-    def lr(value):
-        return optax.cosine_decay_schedule(value, max(steps, 1), alpha=config.lr_decay)
-
-    schedules = {"expression": lr(config.lr_expression), "jaw": lr(config.lr_jaw), "eyes": lr(config.lr_eyes),
-                 "rotation": lr(config.lr_rotation), "translation": lr(config.lr_translation),
-                 "shape": lr(config.lr_shape), "fov": lr(config.lr_fov)}
-    labels = _JointVariables(FrameStates("expression", "jaw", "eyes", "rotation", "translation"),
-                             "shape" if config.fit_shape else FROZEN, "fov" if config.fit_fov else FROZEN)
+def _optimiser(config: JointConfig):
+    stage = config.stage
+    schedules = {"expression": stage.expression.schedule(), "jaw": stage.jaw.schedule(),
+                 "eyes": stage.eyes.schedule(), "camera": stage.camera.schedule(), "shape": stage.shape.schedule(),
+                 "fov": lambda count: jnp.asarray(config.fov_lr, jnp.float32)}
+    pose = "camera" if stage.fit_camera else FROZEN
+    labels = _JointVariables(FrameStates("expression", "jaw", "eyes", pose, pose),
+                             "shape" if stage.fit_shape else FROZEN, "fov" if config.fit_fov else FROZEN)
     return partitioned_adam(schedules, labels)
 
 
@@ -212,7 +169,7 @@ def _fit_joint(model: FlameModel, targets: LandmarkTargets, init: FrameStates, s
 
     def frame_losses(v):
         frames, shape_, fov_ = unpack(v)
-        data, lmk68 = frame_fit(with_identity(model, shape_), frames, fov_, targets, config)
+        data, lmk68 = frame_fit(with_identity(model, shape_), frames, fov_, targets, config.stage)
         return data, lmk68, jax.vmap(nme_inner)(lmk68, targets.lmk68)
 
     def inliers(nme):
@@ -223,18 +180,16 @@ def _fit_joint(model: FlameModel, targets: LandmarkTargets, init: FrameStates, s
         frames, shape_, _ = unpack(v)
         data, _, nme = frame_losses(v)
         weight = valid * jax.lax.stop_gradient(inliers(nme))
-        loss = (jnp.sum(weight * data) + config.expression_l2 * jnp.sum(frames.expression**2)
-                + config.shape_l2 * jnp.sum(shape_**2))
-        if config.temporal is not None:
-            loss = loss + temporal_loss(frames, config.temporal)
-        return loss
+        stage = config.stage
+        return (jnp.sum(weight * data) + stage.expression_l2 * jnp.sum(frames.expression**2)
+                + stage.jaw_l2 * jnp.sum(frames.jaw**2) + stage.shape_l2 * jnp.sum(shape_**2))
 
     def project(v: _JointVariables) -> _JointVariables:
         return dataclasses.replace(v, fov=jnp.clip(v.fov, *config.fov_range))
 
     valid = targets.valid.astype(shape.dtype) * frame_weight
     v = _JointVariables(init, shape, jnp.asarray(fov, shape.dtype))
-    best, report = run_stage(loss_fn, v, _optimiser(config, config.steps), config.steps, project)
+    best, report = run_stage(loss_fn, v, _optimiser(config), config.stage.steps, project)
     _, lmk68, nme = frame_losses(best)
     frames, shape_, fov_ = unpack(best)
     return JointResult(shape_, fov_, frames, lmk68, nme, (valid > 0) & ~inliers(nme), report.finite)
@@ -243,7 +198,7 @@ def _fit_joint(model: FlameModel, targets: LandmarkTargets, init: FrameStates, s
 def fit_joint(model: FlameModel, targets: LandmarkTargets, init: FrameStates, shape: Float[Array, "n_shape"],
               fov_deg: float | Float[Array, ""], config: JointConfig = JointConfig(),
               frame_weight: Float[Array, "frames"] | None = None) -> JointResult:
-    """Jointly fit a batch of frames (``targets`` batched, in order for temporal priors) from ``init``.
+    """Jointly fit a batch of frames (``targets`` batched) from ``init``.
 
     Compiles once per batch size, model size and config. ``frame_weight`` scales each frame's data term
     (0 drops a frame; invalid targets are dropped anyway).
@@ -288,15 +243,14 @@ class SamePersonResult:
 
 
 def fit_same_person(model: FlameModel, targets: LandmarkTargets,
-                    config: JointConfig = JointConfig(steps=200),
+                    config: JointConfig = JointConfig(),
                     init_config: FitConfig | None = None, fov_deg: float = 20.0) -> SamePersonResult:
     """Fit several photographs of one person: one shared shape, per-image expression, jaw, eyes and camera.
 
     ``targets`` is batched (``stack_targets``); each image keeps its own crop and camera, all at ``fov_deg``
     unless ``config.fit_fov``. Starts from independent fits (``init_config``, default a quick landmark fit) and
-    the per-coefficient median of their shapes, then optimises everything jointly without temporal priors.
+    the per-coefficient median of their shapes, then optimises everything jointly.
     """
-    config = dataclasses.replace(config, temporal=None)
     init_config = init_config or quick_config(60, 40).replace(fov_deg=fov_deg)
     frames, fits = initial_fits(model, targets, init_config)
     usable = np.asarray(targets.valid) & (np.asarray(fits.status) == 0)

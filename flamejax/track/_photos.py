@@ -17,7 +17,7 @@ def photo_targets(photos: list[str | Path], config: PreprocessConfig = Preproces
     return stack_targets([targets_of(p) for p in prepared]), prepared
 
 
-def fit_same_person_photos(model: FlameModel, photos: list[str | Path], config: JointConfig = JointConfig(steps=200),
+def fit_same_person_photos(model: FlameModel, photos: list[str | Path], config: JointConfig = JointConfig(),
                            preprocess_config: PreprocessConfig = PreprocessConfig(),
                            init_config: FitConfig | None = None) -> tuple[SamePersonResult, list[Preprocessed]]:
     """``flamejax fit --same-person a.jpg b.jpg ...``: one identity for all photographs, per-photo expression,

@@ -6,14 +6,18 @@ Steps (``track_landmarks``):
    ``TrackConfig.init``), in batches of ``chunk_frames`` so it compiles once.
 2. **Identity**: ``identity_frames`` usable frames spread evenly over the clip are fitted jointly with one shared
    shape (and FOV when ``fit_fov``): :func:`flamejax.track.fit_joint` without temporal priors.
-3. **Motion**: the clip is cut into chunks of exactly ``chunk_frames`` frames (the last one padded), overlapping
-   by ``chunk_overlap``; each chunk is fitted jointly with the shape fixed and the temporal priors on. In the
-   overlaps the two chunks' answers are blended with linear weights, so chunk seams do not jump.
+3. **Motion**: the clip is cut into chunks of ``chunk_frames`` frames (the last one shifted back to end on the
+   clip's last frame); the frames of a chunk are fitted together with the shape and FOV fixed
+   (:func:`flamejax.track.fit_joint`), each to its own landmarks.
+4. **Temporal priors**: every per-frame variable is smoothed over the whole clip by the priors of
+   :class:`TemporalPrior` (first and second differences against each fit's typical error, one linear solve per
+   variable: :mod:`flamejax.track._smooth`), and the landmarks are projected again from the smoothed motion.
 
 Frames without a face (``lost``), missing from a frame folder (``missing``) or at a pose beyond
 ``max_yaw_deg`` (``hard pose``) carry no data term: their warm start is interpolated from the nearest usable
-frames and the temporal priors fill them. Frames whose landmarks no head explains (``occluded``) lose their
-data term half way (see :mod:`flamejax.track._joint`). No frame stops the clip.
+frames. Frames whose landmarks no head explains (``occluded``) lose their
+data term (see :mod:`flamejax.track._joint`). Each of these carries no weight in the smoothing, which
+fills it from its neighbours. No frame stops the clip.
 """
 
 from __future__ import annotations
@@ -28,7 +32,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from flamejax.track._core import FitConfig, FlameModel, LandmarkTargets, quick_config, stack_targets, yaw_pitch_roll
-from flamejax.track._joint import FrameStates, JointConfig, TemporalPrior, fit_joint, initial_fits, robust_shape
+from flamejax.track._core import GroupSchedule
+from flamejax.track._joint import (JOINT_STAGE, FrameStates, JointConfig, fit_joint, initial_fits, project_frames,
+                                   robust_shape)
+from flamejax.track._smooth import TemporalPrior, smooth_states
 
 STATUS_OK = "ok"
 STATUS_LOST = "lost"
@@ -59,12 +66,16 @@ class TrackConfig:
     """Field of view of the clip's fixed crop (the camera all frames share)."""
     fit_fov: bool = False
     """Estimate one FOV for the clip in the identity step (weakly determined by landmarks alone)."""
-    chunk_frames: int = 96
-    chunk_overlap: int = 16
+    chunk_frames: int = 50
+    chunk_overlap: int = 0
+    """Frames shared by consecutive chunks (their fits are blended linearly there)."""
     identity_frames: int = 24
     init: FitConfig = quick_config(20, 0)
-    identity: JointConfig = JointConfig(steps=160)
-    motion: JointConfig = JointConfig(steps=100, fit_shape=False, temporal=TemporalPrior())
+    identity: JointConfig = JointConfig(dataclasses.replace(JOINT_STAGE, steps=160))
+    motion: JointConfig = JointConfig(dataclasses.replace(JOINT_STAGE, steps=100, fit_shape=False,
+                                                          expression=GroupSchedule(0.03, 0.01, 50),
+                                                          camera=GroupSchedule(0.003, 0.001, 50)))
+    temporal: TemporalPrior = TemporalPrior()
     max_yaw_deg: float = 65.0
     crop_scale: float = 2.0
     """Side of the clip's fixed square crop in units of the median face box's longer side."""
@@ -188,7 +199,8 @@ def track_landmarks(model: FlameModel, targets: list[LandmarkTargets | None], co
         sel = lambda a: np.concatenate([a[picks], np.repeat(a[picks[:1]], size - len(picks), 0)])  # noqa: E731
         id_targets = _pad_targets([targets[i] for i in picks], size)
         shape0 = robust_shape(jnp.asarray(init["shapes"][picks]), jnp.ones(len(picks), bool))
-        id_config = config.identity.replace(temporal=None, fit_shape=True, fit_fov=config.fit_fov)
+        id_config = config.identity.replace(stage=dataclasses.replace(config.identity.stage, fit_shape=True),
+                                            fit_fov=config.fit_fov)
         result = fit_joint(model, id_targets, jax.tree.map(sel, warm), shape0, config.fov_deg, id_config)
         identity = dict(shape=np.asarray(result.shape), fov=np.asarray(result.fov_deg), picks=picks,
                         independent_shapes=init["shapes"][picks])
@@ -196,10 +208,10 @@ def track_landmarks(model: FlameModel, targets: list[LandmarkTargets | None], co
         say(f"identity from {len(picks)} frames")
     shape, fov = identity["shape"], float(identity["fov"])
 
-    motion_config = config.motion.replace(fit_shape=False, fit_fov=False)
+    motion_config = config.motion.replace(stage=dataclasses.replace(config.motion.stage, fit_shape=False),
+                                          fit_fov=False)
     starts = chunk_starts(n, chunk, overlap)
     total = jax.tree.map(lambda a: np.zeros(a.shape, np.float64), warm)
-    lmk68 = np.zeros((n, 68, 2))
     weight_sum = np.zeros(n)
     occluded = np.zeros(n, bool)
     diverged = np.zeros(n, bool)
@@ -209,26 +221,27 @@ def track_landmarks(model: FlameModel, targets: list[LandmarkTargets | None], co
             stop = min(start + chunk, n)
             frame_weight = np.zeros(chunk, np.float32)
             frame_weight[: stop - start] = usable[start:stop]
-            sel = lambda a: np.concatenate([a[start:stop], np.repeat(a[stop - 1:stop], chunk - (stop - start), 0)])  # noqa: E731
-            result = fit_joint(model, _pad_targets(targets[start:stop], chunk), jax.tree.map(sel, warm), shape, fov,
-                               motion_config, frame_weight)
+            result = fit_joint(model, _pad_targets(targets[start:stop], chunk), _rows(warm, start, stop, chunk),
+                               shape, fov, motion_config, frame_weight)
             keep = stop - start
             part = dict(frames=jax.tree.map(lambda a: np.asarray(a)[:keep], result.frames),
-                        lmk68=np.asarray(result.lmk68)[:keep], outlier=np.asarray(result.outlier)[:keep],
-                        finite=np.asarray(result.finite))
+                        outlier=np.asarray(result.outlier)[:keep], finite=np.asarray(result.finite))
             store.save(f"chunk_{number:04d}", part)
             say(f"motion: chunk {number + 1}/{len(starts)}")
         w = _blend_weights(start, chunk, overlap, n, starts)
         span = slice(start, start + len(w))
         total = jax.tree.map(lambda acc, new: _accumulate(acc, new, span, w), total, part["frames"])
-        lmk68[span] += w[:, None, None] * part["lmk68"]
         weight_sum[span] += w
         occluded[span] |= part["outlier"]
         diverged[span] |= not bool(part["finite"])
-    frames = jax.tree.map(lambda a: (a / weight_sum.reshape((-1,) + (1,) * (a.ndim - 1))).astype(np.float32), total)
-    lmk68 = (lmk68 / weight_sum[:, None, None]).astype(np.float32)
+    per_frame = jax.tree.map(lambda a: a / weight_sum.reshape((-1,) + (1,) * (a.ndim - 1)), total)
     status = [STATUS_OCCLUDED if s == STATUS_OK and occluded[i] else STATUS_DIVERGED if diverged[i] else s
               for i, s in enumerate(status)]
+    fitted = np.array([s == STATUS_OK for s in status], np.float64)
+    frames = jax.tree.map(lambda a: a.astype(np.float32), smooth_states(per_frame, fitted, config.temporal))
+    lmk68 = np.concatenate([np.asarray(project_frames(model, _rows(frames, start, min(start + chunk, n), chunk),
+                                                      shape, fov))[:min(chunk, n - start)]
+                            for start in range(0, n, chunk)])
     nme = np.full(n, np.nan, np.float32)
     independent_nme = np.full(n, np.nan, np.float32)
     for i in np.flatnonzero(has_targets):
@@ -236,6 +249,12 @@ def track_landmarks(model: FlameModel, targets: list[LandmarkTargets | None], co
         independent_nme[i] = init["nme"][i]
     return SequenceFit(shape=shape, fov_deg=fov, frames=frames, lmk68=lmk68, nme=nme, status=status,
                        independent_shapes=identity["independent_shapes"], independent_nme=independent_nme)
+
+
+def _rows(states: FrameStates, start: int, stop: int, size: int) -> FrameStates:
+    """Rows ``start:stop`` of ``states``, the last one repeated up to ``size`` rows (one compiled batch size)."""
+    pad = size - (stop - start)
+    return jax.tree.map(lambda a: np.concatenate([a[start:stop], np.repeat(a[stop - 1:stop], pad, 0)]), states)
 
 
 def _accumulate(acc: np.ndarray, new: np.ndarray, span: slice, w: np.ndarray) -> np.ndarray:

@@ -31,9 +31,11 @@ Conventions of every output:
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from pathlib import Path
-from typing import Callable
+from queue import Empty, Queue
+from typing import Callable, Iterable, Iterator
 
 import cv2
 import jax
@@ -41,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from flamejax.camera import camera_to_world_opengl, opencv_extrinsics
-from flamejax.perception._video import FrameSource, VideoLandmarker, VideoReadError
+from flamejax.perception._video import Frame, FrameSource, VideoLandmarker, VideoReadError
 from flamejax.track._core import (Camera, LandmarkTargets, RasterConfig, export_mesh, flame_forward, load_flame,
                                   shade_for_display, to_68, write_json, write_npz, yaw_pitch_roll)
 from flamejax.track._joint import FrameStates
@@ -88,6 +90,39 @@ def _targets(points: np.ndarray | None, crop) -> LandmarkTargets | None:
     return LandmarkTargets.from_pixels(local, to_68(local), side)
 
 
+def _prefetched(frames: Iterable[Frame], depth: int = 8) -> Iterator[Frame]:
+    """``frames`` decoded in a background thread, ``depth`` ahead, so decoding overlaps the landmark detector
+    (both release the GIL). An exception while decoding is raised here, at the frame it happened."""
+    queue: Queue = Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce():
+        try:
+            for frame in frames:
+                if stop.is_set():
+                    return
+                queue.put(frame)
+            queue.put(done)
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer, which re-raises it
+            queue.put(error)
+
+    worker = threading.Thread(target=produce, daemon=True)
+    worker.start()
+    try:
+        while (item := queue.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                queue.get_nowait()
+            except Empty:
+                worker.join(0.01)
+
+
 def detect_sequence(source: FrameSource, max_side: int, checkpoint: Path | None,
                     progress: Callable[[str], None]) -> tuple[list[int], list[float], list[np.ndarray | None]]:
     """Frame indices, times and MediaPipe points of every frame; saved to ``checkpoint`` as it goes (also on
@@ -100,7 +135,7 @@ def detect_sequence(source: FrameSource, max_side: int, checkpoint: Path | None,
     indices, times, points = [], [], []
     try:
         with VideoLandmarker(max_side) as landmarker:
-            for frame in source:
+            for frame in _prefetched(source):
                 indices.append(frame.index)
                 times.append(frame.time_s)
                 points.append(done[frame.index] if frame.index in done else landmarker(frame.image))
