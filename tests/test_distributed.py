@@ -115,8 +115,11 @@ def test_sharded_directory_run_equals_single_device(sharded_and_unsharded):
     for name in FOUR_PHOTOS:
         stem = Path(name).with_suffix("")
         with np.load(work / "sharded_dir" / f"{stem}.npz") as a, np.load(work / "unsharded_dir" / f"{stem}.npz") as b:
-            for key in ("shape", "exp", "jaw_pose", "eye_pose", "camera_rotation", "camera_translation"):
-                np.testing.assert_allclose(a[key], b[key], atol=1e-2, err_msg=f"{name}: {key}")
+            # Coefficients the strong identity prior holds near their optimum have almost no gradient, and Adam's
+            # normalised steps turn per-device rounding there into a walk of ~0.05 (well under a millimetre).
+            for key, atol in (("shape", 0.1), ("exp", 0.1), ("jaw_pose", 1e-2), ("eye_pose", 1e-2),
+                              ("camera_rotation", 1e-2), ("camera_translation", 1e-2)):
+                np.testing.assert_allclose(a[key], b[key], atol=atol, err_msg=f"{name}: {key}")
             # Real photographs: the optimiser carries the per-device rounding to ~0.2 px of 256, the landmark weights
             # recomputed at each segment's pose to ~0.75 px at the jaw (mix-ups: ~10 px).
             np.testing.assert_allclose(a["lmk68_fitted"], b["lmk68_fitted"], atol=1.0, err_msg=name)

@@ -1,8 +1,8 @@
 """Every name the tracker takes from the rest of flamejax, in one place (repoint here after a refactor)."""
 
 from flamejax.camera import Camera, intrinsics, project_ndc, yaw_pitch_roll
-from flamejax.fit import FitConfig, GroupSchedule, LandmarkStageConfig, LandmarkTargets, fit_landmarks_batch, landmark_model, nme_inner, quick_config, stack_targets
-from flamejax.fit._landmark_fit import landmark_data_loss
+from flamejax.fit import (FitConfig, GroupSchedule, LandmarkStageConfig, LandmarkTargets, fit_landmarks_batch,
+                          landmark_data_loss, landmark_model, nme_inner, quick_config, stack_targets)
 from flamejax.fit._optim import FROZEN, partitioned_adam, run_stage
 from flamejax.flame import FlameModel, FlameParams, flame_forward, load_flame, posed_landmarks
 from flamejax.io import atomic_path, export_mesh, write_json, write_npz

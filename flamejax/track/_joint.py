@@ -30,9 +30,11 @@ _HI = jax.lax.Precision.HIGHEST
 
 
 JOINT_STAGE = LandmarkStageConfig(steps=200, expression=GroupSchedule(0.03, 0.01, 100),
-                                  shape=GroupSchedule(0.03, 0.01, 100), camera=GroupSchedule(0.003, 0.001, 100))
+                                  shape=GroupSchedule(0.03, 0.01, 100), camera=GroupSchedule(0.003, 0.001, 100),
+                                  shape_l2=0.05)
 """The landmark stage's loss with faster learning rates: joint fits start from a rigid-only warm start (zero
-expression), one photograph's stage 2 from a converged stage 1."""
+expression), one photograph's stage 2 from a converged stage 1. The identity prior is the weaker one a single
+image used to have: here it weighs against the data of every frame or view together."""
 
 
 @dataclasses.dataclass(frozen=True)
