@@ -115,9 +115,10 @@ def test_sharded_directory_run_equals_single_device(sharded_and_unsharded):
     for name in FOUR_PHOTOS:
         stem = Path(name).with_suffix("")
         with np.load(work / "sharded_dir" / f"{stem}.npz") as a, np.load(work / "unsharded_dir" / f"{stem}.npz") as b:
-            # Coefficients the strong identity prior holds near their optimum have almost no gradient, and Adam's
-            # normalised steps turn per-device rounding there into a walk of ~0.05 (well under a millimetre).
-            for key, atol in (("shape", 0.1), ("exp", 0.1), ("jaw_pose", 1e-2), ("eye_pose", 1e-2),
+            # Coefficients held near their optimum by the priors have almost no gradient, and Adam's normalised
+            # steps turn per-device rounding there into a walk of ~0.05 (shape) or ~1 degree (jaw twist): well under
+            # a millimetre on the face, and far below a mix-up of images (checked by the landmarks below).
+            for key, atol in (("shape", 0.1), ("exp", 0.1), ("jaw_pose", 0.03), ("eye_pose", 0.03),
                               ("camera_rotation", 1e-2), ("camera_translation", 1e-2)):
                 np.testing.assert_allclose(a[key], b[key], atol=atol, err_msg=f"{name}: {key}")
             # Real photographs: the optimiser carries the per-device rounding to ~0.2 px of 256, the landmark weights
