@@ -25,7 +25,8 @@ from flamejax._typing import Array, Float, Int
 from flamejax.camera import Camera, project_ndc, world_to_camera
 from flamejax.fit._config import WeightingConfig
 from flamejax.fit._targets import LandmarkTargets
-from flamejax.flame import FlameModel, FlameParams, barycentric_points, contour_bin, flame_forward
+from flamejax.flame import (FlameModel, FlameParams, barycentric_points, contour_bin, embedded_points,
+                            flame_forward, project_landmarks)
 from flamejax.flame._layout import CONTOUR_68
 
 _HI = jax.lax.Precision.HIGHEST
@@ -207,10 +208,9 @@ def pose_weights(model: FlameModel, params: FlameParams, camera: Camera, targets
     emb = model.landmarks
     vertices = flame_forward(model, params).vertices
     row = contour_bin(camera.rotation_matrix())
+    points = embedded_points(emb, vertices, row)
+    points68, points_mp = points.ibug68(camera.rotation_matrix()), points.mediapipe
     ids68 = jnp.concatenate([emb.contour_vertices[row], emb.static_vertices])
-    bary68 = jnp.concatenate([emb.contour_bary[row], emb.static_bary])
-    points68 = barycentric_points(vertices, ids68, bary68)
-    points_mp = barycentric_points(vertices, emb.mediapipe_vertices, emb.mediapipe_bary)
     ones68, ones_mp = jnp.ones(68, points68.dtype), jnp.ones(points_mp.shape[0], points68.dtype)
     if cfg.visibility:
         def visible(points, normals):
@@ -224,7 +224,8 @@ def pose_weights(model: FlameModel, params: FlameParams, camera: Camera, targets
         seen68, seen_mp = ones68, ones_mp
     seen_iris = jnp.concatenate([jnp.full(5, jnp.min(seen68[jnp.asarray(RIGHT_EYE_68)])),
                                  jnp.full(5, jnp.min(seen68[jnp.asarray(LEFT_EYE_68)]))])
-    pred68, pred_mp = project_ndc(camera, points68), project_ndc(camera, points_mp)
+    projected = project_landmarks(camera, points)
+    pred68, pred_mp = projected.lmk68, projected.mediapipe
     goal_mp, weight_mp = targets.mediapipe[emb.mediapipe_ids], targets.mediapipe_weight[emb.mediapipe_ids]
     gm68 = geman_mcclure_weights(normalised_residuals(pred68, targets.lmk68, targets.lmk68_weight), cfg.robust_scale)
     if cfg.robust:
