@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from flamejax.fit import LandmarkStageConfig, aligned_vertex_error_mm, quick_config
+from flamejax.fit import LandmarkStageConfig, aligned_vertex_error_mm, nme_inner, quick_config
 from flamejax.track import (FrameSource, JointConfig, TemporalPrior, TrackConfig, VideoReadError,
                             chunk_starts, fill_from_neighbours, fit_same_person, smooth_states, smooth_trajectory,
                             synthetic_sequence, synthetic_views, temporal_loss, track_landmarks,
@@ -181,6 +181,9 @@ def test_track_landmarks_fills_lost_frames_and_resumes(flame_model, synthetic_cl
     assert [fit.status[i] for i in lost] == [STATUS_LOST] * 2
     assert fit.status.count(STATUS_OK) == 12
     assert np.all(np.isfinite(fit.lmk68)) and np.isnan(fit.nme[5]) and np.nanmax(fit.nme) < 0.15
+    kept = [i for i in range(14) if i not in lost]
+    np.testing.assert_allclose(fit.nme[kept], [float(nme_inner(fit.lmk68[i], holed[i].lmk68)) for i in kept],
+                               rtol=1e-4)
     truth = np.asarray(seq.targets.lmk68)
     eye = np.linalg.norm(truth[:, 36] - truth[:, 45], axis=-1)
     gap_error = np.linalg.norm(fit.lmk68[lost] - truth[lost], axis=-1).mean(-1) / eye[lost]

@@ -31,7 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flamejax.track._core import FitConfig, FlameModel, LandmarkTargets, quick_config, stack_targets, yaw_pitch_roll
+from flamejax.track._core import (FitConfig, FlameModel, LandmarkTargets, landmark_model, quick_config, stack_targets,
+                                  yaw_pitch_roll)
 from flamejax.track._core import GroupSchedule
 from flamejax.track._joint import (JOINT_STAGE, FrameStates, JointConfig, fit_joint, initial_fits, project_frames,
                                    robust_shape)
@@ -150,6 +151,9 @@ def _numpy(tree):
     return jax.tree.map(np.asarray, tree)
 
 
+_yaw_pitch_roll = jax.jit(jax.vmap(yaw_pitch_roll))
+
+
 def track_landmarks(model: FlameModel, targets: list[LandmarkTargets | None], config: TrackConfig = TrackConfig(),
                     missing: np.ndarray | None = None, checkpoint_dir: str | Path | None = None,
                     progress: Callable[[str], None] | None = None) -> SequenceFit:
@@ -163,24 +167,27 @@ def track_landmarks(model: FlameModel, targets: list[LandmarkTargets | None], co
     missing = np.zeros(n, bool) if missing is None else np.asarray(missing, bool)
     chunk, overlap = config.chunk_frames, config.chunk_overlap
     store = _Checkpoints(checkpoint_dir, targets, config)
+    model = landmark_model(model)  # once: every step below reads landmarks only
+    # Every frame's targets stacked once, padded to whole chunks (numpy: slicing a chunk costs no dispatch).
+    stacked = _numpy(_pad_targets(targets, -(-n // chunk) * chunk))
+    chunk_targets = lambda start: jax.tree.map(lambda a: a[start:start + chunk], stacked)  # noqa: E731
 
     init = store.load("init")
     if init is None:
         init_parts = []
         for start in range(0, n, chunk):
-            part = _pad_targets(targets[start:start + chunk], chunk)
-            frames, fits = initial_fits(model, part, config.init.replace(fov_deg=config.fov_deg))
+            frames, fits = initial_fits(model, chunk_targets(start), config.init.replace(fov_deg=config.fov_deg))
             keep = min(chunk, n - start)
             init_parts.append(jax.tree.map(lambda a: np.asarray(a)[:keep],
                                            (frames, fits.params.shape, fits.nme, fits.status,
-                                            jax.vmap(yaw_pitch_roll)(fits.camera))))
+                                            _yaw_pitch_roll(fits.camera))))
             say(f"warm start: {min(start + chunk, n)}/{n} frames")
         frames = jax.tree.map(lambda *a: np.concatenate(a), *[p[0] for p in init_parts])
         init = dict(frames=frames, shapes=np.concatenate([p[1] for p in init_parts]),
                     nme=np.concatenate([p[2] for p in init_parts]), fit_status=np.concatenate([p[3] for p in init_parts]),
                     angles=np.concatenate([p[4] for p in init_parts]))
         store.save("init", init)
-    has_targets = np.array([t is not None and bool(t.valid) for t in targets])
+    has_targets = stacked.valid[:n].astype(bool)
     hard = has_targets & (np.abs(init["angles"][:, 0]) > config.max_yaw_deg)
     usable = has_targets & ~hard & (init["fit_status"] == 0)
     status = [STATUS_MISSING if missing[i] else STATUS_LOST if not has_targets[i] else
@@ -221,7 +228,7 @@ def track_landmarks(model: FlameModel, targets: list[LandmarkTargets | None], co
             stop = min(start + chunk, n)
             frame_weight = np.zeros(chunk, np.float32)
             frame_weight[: stop - start] = usable[start:stop]
-            result = fit_joint(model, _pad_targets(targets[start:stop], chunk), _rows(warm, start, stop, chunk),
+            result = fit_joint(model, chunk_targets(start), _rows(warm, start, stop, chunk),
                                shape, fov, motion_config, frame_weight)
             keep = stop - start
             part = dict(frames=jax.tree.map(lambda a: np.asarray(a)[:keep], result.frames),
@@ -242,11 +249,8 @@ def track_landmarks(model: FlameModel, targets: list[LandmarkTargets | None], co
     lmk68 = np.concatenate([np.asarray(project_frames(model, _rows(frames, start, min(start + chunk, n), chunk),
                                                       shape, fov))[:min(chunk, n - start)]
                             for start in range(0, n, chunk)])
-    nme = np.full(n, np.nan, np.float32)
-    independent_nme = np.full(n, np.nan, np.float32)
-    for i in np.flatnonzero(has_targets):
-        nme[i] = _nme(lmk68[i], np.asarray(targets[i].lmk68))
-        independent_nme[i] = init["nme"][i]
+    nme = np.where(has_targets, _nme(lmk68, stacked.lmk68[:n]), np.nan).astype(np.float32)
+    independent_nme = np.where(has_targets, init["nme"], np.nan).astype(np.float32)
     return SequenceFit(shape=shape, fov_deg=fov, frames=frames, lmk68=lmk68, nme=nme, status=status,
                        independent_shapes=identity["independent_shapes"], independent_nme=independent_nme)
 
@@ -262,10 +266,11 @@ def _accumulate(acc: np.ndarray, new: np.ndarray, span: slice, w: np.ndarray) ->
     return acc
 
 
-def _nme(fitted: np.ndarray, target: np.ndarray) -> float:
+def _nme(fitted: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Inner-51 NME of each frame (leading axis: frames)."""
     inner = slice(17, 68)
-    return float(np.linalg.norm(fitted[inner] - target[inner], axis=-1).mean()
-                 / max(np.linalg.norm(target[36] - target[45]), 1e-8))
+    return (np.linalg.norm(fitted[:, inner] - target[:, inner], axis=-1).mean(-1)
+            / np.maximum(np.linalg.norm(target[:, 36] - target[:, 45], axis=-1), 1e-8))
 
 
 class NoUsableFramesError(ValueError):
