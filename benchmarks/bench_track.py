@@ -10,11 +10,13 @@ Writes ``benchmarks/results/track.json`` and a few overlay frames as PNG under `
   apart; CPU time per frame and the load average beside them), the overlay video's cost (``--overlay-frames``); jitter = mean |second difference| of the fitted 68 points (frame pixels per
   frame²) and of the face-region vertices in camera space (mm per frame², the vertices the landmark embeddings
   read), tracked vs every frame fitted independently (``fit_landmarks_batch``, default ``FitConfig``) on the same
-  MediaPipe targets; landmark error (inner-51 NME) of both; the clip's shape against the spread of the
+  MediaPipe targets; landmark error (inner-51 NME) of both, and of per-frame fits with a weak identity prior
+  (``WEAK_PRIOR``, a stricter reference); the clip's shape against the spread of the
   independent per-frame shapes (neutral-head vertex distance, mm).
 * synthetic smooth trajectories with known truth: the same plus the error against the truth (camera-space
-  vertices, mm; the face's depth error and the jaw-opening error it follows; neutral identity after similarity
-  alignment, mm; the mean head beside it).
+  vertices, mm, also after removing each frame's centroid offset; the face's depth error, the jaw-opening
+  error and the face-size error it follows; neutral identity after similarity alignment, mm; the mean head
+  beside it).
 * several views of one person (``fit_same_person``): identity error vs number of views, mean head beside it.
 """
 
@@ -33,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flamejax.fit import FitConfig, aligned_vertex_error_mm, fit_landmarks_batch, stack_targets
+from flamejax.fit import FitConfig, WeightingConfig, aligned_vertex_error_mm, fit_landmarks_batch, stack_targets
 from flamejax.flame import FlameParams, flame_forward, load_flame
 from flamejax.track import (TrackConfig, fit_same_person, synthetic_sequence, synthetic_views, track_landmarks,
                             track_video)
@@ -70,20 +72,27 @@ def neutral(model, shape) -> np.ndarray:
     return np.asarray(flame_forward(model, dataclasses.replace(p, shape=jnp.asarray(shape, jnp.float32))).vertices)
 
 
-def independent_fits(model, targets_list, batch=50):
-    """Every frame fitted on its own with the default FitConfig (numpy results, NaN rows without targets)."""
+WEAK_PRIOR = FitConfig().replace(landmark=dataclasses.replace(FitConfig().landmark, shape_l2=0.05),
+                                 weighting=WeightingConfig(visibility=False, robust=False))
+"""A per-frame fit that follows its landmarks more closely than the default: the identity prior of before
+2026-11-30 (0.05 instead of 0.5) and no visibility/robust point weights. A stricter reference for the NME."""
+
+
+def independent_fits(model, targets_list, batch=50, config=FitConfig()):
+    """Every frame fitted on its own with ``config`` (numpy results; rows: the frames with targets)."""
     rows = [i for i, t in enumerate(targets_list) if t is not None]
     parts = []
     for start in range(0, len(rows), batch):
         chunk = [targets_list[i] for i in rows[start:start + batch]]
-        fit = fit_landmarks_batch(model, stack_targets(chunk, batch), FitConfig())
+        fit = fit_landmarks_batch(model, stack_targets(chunk, batch), config)
         parts.append(jax.tree.map(lambda a, k=len(chunk): np.asarray(a)[:k], fit))
     fits = jax.tree.map(lambda *a: np.concatenate(a), *parts)
     return rows, fits
 
 
-def clip_metrics(model, fit, targets, crop, face_rows, independent, ok_rows):
-    """Jitter and landmark error: tracked vs independent (over frames usable in both)."""
+def clip_metrics(model, fit, targets, crop, face_rows, independent, ok_rows, weak_prior=None):
+    """Jitter and landmark error: tracked vs independent (over frames usable in both); NME also against the
+    ``WEAK_PRIOR`` per-frame fits when given."""
     n = len(targets)
     rows, ind = independent
     ok = np.zeros(n, bool)
@@ -112,6 +121,11 @@ def clip_metrics(model, fit, targets, crop, face_rows, independent, ok_rows):
     out["landmark_jitter_ratio"] = out["landmark_accel_px"]["independent"] / out["landmark_accel_px"]["tracked"]
     out["vertex_jitter_ratio"] = out["vertex_accel_mm"]["independent"] / out["vertex_accel_mm"]["tracked"]
     out["nme_ratio"] = out["nme"]["tracked"] / out["nme"]["independent"]
+    if weak_prior is not None:
+        weak_nme = np.full(n, np.nan)
+        weak_nme[weak_prior[0]] = weak_prior[1].nme
+        out["nme"]["independent_weak_identity_prior"] = float(np.nanmean(weak_nme[ok]))
+        out["nme_ratio_to_weak_identity_prior"] = out["nme"]["tracked"] / out["nme"]["independent_weak_identity_prior"]
     clip_neutral = neutral(model, fit.shape)
     spread = [np.linalg.norm(neutral(model, s) - clip_neutral, axis=-1).mean() * 1000 for s in p.shape[::5]]
     between = [np.linalg.norm(neutral(model, a) - neutral(model, b), axis=-1).mean() * 1000
@@ -158,7 +172,8 @@ def bench_real(model, config, frames, clips, png_dir, overlay_frames):
         targets = [_targets(p, result.crop) for p in points]
         independent = independent_fits(model, targets)
         ok_rows = np.array([s == "ok" for s in result.fit.status])
-        metrics = clip_metrics(model, result.fit, targets, result.crop, face_rows, independent, ok_rows)
+        metrics = clip_metrics(model, result.fit, targets, result.crop, face_rows, independent, ok_rows,
+                               independent_fits(model, targets, config=WEAK_PRIOR))
         metrics.update(
             seconds=dict(result.timings_s, total_without_overlay=total),
             fps_end_to_end_without_overlay=n / total,
@@ -185,7 +200,8 @@ def bench_synthetic(model, config, frames, seeds):
         fit_s, cpu = time.perf_counter() - clock, time.process_time() - cpu
         crop = (0.0, 0.0, 256.0)
         independent = independent_fits(model, targets)
-        metrics = clip_metrics(model, fit, targets, crop, face_rows, independent, np.ones(frames, bool))
+        metrics = clip_metrics(model, fit, targets, crop, face_rows, independent, np.ones(frames, bool),
+                               independent_fits(model, targets, config=WEAK_PRIOR))
         p = seq.params
         truth = camera_vertices(model, p.shape[0], p.expression, p.jaw_pose,
                                 np.concatenate([p.left_eye_pose, p.right_eye_pose], 1), seq.camera.rotation,
@@ -200,10 +216,23 @@ def bench_synthetic(model, config, frames, seeds):
         true_neutral = neutral(model, seq.shape)
         depth_error = 1000 * (tracked.mean(1)[:, 2] - truth.mean(1)[:, 2])
         jaw_error = np.rad2deg(f.jaw[:, 0] - np.asarray(p.jaw_pose)[:, 0])
+        size = lambda v: np.sqrt(((v - v.mean(-2, keepdims=True)) ** 2).sum(-1).mean(-1))  # noqa: E731
+        posed_size_error = size(tracked) / size(truth) - 1.0
+        centred = lambda v: v - v.mean(1, keepdims=True)  # noqa: E731
         metrics.update(
             tracked_face_depth_error_mm={"mean": float(depth_error.mean()), "sd": float(depth_error.std()),
                                          "correlation_with_jaw_error": float(np.corrcoef(depth_error, jaw_error)[0, 1])},
             tracked_jaw_opening_error_deg={"mean": float(jaw_error.mean()), "sd": float(jaw_error.std())},
+            scale={"clip_neutral_face_size_over_truth": float(size(neutral(model, fit.shape)[face_rows])
+                                                              / size(true_neutral[face_rows])),
+                   "posed_face_size_error_mean": float(posed_size_error.mean()),
+                   "posed_face_size_error_correlation_with_depth_error":
+                       float(np.corrcoef(posed_size_error, depth_error)[0, 1]),
+                   "posed_face_size_error_correlation_with_jaw_error":
+                       float(np.corrcoef(posed_size_error, jaw_error)[0, 1]),
+                   "mean_distance_over_true_distance": float((tracked.mean(1)[:, 2] / truth.mean(1)[:, 2]).mean())},
+            camera_space_vertex_error_after_centring_mm=float(
+                1000 * np.linalg.norm(centred(tracked) - centred(truth), axis=-1).mean()),
             fit_seconds=fit_s, fit_cpu_seconds_all_threads=cpu,
             camera_space_vertex_error_mm={"tracked": float(1000 * np.linalg.norm(tracked - truth, axis=-1).mean()),
                                           "independent": float(1000 * np.linalg.norm(ind_v - truth, axis=-1).mean())},
