@@ -193,11 +193,10 @@ def _start_from_networks(networks: Networks, model: FlameModel, items: Sequence,
 
 
 @jax.jit
-def _posed_vertices(model: FlameModel, params) -> jax.Array:
-    return jax.vmap(lambda p: flame_forward(model, p).vertices)(params)
-
-
-_batch_conventions = jax.jit(jax.vmap(landmark_conventions, in_axes=(None, 0, 0)))
+def _meshes_and_conventions(model: FlameModel, params, camera) -> tuple[jax.Array, LandmarkConventions]:
+    """Posed vertices of the full ``model`` and the 68 points in both conventions, per image of a batch: one
+    program, in which XLA shares the FLAME forward pass of the two (no second pass on the landmark sub-model)."""
+    return jax.vmap(lambda p, c: (flame_forward(model, p).vertices, landmark_conventions(model, p, c)))(params, camera)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -282,9 +281,8 @@ class Fitter:
                 report("photometric fit")
                 result = self._photometric(items, targets, result)
             report("meshes")
-            result, vertices, conventions = jax.tree.map(np.asarray, (
-                result, _posed_vertices(self.model, result.params),
-                _batch_conventions(self.fit_model, result.params, result.camera)))
+            result, (vertices, conventions) = jax.tree.map(np.asarray, (
+                result, _meshes_and_conventions(self.model, result.params, result.camera)))
         count = len(items)
         compile_share = clock.seconds / count
         fit_share = max(time.perf_counter() - started - clock.seconds, 0.0) / count

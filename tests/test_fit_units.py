@@ -69,3 +69,41 @@ def test_status_of_the_first_failing_stage():
     assert codes.dtype == jnp.int32 and Status(int(codes)) is Status.DIVERGED_RIGID
     assert Status(int(first_failure([(jnp.asarray(False), Status.PADDING)]))) is Status.OK
     assert {s.reason for s in Status} and len({s.reason for s in Status}) == len(Status)
+
+
+def _plain_stage(loss_fn, variables, optimiser, steps):
+    """run_stage's contract as a Python loop: ``steps`` updates, the lowest-loss iterate of all ``steps + 1``."""
+    import optax
+
+    state, losses = optimiser.init(variables), []
+    best, best_loss = variables, np.inf
+    for _ in range(steps):
+        loss, grads = jax.value_and_grad(loss_fn)(variables)
+        losses.append(float(loss))
+        if loss < best_loss:
+            best, best_loss = variables, float(loss)
+        updates, state = optimiser.update(grads, state, variables)
+        variables = optax.apply_updates(variables, updates)
+    last_loss = float(loss_fn(variables))
+    return (variables, last_loss) if last_loss < best_loss else (best, best_loss), np.asarray(losses)
+
+
+def test_run_stage_scores_every_iterate_including_the_last():
+    import optax
+
+    from flamejax.fit._optim import run_stage
+
+    def converging(v):  # falls at every step: the last iterate is the best
+        return jnp.sum((v - jnp.array([3.0, -1.0])) ** 2)
+
+    def overshooting(v):  # a learning rate this high oscillates: the best iterate lies inside the stage
+        return jnp.sum(jnp.abs(v - jnp.array([0.35, 0.1])))
+
+    for loss_fn, lr, steps, last_is_best in ((converging, 0.1, 12, True), (overshooting, 0.5, 10, False)):
+        start = jnp.zeros(2)
+        (expected, expected_loss), expected_losses = _plain_stage(loss_fn, start, optax.adam(lr), steps)
+        assert (expected_loss < expected_losses.min()) == last_is_best
+        best, report = run_stage(loss_fn, start, optax.adam(lr), steps)
+        np.testing.assert_allclose(np.asarray(report.losses), expected_losses, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(np.asarray(best), np.asarray(expected), rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(float(report.final_loss), expected_loss, rtol=1e-5, atol=1e-7)

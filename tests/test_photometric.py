@@ -85,3 +85,31 @@ def test_photometric_stage_needs_the_full_mesh(flame_model, synthetic):
     targets = PhotometricTargets(picture.image, picture.alpha, problem.targets)
     with pytest.raises(ValueError, match="full FLAME mesh"):
         fit_photometric(landmark_model(flame_model), uv, targets, landmark)
+
+
+def test_result_render_and_errors_belong_to_the_start_and_the_fitted_head(flame_model, synthetic):
+    """The start and the result are rendered together at full size (one render in the program): the returned
+    picture is the fitted head's, the start error the start's. Learning rates are traced, so both configs share
+    one compilation."""
+    problem, uv, picture = synthetic
+    start = dataclasses.replace(problem.params, expression=problem.params.expression * 0.3)
+    landmark = landmark_fit_of(flame_model, start, problem.camera, problem.targets, Status.OK)
+    targets = PhotometricTargets(picture.image, picture.alpha, problem.targets)
+    frozen = GroupSchedule(0.0)
+    still = PhotometricConfig(steps=6, texel_start=0, pyramid=((1, 1.0),), texture_size=64,
+                              raster=RasterConfig(image_size=SIZE), pose=frozen, camera=frozen, light=frozen,
+                              shape=frozen, texture=frozen, texel=frozen)
+    moving = dataclasses.replace(still, pose=GroupSchedule(0.05), light=GroupSchedule(0.05))
+    results = {}
+    for name, config in (("still", still), ("moving", moving)):
+        result = jax.tree.map(np.asarray, fit_photometric(flame_model, uv, targets, landmark, config))
+        photo = result.photometric
+        expected = render_mesh(flame_forward(flame_model, result.params).vertices, flame_model.faces, result.camera,
+                               uv, jnp.asarray(photo.texture), jnp.asarray(photo.light), RasterConfig(image_size=SIZE))
+        same = np.all(np.abs(np.asarray(expected.image) - photo.render) < 1e-4, axis=-1)
+        assert same.mean() > 0.995  # up to pixel centres on an edge
+        np.testing.assert_array_equal(np.asarray(expected.alpha) > 0, photo.alpha > 0)
+        results[name] = photo
+    np.testing.assert_allclose(results["still"].photometric_final, results["still"].photometric_start, rtol=1e-6)
+    np.testing.assert_allclose(results["moving"].photometric_start, results["still"].photometric_start, rtol=1e-6)
+    assert results["moving"].photometric_final < 0.9 * results["moving"].photometric_start

@@ -162,7 +162,8 @@ def linear_initialisation(model: FlameModel, targets: LandmarkTargets, config: F
     def points_at(coeffs, mean, basis):
         return mean + jnp.einsum("ncb,b->nc", basis, coeffs, precision=_HI)
 
-    for _ in range(cfg.iterations):  # a handful of alternations, unrolled
+    def alternation(state: tuple[Camera, Float[Array, "k"]], _) -> tuple[tuple[Camera, Float[Array, "k"]], None]:
+        camera, coeffs = state
         pts = jnp.concatenate([points_at(coeffs, inner_mean, inner_basis), points_at(coeffs, mp_mean, mp_basis)])
         tgt = jnp.concatenate([targets.lmk68[INNER_68], mp_target])
         wgt = jnp.concatenate([targets.lmk68_weight[INNER_68], cfg.mediapipe_weight * mp_weight]) * valid + 1e-6
@@ -174,6 +175,9 @@ def linear_initialisation(model: FlameModel, targets: LandmarkTargets, config: F
         tgt = jnp.concatenate([targets.lmk68[INNER_68], targets.lmk68[CONTOUR_68], mp_target])
         wgt = jnp.concatenate([targets.lmk68_weight[INNER_68], cfg.contour_weight * targets.lmk68_weight[CONTOUR_68],
                                cfg.mediapipe_weight * mp_weight]) * valid + 1e-6
-        coeffs = _solve_coefficients(camera, means, bases, tgt, wgt, prior, coeffs, given)
+        return (camera, _solve_coefficients(camera, means, bases, tgt, wgt, prior, coeffs, given)), None
+
+    # One compiled alternation in a loop: unrolled, the alternations made a third of the landmark fit's program.
+    (camera, coeffs), _ = jax.lax.scan(alternation, (camera, coeffs), None, length=cfg.iterations)
     params = dataclasses.replace(params, shape=coeffs[:n_shape], expression=coeffs[n_shape:])
     return camera, params

@@ -52,7 +52,8 @@ def run_stage(loss_fn: Callable[..., Float[Array, ""]], variables, optimiser: op
     the pose reached so far). Each part starts from the best iterate of the part before; Adam's state and the
     learning-rate schedules run on. The parts are one ``lax.scan`` over one compiled body of
     ``ceil(steps / segments)`` steps (the last part's surplus steps do nothing), so compilation does not grow with
-    ``segments``.
+    ``segments``. Each part ends with one more pass of that body that only scores the part's last iterate, so
+    the loss is compiled once (inside the body), not a second time after the loop.
     """
     if refresh is None:
         plain_loss = loss_fn
@@ -71,11 +72,13 @@ def run_stage(loss_fn: Callable[..., Float[Array, ""]], variables, optimiser: op
         context = refresh(start)
         value_and_grad = jax.value_and_grad(lambda v: loss_fn(v, context))
 
-        def step(inner, index):
+        def step(inner, index_and_scoring):
+            index, scoring_only = index_and_scoring
             current, opt_state, ok, failed, best, best_loss = inner
-            active = index < steps
+            active = (index < steps) & ~scoring_only
             loss, grads = value_and_grad(current)
-            best, best_loss = keep_best(best, best_loss, current, jnp.where(ok & active, loss, jnp.inf))
+            scored = ok & (active | scoring_only)
+            best, best_loss = keep_best(best, best_loss, current, jnp.where(scored, loss, jnp.inf))
             updates, new_state = optimiser.update(grads, opt_state, current)
             candidate = optax.apply_updates(current, updates)
             if project is not None:
@@ -88,10 +91,10 @@ def run_stage(loss_fn: Callable[..., Float[Array, ""]], variables, optimiser: op
             return (choose(candidate, current), choose(new_state, opt_state), ok, failed, best, best_loss), loss
 
         init = (start, opt_state, ok, failed, start, inf)
-        (last, opt_state, ok, failed, best, best_loss), losses = jax.lax.scan(
-            step, init, first + jnp.arange(length, dtype=jnp.int32))
-        best, best_loss = keep_best(best, best_loss, last, jnp.where(ok, loss_fn(last, context), jnp.inf))
-        return (best, opt_state, ok, failed), (losses, best_loss)
+        indices = first + jnp.arange(length + 1, dtype=jnp.int32)
+        (_, opt_state, ok, failed, best, best_loss), losses = jax.lax.scan(
+            step, init, (indices, indices == first + length))
+        return (best, opt_state, ok, failed), (losses[:length], best_loss)
 
     init = (variables, optimiser.init(variables), jnp.asarray(True), jnp.asarray(-1, jnp.int32))
     (best, _, ok, failed), (losses, best_losses) = jax.lax.scan(

@@ -299,7 +299,6 @@ def _refine_one(model: FlameModel, uv_layout: UVLayout, targets: PhotometricTarg
     labels = PhotometricVariables(
         Geometry(params_labels(landmark_fit.params, "shape", "pose", "pose", "pose"), camera_labels("camera")),
         Appearance(light="light", texture_coeffs="texture" if n_tex else FROZEN, texels="texel"))
-    start_error = photometric_error(render(variables, full_size)[0], full)
     best, reports, first_step = variables, [], 0
     for (factor, _), steps in zip(config.pyramid, level_steps(config)):
         if steps == 0:
@@ -313,13 +312,21 @@ def _refine_one(model: FlameModel, uv_layout: UVLayout, targets: PhotometricTarg
         reports.append((first_step, report))
         first_step += steps
     stage = _joined(reports)
-    out, projected = render(best, full_size)
+
+    def scored(v: PhotometricVariables):
+        out, projected = render(v, full_size)
+        return out, projected, photometric_error(out, full)
+
+    # The start and the result share one full-size render in the program (a batch of two).
+    start_and_result = jax.vmap(scored)(jax.tree.map(lambda a, b: jnp.stack([a, b]), variables, best))
+    out, projected, error = jax.tree.map(lambda x: x[1], start_and_result)
+    start_error = start_and_result[2][0]
     failed = first_failure([(~stage.finite, Status.DIVERGED_PHOTOMETRIC)])
     status = jnp.where(landmark_fit.status != int(Status.OK), landmark_fit.status, failed)
     nme = nme_inner(projected.lmk68, lmk.lmk68)
     report = PhotometricReport(texture=_texture(albedo, best.appearance), light=best.appearance.light,
                                texture_coeffs=best.appearance.texture_coeffs, render=out.image, alpha=out.alpha,
-                               photometric_start=start_error, photometric_final=photometric_error(out, full),
+                               photometric_start=start_error, photometric_final=error,
                                stage=stage)
     return dataclasses.replace(
         landmark_fit, params=best.geometry.params, camera=best.geometry.camera, landmarks=projected,
