@@ -15,6 +15,11 @@ Conventions of every output:
   axis-angle), ``shape`` (one per clip); ``landmarks_target`` / ``landmarks_fitted``: 68 points in frame
   pixels (pixel centres at half-integers, flamejax's convention; NaN where a frame had no face);
   ``status`` and ``status_reason`` per frame (see :data:`flamejax.track.STATUS_REASONS`).
+* Photometric mode (``TrackConfig.photometric``, :mod:`flamejax.track._photometric_track`) adds to both:
+  ``light_sh`` (per frame, 9 x RGB SH coefficients of flamejax's renderer), ``photometric_error_start`` /
+  ``photometric_error`` (masked L1 over the frame's crop before / after its refinement, NaN where not refined),
+  ``photometric_refined``, ``keyframes`` (rows), ``landmark_mode_nme``; ``mode`` is ``"photometric"`` in the
+  json (else ``"landmark"``); ``OUT/texture.png``: the clip's one albedo in FLAME's UV layout.
 * ``overlay.mp4``: the shaded mesh and the target (green) and fitted (red) landmarks over the upright frames.
 * ``export/vhap``: NeRF ``transforms.json`` (per frame ``transform_matrix`` = OpenGL camera-to-world, i.e.
   camera looking down -z with +y up, in the FLAME head space; ``fl_x``, ``fl_y``, ``cx``, ``cy`` in frame pixels
@@ -47,6 +52,7 @@ from flamejax.perception._video import Frame, FrameSource, VideoLandmarker, Vide
 from flamejax.track._core import (Camera, LandmarkTargets, RasterConfig, export_mesh, flame_forward, load_flame,
                                   shade_for_display, to_68, write_json, write_npz, yaw_pitch_roll)
 from flamejax.track._joint import FrameStates
+from flamejax.track._photometric_track import photometric_arrays, refine_photometric, video_pictures
 from flamejax.track._sequence import STATUS_REASONS, SequenceFit, TrackConfig, track_landmarks
 
 EXPORTS = ("vhap", "fht", "obj-sequence")
@@ -211,8 +217,20 @@ def track_video(source: str | Path, out_dir: str | Path, config: TrackConfig = T
     crop = _crop_of(points, config.crop_scale)
     model = model if model is not None else load_flame(n_shape=config.n_shape, n_expression=config.n_expression)
     clock = time.perf_counter()
-    fit = track_landmarks(model, [_targets(p, crop) for p in points], config, missing, checkpoints, say)
+    targets = [_targets(p, crop) for p in points]
+    fit = track_landmarks(model, targets, config, missing, checkpoints, say)
     timings["fit"] = time.perf_counter() - clock
+    if config.photometric is not None:
+        from flamejax.fitter import find_uv_layout
+        from flamejax.render import load_albedo_model
+
+        clock = time.perf_counter()
+        pictures = video_pictures(lambda: iter(FrameSource(source, start_s, end_s, fps)),
+                                  {int(index): row for row, index in enumerate(indices)}, points, crop,
+                                  config.photometric.image_size)
+        fit = refine_photometric(model, find_uv_layout(required=True), fit, targets, pictures, config,
+                                 load_albedo_model(), checkpoints, say)
+        timings["photometric"] = time.perf_counter() - clock
     result = TrackResult(out, np.asarray(indices), np.asarray(times), frames.info.fps if fps is None else fps, fit,
                          crop, (frames.info.height, frames.info.width), tuple(frames.notes), timings)
     clock = time.perf_counter()
@@ -240,11 +258,13 @@ def write_tracking(result: TrackResult, points: list[np.ndarray | None]) -> None
         fov_deg=np.float64(fit.fov_deg), expression=fit.frames.expression, jaw_pose=fit.frames.jaw,
         eyes_pose=fit.frames.eyes, R=R, t=t, K=np.broadcast_to(K, (len(R), 3, 3)), yaw_pitch_roll=angles,
         landmarks_target=targets, landmarks_fitted=_ndc_to_frame(fit.lmk68, crop), nme=fit.nme,
-        status=np.array(fit.status), crop_x0_y0_side=np.array(crop), frame_size_hw=np.array(result.frame_size))
+        status=np.array(fit.status), crop_x0_y0_side=np.array(crop), frame_size_hw=np.array(result.frame_size),
+        **photometric_arrays(fit, result.out_dir))
     write_npz(result.out_dir / "tracking.npz", **arrays)
     summary = {k: np.asarray(v).tolist() for k, v in arrays.items()}
     summary["status_reason"] = [STATUS_REASONS[s] for s in fit.status]
     summary["notes"] = list(result.notes)
+    summary["mode"] = "landmark" if fit.photometric is None else "photometric"
     summary["conventions"] = ("world = FLAME head space (m); R, t: world->camera, OpenCV axes (x right, y down, "
                               "z forward); K: frame pixels, pixel centres at integers; landmarks: frame pixels, "
                               "pixel centres at half-integers; yaw_pitch_roll: degrees (flamejax.camera)")
