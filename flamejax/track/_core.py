@@ -1,7 +1,7 @@
 """Every name the tracker takes from the rest of flamejax, in one place (repoint here after a refactor)."""
 
 from flamejax.camera import Camera, intrinsics, project_ndc, yaw_pitch_roll
-from flamejax.fit import (FitConfig, FitResult, GroupSchedule, LandmarkStageConfig, LandmarkTargets,
+from flamejax.fit import (AMBIENT_SH, FitConfig, FitResult, GroupSchedule, LandmarkStageConfig, LandmarkTargets,
                           PhotometricConfig, PhotometricTargets, StageReport, fit_landmarks_batch,
                           fit_photometric_batch, landmark_data_loss, landmark_model, nme_inner, quick_config,
                           stack_targets)
@@ -17,6 +17,6 @@ __all__ = [
     "fit_landmarks_batch", "flame_forward", "FROZEN", "partitioned_adam", "intrinsics", "landmark_data_loss",
     "landmark_model", "load_flame", "nme_inner", "posed_landmarks", "project_ndc", "quick_config", "run_stage",
     "stack_targets", "write_json", "write_npz", "yaw_pitch_roll",
-    "Appearance", "FitResult", "PhotometricConfig", "PhotometricTargets", "StageReport", "fit_photometric_batch",
+    "AMBIENT_SH", "Appearance", "FitResult", "PhotometricConfig", "PhotometricTargets", "StageReport", "fit_photometric_batch",
     "landmark_face_mask",
 ]

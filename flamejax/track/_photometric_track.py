@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flamejax.track._core import (Appearance, FitResult, FlameModel, GroupSchedule, LandmarkTargets,
+from flamejax.track._core import (AMBIENT_SH, Appearance, FitResult, FlameModel, GroupSchedule, LandmarkTargets,
                                   PhotometricConfig, PhotometricTargets, StageReport, fit_photometric_batch,
                                   landmark_face_mask, landmark_model, posed_landmarks, stack_targets)
 from flamejax.track._joint import FrameStates
@@ -53,7 +53,8 @@ class PhotometricTrackConfig:
     refine: PhotometricConfig = PhotometricConfig(steps=64, shape=_HELD, texture=_HELD, texel=_HELD)
     """Every frame's refinement from the clip's appearance: albedo and identity held, half the steps."""
     batch_frames: int = 16
-    """Frames refined together in one compiled batch."""
+    """Frames refined together in one compiled batch (with ``keyframes`` equal to it and ``appearance`` and
+    ``refine`` equal in their static fields, the keyframes' program is the refinement's: one compilation)."""
     image_size: int = 256
     """Side of each frame's crop, the photometric stage's full resolution."""
     max_nme_increase: float = 0.02
@@ -62,6 +63,9 @@ class PhotometricTrackConfig:
     def __post_init__(self) -> None:
         if self.keyframes < 1 or self.batch_frames < 1:
             raise ValueError(f"need keyframes >= 1 and batch_frames >= 1, got {self.keyframes}, {self.batch_frames}")
+        if self.appearance.texture_size != self.refine.texture_size:
+            raise ValueError(f"appearance and refine must share texture_size, got {self.appearance.texture_size} "
+                             f"and {self.refine.texture_size}")
 
     def replace(self, **changes) -> "PhotometricTrackConfig":
         return dataclasses.replace(self, **changes)
@@ -150,11 +154,29 @@ def _refine_batch(model: FlameModel, uv_layout, fit: SequenceFit, targets: list[
     return fit_photometric_batch(model, uv_layout, photo, start, config, albedo, appearance=appearance)
 
 
+def _start_appearance(pictures: list[tuple[np.ndarray, np.ndarray]], albedo, texture_size: int) -> Appearance:
+    """Per picture, the photometric stage's start: ambient light and the mean PCA albedo, or without an albedo
+    model a uniform albedo of the picture's mean skin colour (leading axis: pictures)."""
+    count = len(pictures)
+    if albedo is not None:
+        texels = np.zeros((count, texture_size, texture_size, 3), np.float32)
+    else:
+        skin = np.stack([(image * mask[..., None]).sum((0, 1)) / max(float(mask.sum()), 1.0)
+                         for image, mask in pictures])
+        texels = np.broadcast_to(skin[:, None, None, :], (count, texture_size, texture_size, 3))
+    n_tex = 0 if albedo is None else albedo.basis.shape[-1]
+    light = np.zeros((count, 9, 3), np.float32)
+    light[:, 0] = AMBIENT_SH
+    return Appearance(jnp.asarray(light), jnp.zeros((count, n_tex), jnp.float32), jnp.asarray(texels, jnp.float32))
+
+
 def _clip_appearance(results: FitResult, count: int, albedo) -> tuple[Appearance, np.ndarray]:
-    """One appearance from the first ``count`` fits of a batch: median albedo and light, and the albedo as a
-    texture. With an albedo model the texels are the offset that gives the median texture on the median
-    coefficients."""
+    """One appearance from the first ``count`` fits of a batch (those that stayed finite; all when none did):
+    median albedo and light, and the albedo as a texture. With an albedo model the texels are the offset that
+    gives the median texture on the median coefficients."""
     report = jax.tree.map(lambda a: np.asarray(a)[:count], results.photometric)
+    finite = np.asarray(report.stage.finite) & np.all(np.isfinite(report.texture), axis=(1, 2, 3))
+    report = jax.tree.map(lambda a: a[finite] if finite.any() else a, report)
     texture = np.median(report.texture, axis=0).astype(np.float32)
     coeffs = np.median(report.texture_coeffs, axis=0).astype(np.float32)
     texels = texture
@@ -197,8 +219,11 @@ def refine_photometric(model: FlameModel, uv_layout, fit: SequenceFit, targets: 
     saved = store.load("photometric_appearance")
     if saved is None:
         keys = pick_keyframes(usable, photometric.keyframes)
-        result = _refine_batch(model, uv_layout, fit, targets, keys, _pictures_of(pictures, keys),
-                               photometric.appearance, photometric.keyframes, albedo, None)
+        key_pictures = _pictures_of(pictures, keys)
+        start = _start_appearance([key_pictures[row] for row in _batch_rows(keys, photometric.keyframes)], albedo,
+                                  photometric.appearance.texture_size)
+        result = _refine_batch(model, uv_layout, fit, targets, keys, key_pictures, photometric.appearance,
+                               photometric.keyframes, albedo, start)
         appearance, texture = _clip_appearance(result, len(keys), albedo)
         saved = dict(light=appearance.light, texture_coeffs=appearance.texture_coeffs, texels=appearance.texels,
                      texture=texture, keyframes=np.asarray(keys))

@@ -194,6 +194,11 @@ def track_video(source: str | Path, out_dir: str | Path, config: TrackConfig = T
     if unknown:
         raise ValueError(f"--export: unknown format(s) {', '.join(unknown)}; choose from {', '.join(EXPORTS)}")
     say = progress or (lambda message: None)
+    if config.photometric is not None:
+        from flamejax.fitter import find_uv_layout
+        from flamejax.render import load_albedo_model
+
+        uv_layout, albedo = find_uv_layout(required=True), load_albedo_model()
     out = Path(out_dir)
     checkpoints = out / "checkpoints"
     if not resume and checkpoints.is_dir():
@@ -221,15 +226,11 @@ def track_video(source: str | Path, out_dir: str | Path, config: TrackConfig = T
     fit = track_landmarks(model, targets, config, missing, checkpoints, say)
     timings["fit"] = time.perf_counter() - clock
     if config.photometric is not None:
-        from flamejax.fitter import find_uv_layout
-        from flamejax.render import load_albedo_model
-
         clock = time.perf_counter()
         pictures = video_pictures(lambda: iter(FrameSource(source, start_s, end_s, fps)),
                                   {int(index): row for row, index in enumerate(indices)}, points, crop,
                                   config.photometric.image_size)
-        fit = refine_photometric(model, find_uv_layout(required=True), fit, targets, pictures, config,
-                                 load_albedo_model(), checkpoints, say)
+        fit = refine_photometric(model, uv_layout, fit, targets, pictures, config, albedo, checkpoints, say)
         timings["photometric"] = time.perf_counter() - clock
     result = TrackResult(out, np.asarray(indices), np.asarray(times), frames.info.fps if fps is None else fps, fit,
                          crop, (frames.info.height, frames.info.width), tuple(frames.notes), timings)
