@@ -72,13 +72,10 @@ def rendered_clip(flame_model):
     texture = jnp.asarray(np.stack(np.meshgrid(u, u), -1).mean(-1, keepdims=True) * [0.3, 0.2, 0.1]
                           + [0.6, 0.45, 0.35], jnp.float32)
     light = jnp.zeros((9, 3)).at[0].set(AMBIENT_SH * 0.9).at[3].set(0.4)
-    pictures = []
-    for i in range(8):
-        params = jax.tree.map(lambda a, i=i: jnp.asarray(a[i]), seq.params)
-        camera = jax.tree.map(lambda a, i=i: jnp.asarray(a[i]), seq.camera)
-        out = render_mesh(flame_forward(flame_model, params).vertices, flame_model.faces, camera, uv, texture, light,
-                          RasterConfig(image_size=SIZE))
-        pictures.append((np.asarray(out.image), np.asarray(out.alpha)))
+    render = jax.jit(jax.vmap(lambda p, c: render_mesh(flame_forward(flame_model, p).vertices, flame_model.faces, c,
+                                                         uv, texture, light, RasterConfig(image_size=SIZE))))
+    out = render(jax.tree.map(jnp.asarray, seq.params), jax.tree.map(jnp.asarray, seq.camera))
+    pictures = [(np.asarray(out.image[i]), np.asarray(out.alpha[i])) for i in range(8)]
     targets = [jax.tree.map(lambda a, i=i: a[i], seq.targets) for i in range(8)]
     return seq, uv, targets, pictures
 
@@ -125,7 +122,7 @@ def photometric_track(tmp_path_factory, flame_model):
     if not video.is_file():
         pytest.skip("no shared videos")
     out = tmp_path_factory.mktemp("phototrack")
-    return video, track_video(video, out, TINY_PHOTO, flame_model, end_s=0.4, overlay=False)
+    return video, track_video(video, out, TINY_PHOTO, flame_model, end_s=0.4, overlay=True)
 
 
 def test_photometric_mode_writes_texture_light_and_errors(photometric_track):
@@ -140,6 +137,8 @@ def test_photometric_mode_writes_texture_light_and_errors(photometric_track):
     assert summary["mode"] == "photometric" and summary["texture_png"] == "texture.png"
     texture = cv2.imread(str(out / "texture.png"))
     assert texture.shape == (SIZE, SIZE, 3) and 30 < texture.mean() < 250  # a skin colour, not black or white
+    overlay = cv2.VideoCapture(str(out / "overlay.mp4"))  # the textured head over the frames
+    assert int(overlay.get(cv2.CAP_PROP_FRAME_COUNT)) == n
 
 
 def test_photometric_resume_skips_done_batches(photometric_track, flame_model, monkeypatch):

@@ -10,7 +10,7 @@ from flamejax.fit._optim import FROZEN, partitioned_adam, run_stage
 from flamejax.flame import FlameModel, FlameParams, flame_forward, load_flame, posed_landmarks
 from flamejax.io import atomic_path, export_mesh, write_json, write_npz
 from flamejax.perception import landmark_face_mask, to_68
-from flamejax.render import RasterConfig, shade_for_display
+from flamejax.render import RasterConfig, render_mesh, shade_for_display
 
 __all__ = [
     "Camera", "FitConfig", "GroupSchedule", "RasterConfig", "export_mesh", "shade_for_display", "to_68", "FlameModel", "FlameParams", "LandmarkStageConfig", "LandmarkTargets", "atomic_path",
@@ -18,5 +18,5 @@ __all__ = [
     "landmark_model", "load_flame", "nme_inner", "posed_landmarks", "project_ndc", "quick_config", "run_stage",
     "stack_targets", "write_json", "write_npz", "yaw_pitch_roll",
     "AMBIENT_SH", "Appearance", "FitResult", "PhotometricConfig", "PhotometricTargets", "StageReport", "fit_photometric_batch",
-    "landmark_face_mask",
+    "landmark_face_mask", "render_mesh",
 ]

@@ -34,6 +34,7 @@ import numpy as np
 from flamejax.track._core import (AMBIENT_SH, Appearance, FitResult, FlameModel, GroupSchedule, LandmarkTargets,
                                   PhotometricConfig, PhotometricTargets, StageReport, fit_photometric_batch,
                                   landmark_face_mask, landmark_model, posed_landmarks, stack_targets)
+from flamejax.perception._video import VideoReadError
 from flamejax.track._joint import FrameStates
 from flamejax.track._sequence import (STATUS_OK, STATUS_PHOTOMETRIC_DIVERGED, STATUS_PHOTOMETRIC_REJECTED,
                                       SequenceFit, TrackConfig, _Checkpoints, project_clip)
@@ -239,6 +240,9 @@ def refine_photometric(model: FlameModel, uv_layout, fit: SequenceFit, targets: 
     for number in todo:
         rows = groups[number]
         images = {row: (image, mask) for _, (row, image, mask) in zip(rows, stream)}
+        if len(images) < len(rows):
+            raise VideoReadError(f"frame rows {sorted(set(rows) - set(images))} could not be read again for the "
+                                 "photometric step; the refined batches so far are saved: rerun with resume")
         result = jax.tree.map(np.asarray, _refine_batch(model, uv_layout, fit, targets, rows, images,
                                                         photometric.refine, batch, albedo, appearance))
         keep = len(rows)

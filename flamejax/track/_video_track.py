@@ -20,7 +20,8 @@ Conventions of every output:
   ``photometric_error`` (masked L1 over the frame's crop before / after its refinement, NaN where not refined),
   ``photometric_refined``, ``keyframes`` (rows), ``landmark_mode_nme``; ``mode`` is ``"photometric"`` in the
   json (else ``"landmark"``); ``OUT/texture.png``: the clip's one albedo in FLAME's UV layout.
-* ``overlay.mp4``: the shaded mesh and the target (green) and fitted (red) landmarks over the upright frames.
+* ``overlay.mp4``: the shaded mesh (photometric mode: the textured, lit head) and the target (green) and fitted
+  (red) landmarks over the upright frames.
 * ``export/vhap``: NeRF ``transforms.json`` (per frame ``transform_matrix`` = OpenGL camera-to-world, i.e.
   camera looking down -z with +y up, in the FLAME head space; ``fl_x``, ``fl_y``, ``cx``, ``cy`` in frame pixels
   with pixel centres at half-integers; ``w``, ``h``), ``images/NNNNN_00.png`` frames and
@@ -50,7 +51,7 @@ import numpy as np
 from flamejax.camera import camera_to_world_opengl, opencv_extrinsics
 from flamejax.perception._video import Frame, FrameSource, VideoLandmarker, VideoReadError
 from flamejax.track._core import (Camera, LandmarkTargets, RasterConfig, export_mesh, flame_forward, load_flame,
-                                  shade_for_display, to_68, write_json, write_npz, yaw_pitch_roll)
+                                  render_mesh, shade_for_display, to_68, write_json, write_npz, yaw_pitch_roll)
 from flamejax.track._joint import FrameStates
 from flamejax.track._photometric_track import photometric_arrays, refine_photometric, video_pictures
 from flamejax.track._sequence import STATUS_REASONS, SequenceFit, TrackConfig, track_landmarks
@@ -239,7 +240,8 @@ def track_video(source: str | Path, out_dir: str | Path, config: TrackConfig = T
     timings["write"] = time.perf_counter() - clock
     if overlay:
         clock = time.perf_counter()
-        write_overlay(result, model, FrameSource(source, start_s, end_s, fps), points)
+        write_overlay(result, model, FrameSource(source, start_s, end_s, fps), points,
+                      uv_layout=uv_layout if config.photometric is not None else None)
         timings["overlay"] = time.perf_counter() - clock
     if exports:
         clock = time.perf_counter()
@@ -294,9 +296,21 @@ def _shade_batch(vertices, faces, rotation, translation, fov, size_ref):
                                                                                             translation)
 
 
+@jax.jit
+def _texture_batch(vertices, faces, rotation, translation, fov, uv_layout, texture, light, size_ref):
+    config = RasterConfig(image_size=size_ref.shape[0], faces_per_tile=512)
+
+    def one(v, r, t, sh):
+        out = render_mesh(v, faces, Camera(r, t, fov), uv_layout, texture, sh, config)
+        return jnp.concatenate([out.image, out.alpha[..., None]], axis=-1)
+
+    return jax.vmap(one)(vertices, rotation, translation, light)
+
+
 def write_overlay(result: TrackResult, model, frames: FrameSource, points: list[np.ndarray | None],
-                  render_size: int = 256, batch: int = 16) -> None:
-    """``overlay.mp4``: mesh rendered in the crop, warped into the frame and blended, plus landmarks."""
+                  render_size: int = 256, batch: int = 16, uv_layout=None) -> None:
+    """``overlay.mp4``: mesh rendered in the crop, warped into the frame and blended, plus landmarks; with
+    ``uv_layout`` and a photometric fit, the head textured with the clip's albedo and each frame's light."""
     fit, (x0, y0, side) = result.fit, result.crop
     height, width = result.frame_size
     row_of = {int(index): row for row, index in enumerate(result.frame_indices)}
@@ -313,15 +327,20 @@ def write_overlay(result: TrackResult, model, frames: FrameSource, points: list[
         raise VideoReadError(f"{path}: OpenCV cannot write an MP4 video here")
     faces = jnp.asarray(model.faces)
     size_ref = jnp.zeros((render_size,))
+    textured = uv_layout is not None and fit.photometric is not None
     pending: list = []
 
     def flush():
         rows = np.array([row for row, _ in pending])
         rows_padded = np.concatenate([rows, np.repeat(rows[-1:], batch - len(rows))])
         verts = _posed_vertices(model, fit, rows_padded)
-        rgba = np.asarray(_shade_batch(jnp.asarray(verts), faces, jnp.asarray(fit.frames.rotation[rows_padded]),
-                                       jnp.asarray(fit.frames.translation[rows_padded]),
-                                       jnp.asarray(render_fov, jnp.float32), size_ref))
+        pose = (jnp.asarray(verts), faces, jnp.asarray(fit.frames.rotation[rows_padded]),
+                jnp.asarray(fit.frames.translation[rows_padded]), jnp.asarray(render_fov, jnp.float32))
+        if textured:
+            rgba = np.asarray(_texture_batch(*pose, uv_layout, jnp.asarray(fit.photometric.texture),
+                                             jnp.asarray(fit.photometric.light[rows_padded]), size_ref))
+        else:
+            rgba = np.asarray(_shade_batch(*pose, size_ref))
         for (row, image), shaded in zip(pending, rgba):
             layer = cv2.warpAffine(np.ascontiguousarray(shaded), to_frame, (width, height), flags=cv2.INTER_LINEAR)
             alpha = 0.6 * layer[..., 3:4]
