@@ -124,7 +124,7 @@ def bench_real(model, frames: int, clips: int) -> dict:
             photometric_error_after_refinement_before_smoothing=float(np.nanmean(extra.photometric_final[ok])))
         results["clips"][video.stem] = metrics
         print(video.stem, json.dumps(metrics), flush=True)
-        _overlay_pngs(photo, model, video, points, min(n, 40))
+        _overlay_pngs(photo, model, video, points, min(n, 40), uv)
     return results
 
 
@@ -135,8 +135,9 @@ def _fps(video: Path) -> float:
     return fps
 
 
-def _overlay_pngs(result, model, video, points, shown) -> None:
-    write_overlay(result, model, FrameSource(video, None, (shown - 0.5) / _fps(video), None), points)
+def _overlay_pngs(result, model, video, points, shown, uv) -> None:
+    """The textured overlay of the first ``shown`` frames; three of them and the clip texture as PNG."""
+    write_overlay(result, model, FrameSource(video, None, (shown - 0.5) / _fps(video), None), points, uv_layout=uv)
     capture = cv2.VideoCapture(str(result.out_dir / "overlay.mp4"))
     PNG.mkdir(parents=True, exist_ok=True)
     for i in range(shown):

@@ -2,8 +2,9 @@
 
 ``track_video(source, out_dir, TrackConfig())`` tracks a clip (conventions of every output in
 :mod:`flamejax.track._video_track`); ``track_landmarks`` does the fitting part on per-frame targets;
-``TrackConfig(photometric=PhotometricTrackConfig())`` refines the tracking against the pixels with one
-appearance for the clip (``refine_photometric``); ``fit_same_person(model, targets)`` fits several photographs with one shared identity.
+``TrackConfig(photometric=PhotometricTrackConfig())`` refines the tracking against the pixels with one appearance
+for the clip (``refine_photometric``); ``fit_same_person(model, targets)`` fits several photographs with one
+shared identity.
 """
 
 from flamejax.perception._video import (FOLDER_FPS, Frame, FrameSource, VideoInfo, VideoLandmarker,
@@ -21,9 +22,10 @@ from flamejax.track._video_track import EXPORTS, NoFaceInVideoError, TrackResult
 
 __all__ = [
     "EXPORTS", "FOLDER_FPS", "Frame", "FrameSource", "FrameStates", "JointConfig", "JointResult",
-    "NoFaceInVideoError", "NoUsableFramesError", "PhotometricTrack", "PhotometricTrackConfig", "STATUS_REASONS", "SamePersonResult", "SequenceFit",
+    "NoFaceInVideoError", "NoUsableFramesError", "STATUS_REASONS", "SamePersonResult", "SequenceFit",
     "SyntheticViews", "TemporalPrior", "TrackConfig", "TrackResult", "VideoInfo", "VideoLandmarker",
     "VideoReadError", "cameras_opencv", "chunk_starts", "fill_from_neighbours", "fit_joint",
-    "fit_same_person", "fit_same_person_photos", "frame_picture", "photo_targets", "refine_photometric", "smooth_states", "smooth_trajectory", "synthetic_sequence", "synthetic_views", "temporal_loss",
+    "fit_same_person", "fit_same_person_photos", "photo_targets", "smooth_states", "smooth_trajectory", "synthetic_sequence", "synthetic_views", "temporal_loss",
     "track_landmarks", "track_video", "with_identity",
+    "PhotometricTrack", "PhotometricTrackConfig", "frame_picture", "refine_photometric",
 ]

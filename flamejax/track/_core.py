@@ -17,6 +17,6 @@ __all__ = [
     "fit_landmarks_batch", "flame_forward", "FROZEN", "partitioned_adam", "intrinsics", "landmark_data_loss",
     "landmark_model", "load_flame", "nme_inner", "posed_landmarks", "project_ndc", "quick_config", "run_stage",
     "stack_targets", "write_json", "write_npz", "yaw_pitch_roll",
-    "AMBIENT_SH", "Appearance", "FitResult", "PhotometricConfig", "PhotometricTargets", "StageReport", "fit_photometric_batch",
-    "landmark_face_mask", "render_mesh",
+    "AMBIENT_SH", "Appearance", "FitResult", "PhotometricConfig", "PhotometricTargets", "StageReport",
+    "fit_photometric_batch", "landmark_face_mask", "render_mesh",
 ]
