@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     track.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     track.add_argument("--mode", choices=("landmark", "photometric"), default="landmark",
                        help="landmark: fit the MediaPipe landmarks; photometric: then refine every frame against "
-                            "its pixels with one albedo for the clip (OUT/texture.png; about 2 CPU s per frame)")
+                            "its pixels with one albedo for the clip (OUT/texture.png; about 3 CPU s per frame)")
     track.add_argument("--fps", type=_positive_float, default=None, help="resample the video to N frames per second")
     track.add_argument("--start", type=_seconds, default=None, metavar="S", help="first second to track")
     track.add_argument("--end", type=_seconds, default=None, metavar="E", help="second to stop at")
