@@ -329,5 +329,4 @@ def test_track_command_options_and_messages(tmp_path, capsys):
     assert main(["track", "clip.mp4", "-o", "x", "--fps", "-3"]) == 2
     assert main(["track", str(tmp_path / "absent.mp4"), "-o", str(tmp_path)]) == 3
     assert "absent.mp4: no such video file" in capsys.readouterr().err
-    assert main(["track", "clip.mp4", "-o", str(tmp_path), "--mode", "photometric"]) == 2
     assert main(["track", "clip.mp4", "-o", str(tmp_path), "--start", "3", "--end", "2"]) == 2

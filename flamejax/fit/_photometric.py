@@ -244,8 +244,10 @@ def _smoothness(texels: Float[Array, "t t 3"], texel_region: Int[Array, "t t"] |
 
 
 def _refine_one(model: FlameModel, uv_layout: UVLayout, targets: PhotometricTargets, landmark_fit: FitResult,
-                config: PhotometricConfig, albedo: AlbedoModel | None) -> FitResult:
-    """Pure single-image photometric refinement of ``landmark_fit`` (see :func:`fit_photometric`)."""
+                config: PhotometricConfig, albedo: AlbedoModel | None, *,
+                appearance: Appearance | None = None) -> FitResult:
+    """Pure single-image photometric refinement of ``landmark_fit`` (see :func:`fit_photometric`); ``appearance``
+    replaces the start's light and albedo when given."""
     targets = _sanitised(targets)
     lmk = targets.landmarks
     valid = lmk.valid.astype(jnp.float32)
@@ -294,6 +296,7 @@ def _refine_one(model: FlameModel, uv_layout: UVLayout, targets: PhotometricTarg
 
     variables = PhotometricVariables(
         Geometry(landmark_fit.params, landmark_fit.camera),
+        appearance if appearance is not None else
         Appearance(light=jnp.zeros((9, 3), jnp.float32).at[0].set(AMBIENT_SH),
                    texture_coeffs=jnp.zeros(n_tex, jnp.float32), texels=texels0))
     labels = PhotometricVariables(
@@ -344,7 +347,8 @@ def _joined(reports: list[tuple[int, StageReport]]) -> StageReport:
 
 
 _refine_one_jit = jax.jit(_refine_one)
-_refine_batch_jit = jax.jit(jax.vmap(_refine_one, in_axes=(None, None, 0, 0, None, None)))
+_refine_batch_jit = jax.jit(jax.vmap(lambda *args, appearance: _refine_one(*args, appearance=appearance),
+                                     in_axes=(None, None, 0, 0, None, None)))
 
 
 def _check(model: FlameModel, targets: PhotometricTargets, landmark_fit: FitResult, batch_dims: int) -> None:
@@ -364,8 +368,9 @@ def _check(model: FlameModel, targets: PhotometricTargets, landmark_fit: FitResu
 
 def fit_photometric(model: FlameModel, uv_layout: UVLayout, photo_targets: PhotometricTargets,
                     landmark_result: FitResult, config: PhotometricConfig = PhotometricConfig(),
-                    albedo: AlbedoModel | None = None) -> FitResult:
+                    albedo: AlbedoModel | None = None, *, appearance: Appearance | None = None) -> FitResult:
     """Photometric refinement of one image's landmark fit; jit-compiled (numbers of ``config`` are traced).
+    ``appearance``: start from this light and albedo (e.g. a video's shared one) instead of the default.
 
     ``model`` must be the full FLAME mesh (the renderer needs every face). Returns ``landmark_result`` with
     refined parameters, camera, landmarks and NME, ``photometric`` filled, and the status of the first failing
@@ -373,13 +378,19 @@ def fit_photometric(model: FlameModel, uv_layout: UVLayout, photo_targets: Photo
     ``Status.DIVERGED_PHOTOMETRIC``.
     """
     _check(model, photo_targets, landmark_result, 0)
-    return _refine_one_jit(model, uv_layout, photo_targets, landmark_result, config, albedo)
+    return _refine_one_jit(model, uv_layout, photo_targets, landmark_result, config, albedo, appearance=appearance)
 
 
 def fit_photometric_batch(model: FlameModel, uv_layout: UVLayout, photo_targets: PhotometricTargets,
                           landmark_result: FitResult, config: PhotometricConfig = PhotometricConfig(),
-                          albedo: AlbedoModel | None = None) -> FitResult:
+                          albedo: AlbedoModel | None = None, *,
+                          appearance: Appearance | None = None) -> FitResult:
     """:func:`fit_photometric` over the leading batch axis of ``photo_targets`` and ``landmark_result`` (the
-    output of :func:`fit_landmarks_batch`); jit-compiled once per batch size."""
+    output of :func:`fit_landmarks_batch`); jit-compiled once per batch size. ``appearance``: one start shared
+    by every image, or one per image (a leading batch axis on each field)."""
     _check(model, photo_targets, landmark_result, 1)
-    return _refine_batch_jit(model, uv_layout, photo_targets, landmark_result, config, albedo)
+    if appearance is not None and appearance.light.ndim == 2:
+        batch = photo_targets.image.shape[0]
+        appearance = jax.tree.map(lambda a: jnp.broadcast_to(a, (batch,) + a.shape), appearance)
+    return _refine_batch_jit(model, uv_layout, photo_targets, landmark_result, config, albedo,
+                             appearance=appearance)

@@ -2,13 +2,17 @@
 
 ``track_video(source, out_dir, TrackConfig())`` tracks a clip (conventions of every output in
 :mod:`flamejax.track._video_track`); ``track_landmarks`` does the fitting part on per-frame targets;
-``fit_same_person(model, targets)`` fits several photographs with one shared identity.
+``TrackConfig(photometric=PhotometricTrackConfig())`` refines the tracking against the pixels with one appearance
+for the clip (``refine_photometric``); ``fit_same_person(model, targets)`` fits several photographs with one
+shared identity.
 """
 
 from flamejax.perception._video import (FOLDER_FPS, Frame, FrameSource, VideoInfo, VideoLandmarker,
                                         VideoReadError)
 from flamejax.track._joint import (FrameStates, JointConfig, JointResult, SamePersonResult, fit_joint,
                                    fit_same_person, with_identity)
+from flamejax.track._photometric_track import (PhotometricTrack, PhotometricTrackConfig, frame_picture,
+                                               refine_photometric)
 from flamejax.track._photos import fit_same_person_photos, photo_targets
 from flamejax.track._sequence import (STATUS_REASONS, NoUsableFramesError, SequenceFit, TrackConfig, chunk_starts,
                                       fill_from_neighbours, track_landmarks)
@@ -23,4 +27,5 @@ __all__ = [
     "VideoReadError", "cameras_opencv", "chunk_starts", "fill_from_neighbours", "fit_joint",
     "fit_same_person", "fit_same_person_photos", "photo_targets", "smooth_states", "smooth_trajectory", "synthetic_sequence", "synthetic_views", "temporal_loss",
     "track_landmarks", "track_video", "with_identity",
+    "PhotometricTrack", "PhotometricTrackConfig", "frame_picture", "refine_photometric",
 ]

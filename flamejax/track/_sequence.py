@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +38,9 @@ from flamejax.track._joint import (JOINT_STAGE, FrameStates, JointConfig, fit_jo
                                    robust_shape)
 from flamejax.track._smooth import TemporalPrior, smooth_states
 
+if TYPE_CHECKING:
+    from flamejax.track._photometric_track import PhotometricTrack, PhotometricTrackConfig
+
 STATUS_OK = "ok"
 STATUS_LOST = "lost"
 STATUS_MISSING = "missing"
@@ -45,6 +48,8 @@ STATUS_HARD_POSE = "hard pose"
 STATUS_OCCLUDED = "occluded"
 STATUS_DIVERGED = "diverged"
 STATUS_INIT_FAILED = "init failed"
+STATUS_PHOTOMETRIC_DIVERGED = "photometric diverged"
+STATUS_PHOTOMETRIC_REJECTED = "photometric rejected"
 STATUS_REASONS = {
     STATUS_OK: "fitted to its landmarks",
     STATUS_LOST: "no face detected in this frame; filled from neighbouring frames",
@@ -53,6 +58,9 @@ STATUS_REASONS = {
     STATUS_OCCLUDED: "landmarks inconsistent with any head (occlusion or detector failure); filled from neighbours",
     STATUS_DIVERGED: "the optimiser diverged on this chunk; its last finite iterate is kept",
     STATUS_INIT_FAILED: "the per-frame warm-start fit failed on these landmarks; filled from neighbouring frames",
+    STATUS_PHOTOMETRIC_DIVERGED: "the photometric refinement diverged on this frame; its landmark-mode fit is kept",
+    STATUS_PHOTOMETRIC_REJECTED: ("the photometric refinement moved the landmarks too far from their targets "
+                                  "(max_nme_increase); the landmark-mode fit is kept"),
 }
 
 
@@ -82,6 +90,8 @@ class TrackConfig:
     """Side of the clip's fixed square crop in units of the median face box's longer side."""
     detect_max_side: int = 1280
     """Frames larger than this are downscaled for MediaPipe (coordinates are mapped back)."""
+    photometric: "PhotometricTrackConfig | None" = None
+    """Photometric mode: refine the landmark tracking against the pixels (None: landmark mode)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.chunk_overlap < self.chunk_frames // 2:
@@ -108,6 +118,8 @@ class SequenceFit:
     """Shapes of the identity frames' independent warm-start fits (their spread against the clip shape)."""
     independent_nme: np.ndarray
     """NME of every frame's warm-start fit (NaN where the frame had no targets)."""
+    photometric: "PhotometricTrack | None" = None
+    """Photometric mode's clip appearance, per-frame light and errors (None in landmark mode)."""
 
 
 def chunk_starts(frames: int, chunk: int, overlap: int) -> list[int]:
@@ -166,7 +178,7 @@ def track_landmarks(model: FlameModel, targets: list[LandmarkTargets | None], co
     say = progress or (lambda message: None)
     missing = np.zeros(n, bool) if missing is None else np.asarray(missing, bool)
     chunk, overlap = config.chunk_frames, config.chunk_overlap
-    store = _Checkpoints(checkpoint_dir, targets, config)
+    store = _Checkpoints(checkpoint_dir, targets, config.replace(photometric=None))
     model = landmark_model(model)  # once: every step below reads landmarks only
     # Every frame's targets stacked once, padded to whole chunks (numpy: slicing a chunk costs no dispatch).
     stacked = _numpy(_pad_targets(targets, -(-n // chunk) * chunk))
@@ -246,13 +258,23 @@ def track_landmarks(model: FlameModel, targets: list[LandmarkTargets | None], co
               for i, s in enumerate(status)]
     fitted = np.array([s == STATUS_OK for s in status], np.float64)
     frames = jax.tree.map(lambda a: a.astype(np.float32), smooth_states(per_frame, fitted, config.temporal))
-    lmk68 = np.concatenate([np.asarray(project_frames(model, _rows(frames, start, min(start + chunk, n), chunk),
-                                                      shape, fov))[:min(chunk, n - start)]
-                            for start in range(0, n, chunk)])
-    nme = np.where(has_targets, _nme(lmk68, stacked.lmk68[:n]), np.nan).astype(np.float32)
+    lmk68, nme = project_clip(model, frames, shape, fov, stacked, chunk)
     independent_nme = np.where(has_targets, init["nme"], np.nan).astype(np.float32)
     return SequenceFit(shape=shape, fov_deg=fov, frames=frames, lmk68=lmk68, nme=nme, status=status,
                        independent_shapes=identity["independent_shapes"], independent_nme=independent_nme)
+
+
+def project_clip(model: FlameModel, frames: FrameStates, shape: np.ndarray, fov: float,
+                 targets: LandmarkTargets, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """The 68 points (NDC) of every frame, ``batch`` frames per compiled call, and their inner-51 NME against
+    ``targets`` (the frames' targets stacked as NumPy arrays, at least one row per frame; NaN where a frame has
+    none)."""
+    n = frames.expression.shape[0]
+    lmk68 = np.concatenate([np.asarray(project_frames(model, _rows(frames, start, min(start + batch, n), batch),
+                                                      shape, fov))[:min(batch, n - start)]
+                            for start in range(0, n, batch)])
+    nme = np.where(targets.valid[:n].astype(bool), _nme(lmk68, targets.lmk68[:n]), np.nan).astype(np.float32)
+    return lmk68, nme
 
 
 def _rows(states: FrameStates, start: int, stop: int, size: int) -> FrameStates:
@@ -280,11 +302,13 @@ class NoUsableFramesError(ValueError):
 class _Checkpoints:
     """Per-step results saved as npz under a folder, keyed by the targets they were computed from."""
 
-    def __init__(self, folder: str | Path | None, targets: list[LandmarkTargets | None], config: TrackConfig):
+    def __init__(self, folder: str | Path | None, targets: list[LandmarkTargets | None], config: TrackConfig,
+                 start: bytes = b""):
+        """``start``: digest of what the steps start from besides ``targets`` and ``config``."""
         self.folder = None if folder is None else Path(folder)
         digest = np.array([len(targets)] + [float(np.sum(np.asarray(t.lmk68))) if t is not None else -1.0
                                              for t in targets], np.float64)
-        self.key = hashlib.sha256(digest.round(5).tobytes() + repr(config).encode()).hexdigest()[:16]
+        self.key = hashlib.sha256(digest.round(5).tobytes() + repr(config).encode() + start).hexdigest()[:16]
 
     def _path(self, name: str) -> Path:
         return self.folder / f"{name}.npz"

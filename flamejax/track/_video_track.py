@@ -15,7 +15,13 @@ Conventions of every output:
   axis-angle), ``shape`` (one per clip); ``landmarks_target`` / ``landmarks_fitted``: 68 points in frame
   pixels (pixel centres at half-integers, flamejax's convention; NaN where a frame had no face);
   ``status`` and ``status_reason`` per frame (see :data:`flamejax.track.STATUS_REASONS`).
-* ``overlay.mp4``: the shaded mesh and the target (green) and fitted (red) landmarks over the upright frames.
+* Photometric mode (``TrackConfig.photometric``, :mod:`flamejax.track._photometric_track`) adds to both:
+  ``light_sh`` (per frame, 9 x RGB SH coefficients of flamejax's renderer), ``photometric_error_start`` /
+  ``photometric_error`` (masked L1 over the frame's crop before / after its refinement, NaN where not refined),
+  ``photometric_refined``, ``keyframes`` (rows), ``landmark_mode_nme``; ``mode`` is ``"photometric"`` in the
+  json (else ``"landmark"``); ``OUT/texture.png``: the clip's one albedo in FLAME's UV layout.
+* ``overlay.mp4``: the shaded mesh (photometric mode: the textured, lit head) and the target (green) and fitted
+  (red) landmarks over the upright frames.
 * ``export/vhap``: NeRF ``transforms.json`` (per frame ``transform_matrix`` = OpenGL camera-to-world, i.e.
   camera looking down -z with +y up, in the FLAME head space; ``fl_x``, ``fl_y``, ``cx``, ``cy`` in frame pixels
   with pixel centres at half-integers; ``w``, ``h``), ``images/NNNNN_00.png`` frames and
@@ -45,8 +51,9 @@ import numpy as np
 from flamejax.camera import camera_to_world_opengl, opencv_extrinsics
 from flamejax.perception._video import Frame, FrameSource, VideoLandmarker, VideoReadError
 from flamejax.track._core import (Camera, LandmarkTargets, RasterConfig, export_mesh, flame_forward, load_flame,
-                                  shade_for_display, to_68, write_json, write_npz, yaw_pitch_roll)
+                                  render_mesh, shade_for_display, to_68, write_json, write_npz, yaw_pitch_roll)
 from flamejax.track._joint import FrameStates
+from flamejax.track._photometric_track import photometric_arrays, refine_photometric, video_pictures
 from flamejax.track._sequence import STATUS_REASONS, SequenceFit, TrackConfig, track_landmarks
 
 EXPORTS = ("vhap", "fht", "obj-sequence")
@@ -188,6 +195,11 @@ def track_video(source: str | Path, out_dir: str | Path, config: TrackConfig = T
     if unknown:
         raise ValueError(f"--export: unknown format(s) {', '.join(unknown)}; choose from {', '.join(EXPORTS)}")
     say = progress or (lambda message: None)
+    if config.photometric is not None:
+        from flamejax.fitter import find_uv_layout
+        from flamejax.render import load_albedo_model
+
+        uv_layout, albedo = find_uv_layout(required=True), load_albedo_model()
     out = Path(out_dir)
     checkpoints = out / "checkpoints"
     if not resume and checkpoints.is_dir():
@@ -211,8 +223,16 @@ def track_video(source: str | Path, out_dir: str | Path, config: TrackConfig = T
     crop = _crop_of(points, config.crop_scale)
     model = model if model is not None else load_flame(n_shape=config.n_shape, n_expression=config.n_expression)
     clock = time.perf_counter()
-    fit = track_landmarks(model, [_targets(p, crop) for p in points], config, missing, checkpoints, say)
+    targets = [_targets(p, crop) for p in points]
+    fit = track_landmarks(model, targets, config, missing, checkpoints, say)
     timings["fit"] = time.perf_counter() - clock
+    if config.photometric is not None:
+        clock = time.perf_counter()
+        pictures = video_pictures(lambda: iter(FrameSource(source, start_s, end_s, fps)),
+                                  {int(index): row for row, index in enumerate(indices)}, points, crop,
+                                  config.photometric.image_size)
+        fit = refine_photometric(model, uv_layout, fit, targets, pictures, config, albedo, checkpoints, say)
+        timings["photometric"] = time.perf_counter() - clock
     result = TrackResult(out, np.asarray(indices), np.asarray(times), frames.info.fps if fps is None else fps, fit,
                          crop, (frames.info.height, frames.info.width), tuple(frames.notes), timings)
     clock = time.perf_counter()
@@ -220,7 +240,8 @@ def track_video(source: str | Path, out_dir: str | Path, config: TrackConfig = T
     timings["write"] = time.perf_counter() - clock
     if overlay:
         clock = time.perf_counter()
-        write_overlay(result, model, FrameSource(source, start_s, end_s, fps), points)
+        write_overlay(result, model, FrameSource(source, start_s, end_s, fps), points,
+                      uv_layout=uv_layout if config.photometric is not None else None)
         timings["overlay"] = time.perf_counter() - clock
     if exports:
         clock = time.perf_counter()
@@ -240,11 +261,13 @@ def write_tracking(result: TrackResult, points: list[np.ndarray | None]) -> None
         fov_deg=np.float64(fit.fov_deg), expression=fit.frames.expression, jaw_pose=fit.frames.jaw,
         eyes_pose=fit.frames.eyes, R=R, t=t, K=np.broadcast_to(K, (len(R), 3, 3)), yaw_pitch_roll=angles,
         landmarks_target=targets, landmarks_fitted=_ndc_to_frame(fit.lmk68, crop), nme=fit.nme,
-        status=np.array(fit.status), crop_x0_y0_side=np.array(crop), frame_size_hw=np.array(result.frame_size))
+        status=np.array(fit.status), crop_x0_y0_side=np.array(crop), frame_size_hw=np.array(result.frame_size),
+        **photometric_arrays(fit, result.out_dir))
     write_npz(result.out_dir / "tracking.npz", **arrays)
     summary = {k: np.asarray(v).tolist() for k, v in arrays.items()}
     summary["status_reason"] = [STATUS_REASONS[s] for s in fit.status]
     summary["notes"] = list(result.notes)
+    summary["mode"] = "landmark" if fit.photometric is None else "photometric"
     summary["conventions"] = ("world = FLAME head space (m); R, t: world->camera, OpenCV axes (x right, y down, "
                               "z forward); K: frame pixels, pixel centres at integers; landmarks: frame pixels, "
                               "pixel centres at half-integers; yaw_pitch_roll: degrees (flamejax.camera)")
@@ -273,9 +296,21 @@ def _shade_batch(vertices, faces, rotation, translation, fov, size_ref):
                                                                                             translation)
 
 
+@jax.jit
+def _texture_batch(vertices, faces, rotation, translation, fov, uv_layout, texture, light, size_ref):
+    config = RasterConfig(image_size=size_ref.shape[0], faces_per_tile=512)
+
+    def one(v, r, t, sh):
+        out = render_mesh(v, faces, Camera(r, t, fov), uv_layout, texture, sh, config)
+        return jnp.concatenate([out.image, out.alpha[..., None]], axis=-1)
+
+    return jax.vmap(one)(vertices, rotation, translation, light)
+
+
 def write_overlay(result: TrackResult, model, frames: FrameSource, points: list[np.ndarray | None],
-                  render_size: int = 256, batch: int = 16) -> None:
-    """``overlay.mp4``: mesh rendered in the crop, warped into the frame and blended, plus landmarks."""
+                  render_size: int = 256, batch: int = 16, uv_layout=None) -> None:
+    """``overlay.mp4``: mesh rendered in the crop, warped into the frame and blended, plus landmarks; with
+    ``uv_layout`` and a photometric fit, the head textured with the clip's albedo and each frame's light."""
     fit, (x0, y0, side) = result.fit, result.crop
     height, width = result.frame_size
     row_of = {int(index): row for row, index in enumerate(result.frame_indices)}
@@ -292,15 +327,20 @@ def write_overlay(result: TrackResult, model, frames: FrameSource, points: list[
         raise VideoReadError(f"{path}: OpenCV cannot write an MP4 video here")
     faces = jnp.asarray(model.faces)
     size_ref = jnp.zeros((render_size,))
+    textured = uv_layout is not None and fit.photometric is not None
     pending: list = []
 
     def flush():
         rows = np.array([row for row, _ in pending])
         rows_padded = np.concatenate([rows, np.repeat(rows[-1:], batch - len(rows))])
         verts = _posed_vertices(model, fit, rows_padded)
-        rgba = np.asarray(_shade_batch(jnp.asarray(verts), faces, jnp.asarray(fit.frames.rotation[rows_padded]),
-                                       jnp.asarray(fit.frames.translation[rows_padded]),
-                                       jnp.asarray(render_fov, jnp.float32), size_ref))
+        pose = (jnp.asarray(verts), faces, jnp.asarray(fit.frames.rotation[rows_padded]),
+                jnp.asarray(fit.frames.translation[rows_padded]), jnp.asarray(render_fov, jnp.float32))
+        if textured:
+            rgba = np.asarray(_texture_batch(*pose, uv_layout, jnp.asarray(fit.photometric.texture),
+                                             jnp.asarray(fit.photometric.light[rows_padded]), size_ref))
+        else:
+            rgba = np.asarray(_shade_batch(*pose, size_ref))
         for (row, image), shaded in zip(pending, rgba):
             layer = cv2.warpAffine(np.ascontiguousarray(shaded), to_frame, (width, height), flags=cv2.INTER_LINEAR)
             alpha = 0.6 * layer[..., 3:4]

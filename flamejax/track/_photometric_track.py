@@ -1,0 +1,335 @@
+"""Photometric tracking: a landmark-tracked clip refined frame by frame against its pixels, one appearance.
+
+Steps (``refine_photometric``, after :func:`flamejax.track.track_landmarks`):
+
+1. **Appearance**: ``keyframes`` frames fitted to their landmarks, spread evenly over the clip, get the
+   photometric stage of a photograph (:func:`flamejax.fit.fit_photometric_batch`, identity held at the clip's
+   shape); the clip's one albedo is the per-texel median of their albedos, its start light their median light.
+2. **Refinement**: every frame fitted to its landmarks is refined from its landmark-mode state with the clip's
+   albedo fixed (texel and albedo-PCA learning rates 0; light, expression, jaw, eyes and camera move; the
+   identity stays the clip's), ``batch_frames`` frames per compiled batch (the last one padded).
+3. **Fallback**: a frame whose refinement diverged, or whose landmark error rose by more than
+   ``max_nme_increase``, keeps its landmark-mode state and says so in its status.
+4. **Temporal priors**: the refined per-frame states are smoothed over the clip again
+   (:func:`flamejax.track.smooth_states`, the clip's :class:`TemporalPrior`), frames without landmarks filled
+   from their neighbours as in landmark mode.
+
+Pictures: each frame's clip crop (the landmark tracker's fixed square crop, so its camera is the clip's camera)
+resampled to ``image_size``², and a face mask drawn from the frame's MediaPipe points
+(:func:`flamejax.perception.landmark_face_mask`) times the part of the crop inside the frame.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import cv2
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from flamejax.track._core import (AMBIENT_SH, Appearance, FitResult, FlameModel, GroupSchedule, LandmarkTargets,
+                                  PhotometricConfig, PhotometricTargets, StageReport, fit_photometric_batch,
+                                  landmark_face_mask, landmark_model, posed_landmarks, stack_targets)
+from flamejax.perception._video import VideoReadError
+from flamejax.track._joint import FrameStates
+from flamejax.track._sequence import (STATUS_OK, STATUS_PHOTOMETRIC_DIVERGED, STATUS_PHOTOMETRIC_REJECTED,
+                                      SequenceFit, TrackConfig, _Checkpoints, _numpy, _pad_targets,
+                                      project_clip)
+from flamejax.track._smooth import smooth_states
+
+_HELD = GroupSchedule(0.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class PhotometricTrackConfig:
+    """How ``track --mode photometric`` refines a landmark-tracked clip (steps in the module docstring)."""
+
+    keyframes: int = 4
+    """Frames whose photometric fits give the clip's one appearance."""
+    appearance: PhotometricConfig = PhotometricConfig(shape=_HELD)
+    """The keyframes' photometric stage (a photograph's, identity held at the clip's shape)."""
+    refine: PhotometricConfig = PhotometricConfig(steps=64, shape=_HELD, texture=_HELD, texel=_HELD)
+    """Every frame's refinement from the clip's appearance: albedo and identity held, half the steps."""
+    batch_frames: int = 16
+    """Frames refined together in one compiled batch (with ``keyframes`` equal to it and ``appearance`` and
+    ``refine`` equal in their static fields, the keyframes' program is the refinement's: one compilation)."""
+    image_size: int = 256
+    """Side of each frame's crop, the photometric stage's full resolution."""
+    max_nme_increase: float = 0.02
+    """A refined frame whose inner-51 NME exceeds its landmark-mode NME by more keeps the landmark-mode state."""
+
+    def __post_init__(self) -> None:
+        if self.keyframes < 1 or self.batch_frames < 1:
+            raise ValueError(f"need keyframes >= 1 and batch_frames >= 1, got {self.keyframes}, {self.batch_frames}")
+        if self.appearance.texture_size != self.refine.texture_size:
+            raise ValueError(f"appearance and refine must share texture_size, got {self.appearance.texture_size} "
+                             f"and {self.refine.texture_size}")
+
+    def replace(self, **changes) -> "PhotometricTrackConfig":
+        return dataclasses.replace(self, **changes)
+
+
+@dataclasses.dataclass(frozen=True)
+class PhotometricTrack:
+    """What photometric mode adds to a tracked clip (numpy; leading axis: frames)."""
+
+    texture: np.ndarray
+    """(t, t, 3) the clip's albedo in FLAME's UV layout, RGB in [0, 1] (rows top to bottom)."""
+    light: np.ndarray
+    """(frames, 9, 3) SH light of each refined frame (the clip's start light elsewhere)."""
+    photometric_start: np.ndarray
+    """Masked L1 error of the landmark-mode state under the clip's appearance (NaN where not refined)."""
+    photometric_final: np.ndarray
+    """Masked L1 error of the refined state, before the temporal smoothing (NaN where not refined)."""
+    refined: np.ndarray
+    """Frames whose refined state was kept."""
+    keyframes: np.ndarray
+    """Rows of the frames that gave the appearance."""
+    landmark_frames: FrameStates
+    """The landmark-mode states the refinement started from."""
+    landmark_nme: np.ndarray
+    """Landmark-mode NME of every frame (NaN where the frame had no targets)."""
+
+
+Pictures = Callable[[list[int]], Iterable[tuple[int, np.ndarray, np.ndarray]]]
+"""Given clip rows in increasing order, yields ``(row, image, mask)`` for each: the crop (``image_size``²,
+RGB float32 in [0, 1]) and its face mask."""
+
+
+def frame_picture(image: np.ndarray, points478: np.ndarray, crop: tuple[float, float, float], size: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The clip crop ``(x0, y0, side)`` of an upright RGB8 frame resampled to ``size``² (float32 in [0, 1]) and
+    its face mask from the frame's MediaPipe ``points478`` (frame pixels, centres at half-integers), zero where
+    the crop leaves the frame."""
+    x0, y0, side = crop
+    # Resample at an integer multiple of ``size`` first, then box-average down: no aliasing on a large crop.
+    factor = max(1, int(side // size))
+    work = size * factor
+    scale = work / side
+    # Pixel centres: half-integers in flamejax, integers in OpenCV's warp.
+    to_crop = np.array([[scale, 0, (0.5 - x0) * scale - 0.5], [0, scale, (0.5 - y0) * scale - 0.5]])
+    warped = cv2.warpAffine(image, to_crop, (work, work), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    inside = cv2.warpAffine(np.ones(image.shape[:2], np.float32), to_crop, (work, work), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    if factor > 1:
+        warped = cv2.resize(warped, (size, size), interpolation=cv2.INTER_AREA)
+        inside = cv2.resize(inside, (size, size), interpolation=cv2.INTER_AREA)
+    mask = landmark_face_mask((np.asarray(points478) - np.array([x0, y0])) * (size / side), size)
+    return warped.astype(np.float32) / 255.0, (mask * (inside > 0.999)).astype(np.float32)
+
+
+def _landmark_results(model: FlameModel, frames: FrameStates, shape: np.ndarray, fov: float, nme: np.ndarray
+                      ) -> FitResult:
+    """Landmark-mode states of a batch as the landmark fit the photometric stage starts from."""
+    params = frames.flame_params(jnp.asarray(shape, jnp.float32))
+    cameras = frames.cameras(jnp.asarray(fov, jnp.float32))
+    batch = len(nme)
+    report = StageReport(jnp.zeros((batch, 1), jnp.float32), jnp.zeros(batch, jnp.float32), jnp.ones(batch, bool),
+                         jnp.full(batch, -1, jnp.int32))
+    projected = _project(landmark_model(model), params, cameras)
+    return FitResult(params=params, camera=cameras, landmarks=projected, nme=jnp.asarray(nme, jnp.float32),
+                     status=jnp.zeros(batch, jnp.int32), rigid=report, landmark=report)
+
+
+_project = jax.jit(jax.vmap(posed_landmarks, in_axes=(None, 0, 0)))
+
+
+def _batch_rows(rows: list[int], size: int) -> list[int]:
+    """``rows`` with the last one repeated up to ``size`` (one compiled batch shape)."""
+    return rows + [rows[-1]] * (size - len(rows))
+
+
+def _refine_batch(model: FlameModel, uv_layout, fit: SequenceFit, targets: list[LandmarkTargets], rows: list[int],
+                  pictures: dict[int, tuple[np.ndarray, np.ndarray]], config: PhotometricConfig, size: int, albedo,
+                  appearance: Appearance | None) -> FitResult:
+    """The photometric stage on the frames ``rows`` from their states in ``fit`` (padded to ``size``)."""
+    padded = _batch_rows(rows, size)
+    frames = jax.tree.map(lambda a: jnp.asarray(np.asarray(a)[padded]), fit.frames)
+    start = _landmark_results(model, frames, fit.shape, fit.fov_deg, np.nan_to_num(fit.nme[padded]))
+    photo = PhotometricTargets(jnp.asarray(np.stack([pictures[r][0] for r in padded])),
+                               jnp.asarray(np.stack([pictures[r][1] for r in padded])),
+                               stack_targets([targets[r] for r in padded]))
+    return fit_photometric_batch(model, uv_layout, photo, start, config, albedo, appearance=appearance)
+
+
+def _start_appearance(pictures: list[tuple[np.ndarray, np.ndarray]], albedo, texture_size: int) -> Appearance:
+    """Per picture, the photometric stage's start: ambient light and the mean PCA albedo, or without an albedo
+    model a uniform albedo of the picture's mean skin colour (leading axis: pictures)."""
+    count = len(pictures)
+    if albedo is not None:
+        texels = np.zeros((count, texture_size, texture_size, 3), np.float32)
+    else:
+        skin = np.stack([(image * mask[..., None]).sum((0, 1)) / max(float(mask.sum()), 1.0)
+                         for image, mask in pictures])
+        texels = np.broadcast_to(skin[:, None, None, :], (count, texture_size, texture_size, 3))
+    n_tex = 0 if albedo is None else albedo.basis.shape[-1]
+    light = np.zeros((count, 9, 3), np.float32)
+    light[:, 0] = AMBIENT_SH
+    return Appearance(jnp.asarray(light), jnp.zeros((count, n_tex), jnp.float32), jnp.asarray(texels, jnp.float32))
+
+
+def _clip_appearance(results: FitResult, count: int, albedo) -> tuple[Appearance, np.ndarray]:
+    """One appearance from the first ``count`` fits of a batch (those that stayed finite; all when none did):
+    median albedo and light, and the albedo as a texture. With an albedo model the texels are the offset that
+    gives the median texture on the median coefficients."""
+    report = jax.tree.map(lambda a: np.asarray(a)[:count], results.photometric)
+    finite = np.asarray(report.stage.finite) & np.all(np.isfinite(report.texture), axis=(1, 2, 3))
+    report = jax.tree.map(lambda a: a[finite] if finite.any() else a, report)
+    texture = np.median(report.texture, axis=0).astype(np.float32)
+    coeffs = np.median(report.texture_coeffs, axis=0).astype(np.float32)
+    texels = texture
+    if albedo is not None:
+        base = np.asarray(albedo.mean) + np.einsum("hwcn,n->hwc", np.asarray(albedo.basis), coeffs)
+        texels = (texture - base).astype(np.float32)
+    appearance = Appearance(light=jnp.asarray(np.median(report.light, axis=0), jnp.float32),
+                            texture_coeffs=jnp.asarray(coeffs), texels=jnp.asarray(texels))
+    return appearance, texture
+
+
+def pick_keyframes(usable: np.ndarray, count: int) -> list[int]:
+    """Up to ``count`` usable rows spread evenly over the clip."""
+    rows = np.flatnonzero(usable)
+    return sorted(set(rows[np.linspace(0, len(rows) - 1, min(count, len(rows))).round().astype(int)].tolist()))
+
+
+def _pictures_of(pictures: Pictures, rows: list[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    return {row: (image, mask) for row, image, mask in pictures(sorted(set(rows)))}
+
+
+def refine_photometric(model: FlameModel, uv_layout, fit: SequenceFit, targets: list[LandmarkTargets | None],
+                       pictures: Pictures, config: TrackConfig, albedo=None,
+                       checkpoint_dir: str | Path | None = None,
+                       progress: Callable[[str], None] | None = None) -> SequenceFit:
+    """A landmark-tracked clip (``fit``, from :func:`track_landmarks` on ``targets``) refined photometrically
+    as in the module docstring with ``config.photometric`` (and ``config.temporal``).
+
+    ``model`` must be the full FLAME mesh; ``pictures`` gives each frame's crop and mask. With
+    ``checkpoint_dir`` the appearance and every refined batch are saved there and reused by a later call with
+    the same inputs. Returns ``fit`` with refined frames, landmarks, NME and status, and ``photometric`` filled.
+    """
+    photometric = config.photometric or PhotometricTrackConfig()
+    say = progress or (lambda message: None)
+    n = len(fit.status)
+    usable = np.array([s == STATUS_OK for s in fit.status])
+    store = _Checkpoints(checkpoint_dir, targets, config, _fit_digest(fit))
+    batch = photometric.batch_frames
+
+    saved = store.load("photometric_appearance")
+    if saved is None:
+        keys = pick_keyframes(usable, photometric.keyframes)
+        key_pictures = _pictures_of(pictures, keys)
+        start = _start_appearance([key_pictures[row] for row in _batch_rows(keys, photometric.keyframes)], albedo,
+                                  photometric.appearance.texture_size)
+        result = _refine_batch(model, uv_layout, fit, targets, keys, key_pictures, photometric.appearance,
+                               photometric.keyframes, albedo, start)
+        appearance, texture = _clip_appearance(result, len(keys), albedo)
+        saved = dict(light=appearance.light, texture_coeffs=appearance.texture_coeffs, texels=appearance.texels,
+                     texture=texture, keyframes=np.asarray(keys))
+        store.save("photometric_appearance", saved)
+        say(f"photometric: clip appearance from {len(keys)} keyframes")
+    appearance = Appearance(*(jnp.asarray(saved[k]) for k in ("light", "texture_coeffs", "texels")))
+
+    ok_rows = np.flatnonzero(usable).tolist()
+    groups = [ok_rows[start:start + batch] for start in range(0, len(ok_rows), batch)]
+    parts = {number: store.load(f"photometric_{number:04d}") for number in range(len(groups))}
+    todo = [number for number, part in parts.items() if part is None]
+    stream = pictures(sorted(row for number in todo for row in groups[number]))
+    for number in todo:
+        rows = groups[number]
+        images = {row: (image, mask) for _, (row, image, mask) in zip(rows, stream)}
+        if len(images) < len(rows):
+            raise VideoReadError(f"frame rows {sorted(set(rows) - set(images))} could not be read again for the "
+                                 "photometric step; the refined batches so far are saved: rerun with resume")
+        result = jax.tree.map(np.asarray, _refine_batch(model, uv_layout, fit, targets, rows, images,
+                                                        photometric.refine, batch, albedo, appearance))
+        keep = len(rows)
+        report = result.photometric
+        parts[number] = dict(frames=jax.tree.map(lambda a: a[:keep], FrameStates.from_fit(result.params,
+                                                                                           result.camera)),
+                             light=report.light[:keep], start=report.photometric_start[:keep],
+                             final=report.photometric_final[:keep], nme=result.nme[:keep],
+                             finite=report.stage.finite[:keep] & (result.status[:keep] == 0))
+        store.save(f"photometric_{number:04d}", parts[number])
+        say(f"photometric: batch {number + 1}/{len(groups)}")
+
+    refined_frames = jax.tree.map(np.copy, fit.frames)
+    light = np.broadcast_to(np.asarray(appearance.light), (n, 9, 3)).copy()
+    start_error, final_error = np.full(n, np.nan, np.float32), np.full(n, np.nan, np.float32)
+    refined = np.zeros(n, bool)
+    status = list(fit.status)
+    for number, rows in enumerate(groups):
+        part = parts[number]
+        finite = part["finite"] & np.all(np.isfinite(_flat(part["frames"])), axis=1)
+        drifted = part["nme"] > np.nan_to_num(fit.nme[rows], nan=np.inf) + photometric.max_nme_increase
+        for i, row in enumerate(rows):
+            start_error[row], final_error[row] = part["start"][i], part["final"][i]
+            if not finite[i]:
+                status[row] = STATUS_PHOTOMETRIC_DIVERGED
+            elif drifted[i]:
+                status[row] = STATUS_PHOTOMETRIC_REJECTED
+            else:
+                refined[row] = True
+                light[row] = part["light"][i]
+                for name in _FIELDS:
+                    getattr(refined_frames, name)[row] = getattr(part["frames"], name)[i]
+    frames = jax.tree.map(lambda a: a.astype(np.float32), smooth_states(refined_frames, usable.astype(np.float64),
+                                                                         config.temporal))
+    lmk68, nme = project_clip(model, frames, fit.shape, fit.fov_deg, _numpy(_pad_targets(targets, len(targets))),
+                              batch)
+    extra = PhotometricTrack(texture=np.asarray(saved["texture"]), light=light, photometric_start=start_error,
+                             photometric_final=final_error, refined=refined, keyframes=np.asarray(saved["keyframes"]),
+                             landmark_frames=fit.frames, landmark_nme=fit.nme)
+    return dataclasses.replace(fit, frames=frames, lmk68=lmk68, nme=nme, status=status, photometric=extra)
+
+
+_FIELDS = [f.name for f in dataclasses.fields(FrameStates)]
+
+
+def _flat(frames: FrameStates) -> np.ndarray:
+    return np.concatenate([np.asarray(getattr(frames, name)).reshape(len(frames.jaw), -1) for name in _FIELDS], 1)
+
+
+def _fit_digest(fit: SequenceFit) -> bytes:
+    """What the refinement starts from, for the checkpoints' key."""
+    return hashlib.sha256(np.concatenate([_flat(fit.frames).ravel(), np.asarray(fit.shape).ravel()])
+                          .astype(np.float32).round(5).tobytes() + repr(fit.status).encode()).digest()
+
+
+def video_pictures(frames: Callable[[], Iterator], row_of: dict[int, int], points: list[np.ndarray | None],
+                   crop: tuple[float, float, float], size: int) -> Pictures:
+    """:data:`Pictures` of a clip: ``frames()`` decodes it again (``Frame`` objects), ``row_of`` maps a frame
+    index to its row and ``points`` holds each row's MediaPipe points (frame pixels)."""
+
+    def pictures(rows: list[int]):
+        wanted = set(rows)
+        if not wanted:
+            return
+        last = max(wanted)
+        for frame in frames():
+            row = row_of.get(frame.index)
+            if row in wanted:
+                yield (row, *frame_picture(frame.image, points[row], crop, size))
+                if row == last:
+                    return
+
+    return pictures
+
+
+def photometric_arrays(fit: SequenceFit, out_dir: Path) -> dict:
+    """Photometric mode's per-frame arrays for ``tracking.npz`` (empty in landmark mode), after writing the
+    clip's albedo to ``OUT/texture.png``."""
+    extra = fit.photometric
+    if extra is None:
+        return {}
+    from flamejax.track._core import atomic_path
+
+    picture = cv2.cvtColor((np.clip(extra.texture, 0, 1) * 255).round().astype(np.uint8), cv2.COLOR_RGB2BGR)
+    with atomic_path(out_dir / "texture.png") as tmp:
+        Path(tmp).write_bytes(cv2.imencode(".png", picture)[1].tobytes())
+    return dict(light_sh=extra.light, photometric_error_start=extra.photometric_start,
+                photometric_error=extra.photometric_final, photometric_refined=extra.refined,
+                keyframes=extra.keyframes, landmark_mode_nme=extra.landmark_nme, texture_png=np.asarray("texture.png"))
