@@ -288,7 +288,8 @@ def test_mirrored_detection_is_renumbered_into_the_photo(photos, faces, preproce
     name = FFHQ[2]
     face = faces[name]
     mirrored = fp.redetect_mirrored(photos[name], face)
-    np.testing.assert_array_equal(face.unmirrored(photos[name].shape[1]).unmirrored(photos[name].shape[1]).points, face.points)
+    width = photos[name].shape[1]
+    np.testing.assert_allclose(face.unmirrored(width).unmirrored(width).points, face.points, atol=1e-3)
     error = np.linalg.norm(mirrored.points - face.points, axis=1) / interocular(fp.to_68(face.points))
     assert np.median(error) < 0.02 and error.mean() < 0.03, (np.median(error), error.mean())
     item = preprocessed[name]
