@@ -556,8 +556,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="4 subjects x 5 views, short fits (about 10 minutes on 2 "
                         "CPU cores); default: 8 subjects x 9 views, the library's default fit")
-    parser.add_argument("--pictures", type=Path, default=Path("/tmp/identity"),
-                        help="folder for renders and fitted overlays (PNG)")
+    parser.add_argument("--pictures", type=Path, default=None,
+                        help="folder for renders and fitted overlays (PNG; several minutes more), e.g. /tmp/identity")
     parser.add_argument("--sampled-heads", type=int, default=None, help="model heads beside the two scans")
     parser.add_argument("--short-fit", action="store_true", help="quick_config() fits also in the full view plan")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/flamejax_identity_cache"),

@@ -161,7 +161,8 @@ def judge(result: FitResult, vertices: np.ndarray, quality: QualityConfig = Qual
         reasons.append("fitted landmarks fall outside the image")
     if result.confidence is not None and float(result.confidence) < quality.min_confidence:
         reasons.append(f"confidence {float(result.confidence):.2f} (less than {quality.min_confidence}): the "
-                       "landmarks disagree with every head pose near the fit")
+                       "landmarks disagree with every head pose near the fit, or the detector's two looks at the "
+                       "face disagree")
     return ("suspect", "; ".join(reasons)) if reasons else ("ok", "")
 
 

@@ -7,7 +7,8 @@ Pure functions on one image (``jax.vmap`` batches them), meant to scale the per-
   the detector (it cannot see it); judged by the FLAME surface normal at the embedded point.
 * :func:`robust_weights`: iteratively-reweighted least squares weights (Geman-McClure or Tukey) of residuals
   normalised by the size of the face, so that points no head pose explains stop pulling the fit.
-* :func:`fit_confidence`: one number in [0, 1] per image from the normalised residuals and the weights.
+* :func:`fit_confidence`: one number in [0, 1] per image from the normalised residuals and the weights (times
+  :func:`target_agreement`, the share of the face the detector's two looks agree on, in the fit's confidence).
 * :func:`two_look_targets`: targets from FaceMesh's two looks at a face (the crop and its mirror image), each point
   weighted by how well the looks agree: where they disagree at least one is wrong (host side, NumPy).
 * :func:`silhouette_contour` and :func:`contour_conventions`: the 68 points with the jaw contour either on the
@@ -178,6 +179,15 @@ def two_look_targets(points478: Float[np.ndarray, "478 2"], mirrored478: Float[n
                                mediapipe_weight=jnp.asarray(agreement478, jnp.float32))
 
 
+def target_agreement(lmk68_weight: Float[Array, "68"]) -> Float[Array, ""]:
+    """Mean weight of the inner 51 targets that have any: 1 for a detector's single look (every weight 1); for
+    :func:`two_look_targets` the share of the face its two looks agree on. A factor of the fit's confidence: a fit
+    can explain the few points two looks agree on well and still be wrong, as when one look folded half the face.
+    """
+    inner = lmk68_weight[INNER_68]
+    return jnp.sum(inner) / jnp.maximum(jnp.sum(inner > 0), 1)
+
+
 def silhouette_contour(camera: Camera, contour_rows: Float[Array, "rows 17 3"],
                        contour_normals: Float[Array, "rows 17 3"]) -> tuple[Float[Array, "17 3"], Float[Array, "17 3"]]:
     """The 17 jaw points on the visible outline (300-W style) for any yaw, and their normals, head space.
@@ -267,8 +277,8 @@ def pose_weights(model: FlameModel, params: FlameParams, camera: Camera, targets
         kept_mp = geman_mcclure_weights(normalised_residuals(pred_mp, goal_mp, weight_mp), cfg.robust_scale)
     else:
         kept68, kept_mp = ones68, ones_mp
-    confidence = fit_confidence(pred68, targets.lmk68, seen68 * targets.lmk68_weight, gm68,
-                                cfg.confidence_scale)
+    confidence = target_agreement(targets.lmk68_weight) * fit_confidence(
+        pred68, targets.lmk68, seen68 * targets.lmk68_weight, gm68, cfg.confidence_scale)
     return LandmarkWeights(lmk68=seen68 * kept68, mediapipe=seen_mp * kept_mp, iris=seen_iris, visible68=seen68,
                            confidence=confidence)
 
@@ -302,4 +312,5 @@ def landmark_conventions(model: FlameModel, params: FlameParams, camera: Camera)
 __all__ = ["contour_conventions", "face_size", "facing_cosine", "fit_confidence", "geman_mcclure_weights",
            "INNER_LIP_PROXY", "LandmarkConventions", "landmark_conventions", "LandmarkWeights", "lip_normals_from_outer",
            "normalised_residuals", "point_normals", "pose_weights", "robust_weights", "silhouette_contour",
-           "triangle_normals", "tukey_weights", "two_look_targets", "TWO_LOOK_SCALE", "visibility_weights"]
+           "target_agreement", "triangle_normals", "tukey_weights", "two_look_targets", "TWO_LOOK_SCALE",
+           "visibility_weights"]
