@@ -37,9 +37,10 @@ from benchmarks._common import RESULTS_DIR, render_section, result, shared_photo
 from flamejax.camera import Camera, project
 from flamejax.files import find_file
 from flamejax.fit import (FitConfig, LandmarkTargets, aligned_vertex_error_mm, fit_landmarks_batch, quick_config,
-                          stack_targets)
+                          stack_targets, two_look_targets)
+from flamejax.fitter import QualityConfig
 from flamejax.flame import FlameParams, barycentric_points, flame_forward, load_flame, safe_load_pickle
-from flamejax.perception import PerceptionError, PreprocessConfig, preprocess
+from flamejax.perception import PerceptionError, PreprocessConfig, preprocess, to_68
 from flamejax.render import RasterConfig, load_uv_layout, render_mesh, shade_for_display
 from flamejax.rotation import euler_to_matrix, matrix_to_axis_angle
 
@@ -238,6 +239,8 @@ class View:
     image: np.ndarray
     """The aligned fitting crop, float RGB in [0, 1]."""
     points478: np.ndarray
+    mirrored478: np.ndarray
+    """FaceMesh's look at the mirrored crop (``Preprocessed.mirrored478``), NaN where it found no face."""
     lmk68: np.ndarray
     iris: np.ndarray
     fit_to_original: np.ndarray
@@ -249,14 +252,14 @@ _VIEW_ARRAYS = [f.name for f in dataclasses.fields(View)]
 
 def cache_key(quick: bool, n_sampled: int) -> str:
     """Names the pictures a run would render: view plan, seed, model size, image size."""
-    return f"{'quick' if quick else 'full'}_h{n_sampled}_s{N_SHAPE}e{N_EXPRESSION}_{SIZE}px_seed{SEED}"
+    return f"{'quick' if quick else 'full'}_h{n_sampled}_s{N_SHAPE}e{N_EXPRESSION}_{SIZE}px_seed{SEED}_v3"
 
 
 def save_views(folder: Path, pictures, truths, detected, views: list[View], timing: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     arrays = {name: np.stack([getattr(v, name) for v in views]) for name in _VIEW_ARRAYS}
     arrays["image"] = np.round(arrays["image"] * 255).astype(np.uint8)
-    np.savez(folder / "views.npz", pictures=np.round(np.stack(pictures) * 255).astype(np.uint8),
+    np.savez(folder / "views.npz", pictures=np.stack(pictures),
              truths=np.stack(truths), detected=np.asarray(detected), **arrays)
     (folder / "timing.json").write_text(json.dumps(timing))
 
@@ -266,7 +269,7 @@ def load_views(folder: Path):
         arrays = {k: data[k] for k in data.files}
     arrays["image"] = arrays["image"].astype(np.float32) / 255.0
     views = [View(**{name: arrays[name][i] for name in _VIEW_ARRAYS}) for i in range(len(arrays["detected"]))]
-    pictures = list(arrays["pictures"].astype(np.float32) / 255.0)
+    pictures = list(arrays["pictures"])
     return (pictures, list(arrays["truths"]), [int(i) for i in arrays["detected"]], views,
             json.loads((folder / "timing.json").read_text()))
 
@@ -287,7 +290,8 @@ def pictures_and_targets(model, heads, plan, rng, cache: Path | None, key: str):
         except PerceptionError as error:
             print(f"view {i}: no detection ({error})")
             continue
-        views.append(View(it.image, it.points478, it.lmk68, it.iris, np.asarray(it.fit_to_original),
+        mirrored = np.full_like(it.points478, np.nan) if it.mirrored478 is None else it.mirrored478
+        views.append(View(it.image, it.points478, mirrored, it.lmk68, it.iris, np.asarray(it.fit_to_original),
                           np.asarray(it.original_to_fit)))
         detected.append(i)
     timing = {"render s": round(render_s, 1), "preprocess s": round(time.perf_counter() - start, 1)}
@@ -320,43 +324,117 @@ def earlier_default(config: FitConfig) -> FitConfig:
         landmark=dataclasses.replace(config.landmark, shape_l2=config.landmark.shape_l2 / 10))
 
 
-def default_variants(config: FitConfig) -> dict[str, FitConfig]:
-    return {"earlier default": earlier_default(config), "unweighted": unweighted(config), "library default": config}
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One way of fitting the views: a fit configuration and which targets it fits."""
+
+    config: FitConfig
+    two_looks: bool = True
+    """Targets from both of MediaPipe's looks (crop and mirrored crop, :func:`two_look_targets`) as the library
+    builds them; else from the crop's look alone (the library before)."""
+
+
+def default_variants(config: FitConfig) -> dict[str, Variant]:
+    return {"earlier default": Variant(earlier_default(config), two_looks=False),
+            "one look": Variant(config, two_looks=False), "library default": Variant(config)}
+
+
+def view_targets(items: list[View], two_looks: bool) -> LandmarkTargets:
+    """The batched fitting targets of the views, from one or both of MediaPipe's looks."""
+    def one(item: View) -> LandmarkTargets:
+        mirrored = item.mirrored478 if two_looks and np.all(np.isfinite(item.mirrored478)) else None
+        return two_look_targets(item.points478, mirrored, item.image.shape[0])
+
+    return stack_targets([one(item) for item in items])
+
+
+def flagged_table(rows: list[dict], names, min_confidence: float) -> list:
+    """Per variant: how well ``confidence < min_confidence`` finds the fits with NME over the limit."""
+    body = []
+    for name in names:
+        failed = np.array([r[f"{name}_nme"] > NME_LIMIT for r in rows])
+        flagged = np.array([r[f"{name}_confidence"] < min_confidence for r in rows])
+        hits = int(np.sum(failed & flagged))
+        body.append([name, len(rows), int(failed.sum()), int(flagged.sum()), hits,
+                     hits / flagged.sum() if flagged.any() else None, hits / failed.sum() if failed.any() else None])
+    return body
+
+
+SAME_PERSON_YAWS = ((0.0,), (0.0, 40.0), (-40.0, 0.0, 40.0), (-40.0, -20.0, 0.0, 20.0, 40.0))
+"""Nominal yaws of the views each same-person fit gets (1 view: the single-image fit of the frontal view)."""
+
+
+def same_person(model, subjects, plan, detected, items, single_fit, score) -> tuple[dict, list]:
+    """Identity from 1, 2, 3, 5 views of each subject (:data:`SAME_PERSON_YAWS`, taken from the full view plan),
+    fitted jointly with one shared shape (:func:`fit_same_person`, the library API of ``fit --same-person``).
+
+    ``single_fit``: the library default's batched single-image fit of every detected view (gives the 1-view
+    row); ``score(subject index, shape) -> NoW median``. Returns {view count: [(subject index, NoW median)]}."""
+    from flamejax.track import JointConfig, fit_same_person
+
+    scores = {len(yaws): [] for yaws in SAME_PERSON_YAWS}
+    for h_index in range(len(subjects)):
+        by_yaw = {}
+        for k, view_index in enumerate(detected):
+            view = plan[view_index]
+            if view["head"] == h_index and abs(view["angles"][0]) <= 43.5:
+                by_yaw[5.0 * round(view["angles"][0] / 5.0) if abs(view["angles"][0]) > 10 else 0.0] = k
+        for yaws in SAME_PERSON_YAWS:
+            picked = [min(by_yaw, key=lambda y: abs(y - wanted)) for wanted in yaws] if by_yaw else []
+            picked = [by_yaw[y] for y, wanted in zip(picked, yaws) if abs(y - wanted) <= 8.0]
+            if len(picked) != len(yaws):
+                continue
+            if len(picked) == 1:
+                shape = single_fit.params.shape[picked[0]]
+            else:
+                shape = fit_same_person(model, view_targets([items[k] for k in picked], True), JointConfig()).shape
+            scores[len(yaws)].append((h_index, score(h_index, np.asarray(shape))))
+    return scores
 
 
 def run(quick: bool, pictures_dir: Path | None = None, sampled_heads: int | None = None,
         short_fit: bool | None = None, cache: Path | None = None,
-        variants: dict[str, FitConfig] | None = None) -> dict:
+        variants: dict[str, Variant] | None = None, same_person_views: bool = False) -> dict:
     """``sampled_heads`` (default 2 quick, 6 full) model heads beside the scans; ``short_fit`` (default: quick)
-    fits with ``quick_config()`` instead of ``FitConfig()``; ``cache``: folder of rendered, preprocessed views."""
+    fits with ``quick_config()`` instead of ``FitConfig()``; ``cache``: folder of rendered, preprocessed views;
+    ``same_person_views``: also fit 2, 3, 5 views of each subject jointly (full view plan only)."""
     short_fit = quick if short_fit is None else short_fit
     config = quick_config() if short_fit else FitConfig()
     model, (heads, mean_v, mean_l51, face_ids), plan, views = prepare(quick, sampled_heads, cache)
     pictures, truths, detected, items, timing = views
-    targets = stack_targets([LandmarkTargets.from_pixels(it.points478, it.lmk68, it.image.shape[0], iris=it.iris)
-                             for it in items])
+    targets = {two: view_targets(items, two) for two in (False, True)}
     variants = variants or default_variants(config)
     start = time.perf_counter()
-    fits = {name: jax.tree.map(np.asarray, fit_landmarks_batch(model, targets, cfg)) for name, cfg in variants.items()}
+    fits = {name: jax.tree.map(np.asarray, fit_landmarks_batch(model, targets[v.two_looks], v.config))
+            for name, v in variants.items()}
     fit_s = (time.perf_counter() - start) / len(variants)
     confidences = {name: res.confidence for name, res in fits.items()}
     variants = fits
 
-    crops, seven_idx = {}, [i - 17 for i in _scans.NOW_SEVEN]
+    seven_idx = [i - 17 for i in _scans.NOW_SEVEN]
+    crops = [face_crop(head.vertices.astype(np.float64), mean_v, face_ids, np.random.default_rng(0), NOW_POINTS)
+             for head in heads]
+    head_faces = np.asarray(model.faces)
+
+    def now_of(h_index: int, vertices: np.ndarray, seven: np.ndarray) -> np.ndarray:
+        return now_distances(vertices, seven, head_faces, crops[h_index], heads[h_index].landmarks51[seven_idx])
+
+    def shape_now(h_index: int, shape: np.ndarray) -> np.ndarray:
+        fitted_v = neutral_vertices(model, shape)
+        return now_of(h_index, fitted_v, np.asarray(landmarks51(model, jnp.asarray(fitted_v)))[seven_idx])
+
     mean_seven = mean_l51[seven_idx]
     rows, mean_scores = [], {}
     for k, view_index in enumerate(detected):
         view, head, item = plan[view_index], heads[plan[view_index]["head"]], items[k]
-        if view["head"] not in crops:
-            crops[view["head"]] = face_crop(head.vertices.astype(np.float64), mean_v, face_ids,
-                                            np.random.default_rng(0), NOW_POINTS)
-        truth_points, truth_seven = crops[view["head"]], head.landmarks51[seven_idx]
         truth_px = truths[view_index]
         row = dict(subject=head.name, kind=head.kind, yaw=float(view["angles"][0]), pitch=float(view["angles"][1]),
                    nme_detector=nme_face_box(to_original(item.lmk68[17:], item.fit_to_original), truth_px))
-        head_faces = np.asarray(model.faces)
+        if np.all(np.isfinite(item.mirrored478)):
+            mean68 = to_68((item.points478 + item.mirrored478) / 2)
+            row["nme_detector_two_looks"] = nme_face_box(to_original(mean68[17:], item.fit_to_original), truth_px)
         if view["head"] not in mean_scores:  # the mean head is the same guess for every view of a subject
-            mean_d = now_distances(mean_v, mean_seven, head_faces, truth_points, truth_seven)
+            mean_d = now_of(view["head"], mean_v, mean_seven)
             mean_scores[view["head"]] = float(np.median(mean_d)), float(mean_d.mean())
         row["mean_head_now_median"], row["mean_head_now_mean"] = mean_scores[view["head"]]
         if head.kind != "raw":
@@ -364,8 +442,7 @@ def run(quick: bool, pictures_dir: Path | None = None, sampled_heads: int | None
         for name, res in variants.items():
             shape = res.params.shape[k]
             fitted_v = neutral_vertices(model, shape)
-            fitted_seven = np.asarray(landmarks51(model, jnp.asarray(fitted_v)))[seven_idx]
-            d = now_distances(fitted_v, fitted_seven, head_faces, truth_points, truth_seven)
+            d = shape_now(view["head"], shape)
             fitted_fit_px = (res.landmarks.lmk68[k][17:] + 1.0) * item.image.shape[0] / 2.0
             fitted_px = to_original(fitted_fit_px, item.fit_to_original)
             row[f"{name}_now_median"], row[f"{name}_now_mean"] = float(np.median(d)), float(d.mean())
@@ -398,10 +475,12 @@ def run(quick: bool, pictures_dir: Path | None = None, sampled_heads: int | None
                          _summary(sel, f"{name}_v2v")[1], float(np.median(nmes)) * 100 if nmes else None,
                          float(np.max(nmes)) * 100 if nmes else None, sum(n > NME_LIMIT for n in nmes),
                          _summary(sel, f"{name}_confidence")[0]])
-        det = [r["nme_detector"] for r in sel]
-        body.append(["MediaPipe points themselves", len(sel), None, None, None, None, None,
-                     float(np.median(det)) * 100 if det else None, float(np.max(det)) * 100 if det else None,
-                     sum(n > NME_LIMIT for n in det), None])
+        for label_det, key in (("MediaPipe points themselves", "nme_detector"),
+                               ("MediaPipe, mean of the two looks", "nme_detector_two_looks")):
+            det = [r[key] for r in sel if key in r]
+            body.append([label_det, len(det), None, None, None, None, None,
+                         float(np.median(det)) * 100 if det else None, float(np.max(det)) * 100 if det else None,
+                         sum(n > NME_LIMIT for n in det), None])
         missed = sum(lo <= abs(v["angles"][0]) <= hi for i, v in enumerate(plan) if i not in detected)
         tables.append(table(f"{label}: identity (mm) and landmark error (% of face box); {missed} more views "
                             f"without a MediaPipe detection",
@@ -414,6 +493,13 @@ def run(quick: bool, pictures_dir: Path | None = None, sampled_heads: int | None
             nmes = [r[f"{name}_nme"] for r in sel]
             ratio = None if not mean_med or fit_med is None else fit_med / mean_med
             verdicts[f"{label} {name}"] = dict(ratio_to_mean_head=ratio, max_nme=max(nmes) if nmes else None)
+    min_confidence = QualityConfig().min_confidence
+    hard = [r for r in rows if BINS[1][1] <= abs(r["yaw"]) <= BINS[1][2]]
+    for label, sel in (("all views", rows), (BINS[1][0], hard)):
+        tables.append(table(f"{label}: does a low confidence (< QualityConfig.min_confidence = {min_confidence}) "
+                            f"flag the fits with NME > {NME_LIMIT:.0%}?",
+                            ["fit", "images", f"NME > {NME_LIMIT:.0%}", "flagged", "flagged and over",
+                             "precision", "recall"], flagged_table(sel, variants, min_confidence)))
     per_subject = []
     for head in heads:
         sel = [r for r in rows if r["subject"] == head.name]
@@ -424,6 +510,25 @@ def run(quick: bool, pictures_dir: Path | None = None, sampled_heads: int | None
                         "coefficients with the truth's (sampled heads)",
                         ["subject", "kind", "images", "mean head", *variants, *(f"corr {n}" for n in variants)],
                         per_subject))
+    same_person_scores = {}
+    if same_person_views:
+        start = time.perf_counter()
+        same_person_scores = same_person(model, heads, plan, detected, items, fits["library default"],
+                                         lambda h, shape: float(np.median(shape_now(h, shape))))
+        same_person_s = round(time.perf_counter() - start, 1)
+        body = []
+        for count, scored in same_person_scores.items():
+            fitted = [score for _, score in scored]
+            mean_head = [mean_scores[h][0] for h, _ in scored]
+            ratios = [f / m for f, m in zip(fitted, mean_head)]
+            body.append([count, len(scored), float(np.median(mean_head)) if scored else None,
+                         float(np.median(fitted)) if scored else None,
+                         float(np.median(fitted) / np.median(mean_head)) if scored else None,
+                         float(np.median(ratios)) if scored else None, float(np.max(ratios)) if scored else None])
+        tables.append(table(f"Several photographs of one person (library default targets, yaw −40…+40, "
+                            f"fit_same_person with JointConfig(); {same_person_s} s for all): NoW median, mm",
+                            ["views", "subjects", "mean head (median over subjects)", "fit (median over subjects)",
+                             "ratio of medians", "median of per-subject ratios", "worst per-subject ratio"], body))
     settings = {"subjects": f"{len(heads)} ({', '.join(h.name for h in heads)})", "views": len(plan),
                 "detected": len(detected), "model": f"test model, {N_SHAPE} identity / {N_EXPRESSION} expression",
                 "fit config": "quick_config()" if short_fit else "FitConfig()", "image": f"{SIZE}² render, FOV 20°",
@@ -436,32 +541,38 @@ def run(quick: bool, pictures_dir: Path | None = None, sampled_heads: int | None
             "its mouth open): their error includes that expression, for the mean head and the fits alike. NME: inner "
             "51 points, fit (or MediaPipe's 68 conversion) against the truth's projected 3D points (AFLW2000-3D "
             "convention: hidden points where they are), over sqrt(w h) of the truth's 51-point box. "
-            "library default: FitConfig(), whose landmark stage re-weights the points at the pose it has reached "
-            "(visibility x Geman-McClure IRLS, FitConfig.weighting); unweighted: the same with the weighting off; "
-            "earlier default: also the identity priors of before (init 2e-4, landmark stage 0.05). "
-            "confidence: FitResult.confidence.")
+            "library default: FitConfig() (its landmark stage re-weights the points at the pose it has reached: "
+            "visibility x Geman-McClure IRLS, FitConfig.weighting) on targets from MediaPipe's two looks, the crop "
+            "and its mirror image (each point at their mean, weighted by their agreement: two_look_targets); "
+            "one look: the same fit on the crop's look alone (the library before); earlier default: one look, no "
+            "weighting, the identity priors of before (init 2e-4, landmark stage 0.05). "
+            "confidence: FitResult.confidence; a fit is flagged when it is below QualityConfig.min_confidence "
+            "(the record's verdict then says so).")
     return result(NAME, TITLE, "quick" if quick else "full", settings, tables,
-                  data={"rows": rows, "verdicts": verdicts}, note=note)
+                  data={"rows": rows, "verdicts": verdicts, "same_person": same_person_scores}, note=note)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="4 subjects x 5 views, short fits (about 10 minutes on 2 "
                         "CPU cores); default: 8 subjects x 9 views, the library's default fit")
-    parser.add_argument("--pictures", type=Path, default=Path("/tmp/identity"),
-                        help="folder for renders and fitted overlays (PNG)")
+    parser.add_argument("--pictures", type=Path, default=None,
+                        help="folder for renders and fitted overlays (PNG; several minutes more), e.g. /tmp/identity")
     parser.add_argument("--sampled-heads", type=int, default=None, help="model heads beside the two scans")
     parser.add_argument("--short-fit", action="store_true", help="quick_config() fits also in the full view plan")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/flamejax_identity_cache"),
                         help="folder of rendered, preprocessed views, keyed by view plan, seed and model (reused "
                         "when present; delete it after changing the rendering)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / f"{NAME}.json")
+    parser.add_argument("--same-person", action="store_true", help="also fit 2, 3, 5 views (yaw -40..+40) of each "
+                        "subject jointly with one identity (full view plan)")
     parser.add_argument("--views-only", action="store_true", help="render and preprocess into --cache, no fits")
     args = parser.parse_args()
     if args.views_only:
         prepare(args.quick, args.sampled_heads, args.cache)
         return
-    payload = run(args.quick, args.pictures, args.sampled_heads, args.short_fit or None, args.cache)
+    payload = run(args.quick, args.pictures, args.sampled_heads, args.short_fit or None, args.cache,
+                  same_person_views=args.same_person)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=1))
     section = render_section(payload)

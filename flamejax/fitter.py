@@ -26,7 +26,7 @@ from flamejax._runtime import CompileClock
 from flamejax.distributed import local_mesh, replicate, round_batch_size, shard_batch
 from flamejax.fit import (FitConfig, FitResult, FitStart, LandmarkConventions, LandmarkTargets, PhotometricConfig,
                           PhotometricTargets, Status, fit_landmarks_batch, fit_photometric_batch, landmark_conventions,
-                          landmark_model, stack_targets)
+                          landmark_model, stack_targets, two_look_targets)
 from flamejax.flame import FlameModel, flame_forward
 
 __all__ = ["Fitter", "ImageFit", "Networks", "PhotometricBundle", "QualityConfig", "find_uv_layout", "judge",
@@ -130,8 +130,9 @@ class ImageFit:
 
 
 def targets_of(item) -> LandmarkTargets:
-    """Landmark targets of a :class:`flamejax.perception.Preprocessed` image (NDC of its fit image)."""
-    return LandmarkTargets.from_pixels(item.points478, item.lmk68, item.image.shape[0], iris=item.iris)
+    """Landmark targets of a :class:`flamejax.perception.Preprocessed` image (NDC of its fit image): both of
+    MediaPipe's looks (the crop and its mirror image) where there are two, see :func:`two_look_targets`."""
+    return two_look_targets(item.points478, item.mirrored478, item.image.shape[0])
 
 
 def judge(result: FitResult, vertices: np.ndarray, quality: QualityConfig = QualityConfig()) -> tuple[str, str]:
@@ -160,7 +161,8 @@ def judge(result: FitResult, vertices: np.ndarray, quality: QualityConfig = Qual
         reasons.append("fitted landmarks fall outside the image")
     if result.confidence is not None and float(result.confidence) < quality.min_confidence:
         reasons.append(f"confidence {float(result.confidence):.2f} (less than {quality.min_confidence}): the "
-                       "landmarks disagree with every head pose near the fit")
+                       "landmarks disagree with every head pose near the fit, or the detector's two looks at the "
+                       "face disagree")
     return ("suspect", "; ".join(reasons)) if reasons else ("ok", "")
 
 

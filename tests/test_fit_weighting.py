@@ -209,3 +209,27 @@ def test_outputs_carry_both_conventions_and_the_confidence(flame_model):
     assert record["lmk68_visibility"].shape == (68, 2) and "lmk68_visibility_original" not in record
     assert set(np.unique(record["lmk68_visibility"][:, 0])) <= {0.0, 1.0}
     np.testing.assert_allclose(record["lmk68_visibility"][:, 1], 0.5)
+
+
+def test_two_look_targets_weigh_points_by_agreement():
+    from flamejax.fit import two_look_targets
+    from flamejax.flame._layout import IBUG68_FROM_MEDIAPIPE
+
+    rng = np.random.default_rng(0)
+    size = 256
+    look = rng.uniform(60.0, 200.0, (478, 2)).astype(np.float32)
+    mirrored = look + rng.normal(0.0, 0.3, look.shape).astype(np.float32)
+    moved = rng.choice(468, 20, replace=False)
+    mirrored[moved] += 30.0  # a fifth of the face: one of the looks folded these points
+    single = two_look_targets(look, None, size)
+    expected = LandmarkTargets.from_pixels(look, IBUG68_FROM_MEDIAPIPE @ look, size)
+    for field in ("lmk68", "mediapipe", "iris", "lmk68_weight", "mediapipe_weight", "iris_weight"):
+        np.testing.assert_allclose(getattr(single, field), getattr(expected, field), atol=1e-6)
+    both = two_look_targets(look, mirrored, size)
+    np.testing.assert_allclose(both.mediapipe, (look + mirrored) / size - 1.0, atol=1e-5)
+    weight = np.asarray(both.mediapipe_weight)
+    assert weight[moved].max() < 0.02 and np.delete(weight, moved).min() > 0.95, weight
+    share_moved = np.abs(IBUG68_FROM_MEDIAPIPE[:, moved]).sum(axis=1)
+    assert np.asarray(both.lmk68_weight)[share_moved == 0].min() > 0.95
+    assert (share_moved > 0.5).sum() >= 3 and np.asarray(both.lmk68_weight)[share_moved > 0.5].max() < 0.1
+    np.testing.assert_allclose(both.iris_weight, weight[468:])

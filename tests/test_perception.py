@@ -267,6 +267,39 @@ def test_68_points_of_a_mirrored_photo_are_mirrored(photos, faces):
     assert error.mean() < 0.03 and error.max() < 0.08, error
 
 
+def test_mediapipe_mirror_table():
+    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_TESSELATION
+
+    mirror = fp.MEDIAPIPE_MIRROR
+    assert mirror.shape == (478,) and sorted(mirror.tolist()) == list(range(478))
+    np.testing.assert_array_equal(mirror[mirror], np.arange(478))
+    assert mirror[33] == 263 and mirror[61] == 291 and mirror[468] == 473 and mirror[127] == 356
+    assert all(mirror[i] == i for i in (0, 1, 4, 6, 152, 168))
+    edges = {frozenset(edge) for edge in FACEMESH_TESSELATION}
+    kept = sum(frozenset(mirror[list(edge)].tolist()) in edges for edge in edges)
+    assert kept >= len(edges) - 6, (kept, len(edges))
+    # the 68 conversion, built from FLAME's symmetric head independently of this table, agrees with it
+    table = fp.IBUG68_FROM_MEDIAPIPE
+    np.testing.assert_allclose(table[fp.IBUG68_MIRROR][:, mirror], table, atol=2e-3)
+
+
+@needs_photos
+def test_mirrored_detection_is_renumbered_into_the_photo(photos, faces, preprocessed):
+    name = FFHQ[2]
+    face = faces[name]
+    mirrored = fp.redetect_mirrored(photos[name], face)
+    width = photos[name].shape[1]
+    np.testing.assert_allclose(face.unmirrored(width).unmirrored(width).points, face.points, atol=1e-3)
+    error = np.linalg.norm(mirrored.points - face.points, axis=1) / interocular(fp.to_68(face.points))
+    assert np.median(error) < 0.02 and error.mean() < 0.03, (np.median(error), error.mean())
+    item = preprocessed[name]
+    error = np.linalg.norm(item.mirrored478 - item.points478, axis=1) / interocular(item.lmk68)
+    assert error.mean() < 0.03, error.mean()
+    unchecked = fp.preprocess(photos[name], fp.PreprocessConfig(mirror_check=False, use_parsing=False))
+    assert unchecked.mirrored478 is None
+    np.testing.assert_allclose(unchecked.points478, item.points478, atol=1e-4)
+
+
 def test_68_conversion_table():
     weights = fp.IBUG68_FROM_MEDIAPIPE
     assert weights.shape == (68, 478)

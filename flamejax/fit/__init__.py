@@ -14,7 +14,7 @@ from flamejax.fit._photometric import (AMBIENT_SH, PhotometricConfig, Photometri
 from flamejax.fit._result import FitResult, FitStart, PhotometricReport, StageReport, Status
 from flamejax.fit._synthetic import SyntheticSample, aligned_vertex_error_mm, observed_targets, rotation_error_deg, sample_problem
 from flamejax.fit._targets import LandmarkTargets, nme_inner, stack_targets
-from flamejax.fit._visibility import LandmarkConventions, LandmarkWeights, landmark_conventions
+from flamejax.fit._visibility import LandmarkConventions, LandmarkWeights, landmark_conventions, two_look_targets
 
 __all__ = [
     "AMBIENT_SH", "FitConfig", "FitResult", "FitStart", "GroupSchedule", "InitConfig", "LandmarkConventions",
@@ -22,5 +22,5 @@ __all__ = [
     "PhotometricTargets", "RigidStageConfig", "StageReport", "Status", "SyntheticSample", "WeightingConfig",
     "aligned_vertex_error_mm", "fit_landmarks", "fit_landmarks_batch", "fit_photometric", "fit_photometric_batch",
     "landmark_conventions", "landmark_data_loss", "landmark_model", "linear_initialisation", "nme_inner", "observed_targets",
-    "quick_config", "rotation_error_deg", "sample_problem", "stack_targets",
+    "quick_config", "rotation_error_deg", "sample_problem", "stack_targets", "two_look_targets",
 ]

@@ -130,7 +130,8 @@ class FitResult:
     """Filled by :func:`fit_photometric_batch`."""
     confidence: Float[Array, ""] | None = None
     """How far to trust this fit, in [0, 1]: the share of the seen 68 points the fitted pose explains, times a
-    fall-off with their mean residual over the face size (:func:`flamejax.fit._visibility.fit_confidence`); 0 when
+    fall-off with their mean residual over the face size (:func:`flamejax.fit._visibility.fit_confidence`), times
+    the share of the face the detector's two looks agree on (:func:`flamejax.fit._visibility.target_agreement`); 0 when
     ``status`` is not OK. Not a calibrated probability: compare images with it, flag the low ones."""
     weights: "LandmarkWeights | None" = None
     """Per-point weights at the fitted pose (visibility x robust) and the visibility of the 68 points."""

@@ -7,7 +7,10 @@ Pure functions on one image (``jax.vmap`` batches them), meant to scale the per-
   the detector (it cannot see it); judged by the FLAME surface normal at the embedded point.
 * :func:`robust_weights`: iteratively-reweighted least squares weights (Geman-McClure or Tukey) of residuals
   normalised by the size of the face, so that points no head pose explains stop pulling the fit.
-* :func:`fit_confidence`: one number in [0, 1] per image from the normalised residuals and the weights.
+* :func:`fit_confidence`: one number in [0, 1] per image from the normalised residuals and the weights (times
+  :func:`target_agreement`, the share of the face the detector's two looks agree on, in the fit's confidence).
+* :func:`two_look_targets`: targets from FaceMesh's two looks at a face (the crop and its mirror image), each point
+  weighted by how well the looks agree: where they disagree at least one is wrong (host side, NumPy).
 * :func:`silhouette_contour` and :func:`contour_conventions`: the 68 points with the jaw contour either on the
   visible outline of the head (300-W style) or as fixed 3D points projected (AFLW2000-3D style).
 
@@ -20,6 +23,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from flamejax._typing import Array, Float, Int
 from flamejax.camera import Camera, project_ndc, world_to_camera
@@ -27,7 +31,7 @@ from flamejax.fit._config import WeightingConfig
 from flamejax.fit._targets import LandmarkTargets
 from flamejax.flame import (FlameModel, FlameParams, barycentric_points, contour_bin, embedded_points,
                             flame_forward, project_landmarks)
-from flamejax.flame._layout import CONTOUR_68
+from flamejax.flame._layout import CONTOUR_68, IBUG68_FROM_MEDIAPIPE, INNER_68, NUM_MESH_POINTS
 
 _HI = jax.lax.Precision.HIGHEST
 
@@ -144,6 +148,46 @@ def fit_confidence(predicted: Float[Array, "n 2"], target: Float[Array, "n 2"], 
     return jnp.clip(kept, 0.0, 1.0) * jnp.exp(-((error / error_scale) ** 2))
 
 
+TWO_LOOK_SCALE = 0.05
+"""Disagreement between the two looks, over the face size, at which a point's weight falls to 1/4 (1/100 at 3x)."""
+
+
+def two_look_targets(points478: Float[np.ndarray, "478 2"], mirrored478: Float[np.ndarray, "478 2"] | None,
+                     image_size: int, scale: float = TWO_LOOK_SCALE) -> LandmarkTargets:
+    """Fitting targets from MediaPipe's points on an image and on its mirror image (mapped back and renumbered,
+    ``Preprocessed.mirrored478``), in pixels of a square ``image_size`` crop.
+
+    Each point's target is the mean of the two looks and its weight :func:`geman_mcclure_weights` of their
+    distance over the face size (:func:`face_size` of the inner 51 points): at strong yaw FaceMesh sometimes
+    folds the far half of the face inwards in one look and not in the other, and a point the looks put in
+    different places is one that at least one of them got wrong. The iris weights are those of the iris points.
+    Without a second look (``None``): the one set at full weight, as :meth:`LandmarkTargets.from_pixels`.
+    """
+    points478 = np.asarray(points478, np.float32)
+    if mirrored478 is None:
+        return LandmarkTargets.from_pixels(points478, IBUG68_FROM_MEDIAPIPE @ points478, image_size)
+    mirrored478 = np.asarray(mirrored478, np.float32)
+    mean478 = (points478 + mirrored478) / 2
+    mean68 = (IBUG68_FROM_MEDIAPIPE @ mean478).astype(np.float32)
+    size = float(face_size(jnp.asarray(mean68[INNER_68])))
+    agreement68 = geman_mcclure_weights(
+        np.linalg.norm(IBUG68_FROM_MEDIAPIPE @ (points478 - mirrored478), axis=-1) / size, scale)
+    agreement478 = geman_mcclure_weights(np.linalg.norm(points478 - mirrored478, axis=-1) / size, scale)
+    targets = LandmarkTargets.from_pixels(mean478, mean68, image_size)
+    return dataclasses.replace(targets, lmk68_weight=jnp.asarray(agreement68, jnp.float32),
+                               iris_weight=jnp.asarray(agreement478[NUM_MESH_POINTS:], jnp.float32),
+                               mediapipe_weight=jnp.asarray(agreement478, jnp.float32))
+
+
+def target_agreement(lmk68_weight: Float[Array, "68"]) -> Float[Array, ""]:
+    """Mean weight of the inner 51 targets that have any: 1 for a detector's single look (every weight 1); for
+    :func:`two_look_targets` the share of the face its two looks agree on. A factor of the fit's confidence: a fit
+    can explain the few points two looks agree on well and still be wrong, as when one look folded half the face.
+    """
+    inner = lmk68_weight[INNER_68]
+    return jnp.sum(inner) / jnp.maximum(jnp.sum(inner > 0), 1)
+
+
 def silhouette_contour(camera: Camera, contour_rows: Float[Array, "rows 17 3"],
                        contour_normals: Float[Array, "rows 17 3"]) -> tuple[Float[Array, "17 3"], Float[Array, "17 3"]]:
     """The 17 jaw points on the visible outline (300-W style) for any yaw, and their normals, head space.
@@ -233,8 +277,8 @@ def pose_weights(model: FlameModel, params: FlameParams, camera: Camera, targets
         kept_mp = geman_mcclure_weights(normalised_residuals(pred_mp, goal_mp, weight_mp), cfg.robust_scale)
     else:
         kept68, kept_mp = ones68, ones_mp
-    confidence = fit_confidence(pred68, targets.lmk68, seen68 * targets.lmk68_weight, gm68,
-                                cfg.confidence_scale)
+    confidence = target_agreement(targets.lmk68_weight) * fit_confidence(
+        pred68, targets.lmk68, seen68 * targets.lmk68_weight, gm68, cfg.confidence_scale)
     return LandmarkWeights(lmk68=seen68 * kept68, mediapipe=seen_mp * kept_mp, iris=seen_iris, visible68=seen68,
                            confidence=confidence)
 
@@ -268,4 +312,5 @@ def landmark_conventions(model: FlameModel, params: FlameParams, camera: Camera)
 __all__ = ["contour_conventions", "face_size", "facing_cosine", "fit_confidence", "geman_mcclure_weights",
            "INNER_LIP_PROXY", "LandmarkConventions", "landmark_conventions", "LandmarkWeights", "lip_normals_from_outer",
            "normalised_residuals", "point_normals", "pose_weights", "robust_weights", "silhouette_contour",
-           "triangle_normals", "tukey_weights", "visibility_weights"]
+           "target_agreement", "triangle_normals", "tukey_weights", "two_look_targets", "TWO_LOOK_SCALE",
+           "visibility_weights"]

@@ -16,10 +16,12 @@ from flamejax.perception._align import ALIGN_SCALE, AlignedFace, align_face, ali
 from flamejax.perception._errors import (FaceIndexError, ImageReadError, ImageTooSmallError, NoFaceError,
                                          PerceptionError)
 from flamejax.perception._image import MIN_IMAGE_SIDE, load_image, to_rgb8
-from flamejax.perception._landmarks import DETECT_MAX_SIDE, MAX_FACES, FaceLandmarks, detect_landmarks
+from flamejax.perception._landmarks import (DETECT_MAX_SIDE, MAX_FACES, FaceLandmarks, detect_landmarks,
+                                            redetect_mirrored)
 from flamejax.perception._layout import (FACE_OVAL, IBUG68_FROM_MEDIAPIPE, IBUG68_MIRROR, LEFT_BROW, LEFT_EYE,
                                          LIPS_INNER, LIPS_OUTER, MEDIAPIPE_IRIS_CENTERS, MEDIAPIPE_LEFT_IRIS,
-                                         MEDIAPIPE_RIGHT_IRIS, NOSE, RIGHT_BROW, RIGHT_EYE, to_68, to_iris)
+                                         MEDIAPIPE_MIRROR, MEDIAPIPE_RIGHT_IRIS, NOSE, RIGHT_BROW, RIGHT_EYE, to_68,
+                                         to_iris)
 from flamejax.perception._mask import FOREHEAD_KEPT, landmark_face_mask
 from flamejax.perception._matting import composite_over_white, matte
 from flamejax.perception._parsing import (CELEBAMASK_CLASSES, FACE_CLASSES, ParsingResult, parse_face,
@@ -33,10 +35,11 @@ __all__ = [
     "ALIGN_SCALE", "AlignedFace", "CELEBAMASK_CLASSES", "DETECT_MAX_SIDE", "FACE_CLASSES", "FACE_OVAL",
     "FOREHEAD_KEPT", "FaceIndexError", "FaceLandmarks", "IBUG68_FROM_MEDIAPIPE", "IBUG68_MIRROR",
     "ImageReadError", "ImageTooSmallError", "LEFT_BROW", "LEFT_EYE", "LIPS_INNER", "LIPS_OUTER", "MAX_FACES",
-    "MEDIAPIPE_IRIS_CENTERS", "MEDIAPIPE_LEFT_IRIS", "MEDIAPIPE_RIGHT_IRIS", "MIN_IMAGE_SIDE", "NOSE",
-    "NoFaceError",
+    "MEDIAPIPE_IRIS_CENTERS", "MEDIAPIPE_LEFT_IRIS", "MEDIAPIPE_MIRROR", "MEDIAPIPE_RIGHT_IRIS", "MIN_IMAGE_SIDE",
+    "NOSE", "NoFaceError",
     "ParsingResult", "PerceptionError", "Preprocessed", "PreprocessConfig", "RIGHT_BROW", "RIGHT_EYE",
     "align_face", "alignment_transform", "compose_affine", "composite_over_white", "detect_landmarks",
     "invert_affine", "landmark_face_mask", "load_image", "matte", "ndc_to_pixels", "parse_face", "parsing_mask",
-    "pixels_to_ndc", "preprocess", "to_68", "to_iris", "to_rgb8", "transform_points", "warp_image",
+    "pixels_to_ndc", "preprocess", "redetect_mirrored", "to_68", "to_iris", "to_rgb8", "transform_points",
+    "warp_image",
 ]

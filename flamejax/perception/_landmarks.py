@@ -23,6 +23,7 @@ from jaxtyping import Float, UInt8
 
 from flamejax.perception._errors import FaceIndexError, NoFaceError
 from flamejax.perception._image import ARRAY_NAME, check_image_size, to_rgb8
+from flamejax.perception._layout import MEDIAPIPE_MIRROR
 from flamejax.perception._transform import (Affine, affine_scale, invert_affine, scale_affine, transform_points,
                                             warp_image)
 
@@ -63,6 +64,13 @@ class FaceLandmarks:
         points = transform_points(matrix, self.points)
         return dataclasses.replace(self, points=points, depth=(self.depth * affine_scale(matrix)).astype(np.float32),
                                    box=points_box(points))
+
+    def unmirrored(self, width: int) -> FaceLandmarks:
+        """Landmarks found in the mirror image (``image[:, ::-1]``, ``width`` pixels wide) of a picture, in that
+        picture's frame: x reflected back and the points renumbered, so that each index names the same part of
+        the face as in a detection on the picture itself (see :data:`MEDIAPIPE_MIRROR`)."""
+        points = self.points[MEDIAPIPE_MIRROR] * np.float32([-1.0, 1.0]) + np.float32([width, 0.0])
+        return dataclasses.replace(self, points=points, depth=self.depth[MEDIAPIPE_MIRROR], box=points_box(points))
 
 
 def points_box(points: Float[np.ndarray, "N 2"]) -> Float[np.ndarray, "4"]:
@@ -262,3 +270,17 @@ def redetect(image: UInt8[np.ndarray, "H W 3"], expected: FaceLandmarks,
     points, depth = faces[int(np.argmax(overlaps))]
     return dataclasses.replace(expected, points=points.astype(np.float32), depth=depth.astype(np.float32),
                                box=points_box(points))
+
+
+def redetect_mirrored(image: UInt8[np.ndarray, "H W 3"], expected: FaceLandmarks,
+                      min_iou: float = 0.5) -> FaceLandmarks | None:
+    """:func:`redetect` on the mirror image of ``image``, returned in ``image``'s frame and numbering.
+
+    A second, independent look at the same face: FaceMesh's errors at strong yaw are not mirror-symmetric, so
+    where the two detections disagree at least one of them is wrong (see ``Preprocessed.mirrored478``).
+    """
+    image = to_rgb8(image)
+    width = image.shape[1]
+    mirror_expected = expected.unmirrored(width)
+    found = redetect(np.ascontiguousarray(image[:, ::-1]), mirror_expected, min_iou)
+    return None if found is None else found.unmirrored(width)

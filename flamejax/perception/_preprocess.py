@@ -9,7 +9,8 @@ from jaxtyping import Float, UInt8
 
 from flamejax.perception._align import ALIGN_SCALE, align_face
 from flamejax.perception._image import ImageSource, load_image, source_name
-from flamejax.perception._landmarks import DETECT_MAX_SIDE, FaceLandmarks, detect_landmarks, redetect
+from flamejax.perception._landmarks import (DETECT_MAX_SIDE, FaceLandmarks, detect_landmarks, redetect,
+                                            redetect_mirrored)
 from flamejax.perception._layout import to_68, to_iris
 from flamejax.perception._mask import FOREHEAD_KEPT, landmark_face_mask
 from flamejax.perception._matting import composite_over_white, matte
@@ -30,6 +31,9 @@ class PreprocessConfig:
     """Face to use, numbered left to right from 0; ``None``: the largest."""
     redetect_on_crop: bool = True
     """Detect the landmarks again on the aligned crop (more accurate, as the reference does)."""
+    mirror_check: bool = True
+    """Also detect on the mirror image of the aligned crop (:attr:`Preprocessed.mirrored478`): a second look
+    that the fit can choose from where FaceMesh fails at strong yaw (one more FaceMesh run)."""
     crop_scale: float = ALIGN_SCALE
     """Half side of the crop in units of max(2 |eye->eye|, 1.8 |eye->mouth|)."""
     detect_max_side: int = DETECT_MAX_SIDE
@@ -67,6 +71,9 @@ class Preprocessed:
     """Aligned face at crop resolution, RGB uint8 (matted over white when matting ran)."""
     points478: Float[np.ndarray, "478 2"]
     """MediaPipe landmarks in fit pixels (float32)."""
+    mirrored478: Float[np.ndarray, "478 2"] | None
+    """MediaPipe landmarks found on the mirror image of the crop, mapped back and renumbered (fit pixels,
+    float32); ``None`` when ``PreprocessConfig.mirror_check`` is off or FaceMesh found no face there."""
     depth478: Float[np.ndarray, "478"]
     """MediaPipe relative depth in fit pixels (float32)."""
     lmk68: Float[np.ndarray, "68 2"]
@@ -128,11 +135,15 @@ def preprocess(image: ImageSource, config: PreprocessConfig = PreprocessConfig()
             notes.append("no face found again on the aligned crop; using the photograph's landmarks")
     to_fit = scale_affine(config.fit_size / config.crop_size)
     fit_landmarks = (landmarks if redetected is None else redetected).transformed(to_fit)
+    mirrored = redetect_mirrored(crop, landmarks) if config.mirror_check else None
+    if config.mirror_check and mirrored is None:
+        notes.append("no face found on the mirrored crop; no second set of landmarks to choose from")
     fit_image = resize(crop, config.fit_size, config.fit_size)
     mask, mask_source, parsing = _face_mask(crop, fit_landmarks, config, notes)
     original_to_fit = compose_affine(to_fit, aligned.to_crop)
     return Preprocessed(
         image=fit_image.astype(np.float32) / 255.0, crop=crop, points478=fit_landmarks.points,
+        mirrored478=None if mirrored is None else mirrored.transformed(to_fit).points,
         depth478=fit_landmarks.depth, lmk68=to_68(fit_landmarks.points), iris=to_iris(fit_landmarks.points),
         mask=mask, mask_source=mask_source, parsing=parsing,
         alpha=None if crop_alpha is None else resize(crop_alpha, config.fit_size, config.fit_size),
