@@ -370,7 +370,7 @@ def same_person(model, subjects, plan, detected, items, single_fit, score) -> tu
 
     ``single_fit``: the library default's batched single-image fit of every detected view (gives the 1-view
     row); ``score(subject index, shape) -> NoW median``. Returns {view count: [(subject index, NoW median)]}."""
-    from flamejax.track import JointConfig, fit_same_person
+    from flamejax.track import fit_same_person
 
     scores = {len(yaws): [] for yaws in SAME_PERSON_YAWS}
     for h_index in range(len(subjects)):
@@ -387,7 +387,7 @@ def same_person(model, subjects, plan, detected, items, single_fit, score) -> tu
             if len(picked) == 1:
                 shape = single_fit.params.shape[picked[0]]
             else:
-                shape = fit_same_person(model, view_targets([items[k] for k in picked], True), JointConfig()).shape
+                shape = fit_same_person(model, view_targets([items[k] for k in picked], True)).shape
             scores[len(yaws)].append((h_index, score(h_index, np.asarray(shape))))
     return scores
 
@@ -526,7 +526,7 @@ def run(quick: bool, pictures_dir: Path | None = None, sampled_heads: int | None
                          float(np.median(fitted) / np.median(mean_head)) if scored else None,
                          float(np.median(ratios)) if scored else None, float(np.max(ratios)) if scored else None])
         tables.append(table(f"Several photographs of one person (library default targets, yaw −40…+40, "
-                            f"fit_same_person with JointConfig(); {same_person_s} s for all): NoW median, mm",
+                            f"fit_same_person with its default SAME_PERSON; {same_person_s} s for all): NoW median, mm",
                             ["views", "subjects", "mean head (median over subjects)", "fit (median over subjects)",
                              "ratio of medians", "median of per-subject ratios", "worst per-subject ratio"], body))
     settings = {"subjects": f"{len(heads)} ({', '.join(h.name for h in heads)})", "views": len(plan),

@@ -9,7 +9,7 @@ shared identity.
 
 from flamejax.perception._video import (FOLDER_FPS, Frame, FrameSource, VideoInfo, VideoLandmarker,
                                         VideoReadError)
-from flamejax.track._joint import (FrameStates, JointConfig, JointResult, SamePersonResult, fit_joint,
+from flamejax.track._joint import (SAME_PERSON, FrameStates, JointConfig, JointResult, SamePersonResult, fit_joint,
                                    fit_same_person, with_identity)
 from flamejax.track._photometric_track import (PhotometricTrack, PhotometricTrackConfig, frame_picture,
                                                refine_photometric)
@@ -22,7 +22,7 @@ from flamejax.track._video_track import EXPORTS, NoFaceInVideoError, TrackResult
 
 __all__ = [
     "EXPORTS", "FOLDER_FPS", "Frame", "FrameSource", "FrameStates", "JointConfig", "JointResult",
-    "NoFaceInVideoError", "NoUsableFramesError", "STATUS_REASONS", "SamePersonResult", "SequenceFit",
+    "NoFaceInVideoError", "NoUsableFramesError", "SAME_PERSON", "STATUS_REASONS", "SamePersonResult", "SequenceFit",
     "SyntheticViews", "TemporalPrior", "TrackConfig", "TrackResult", "VideoInfo", "VideoLandmarker",
     "VideoReadError", "cameras_opencv", "chunk_starts", "fill_from_neighbours", "fit_joint",
     "fit_same_person", "fit_same_person_photos", "photo_targets", "smooth_states", "smooth_trajectory", "synthetic_sequence", "synthetic_views", "temporal_loss",

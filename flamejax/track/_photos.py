@@ -7,7 +7,7 @@ from pathlib import Path
 from flamejax.perception import Preprocessed, PreprocessConfig, preprocess
 from flamejax.fitter import targets_of
 from flamejax.track._core import FitConfig, FlameModel, LandmarkTargets, stack_targets
-from flamejax.track._joint import JointConfig, SamePersonResult, fit_same_person
+from flamejax.track._joint import SAME_PERSON, JointConfig, SamePersonResult, fit_same_person
 
 
 def photo_targets(photos: list[str | Path], config: PreprocessConfig = PreprocessConfig()
@@ -17,7 +17,7 @@ def photo_targets(photos: list[str | Path], config: PreprocessConfig = Preproces
     return stack_targets([targets_of(p) for p in prepared]), prepared
 
 
-def fit_same_person_photos(model: FlameModel, photos: list[str | Path], config: JointConfig = JointConfig(),
+def fit_same_person_photos(model: FlameModel, photos: list[str | Path], config: JointConfig = SAME_PERSON,
                            preprocess_config: PreprocessConfig = PreprocessConfig(),
                            init_config: FitConfig | None = None) -> tuple[SamePersonResult, list[Preprocessed]]:
     """``flamejax fit --same-person a.jpg b.jpg ...``: one identity for all photographs, per-photo expression,
