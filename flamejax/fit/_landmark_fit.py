@@ -23,7 +23,7 @@ from flamejax.fit._init import linear_initialisation
 from flamejax.fit._optim import FROZEN, all_finite, partitioned_adam, run_stage
 from flamejax.fit._result import FitResult, FitStart, Status, StageReport, first_failure
 from flamejax.fit._targets import LandmarkTargets, check_targets, nme_inner
-from flamejax.fit._visibility import pose_weights
+from flamejax.fit._visibility import pose_weights, weighed_landmarks
 from flamejax.flame import (FlameModel, FlameParams, LandmarkPoints3D, ProjectedLandmarks, landmark_points,
                             posed_landmarks, project_landmarks)
 from flamejax.flame._layout import CONTOUR_68, INNER_68
@@ -188,8 +188,7 @@ def _fit_one(model: FlameModel, targets: LandmarkTargets, config: FitConfig, sta
                                   (fallback_camera, FlameParams.for_model(model)))
     shape_anchor = jnp.zeros_like(params.shape) if start is None else start.shape * start.shape_given
     fitted, rigid, landmark = weighted_stages(model, Geometry(params, camera), targets, config, shape_anchor)
-    projected = posed_landmarks(model, fitted.params, fitted.camera)
-    final_weights = pose_weights(model, fitted.params, fitted.camera, targets, config.weighting)
+    final_weights, projected = weighed_landmarks(model, fitted.params, fitted.camera, targets, config.weighting)
     status = first_failure([(padding, Status.PADDING), (~targets.valid, Status.INVALID_INPUT),
                             (~init_ok, Status.DIVERGED_INIT), (~rigid.finite, Status.DIVERGED_RIGID),
                             (~landmark.finite, Status.DIVERGED_LANDMARK)])

@@ -124,9 +124,11 @@ def landmark_weights(config: PhotometricConfig) -> Float[Array, "68"]:
             .at[MOUTH_68].set(config.mouth_weight))
 
 
-def mean_skin_colour(image: Float[Array, "s s 3"], mask: Float[Array, "s s"]) -> Float[Array, "3"]:
-    weight = mask[..., None]
-    return jnp.sum(image * weight, axis=(0, 1)) / jnp.maximum(jnp.sum(weight), 1.0)
+def mean_colour(image: Float[Array, "s s 3"], weight: Float[Array, "s s"], fallback=0.0) -> Float[Array, "3"]:
+    """Mean colour of ``image`` under the pixel weights ``weight``; ``fallback`` where every weight is 0."""
+    total = jnp.sum(weight)
+    mean = jnp.sum(image * weight[..., None], axis=(0, 1)) / jnp.maximum(total, 1.0)
+    return jnp.where(total > 0, mean, fallback)
 
 
 def _sanitised(targets: PhotometricTargets) -> PhotometricTargets:
@@ -226,12 +228,6 @@ def _pixel_weights(level: _LevelTargets, face_index: Int[Array, "s s"], alpha: F
     return (skin * level.mask + eyeball) * alpha
 
 
-def _mean_colour(image: Float[Array, "s s 3"], weight: Float[Array, "s s"], fallback) -> Float[Array, "3"]:
-    total = jnp.sum(weight)
-    mean = jnp.sum(image * weight[..., None], axis=(0, 1)) / jnp.maximum(total, 1.0)
-    return jnp.where(total > 0, mean, fallback)
-
-
 def _smoothness(texels: Float[Array, "t t 3"], texel_region: Int[Array, "t t"] | None) -> Float[Array, ""]:
     """Mean squared difference of neighbouring texels, except across an eyeball's border (eyes and skin do not
     blur into each other; skin texels the loss does not see, e.g. under hair, take their neighbours' colour)."""
@@ -258,14 +254,14 @@ def _refine_one(model: FlameModel, uv_layout: UVLayout, targets: PhotometricTarg
     regions = uv_layout.face_region
     texel_region = (None if regions is None
                     else texel_regions(uv_layout.uv, uv_layout.face_uv_index, regions, size))
-    skin = mean_skin_colour(targets.image, targets.mask)
+    skin = mean_colour(targets.image, targets.mask)
     full = _level_targets(targets, skin, full_size, config)
     if albedo is not None:
         texels0 = jnp.zeros((size, size, 3), jnp.float32)
     else:
         texels0 = jnp.broadcast_to(skin, (size, size, 3)).astype(jnp.float32)
         if texel_region is not None:
-            eye_colour = _mean_colour(full.image, full.eyes, skin)
+            eye_colour = mean_colour(full.image, full.eyes, skin)
             texels0 = jnp.where((texel_region == REGION_EYEBALL)[..., None], eye_colour, texels0)
     shape0 = landmark_fit.params.shape
 

@@ -29,8 +29,8 @@ from flamejax._typing import Array, Float, Int
 from flamejax.camera import Camera, project_ndc, world_to_camera
 from flamejax.fit._config import WeightingConfig
 from flamejax.fit._targets import LandmarkTargets
-from flamejax.flame import (FlameModel, FlameParams, barycentric_points, contour_bin, embedded_points,
-                            flame_forward, project_landmarks)
+from flamejax.flame import (FlameModel, FlameParams, ProjectedLandmarks, barycentric_points, contour_bin,
+                            embedded_points, flame_forward, project_landmarks)
 from flamejax.flame._layout import CONTOUR_68, IBUG68_FROM_MEDIAPIPE, INNER_68, NUM_MESH_POINTS
 
 _HI = jax.lax.Precision.HIGHEST
@@ -248,7 +248,13 @@ def pose_weights(model: FlameModel, params: FlameParams, camera: Camera, targets
     """Landmark weights of one image under a fitted pose: visibility (``cfg.visibility``) × Geman-McClure IRLS
     (``cfg.robust``) of the residuals to ``targets``; factors of 1 where a switch is off. Works on the full model
     or its landmark-only subset. Not differentiated (stop_gradient): a stage holds them fixed."""
-    params, camera = jax.lax.stop_gradient((params, camera))
+    return weighed_landmarks(model, params, camera, targets, cfg)[0]
+
+
+def weighed_landmarks(model: FlameModel, params: FlameParams, camera: Camera, targets: LandmarkTargets,
+                      cfg: WeightingConfig) -> tuple[LandmarkWeights, ProjectedLandmarks]:
+    """:func:`pose_weights` and the projected landmarks they were judged on (those of
+    :func:`flamejax.flame.posed_landmarks`), from one FLAME forward pass."""
     emb = model.landmarks
     vertices = flame_forward(model, params).vertices
     row = contour_bin(camera.rotation_matrix())
@@ -279,8 +285,9 @@ def pose_weights(model: FlameModel, params: FlameParams, camera: Camera, targets
         kept68, kept_mp = ones68, ones_mp
     confidence = target_agreement(targets.lmk68_weight) * fit_confidence(
         pred68, targets.lmk68, seen68 * targets.lmk68_weight, gm68, cfg.confidence_scale)
-    return LandmarkWeights(lmk68=seen68 * kept68, mediapipe=seen_mp * kept_mp, iris=seen_iris, visible68=seen68,
-                           confidence=confidence)
+    weights = LandmarkWeights(lmk68=seen68 * kept68, mediapipe=seen_mp * kept_mp, iris=seen_iris, visible68=seen68,
+                              confidence=confidence)
+    return jax.lax.stop_gradient(weights), projected
 
 
 @jax.tree_util.register_dataclass
@@ -313,4 +320,4 @@ __all__ = ["contour_conventions", "face_size", "facing_cosine", "fit_confidence"
            "INNER_LIP_PROXY", "LandmarkConventions", "landmark_conventions", "LandmarkWeights", "lip_normals_from_outer",
            "normalised_residuals", "point_normals", "pose_weights", "robust_weights", "silhouette_contour",
            "target_agreement", "triangle_normals", "tukey_weights", "two_look_targets", "TWO_LOOK_SCALE",
-           "visibility_weights"]
+           "visibility_weights", "weighed_landmarks"]

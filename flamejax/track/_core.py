@@ -5,10 +5,10 @@ from flamejax.fit import (AMBIENT_SH, FitConfig, FitResult, GroupSchedule, Landm
                           PhotometricConfig, PhotometricTargets, StageReport, fit_landmarks_batch,
                           fit_photometric_batch, landmark_data_loss, landmark_model, nme_inner, quick_config,
                           stack_targets)
-from flamejax.fit._photometric import Appearance
+from flamejax.fit._photometric import Appearance, mean_colour
 from flamejax.fit._optim import FROZEN, partitioned_adam, run_stage
 from flamejax.flame import FlameModel, FlameParams, flame_forward, load_flame, posed_landmarks
-from flamejax.io import atomic_path, export_mesh, write_json, write_npz
+from flamejax.io import atomic_path, export_mesh, write_image, write_json, write_npz
 from flamejax.perception import landmark_face_mask, to_68
 from flamejax.render import RasterConfig, render_mesh, shade_for_display
 
@@ -16,7 +16,7 @@ __all__ = [
     "Camera", "FitConfig", "GroupSchedule", "RasterConfig", "export_mesh", "shade_for_display", "to_68", "FlameModel", "FlameParams", "LandmarkStageConfig", "LandmarkTargets", "atomic_path",
     "fit_landmarks_batch", "flame_forward", "FROZEN", "partitioned_adam", "intrinsics", "landmark_data_loss",
     "landmark_model", "load_flame", "nme_inner", "posed_landmarks", "project_ndc", "quick_config", "run_stage",
-    "stack_targets", "write_json", "write_npz", "yaw_pitch_roll",
-    "AMBIENT_SH", "Appearance", "FitResult", "PhotometricConfig", "PhotometricTargets", "StageReport",
+    "stack_targets", "write_image", "write_json", "write_npz", "yaw_pitch_roll",
+    "AMBIENT_SH", "Appearance", "FitResult", "mean_colour", "PhotometricConfig", "PhotometricTargets", "StageReport",
     "fit_photometric_batch", "landmark_face_mask", "render_mesh",
 ]

@@ -33,7 +33,8 @@ import numpy as np
 
 from flamejax.track._core import (AMBIENT_SH, Appearance, FitResult, FlameModel, GroupSchedule, LandmarkTargets,
                                   PhotometricConfig, PhotometricTargets, StageReport, fit_photometric_batch,
-                                  landmark_face_mask, landmark_model, posed_landmarks, stack_targets)
+                                  landmark_face_mask, landmark_model, posed_landmarks, stack_targets,
+                                  mean_colour, write_image)
 from flamejax.perception._video import VideoReadError
 from flamejax.track._joint import FrameStates
 from flamejax.track._sequence import (STATUS_OK, STATUS_PHOTOMETRIC_DIVERGED, STATUS_PHOTOMETRIC_REJECTED,
@@ -122,15 +123,16 @@ def frame_picture(image: np.ndarray, points478: np.ndarray, crop: tuple[float, f
     return warped.astype(np.float32) / 255.0, (mask * (inside > 0.999)).astype(np.float32)
 
 
-def _landmark_results(model: FlameModel, frames: FrameStates, shape: np.ndarray, fov: float, nme: np.ndarray
-                      ) -> FitResult:
-    """Landmark-mode states of a batch as the landmark fit the photometric stage starts from."""
+def _landmark_results(landmarks_only: FlameModel, frames: FrameStates, shape: np.ndarray, fov: float,
+                      nme: np.ndarray) -> FitResult:
+    """Landmark-mode states of a batch as the landmark fit the photometric stage starts from
+    (``landmarks_only``: :func:`landmark_model` of the clip's model)."""
     params = frames.flame_params(jnp.asarray(shape, jnp.float32))
     cameras = frames.cameras(jnp.asarray(fov, jnp.float32))
     batch = len(nme)
     report = StageReport(jnp.zeros((batch, 1), jnp.float32), jnp.zeros(batch, jnp.float32), jnp.ones(batch, bool),
                          jnp.full(batch, -1, jnp.int32))
-    projected = _project(landmark_model(model), params, cameras)
+    projected = _project(landmarks_only, params, cameras)
     return FitResult(params=params, camera=cameras, landmarks=projected, nme=jnp.asarray(nme, jnp.float32),
                      status=jnp.zeros(batch, jnp.int32), rigid=report, landmark=report)
 
@@ -143,13 +145,13 @@ def _batch_rows(rows: list[int], size: int) -> list[int]:
     return rows + [rows[-1]] * (size - len(rows))
 
 
-def _refine_batch(model: FlameModel, uv_layout, fit: SequenceFit, targets: list[LandmarkTargets], rows: list[int],
-                  pictures: dict[int, tuple[np.ndarray, np.ndarray]], config: PhotometricConfig, size: int, albedo,
-                  appearance: Appearance | None) -> FitResult:
+def _refine_batch(model: FlameModel, landmarks_only: FlameModel, uv_layout, fit: SequenceFit,
+                  targets: list[LandmarkTargets], rows: list[int], pictures: dict[int, tuple[np.ndarray, np.ndarray]],
+                  config: PhotometricConfig, size: int, albedo, appearance: Appearance | None) -> FitResult:
     """The photometric stage on the frames ``rows`` from their states in ``fit`` (padded to ``size``)."""
     padded = _batch_rows(rows, size)
     frames = jax.tree.map(lambda a: jnp.asarray(np.asarray(a)[padded]), fit.frames)
-    start = _landmark_results(model, frames, fit.shape, fit.fov_deg, np.nan_to_num(fit.nme[padded]))
+    start = _landmark_results(landmarks_only, frames, fit.shape, fit.fov_deg, np.nan_to_num(fit.nme[padded]))
     photo = PhotometricTargets(jnp.asarray(np.stack([pictures[r][0] for r in padded])),
                                jnp.asarray(np.stack([pictures[r][1] for r in padded])),
                                stack_targets([targets[r] for r in padded]))
@@ -163,8 +165,7 @@ def _start_appearance(pictures: list[tuple[np.ndarray, np.ndarray]], albedo, tex
     if albedo is not None:
         texels = np.zeros((count, texture_size, texture_size, 3), np.float32)
     else:
-        skin = np.stack([(image * mask[..., None]).sum((0, 1)) / max(float(mask.sum()), 1.0)
-                         for image, mask in pictures])
+        skin = np.stack([np.asarray(mean_colour(jnp.asarray(image), jnp.asarray(mask))) for image, mask in pictures])
         texels = np.broadcast_to(skin[:, None, None, :], (count, texture_size, texture_size, 3))
     n_tex = 0 if albedo is None else albedo.basis.shape[-1]
     light = np.zeros((count, 9, 3), np.float32)
@@ -217,6 +218,7 @@ def refine_photometric(model: FlameModel, uv_layout, fit: SequenceFit, targets: 
     usable = np.array([s == STATUS_OK for s in fit.status])
     store = _Checkpoints(checkpoint_dir, targets, config, _fit_digest(fit))
     batch = photometric.batch_frames
+    landmarks_only = landmark_model(model)
 
     saved = store.load("photometric_appearance")
     if saved is None:
@@ -224,8 +226,8 @@ def refine_photometric(model: FlameModel, uv_layout, fit: SequenceFit, targets: 
         key_pictures = _pictures_of(pictures, keys)
         start = _start_appearance([key_pictures[row] for row in _batch_rows(keys, photometric.keyframes)], albedo,
                                   photometric.appearance.texture_size)
-        result = _refine_batch(model, uv_layout, fit, targets, keys, key_pictures, photometric.appearance,
-                               photometric.keyframes, albedo, start)
+        result = _refine_batch(model, landmarks_only, uv_layout, fit, targets, keys, key_pictures,
+                               photometric.appearance, photometric.keyframes, albedo, start)
         appearance, texture = _clip_appearance(result, len(keys), albedo)
         saved = dict(light=appearance.light, texture_coeffs=appearance.texture_coeffs, texels=appearance.texels,
                      texture=texture, keyframes=np.asarray(keys))
@@ -244,8 +246,8 @@ def refine_photometric(model: FlameModel, uv_layout, fit: SequenceFit, targets: 
         if len(images) < len(rows):
             raise VideoReadError(f"frame rows {sorted(set(rows) - set(images))} could not be read again for the "
                                  "photometric step; the refined batches so far are saved: rerun with resume")
-        result = jax.tree.map(np.asarray, _refine_batch(model, uv_layout, fit, targets, rows, images,
-                                                        photometric.refine, batch, albedo, appearance))
+        result = jax.tree.map(np.asarray, _refine_batch(model, landmarks_only, uv_layout, fit, targets, rows,
+                                                        images, photometric.refine, batch, albedo, appearance))
         keep = len(rows)
         report = result.photometric
         parts[number] = dict(frames=jax.tree.map(lambda a: a[:keep], FrameStates.from_fit(result.params,
@@ -278,8 +280,8 @@ def refine_photometric(model: FlameModel, uv_layout, fit: SequenceFit, targets: 
                     getattr(refined_frames, name)[row] = getattr(part["frames"], name)[i]
     frames = jax.tree.map(lambda a: a.astype(np.float32), smooth_states(refined_frames, usable.astype(np.float64),
                                                                          config.temporal))
-    lmk68, nme = project_clip(model, frames, fit.shape, fit.fov_deg, _numpy(_pad_targets(targets, len(targets))),
-                              batch)
+    lmk68, nme = project_clip(landmarks_only, frames, fit.shape, fit.fov_deg,
+                              _numpy(_pad_targets(targets, len(targets))), batch)
     extra = PhotometricTrack(texture=np.asarray(saved["texture"]), light=light, photometric_start=start_error,
                              photometric_final=final_error, refined=refined, keyframes=np.asarray(saved["keyframes"]),
                              landmark_frames=fit.frames, landmark_nme=fit.nme)
@@ -325,11 +327,7 @@ def photometric_arrays(fit: SequenceFit, out_dir: Path) -> dict:
     extra = fit.photometric
     if extra is None:
         return {}
-    from flamejax.track._core import atomic_path
-
-    picture = cv2.cvtColor((np.clip(extra.texture, 0, 1) * 255).round().astype(np.uint8), cv2.COLOR_RGB2BGR)
-    with atomic_path(out_dir / "texture.png") as tmp:
-        Path(tmp).write_bytes(cv2.imencode(".png", picture)[1].tobytes())
+    write_image(out_dir / "texture.png", extra.texture)
     return dict(light_sh=extra.light, photometric_error_start=extra.photometric_start,
                 photometric_error=extra.photometric_final, photometric_refined=extra.refined,
                 keyframes=extra.keyframes, landmark_mode_nme=extra.landmark_nme, texture_png=np.asarray("texture.png"))
