@@ -16,30 +16,8 @@ from flamejax.flame._layout import INNER_68, IRIS, NUM_IBUG68, NUM_POINTS, OUTER
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class TargetLooks:
-    """Two looks of a detector at one image (e.g. FaceMesh on the crop and on its mirror image), NDC of the
-    fitting crop: a fit that judges points by a head pose takes each point from the look the pose explains
-    (:func:`flamejax.fit._visibility.looks_at_pose`). The weights are the detector's own (1 where it gave a point),
-    shared by the two looks."""
-
-    lmk68: Float[Array, "2 68 2"]
-    iris: Float[Array, "2 10 2"]
-    mediapipe: Float[Array, "2 478 2"]
-    lmk68_weight: Float[Array, "68"]
-    iris_weight: Float[Array, "10"]
-    mediapipe_weight: Float[Array, "478"]
-
-
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
 class LandmarkTargets:
-    """Targets of one image in NDC of the fitting crop (see :mod:`flamejax.camera`).
-
-    ``lmk68``, ``iris``, ``mediapipe`` and their weights are what every stage fits; with ``looks`` (two of the
-    detector's looks, :func:`flamejax.fit._visibility.two_look_targets`) they are a first estimate from both, and
-    stages that re-weigh the points at the pose they reached fit each point where the look that pose explains puts
-    it instead.
-    """
+    """Targets of one image in NDC of the fitting crop (see :mod:`flamejax.camera`)."""
 
     lmk68: Float[Array, "68 2"]
     iris: Float[Array, "10 2"]
@@ -50,8 +28,6 @@ class LandmarkTargets:
     mediapipe_weight: Float[Array, "478"]
     valid: Bool[Array, ""]
     """False for padding in a batch, or for an image whose targets are not finite."""
-    looks: TargetLooks | None = None
-    """The detector's two looks at the image, or ``None`` (the targets are its only look)."""
 
     @staticmethod
     def from_pixels(points478: np.ndarray, lmk68: np.ndarray, image_size: int, iris: np.ndarray | None = None,
@@ -78,14 +54,6 @@ class LandmarkTargets:
         return LandmarkTargets(zeros(NUM_IBUG68, 2), zeros(10, 2), zeros(NUM_POINTS, 2), zeros(NUM_IBUG68), zeros(10),
                                zeros(NUM_POINTS), jnp.asarray(False))
 
-    def with_looks(self) -> "LandmarkTargets":
-        """These targets with :attr:`looks` set: the targets themselves as both looks when they have none."""
-        if self.looks is not None:
-            return self
-        both = lambda a: jnp.stack([a, a], axis=-3)  # noqa: E731
-        return dataclasses.replace(self, looks=TargetLooks(both(self.lmk68), both(self.iris), both(self.mediapipe),
-                                                           self.lmk68_weight, self.iris_weight, self.mediapipe_weight))
-
     @property
     def is_padding(self) -> Bool[Array, "*batch"]:
         """True for entries built by :meth:`padding`: invalid and with every weight zero."""
@@ -95,8 +63,7 @@ class LandmarkTargets:
     @property
     def usable(self) -> Bool[Array, "*batch"]:
         """Valid and finite: what the fit treats as an image to fit."""
-        points = (self.lmk68, self.iris, self.mediapipe, self.lmk68_weight, self.iris_weight, self.mediapipe_weight,
-                  *jax.tree.leaves(self.looks))
+        points = (self.lmk68, self.iris, self.mediapipe, self.lmk68_weight, self.iris_weight, self.mediapipe_weight)
         finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(p.reshape(*self.valid.shape, -1)), axis=-1)
                                     for p in points]), axis=0)
         return self.valid & finite
@@ -114,23 +81,14 @@ def check_targets(targets: LandmarkTargets, batch_dims: int, name: str = "target
                          ("lmk68_weight", (NUM_IBUG68,)), ("iris_weight", (10,)), ("mediapipe_weight", (NUM_POINTS,))):
         chex.assert_shape(getattr(targets, field), batch + shape,
                           custom_message=f"{name}.{field} must have shape {batch + shape}")
-        if targets.looks is not None:
-            looks_shape = shape if field.endswith("weight") else (2, *shape)
-            chex.assert_shape(getattr(targets.looks, field), batch + looks_shape,
-                              custom_message=f"{name}.looks.{field} must have shape {batch + looks_shape}")
 
 
 def stack_targets(targets: list[LandmarkTargets], batch_size: int | None = None) -> LandmarkTargets:
-    """Stack per-image targets into a batch, padded with :meth:`LandmarkTargets.padding` up to ``batch_size``.
-
-    When some have :attr:`LandmarkTargets.looks`, the others get their own points as both looks
-    (:meth:`LandmarkTargets.with_looks`): one batch, one structure."""
+    """Stack per-image targets into a batch, padded with :meth:`LandmarkTargets.padding` up to ``batch_size``."""
     batch_size = batch_size or len(targets)
     if len(targets) > batch_size:
         raise ValueError(f"{len(targets)} targets do not fit a batch of {batch_size}")
     padded = list(targets) + [LandmarkTargets.padding()] * (batch_size - len(targets))
-    if any(t.looks is not None for t in padded):
-        padded = [t.with_looks() for t in padded]
     return jax.tree.map(lambda *x: jnp.stack(x), *padded)
 
 

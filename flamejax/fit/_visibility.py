@@ -28,7 +28,7 @@ import numpy as np
 from flamejax._typing import Array, Float, Int
 from flamejax.camera import Camera, project_ndc, world_to_camera
 from flamejax.fit._config import WeightingConfig
-from flamejax.fit._targets import LandmarkTargets, TargetLooks
+from flamejax.fit._targets import LandmarkTargets
 from flamejax.flame import (FlameModel, FlameParams, ProjectedLandmarks, barycentric_points, contour_bin,
                             embedded_points, flame_forward, project_landmarks)
 from flamejax.flame._layout import CONTOUR_68, IBUG68_FROM_MEDIAPIPE, INNER_68, NUM_MESH_POINTS
@@ -149,8 +149,6 @@ def fit_confidence(predicted: Float[Array, "n 2"], target: Float[Array, "n 2"], 
 
 
 TWO_LOOK_SCALE = 0.05
-KEEP_AGREEMENT = False
-MODE = "point"
 """Disagreement between the two looks, over the face size, at which a point's weight falls to 1/4 (1/100 at 3x)."""
 
 
@@ -159,19 +157,15 @@ def two_look_targets(points478: Float[np.ndarray, "478 2"], mirrored478: Float[n
     """Fitting targets from MediaPipe's points on an image and on its mirror image (mapped back and renumbered,
     ``Preprocessed.mirrored478``), in pixels of a square ``image_size`` crop.
 
-    Both looks go into :attr:`LandmarkTargets.looks`: a fit that re-weighs the points at the pose it reached takes
-    each point from the look that pose explains (:func:`looks_at_pose`). At strong yaw FaceMesh sometimes folds
-    the far half of the face inwards in one look and not in the other, so the mean of the looks can sit half-way
-    to the fold. The first estimate (what the linear initialisation and stages without re-weighing fit) is the mean
-    of the looks, each point weighted by :func:`geman_mcclure_weights` of their distance over the face size
-    (:func:`face_size` of the inner 51 points): a point the looks put in different places is one that at least
-    one of them got wrong. The iris weights are those of the iris points.
-    Without a second look (``None``): the one set at full weight, as :meth:`LandmarkTargets.from_pixels`, and as
-    both looks (one compiled fit for images with and without a second look).
+    Each point's target is the mean of the two looks and its weight :func:`geman_mcclure_weights` of their
+    distance over the face size (:func:`face_size` of the inner 51 points): at strong yaw FaceMesh sometimes
+    folds the far half of the face inwards in one look and not in the other, and a point the looks put in
+    different places is one that at least one of them got wrong. The iris weights are those of the iris points.
+    Without a second look (``None``): the one set at full weight, as :meth:`LandmarkTargets.from_pixels`.
     """
     points478 = np.asarray(points478, np.float32)
     if mirrored478 is None:
-        return LandmarkTargets.from_pixels(points478, IBUG68_FROM_MEDIAPIPE @ points478, image_size).with_looks()
+        return LandmarkTargets.from_pixels(points478, IBUG68_FROM_MEDIAPIPE @ points478, image_size)
     mirrored478 = np.asarray(mirrored478, np.float32)
     mean478 = (points478 + mirrored478) / 2
     mean68 = (IBUG68_FROM_MEDIAPIPE @ mean478).astype(np.float32)
@@ -179,54 +173,10 @@ def two_look_targets(points478: Float[np.ndarray, "478 2"], mirrored478: Float[n
     agreement68 = geman_mcclure_weights(
         np.linalg.norm(IBUG68_FROM_MEDIAPIPE @ (points478 - mirrored478), axis=-1) / size, scale)
     agreement478 = geman_mcclure_weights(np.linalg.norm(points478 - mirrored478, axis=-1) / size, scale)
-    looks = [LandmarkTargets.from_pixels(p, IBUG68_FROM_MEDIAPIPE @ p, image_size) for p in (points478, mirrored478)]
-    both = lambda field: jnp.stack([getattr(look, field) for look in looks])  # noqa: E731
     targets = LandmarkTargets.from_pixels(mean478, mean68, image_size)
     return dataclasses.replace(targets, lmk68_weight=jnp.asarray(agreement68, jnp.float32),
                                iris_weight=jnp.asarray(agreement478[NUM_MESH_POINTS:], jnp.float32),
-                               mediapipe_weight=jnp.asarray(agreement478, jnp.float32),
-                               looks=TargetLooks(both("lmk68"), both("iris"), both("mediapipe"), targets.lmk68_weight,
-                                                 targets.iris_weight, targets.mediapipe_weight))
-
-
-def looks_at_pose(targets: LandmarkTargets, projected: ProjectedLandmarks, mediapipe_ids: Int[Array, "n_mp"],
-                  scale: float = TWO_LOOK_SCALE) -> LandmarkTargets:
-    """The targets a pose makes of the detector's two looks (``targets.looks``), point by point.
-
-    Each point goes where the looks put it, weighted by how well the pose's projection (``projected``) explains
-    each: shares proportional to :func:`geman_mcclure_weights` of the residual to each look over the face size
-    (the E step of a two-component mixture with a heavy-tailed noise). Where the looks agree that is their mean;
-    where one look folded, the pose near the other takes that one's point, with the looks' own weights (not their
-    agreement). Residuals beyond a few ``scale`` keep deciding (the shares go as the fourth power of the residuals'
-    ratio). MediaPipe points the model does not embed keep the looks' mean. Returns targets without ``looks``.
-    """
-    looks = targets.looks
-    size = face_size(jnp.mean(looks.lmk68, axis=0)[INNER_68], looks.lmk68_weight[INNER_68])
-
-    def log_odds(predicted, both):
-        spread = (jnp.linalg.norm(predicted - both, axis=-1) / size) ** 2 + scale**2
-        return 2.0 * (jnp.log(spread[1]) - jnp.log(spread[0]))
-
-    image_odds = jnp.sum((log_odds(projected.lmk68, looks.lmk68) * looks.lmk68_weight)[INNER_68])
-
-    def mixed(predicted: Float[Array, "n 2"], both: Float[Array, "2 n 2"]) -> Float[Array, "n 2"]:
-        odds = log_odds(predicted, both)
-        if MODE == "image":
-            odds = jnp.full_like(odds, image_odds)
-        elif MODE == "both":
-            odds = odds + image_odds
-        first = jax.nn.sigmoid(odds)
-        return first[:, None] * both[0] + (1.0 - first[:, None]) * both[1]
-
-    mediapipe = jnp.mean(looks.mediapipe, axis=0)
-    mediapipe = mediapipe.at[mediapipe_ids].set(mixed(projected.mediapipe, looks.mediapipe[:, mediapipe_ids]))
-    if KEEP_AGREEMENT:
-        return dataclasses.replace(targets, lmk68=mixed(projected.lmk68, looks.lmk68),
-                               iris=mixed(projected.iris, looks.iris), mediapipe=mediapipe, looks=None)
-    return dataclasses.replace(targets, lmk68=mixed(projected.lmk68, looks.lmk68),
-                               iris=mixed(projected.iris, looks.iris), mediapipe=mediapipe,
-                               lmk68_weight=looks.lmk68_weight, iris_weight=looks.iris_weight,
-                               mediapipe_weight=looks.mediapipe_weight, looks=None)
+                               mediapipe_weight=jnp.asarray(agreement478, jnp.float32))
 
 
 def target_agreement(lmk68_weight: Float[Array, "68"]) -> Float[Array, ""]:
@@ -285,17 +235,12 @@ class LandmarkWeights:
     """Visibility alone of the iBUG points (in [floor, 1])."""
     confidence: Float[Array, ""]
     """:func:`fit_confidence` of the 68 points at this pose."""
-    targets: LandmarkTargets | None = None
-    """The targets the weights were judged against when the image has two looks (:func:`looks_at_pose`: each
-    point from the look this pose explains), else ``None`` (the image's targets themselves)."""
 
     def applied_to(self, targets: LandmarkTargets, mediapipe_ids: Int[Array, "n_mp"]) -> LandmarkTargets:
-        """The targets these weights were judged against (``targets``, or their looks as the pose chose them),
-        with these weights multiplied into theirs."""
-        base = targets if self.targets is None else self.targets
+        """``targets`` with these weights multiplied into theirs."""
         return dataclasses.replace(
-            base, lmk68_weight=base.lmk68_weight * self.lmk68, iris_weight=base.iris_weight * self.iris,
-            mediapipe_weight=base.mediapipe_weight.at[mediapipe_ids].multiply(self.mediapipe))
+            targets, lmk68_weight=targets.lmk68_weight * self.lmk68, iris_weight=targets.iris_weight * self.iris,
+            mediapipe_weight=targets.mediapipe_weight.at[mediapipe_ids].multiply(self.mediapipe))
 
 
 def pose_weights(model: FlameModel, params: FlameParams, camera: Camera, targets: LandmarkTargets,
@@ -331,9 +276,6 @@ def weighed_landmarks(model: FlameModel, params: FlameParams, camera: Camera, ta
                                  jnp.full(5, jnp.min(seen68[jnp.asarray(LEFT_EYE_68)]))])
     projected = project_landmarks(camera, points)
     pred68, pred_mp = projected.lmk68, projected.mediapipe
-    agreement = target_agreement(targets.lmk68_weight)
-    chosen = None if targets.looks is None else looks_at_pose(targets, projected, emb.mediapipe_ids)
-    targets = targets if chosen is None else chosen
     goal_mp, weight_mp = targets.mediapipe[emb.mediapipe_ids], targets.mediapipe_weight[emb.mediapipe_ids]
     gm68 = geman_mcclure_weights(normalised_residuals(pred68, targets.lmk68, targets.lmk68_weight), cfg.robust_scale)
     if cfg.robust:
@@ -341,10 +283,10 @@ def weighed_landmarks(model: FlameModel, params: FlameParams, camera: Camera, ta
         kept_mp = geman_mcclure_weights(normalised_residuals(pred_mp, goal_mp, weight_mp), cfg.robust_scale)
     else:
         kept68, kept_mp = ones68, ones_mp
-    confidence = agreement * fit_confidence(
+    confidence = target_agreement(targets.lmk68_weight) * fit_confidence(
         pred68, targets.lmk68, seen68 * targets.lmk68_weight, gm68, cfg.confidence_scale)
     weights = LandmarkWeights(lmk68=seen68 * kept68, mediapipe=seen_mp * kept_mp, iris=seen_iris, visible68=seen68,
-                              confidence=confidence, targets=chosen)
+                              confidence=confidence)
     return jax.lax.stop_gradient(weights), projected
 
 
@@ -376,6 +318,6 @@ def landmark_conventions(model: FlameModel, params: FlameParams, camera: Camera)
 
 __all__ = ["contour_conventions", "face_size", "facing_cosine", "fit_confidence", "geman_mcclure_weights",
            "INNER_LIP_PROXY", "LandmarkConventions", "landmark_conventions", "LandmarkWeights", "lip_normals_from_outer",
-           "looks_at_pose", "normalised_residuals", "point_normals", "pose_weights", "robust_weights", "silhouette_contour",
+           "normalised_residuals", "point_normals", "pose_weights", "robust_weights", "silhouette_contour",
            "target_agreement", "triangle_normals", "tukey_weights", "two_look_targets", "TWO_LOOK_SCALE",
            "visibility_weights", "weighed_landmarks"]
