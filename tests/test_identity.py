@@ -145,3 +145,21 @@ def test_now_metric_is_pose_and_scale_free_and_sees_a_changed_nose(flame_model):
     longer[nose, 2] += 0.004
     changed = now_distances(longer, seven, faces, truth, seven)
     assert changed.max() > 2.0 and np.median(changed) < 1.0
+
+
+def test_oracle_targets_are_the_truth_points_alone():
+    from benchmarks.bench_identity import View, truth_targets
+    from flamejax.camera import pixels_to_ndc
+
+    rng = np.random.default_rng(0)
+    size = 64
+    views = [View(image=np.zeros((size, size, 3), np.float32), points478=rng.uniform(0, size, (478, 2)),
+                  mirrored478=np.full((478, 2), np.nan), lmk68=np.zeros((68, 2)), iris=np.zeros((10, 2)),
+                  fit_to_original=np.eye(2, 3), original_to_fit=np.eye(2, 3)) for _ in range(2)]
+    truths = [rng.uniform(0, size, (51, 2)).astype(np.float32) for _ in views]
+    targets = truth_targets(views, truths)
+    for i, truth in enumerate(truths):
+        np.testing.assert_allclose(targets.lmk68[i, 17:], pixels_to_ndc(truth, size), atol=1e-6)
+    assert np.all(np.asarray(targets.lmk68_weight[:, 17:]) == 1.0) and np.all(np.asarray(targets.valid))
+    for unused in (targets.lmk68_weight[:, :17], targets.mediapipe_weight, targets.iris_weight):
+        assert not np.any(np.asarray(unused))
