@@ -424,13 +424,14 @@ def run(quick: bool, pictures_dir: Path | None = None, sampled_heads: int | None
     config = quick_config() if short_fit else FitConfig()
     model, (heads, mean_v, mean_l51, face_ids), plan, views = prepare(quick, sampled_heads, cache)
     pictures, truths, detected, items, timing = views
-    targets = {two: view_targets(items, two) for two in (False, True)}
-    targets["truth"] = truth_targets(items, [to_original(truths[i], item.original_to_fit)
-                                             for i, item in zip(detected, items)])
+    detected_targets = {two: view_targets(items, two) for two in (False, True)}
+    oracle_targets = truth_targets(items, [to_original(truths[i], item.original_to_fit)
+                                           for i, item in zip(detected, items)])
     variants = variants or default_variants(config)
     start = time.perf_counter()
     fits = {name: jax.tree.map(np.asarray, fit_landmarks_batch(
-        model, targets["truth" if v.truth_points else v.two_looks], v.config)) for name, v in variants.items()}
+        model, oracle_targets if v.truth_points else detected_targets[v.two_looks], v.config))
+        for name, v in variants.items()}
     fit_s = (time.perf_counter() - start) / len(variants)
     confidences = {name: res.confidence for name, res in fits.items()}
     variants = fits
