@@ -11,7 +11,8 @@ and vertex to vertex where the topology is FLAME's. The unfitted mean head is sc
 Variants: ``library default`` (``FitConfig()``: visibility and robust landmark weights inside the fit, targets
 from MediaPipe's two looks), ``one look`` (the same on the crop's look alone), ``earlier default`` (no weighting,
 one look, the 100x / 10x weaker identity priors the library had before) and ``truth points (oracle)`` (the library
-default on the truth's projected inner 51 points: the fit's share of the error). Rendered, preprocessed views are
+default on the truth's projected inner 51 points: the fit's share of the error), and both kinds of targets
+fitted with ``precise_landmarks_config()`` (weak identity prior). Rendered, preprocessed views are
 cached in ``--cache`` (keyed by view plan, seed and model), so fitting experiments skip rendering and MediaPipe.
 
     python3 -m benchmarks.bench_identity [--quick] [--pictures /tmp/identity] [--cache DIR]
@@ -37,8 +38,8 @@ from benchmarks._common import RESULTS_DIR, render_section, result, shared_photo
 # Every flamejax name this benchmark uses (repoint here when internals move).
 from flamejax.camera import Camera, project, yaw_pitch_roll
 from flamejax.files import find_file
-from flamejax.fit import (FitConfig, LandmarkTargets, aligned_vertex_error_mm, fit_landmarks_batch, quick_config,
-                          stack_targets, two_look_targets)
+from flamejax.fit import (FitConfig, LandmarkTargets, aligned_vertex_error_mm, fit_landmarks_batch,
+                          precise_landmarks_config, quick_config, stack_targets, two_look_targets)
 from flamejax.fitter import QualityConfig
 from flamejax.flame import FlameParams, barycentric_points, flame_forward, load_flame, safe_load_pickle
 from flamejax.perception import PerceptionError, PreprocessConfig, preprocess, to_68
@@ -341,7 +342,9 @@ class Variant:
 def default_variants(config: FitConfig) -> dict[str, Variant]:
     return {"earlier default": Variant(earlier_default(config), two_looks=False),
             "one look": Variant(config, two_looks=False), "library default": Variant(config),
-            "truth points (oracle)": Variant(config, truth_points=True)}
+            "truth points (oracle)": Variant(config, truth_points=True),
+            "precise-landmarks config": Variant(precise_landmarks_config(config)),
+            "truth points, precise-landmarks config": Variant(precise_landmarks_config(config), truth_points=True)}
 
 
 def view_targets(items: list[View], two_looks: bool) -> LandmarkTargets:
@@ -578,7 +581,8 @@ def run(quick: bool, pictures_dir: Path | None = None, sampled_heads: int | None
             "weighting, the identity priors of before (init 2e-4, landmark stage 0.05). "
             "truth points (oracle): the library default fitted to the truth's projected inner 51 points alone "
             "(no jaw contour, MediaPipe or iris points): what is left is the fit's and the model's error, not the "
-            "detector's. confidence: FitResult.confidence; a fit is flagged when it is below "
+            "detector's. precise-landmarks config: precise_landmarks_config() (identity priors 16x / 10x weaker, stage 2 "
+            "twice as long), on MediaPipe's two looks and on the truth points. confidence: FitResult.confidence; a fit is flagged when it is below "
             "QualityConfig.min_confidence (the record's verdict then says so). Bins are of the view plan's nominal "
             "yaw (each view is turned a further ±3° at random); fitted |yaw| short of the truth: |true yaw| - "
             "|fitted yaw|, degrees (positive: the fit turned the head less than it is).")

@@ -6,7 +6,7 @@ optionally :func:`fit_photometric_batch` → :class:`FitResult` with a :class:`S
 """
 
 from flamejax.fit._config import (FitConfig, GroupSchedule, InitConfig, LandmarkStageConfig, RigidStageConfig,
-                                  WeightingConfig, quick_config)
+                                  WeightingConfig, precise_landmarks_config, quick_config)
 from flamejax.fit._init import linear_initialisation
 from flamejax.fit._landmark_fit import fit_landmarks, fit_landmarks_batch, landmark_data_loss, landmark_model
 from flamejax.fit._photometric import (AMBIENT_SH, PhotometricConfig, PhotometricTargets, fit_photometric,
@@ -21,6 +21,7 @@ __all__ = [
     "LandmarkStageConfig", "LandmarkTargets", "LandmarkWeights", "PhotometricConfig", "PhotometricReport",
     "PhotometricTargets", "RigidStageConfig", "StageReport", "Status", "SyntheticSample", "WeightingConfig",
     "aligned_vertex_error_mm", "fit_landmarks", "fit_landmarks_batch", "fit_photometric", "fit_photometric_batch",
-    "landmark_conventions", "landmark_data_loss", "landmark_model", "linear_initialisation", "nme_inner", "observed_targets",
-    "quick_config", "rotation_error_deg", "sample_problem", "stack_targets", "two_look_targets",
+    "landmark_conventions", "landmark_data_loss", "landmark_model", "linear_initialisation", "nme_inner",
+    "observed_targets", "precise_landmarks_config", "quick_config", "rotation_error_deg", "sample_problem",
+    "stack_targets", "two_look_targets",
 ]

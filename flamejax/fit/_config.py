@@ -79,12 +79,15 @@ class LandmarkStageConfig:
     """Stage 2, landmark mode: expression, jaw, eyes (reference) plus identity, camera and dense points."""
 
     steps: int = 200
-    expression: GroupSchedule = GroupSchedule(0.01, 0.005, 100)
+    expression: GroupSchedule = GroupSchedule(0.03, 0.015, 100)
+    """The reference's 0.01 / 0.005 leaves expression short of its optimum in 200 steps (synthetic recovery,
+    benchmarks/RESULTS.md, landmark fit)."""
     jaw: GroupSchedule = GroupSchedule(0.025, 0.01, 100)
     eyes: GroupSchedule = GroupSchedule(0.03, 0.01, 100)
-    shape: GroupSchedule = GroupSchedule(0.01, 0.005, 100)
-    """flamejax addition: identity is fitted when no network shape is given (``fit_shape``)."""
-    camera: GroupSchedule = GroupSchedule(0.002, 0.001, 100)
+    shape: GroupSchedule = GroupSchedule(0.05, 0.025, 100)
+    """flamejax addition: identity is fitted when no network shape is given (``fit_shape``). Adam moves each
+    coefficient by at most about the rate per step, and coefficients of one standard deviation are common."""
+    camera: GroupSchedule = GroupSchedule(0.005, 0.0025, 100)
     """flamejax addition: the rigid pose keeps adapting while the shape changes."""
     inner_weight: float = 500.0
     iris_weight: float = 500.0
@@ -149,3 +152,18 @@ def quick_config(rigid_steps: int = 150, landmark_steps: int = 60) -> FitConfig:
         **{g: dataclasses.replace(getattr(stage, g), drop_step=half) for g in ("expression", "jaw", "eyes", "shape", "camera")},
     )
     return base.replace(rigid=rigid, landmark=landmark)
+
+
+def precise_landmarks_config(base: FitConfig = FitConfig()) -> FitConfig:
+    """``base`` for landmarks without a detector's shape bias (hand annotations, a calibrated capture rig, synthetic
+    heads): identity priors about 10x weaker and stage 2 twice as long, so that identity follows the points.
+
+    Not for MediaPipe's points: their errors are shapes FLAME can make (a fit explains them with a residual
+    smaller than one pixel of noise leaves), and a weak prior fits them into the identity — 1.4x the mean head's
+    error on the rendered heads with 3D truth, against 1.05x with ``FitConfig()`` (benchmarks/RESULTS.md)."""
+    steps = 2 * base.landmark.steps
+    landmark = dataclasses.replace(
+        base.landmark, steps=steps, shape_l2=base.landmark.shape_l2 / 16,
+        **{g: dataclasses.replace(getattr(base.landmark, g), drop_step=steps // 2)
+           for g in ("expression", "jaw", "eyes", "shape", "camera")})
+    return base.replace(init=dataclasses.replace(base.init, shape_prior=base.init.shape_prior / 10), landmark=landmark)

@@ -31,8 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flamejax.track._core import (FitConfig, FlameModel, LandmarkTargets, landmark_model, quick_config, stack_targets,
-                                  yaw_pitch_roll)
+from flamejax.track._core import (FitConfig, FlameModel, LandmarkTargets, landmark_model, nme_inner, quick_config,
+                                  stack_targets, yaw_pitch_roll)
 from flamejax.track._core import GroupSchedule
 from flamejax.track._joint import (JOINT_STAGE, FrameStates, JointConfig, fit_joint, initial_fits, project_frames,
                                    robust_shape)
@@ -273,7 +273,7 @@ def project_clip(model: FlameModel, frames: FrameStates, shape: np.ndarray, fov:
     lmk68 = np.concatenate([np.asarray(project_frames(model, _rows(frames, start, min(start + batch, n), batch),
                                                       shape, fov))[:min(batch, n - start)]
                             for start in range(0, n, batch)])
-    nme = np.where(targets.valid[:n].astype(bool), _nme(lmk68, targets.lmk68[:n]), np.nan).astype(np.float32)
+    nme = np.where(targets.valid[:n].astype(bool), np.asarray(jax.vmap(nme_inner)(lmk68, targets.lmk68[:n])), np.nan).astype(np.float32)
     return lmk68, nme
 
 
@@ -286,13 +286,6 @@ def _rows(states: FrameStates, start: int, stop: int, size: int) -> FrameStates:
 def _accumulate(acc: np.ndarray, new: np.ndarray, span: slice, w: np.ndarray) -> np.ndarray:
     acc[span] += w.reshape((-1,) + (1,) * (new.ndim - 1)) * new
     return acc
-
-
-def _nme(fitted: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Inner-51 NME of each frame (leading axis: frames)."""
-    inner = slice(17, 68)
-    return (np.linalg.norm(fitted[:, inner] - target[:, inner], axis=-1).mean(-1)
-            / np.maximum(np.linalg.norm(target[:, 36] - target[:, 45], axis=-1), 1e-8))
 
 
 class NoUsableFramesError(ValueError):
