@@ -118,6 +118,10 @@ def _add_fit_arguments(p: argparse.ArgumentParser, default_batch: int) -> None:
                    help="stage 1 steps (default: the reference's 1500)")
     p.add_argument("--landmark-steps", type=_integer(0, 100000), default=None,
                    help="stage 2 steps (default: the reference's 200)")
+    p.add_argument("--annotations", action="store_true",
+                   help="fit each photograph's hand-annotated 68 points, read from the .pts file of the same name "
+                        "beside it (iBUG / 300-W format), instead of MediaPipe's, with the weak identity prior of "
+                        "precise_landmarks_config() (stage 2 twice as long unless --landmark-steps is given)")
     faces = p.add_mutually_exclusive_group()
     faces.add_argument("--face-index", type=_integer(0), default=None,
                        help="which face when several, numbered left to right from 0 (default: the largest)")
@@ -236,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def fit_config_from_args(args):
     """The :class:`~flamejax.fit.FitConfig` the options describe (step counts keep the schedules' shape)."""
-    from flamejax.fit import FitConfig, quick_config
+    from flamejax.fit import FitConfig, precise_landmarks_config, quick_config
 
     config = FitConfig()
     if args.rigid_steps is not None or args.landmark_steps is not None:
@@ -247,6 +251,8 @@ def fit_config_from_args(args):
         low, high = config.rigid.fov_range
         raise UsageError(f"--fov {args.fov:g}: with --optimise-fov the start must lie in the fitted range "
                          f"{low:g}-{high:g} degrees")
+    if getattr(args, "annotations", False):
+        config = precise_landmarks_config(config, args.landmark_steps)
     rigid = dataclasses.replace(config.rigid, optimise_fov=args.optimise_fov)
     return config.replace(fov_deg=args.fov, rigid=rigid)
 
@@ -300,7 +306,7 @@ def directory_config_from_args(args):
         recursive=args.recursive, workers=args.workers or default_workers(), prefetch_batches=args.prefetch,
         preprocess_processes=args.preprocess_processes, cache_targets=not args.no_targets_cache,
         retry_failed=args.retry_failed, refit=args.refit, verify=args.verify, max_images=args.max_images,
-        progress=not args.no_progress)
+        progress=not args.no_progress, annotations=args.annotations)
 
 
 def _check_output_folder(folder: Path) -> None:
@@ -325,7 +331,7 @@ def cmd_fit(args) -> int:
     from tqdm import tqdm
 
     from flamejax.outputs import provenance, unique_stems, write_image_outputs
-    from flamejax.perception import PerceptionError, PreprocessConfig, load_image, preprocess
+    from flamejax.perception import PerceptionError, PreprocessConfig, annotated, load_image, preprocess, read_pts
 
     options = output_options_from_args(args)
     _check_output_folder(args.output)
@@ -333,6 +339,9 @@ def cmd_fit(args) -> int:
     if len(paths) < len(args.images):
         print(f"flamejax: {len(args.images) - len(paths)} image(s) given twice are fitted once", file=sys.stderr)
     stems = unique_stems(paths)
+    if args.annotations and (args.same_person or args.all_faces):
+        raise UsageError(f"--annotations: one annotated face per photograph, not with "
+                         f"{'--same-person' if args.same_person else '--all-faces'}")
     if args.same_person:
         return _fit_same_person(args, paths, stems, options)
     fitter = fitter_from_args(args)
@@ -345,6 +354,9 @@ def cmd_fit(args) -> int:
             original = load_image(path)
             first = preprocess(original, PreprocessConfig(face_index=args.face_index))
             faces = [first]
+            if args.annotations:
+                pts = path.with_suffix(".pts")
+                faces = [annotated(first, read_pts(pts), str(pts))]
             if args.all_faces and first.num_faces > 1:
                 faces = [first if i == first.face_index else preprocess(original, PreprocessConfig(face_index=i))
                          for i in range(first.num_faces)]

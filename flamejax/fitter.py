@@ -131,8 +131,17 @@ class ImageFit:
 
 def targets_of(item) -> LandmarkTargets:
     """Landmark targets of a :class:`flamejax.perception.Preprocessed` image (NDC of its fit image): both of
-    MediaPipe's looks (the crop and its mirror image) where there are two, see :func:`two_look_targets`."""
-    return two_look_targets(item.points478, item.mirrored478, item.image.shape[0])
+    MediaPipe's looks (the crop and its mirror image) where there are two, see :func:`two_look_targets`.
+
+    An image with hand-annotated 68 points (``item.annotated68``) is fitted to those and MediaPipe's irises
+    alone: its other points carry the detector's bias the annotation is there to avoid."""
+    size = item.image.shape[0]
+    targets = two_look_targets(item.points478, item.mirrored478, size)
+    if getattr(item, "annotated68", None) is None:
+        return targets
+    return dataclasses.replace(targets, lmk68=jnp.asarray(cam.pixels_to_ndc(item.annotated68, size), jnp.float32),
+                               lmk68_weight=jnp.ones_like(targets.lmk68_weight),
+                               mediapipe_weight=jnp.zeros_like(targets.mediapipe_weight))
 
 
 def judge(result: FitResult, vertices: np.ndarray, quality: QualityConfig = QualityConfig()) -> tuple[str, str]:

@@ -142,7 +142,9 @@ def landmark_record(item, fitted68_ndc, fitted_iris_ndc=None, conventions=None,
 
     size = item.image.shape[0]
     pixels = lambda ndc: np.asarray(cam.ndc_to_pixels(ndc, size))  # noqa: E731
-    landmarks = {"lmk68_fitted": pixels(fitted68_ndc), "lmk68_target": item.lmk68,
+    annotated68 = getattr(item, "annotated68", None)
+    landmarks = {"lmk68_fitted": pixels(fitted68_ndc),
+                 "lmk68_target": item.lmk68 if annotated68 is None else annotated68,
                  "iris_target": item.iris, "mediapipe_target": item.points478}
     if fitted_iris_ndc is not None:
         landmarks["iris_fitted"] = pixels(fitted_iris_ndc)
@@ -182,7 +184,8 @@ def fit_record(fit: ImageFit, item, fitter_provenance: dict):
         fit_to_original=np.asarray(item.fit_to_original), original_size=(item.original_size[1], item.original_size[0]),
         metrics=metrics, provenance=fitter_provenance,
         detection={"confidence": float(item.confidence), "num_faces": int(item.num_faces),
-                   "face_index": int(item.face_index)},
+                   "face_index": int(item.face_index),
+                   "lmk68_targets": "mediapipe" if getattr(item, "annotated68", None) is None else "annotation"},
         photometric=photometric)
 
 

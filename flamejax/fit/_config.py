@@ -154,14 +154,15 @@ def quick_config(rigid_steps: int = 150, landmark_steps: int = 60) -> FitConfig:
     return base.replace(rigid=rigid, landmark=landmark)
 
 
-def precise_landmarks_config(base: FitConfig = FitConfig()) -> FitConfig:
+def precise_landmarks_config(base: FitConfig = FitConfig(), landmark_steps: int | None = None) -> FitConfig:
     """``base`` for landmarks without a detector's shape bias (hand annotations, a calibrated capture rig, synthetic
-    heads): identity priors about 10x weaker and stage 2 twice as long, so that identity follows the points.
+    heads): identity priors about 10x weaker and stage 2 ``landmark_steps`` long (default: twice ``base``'s), so
+    that identity follows the points.
 
     Not for MediaPipe's points: their errors are shapes FLAME can make (a fit explains them with a residual
     smaller than one pixel of noise leaves), and a weak prior fits them into the identity — 1.4x the mean head's
     error on the rendered heads with 3D truth, against 1.05x with ``FitConfig()`` (benchmarks/RESULTS.md)."""
-    steps = 2 * base.landmark.steps
+    steps = 2 * base.landmark.steps if landmark_steps is None else landmark_steps
     landmark = dataclasses.replace(
         base.landmark, steps=steps, shape_l2=base.landmark.shape_l2 / 16,
         **{g: dataclasses.replace(getattr(base.landmark, g), drop_step=steps // 2)

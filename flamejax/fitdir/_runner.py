@@ -39,7 +39,7 @@ from flamejax.fitdir._targets_cache import TARGETS_DIR, TargetsCache
 from flamejax.fitter import Fitter, ImageFit
 from flamejax.onnx_session import OnnxModel
 from flamejax.outputs import OutputOptions, _plain, output_names, provenance, write_image_outputs
-from flamejax.perception import PreprocessConfig, load_image, preprocess
+from flamejax.perception import PreprocessConfig, annotated, load_image, preprocess, read_pts
 
 log = logging.getLogger("flamejax")
 
@@ -87,6 +87,10 @@ class DirectoryConfig:
     max_images: int | None = None
     """Process at most this many not-yet-done images on this host (the rest stay pending)."""
     progress: bool = True
+    annotations: bool = False
+    """Fit each image's hand-annotated 68 points from the ``.pts`` file beside it (see
+    :func:`flamejax.perception.annotated`); an image without a valid one fails with the reason. Pair it with a
+    :class:`Fitter` on :func:`flamejax.fit.precise_landmarks_config`."""
 
     def __post_init__(self) -> None:
         if self.verify not in ("size", "checksum"):
@@ -168,9 +172,9 @@ class Prepared:
 
 
 def prepare(job: ImageJob, config: PreprocessConfig, keep_original: bool,
-            cache: TargetsCache | None = None) -> Prepared:
-    """Load and preprocess one image (or take its targets from ``cache``); any failure becomes a reason,
-    never an exception."""
+            cache: TargetsCache | None = None, annotations: bool = False) -> Prepared:
+    """Load and preprocess one image (or take its targets from ``cache``), with its ``.pts`` annotation when
+    ``annotations``; any failure becomes a reason, never an exception."""
     start = time.perf_counter()
     try:
         key = cache.key(job) if cache is not None else ""
@@ -181,6 +185,9 @@ def prepare(job: ImageJob, config: PreprocessConfig, keep_original: bool,
             item = preprocess(original, config)
             if cache is not None:
                 cache.store(job, key, item)
+        if annotations:
+            pts = job.source.with_suffix(".pts")
+            item = annotated(item, read_pts(pts), str(pts))
     except Exception as err:  # noqa: BLE001 -- one bad image must not end a run over thousands
         log.debug("preprocessing %s failed", job.relative, exc_info=True)
         return Prepared(job, None, None, failure_reason(err, job.source), time.perf_counter() - start)
@@ -216,7 +223,8 @@ def perception_pool(config: DirectoryConfig, output_dir: Path) -> Iterator[tuple
     if processes:
         preprocess_config = _by_path(preprocess_config)
     cache = TargetsCache.create(output_dir, preprocess_config) if config.cache_targets else None
-    work = functools.partial(prepare, config=preprocess_config, keep_original=config.outputs.overlay, cache=cache)
+    work = functools.partial(prepare, config=preprocess_config, keep_original=config.outputs.overlay, cache=cache,
+                             annotations=config.annotations)
     pool = (ProcessPoolExecutor(processes, multiprocessing.get_context("spawn"), initializer=_start_worker)
             if processes else ThreadPoolExecutor(config.workers, "flamejax-preprocess"))
     with pool:

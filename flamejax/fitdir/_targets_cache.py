@@ -36,7 +36,7 @@ CACHE_FORMAT = 1
 _SCALARS = {"confidence": float, "num_faces": int, "face_index": int, "redetected": bool, "mask_source": str,
             "source": str}
 _TUPLES = {"original_size": int, "notes": str}
-_OPTIONAL = ("parsing", "alpha", "mirrored478")
+_OPTIONAL = ("parsing", "alpha", "mirrored478", "annotated68")
 
 
 def targets_arrays(item: Preprocessed) -> dict[str, np.ndarray]:

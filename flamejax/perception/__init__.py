@@ -13,6 +13,7 @@ Pixel coordinates everywhere: x right, y down, pixel (row i, column j) centred a
 """
 
 from flamejax.perception._align import ALIGN_SCALE, AlignedFace, align_face, alignment_transform
+from flamejax.perception._annotations import AnnotationError, annotated, read_pts
 from flamejax.perception._errors import (FaceIndexError, ImageReadError, ImageTooSmallError, NoFaceError,
                                          PerceptionError)
 from flamejax.perception._image import MIN_IMAGE_SIDE, load_image, to_rgb8
@@ -32,14 +33,14 @@ from flamejax.perception._transform import (compose_affine, invert_affine,
                                             transform_points, warp_image)
 
 __all__ = [
-    "ALIGN_SCALE", "AlignedFace", "CELEBAMASK_CLASSES", "DETECT_MAX_SIDE", "FACE_CLASSES", "FACE_OVAL",
+    "ALIGN_SCALE", "AlignedFace", "AnnotationError", "CELEBAMASK_CLASSES", "DETECT_MAX_SIDE", "FACE_CLASSES", "FACE_OVAL",
     "FOREHEAD_KEPT", "FaceIndexError", "FaceLandmarks", "IBUG68_FROM_MEDIAPIPE", "IBUG68_MIRROR",
     "ImageReadError", "ImageTooSmallError", "LEFT_BROW", "LEFT_EYE", "LIPS_INNER", "LIPS_OUTER", "MAX_FACES",
     "MEDIAPIPE_IRIS_CENTERS", "MEDIAPIPE_LEFT_IRIS", "MEDIAPIPE_MIRROR", "MEDIAPIPE_RIGHT_IRIS", "MIN_IMAGE_SIDE",
     "NOSE", "NoFaceError",
     "ParsingResult", "PerceptionError", "Preprocessed", "PreprocessConfig", "RIGHT_BROW", "RIGHT_EYE",
-    "align_face", "alignment_transform", "compose_affine", "composite_over_white", "detect_landmarks",
+    "align_face", "alignment_transform", "annotated", "compose_affine", "composite_over_white", "detect_landmarks",
     "invert_affine", "landmark_face_mask", "load_image", "matte", "ndc_to_pixels", "parse_face", "parsing_mask",
-    "pixels_to_ndc", "preprocess", "redetect_mirrored", "to_68", "to_iris", "to_rgb8", "transform_points",
+    "pixels_to_ndc", "preprocess", "read_pts", "redetect_mirrored", "to_68", "to_iris", "to_rgb8", "transform_points",
     "warp_image",
 ]

@@ -106,6 +106,9 @@ class Preprocessed:
     """The image's path, or ``"<array>"`` / ``"<bytes>"``."""
     notes: tuple[str, ...]
     """What the pipeline did differently from the default path, and why."""
+    annotated68: Float[np.ndarray, "68 2"] | None = None
+    """Hand-annotated 68 points in fit pixels (see :func:`flamejax.perception.annotated`); when present the fit
+    takes its 68-point targets from them instead of from MediaPipe."""
 
 
 def preprocess(image: ImageSource, config: PreprocessConfig = PreprocessConfig()) -> Preprocessed:

@@ -1,0 +1,96 @@
+"""Hand-annotated 68 points (the iBUG / 300-W ``.pts`` format) as a photograph's fitting targets.
+
+A ``.pts`` file is text: ``version: 1``, ``n_points: 68``, ``{``, one ``x y`` line per point, ``}``. Its
+coordinates are 1-based (the centre of the top-left pixel is ``(1, 1)``); flamejax puts pixel centres at
+half-integers, so a point read is moved by -0.5.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from flamejax._typing import Float
+from flamejax.perception._errors import PerceptionError
+from flamejax.perception._layout import to_68
+from flamejax.perception._preprocess import Preprocessed
+from flamejax.perception._transform import transform_points
+
+NUM_ANNOTATED = 68
+MAX_PTS_BYTES = 64 * 1024
+"""Far above any real 68-point file (about 1.5 kB); larger files are refused unread."""
+MIN_BOX_OVERLAP = 0.3
+"""Least intersection over union of the annotation's box and the detected face's 68-point box."""
+
+
+class AnnotationError(PerceptionError):
+    """An annotation file is missing, malformed, or does not belong to the face it was given for."""
+
+
+def read_pts(path: str | Path) -> Float[np.ndarray, "68 2"]:
+    """The 68 points of an iBUG / 300-W ``.pts`` file, in flamejax's pixel convention (float32)."""
+    path = Path(path)
+    fix = "give a text file in the iBUG .pts format: version: 1, n_points: 68, {, 68 lines 'x y', }"
+    if not path.is_file():
+        raise AnnotationError(f"{path}: no such annotation file ({fix})")
+    if path.stat().st_size > MAX_PTS_BYTES:
+        raise AnnotationError(f"{path}: {path.stat().st_size} bytes is too large for a 68-point annotation ({fix})")
+    try:
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as err:
+        raise AnnotationError(f"{path}: not readable as text ({err.__class__.__name__}; {fix})") from None
+    header = {key.strip().lower(): value.strip() for key, _, value in
+              (line.partition(":") for line in lines[:lines.index("{")] if ":" in line)} if "{" in lines else None
+    if header is None or "}" not in lines or "n_points" not in header:
+        raise AnnotationError(f"{path}: no 'n_points:' header with a '{{ ... }}' block ({fix})")
+    if header["n_points"] != str(NUM_ANNOTATED):
+        raise AnnotationError(f"{path}: n_points is {header['n_points']!r}, flamejax fits the 68-point "
+                              f"iBUG layout ({fix})")
+    body = lines[lines.index("{") + 1:lines.index("}")]
+    try:
+        points = np.array([[float(v) for v in line.split()] for line in body], np.float64)
+    except ValueError:
+        raise AnnotationError(f"{path}: a point line is not two numbers ({fix})") from None
+    if points.shape != (NUM_ANNOTATED, 2):
+        raise AnnotationError(f"{path}: {len(body)} point lines of {NUM_ANNOTATED} expected, or not two numbers "
+                              f"each ({fix})")
+    if not np.all(np.isfinite(points)):
+        raise AnnotationError(f"{path}: a point is not a finite number ({fix})")
+    return (points - 0.5).astype(np.float32)
+
+
+def _box(points: np.ndarray) -> tuple[float, float, float, float]:
+    return float(points[:, 0].min()), float(points[:, 1].min()), float(points[:, 0].max()), float(points[:, 1].max())
+
+
+def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """Intersection over union of two (x0, y0, x1, y1) boxes."""
+    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    area = lambda box: max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0)  # noqa: E731
+    union = area(a) + area(b) - width * height
+    return width * height / union if union > 0 else 0.0
+
+
+def annotated(item: Preprocessed, points68: Float[np.ndarray, "68 2"], source: str = "<array>") -> Preprocessed:
+    """``item`` whose fit uses ``points68`` (pixels of the photograph, iBUG 68 order) as its 68-point targets.
+
+    The annotation must cover the face ``item`` was aligned on: its box must overlap the detected face's
+    68-point box by :data:`MIN_BOX_OVERLAP` (a file for another photograph or another face is refused)."""
+    points68 = np.asarray(points68, np.float32)
+    if points68.shape != (NUM_ANNOTATED, 2) or not np.all(np.isfinite(points68)):
+        raise AnnotationError(f"{source}: expected 68 finite (x, y) points, got an array of shape {points68.shape}")
+    detected = transform_points(item.fit_to_original, to_68(item.points478))
+    overlap = _overlap(_box(points68), _box(detected))
+    if not overlap >= MIN_BOX_OVERLAP:
+        raise AnnotationError(f"{source}: the annotated points do not lie on the face found in {item.source} (box "
+                              f"overlap {overlap:.2f} < {MIN_BOX_OVERLAP}); check that the file belongs to this "
+                              f"photograph, or choose the face with --face-index")
+    fit_points = transform_points(item.original_to_fit, points68).astype(np.float32)
+    return dataclasses.replace(item, annotated68=fit_points,
+                               notes=item.notes + (f"68-point targets from the annotation {source}",))
+
+
+__all__ = ["AnnotationError", "MAX_PTS_BYTES", "NUM_ANNOTATED", "annotated", "read_pts"]
