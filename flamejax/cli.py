@@ -251,7 +251,7 @@ def fit_config_from_args(args):
         low, high = config.rigid.fov_range
         raise UsageError(f"--fov {args.fov:g}: with --optimise-fov the start must lie in the fitted range "
                          f"{low:g}-{high:g} degrees")
-    if getattr(args, "annotations", False):
+    if args.annotations:
         config = precise_landmarks_config(config, args.landmark_steps)
     rigid = dataclasses.replace(config.rigid, optimise_fov=args.optimise_fov)
     return config.replace(fov_deg=args.fov, rigid=rigid)

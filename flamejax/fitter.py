@@ -137,7 +137,7 @@ def targets_of(item) -> LandmarkTargets:
     alone: its other points carry the detector's bias the annotation is there to avoid."""
     size = item.image.shape[0]
     targets = two_look_targets(item.points478, item.mirrored478, size)
-    if getattr(item, "annotated68", None) is None:
+    if item.annotated68 is None:
         return targets
     return dataclasses.replace(targets, lmk68=jnp.asarray(cam.pixels_to_ndc(item.annotated68, size), jnp.float32),
                                lmk68_weight=jnp.ones_like(targets.lmk68_weight),

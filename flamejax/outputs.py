@@ -142,9 +142,8 @@ def landmark_record(item, fitted68_ndc, fitted_iris_ndc=None, conventions=None,
 
     size = item.image.shape[0]
     pixels = lambda ndc: np.asarray(cam.ndc_to_pixels(ndc, size))  # noqa: E731
-    annotated68 = getattr(item, "annotated68", None)
     landmarks = {"lmk68_fitted": pixels(fitted68_ndc),
-                 "lmk68_target": item.lmk68 if annotated68 is None else annotated68,
+                 "lmk68_target": item.lmk68 if item.annotated68 is None else item.annotated68,
                  "iris_target": item.iris, "mediapipe_target": item.points478}
     if fitted_iris_ndc is not None:
         landmarks["iris_fitted"] = pixels(fitted_iris_ndc)
@@ -185,7 +184,7 @@ def fit_record(fit: ImageFit, item, fitter_provenance: dict):
         metrics=metrics, provenance=fitter_provenance,
         detection={"confidence": float(item.confidence), "num_faces": int(item.num_faces),
                    "face_index": int(item.face_index),
-                   "lmk68_targets": "mediapipe" if getattr(item, "annotated68", None) is None else "annotation"},
+                   "lmk68_targets": "mediapipe" if item.annotated68 is None else "annotation"},
         photometric=photometric)
 
 

@@ -201,7 +201,7 @@ def test_outputs_carry_both_conventions_and_the_confidence(flame_model):
     size = 64
     item = SimpleNamespace(image=np.zeros((size, size, 3), np.float32), lmk68=np.zeros((68, 2), np.float32),
                            iris=np.zeros((10, 2), np.float32), points478=np.zeros((478, 2), np.float32),
-                           fit_to_original=np.array([[2.0, 0.0, 10.0], [0.0, 2.0, 5.0]]))
+                           annotated68=None, fit_to_original=np.array([[2.0, 0.0, 10.0], [0.0, 2.0, 5.0]]))
     record = landmark_record(item, conventions.outline68, None, conventions, np.full(68, 0.5))
     for name in ("lmk68_outline", "lmk68_projected3d"):
         assert record[name].shape == (68, 2) and record[f"{name}_original"].shape == (68, 2)

@@ -141,17 +141,19 @@ class FitConfig:
         return dataclasses.replace(self, **changes)
 
 
+def _landmark_stage_of(stage: LandmarkStageConfig, steps: int, **changes) -> LandmarkStageConfig:
+    """``stage`` run for ``steps`` steps, every group's learning rate dropping half-way as in the default."""
+    return dataclasses.replace(
+        stage, steps=steps, **changes,
+        **{g: dataclasses.replace(getattr(stage, g), drop_step=steps // 2)
+           for g in ("expression", "jaw", "eyes", "shape", "camera")})
+
+
 def quick_config(rigid_steps: int = 150, landmark_steps: int = 60) -> FitConfig:
     """Fewer steps with the same schedules' shape (lr drop at 2/3 of stage 1 and 1/2 of stage 2), for tests."""
     base = FitConfig()
     rigid = dataclasses.replace(base.rigid, steps=rigid_steps, lr=GroupSchedule(0.05, 0.005, rigid_steps * 2 // 3))
-    half = landmark_steps // 2
-    stage = base.landmark
-    landmark = dataclasses.replace(
-        stage, steps=landmark_steps,
-        **{g: dataclasses.replace(getattr(stage, g), drop_step=half) for g in ("expression", "jaw", "eyes", "shape", "camera")},
-    )
-    return base.replace(rigid=rigid, landmark=landmark)
+    return base.replace(rigid=rigid, landmark=_landmark_stage_of(base.landmark, landmark_steps))
 
 
 def precise_landmarks_config(base: FitConfig = FitConfig(), landmark_steps: int | None = None) -> FitConfig:
@@ -163,8 +165,5 @@ def precise_landmarks_config(base: FitConfig = FitConfig(), landmark_steps: int 
     smaller than one pixel of noise leaves), and a weak prior fits them into the identity — 1.4x the mean head's
     error on the rendered heads with 3D truth, against 1.05x with ``FitConfig()`` (benchmarks/RESULTS.md)."""
     steps = 2 * base.landmark.steps if landmark_steps is None else landmark_steps
-    landmark = dataclasses.replace(
-        base.landmark, steps=steps, shape_l2=base.landmark.shape_l2 / 16,
-        **{g: dataclasses.replace(getattr(base.landmark, g), drop_step=steps // 2)
-           for g in ("expression", "jaw", "eyes", "shape", "camera")})
+    landmark = _landmark_stage_of(base.landmark, steps, shape_l2=base.landmark.shape_l2 / 16)
     return base.replace(init=dataclasses.replace(base.init, shape_prior=base.init.shape_prior / 10), landmark=landmark)

@@ -14,7 +14,6 @@ import numpy as np
 
 from flamejax._typing import Float
 from flamejax.perception._errors import PerceptionError
-from flamejax.perception._layout import to_68
 from flamejax.perception._preprocess import Preprocessed
 from flamejax.perception._transform import transform_points
 
@@ -82,7 +81,7 @@ def annotated(item: Preprocessed, points68: Float[np.ndarray, "68 2"], source: s
     points68 = np.asarray(points68, np.float32)
     if points68.shape != (NUM_ANNOTATED, 2) or not np.all(np.isfinite(points68)):
         raise AnnotationError(f"{source}: expected 68 finite (x, y) points, got an array of shape {points68.shape}")
-    detected = transform_points(item.fit_to_original, to_68(item.points478))
+    detected = transform_points(item.fit_to_original, item.lmk68)
     overlap = _overlap(_box(points68), _box(detected))
     if not overlap >= MIN_BOX_OVERLAP:
         raise AnnotationError(f"{source}: the annotated points do not lie on the face found in {item.source} (box "

@@ -273,7 +273,8 @@ def project_clip(model: FlameModel, frames: FrameStates, shape: np.ndarray, fov:
     lmk68 = np.concatenate([np.asarray(project_frames(model, _rows(frames, start, min(start + batch, n), batch),
                                                       shape, fov))[:min(batch, n - start)]
                             for start in range(0, n, batch)])
-    nme = np.where(targets.valid[:n].astype(bool), np.asarray(jax.vmap(nme_inner)(lmk68, targets.lmk68[:n])), np.nan).astype(np.float32)
+    nme = np.asarray(jax.vmap(nme_inner)(lmk68, targets.lmk68[:n]))
+    nme = np.where(targets.valid[:n].astype(bool), nme, np.nan).astype(np.float32)
     return lmk68, nme
 
 
