@@ -38,7 +38,7 @@ from benchmarks._common import RESULTS_DIR, render_section, result, shared_photo
 # Every flamejax name this benchmark uses (repoint here when internals move).
 from flamejax.camera import Camera, project, yaw_pitch_roll
 from flamejax.files import find_file
-from flamejax.fit import (FitConfig, LandmarkTargets, aligned_vertex_error_mm, fit_landmarks_batch,
+from flamejax.fit import (AMBIENT_SH, FitConfig, LandmarkTargets, aligned_vertex_error_mm, fit_landmarks_batch,
                           precise_landmarks_config, quick_config, stack_targets, two_look_targets)
 from flamejax.fitter import QualityConfig
 from flamejax.flame import FlameParams, barycentric_points, flame_forward, load_flame, safe_load_pickle
@@ -50,7 +50,6 @@ NAME = "identity"
 TITLE = "Identity on heads with 3D truth (rendered, MediaPipe, landmark fit, NoW scan-to-mesh)"
 N_SHAPE, N_EXPRESSION = 60, 10
 SIZE = 512
-AMBIENT_SH = 3.5449077018110318  # SH band 0 that gives unit irradiance: 1 / (0.886227 * 0.282095)
 BINS = (("|yaw| <= 40", 0.0, 40.0), ("|yaw| 50-75", 50.0, 75.0))
 """Bins of the nominal yaw of the view plan (each view is turned a further ±3° at random)."""
 NME_LIMIT = 0.08

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flamejax.fit import PhotometricConfig, PhotometricTargets
+from flamejax.fit import AMBIENT_SH, PhotometricConfig, PhotometricTargets, start_appearance
 from flamejax.fit._photometric import _inside_polygon, _level_targets, _pixel_weights, _smoothness, level_steps
 from flamejax.fit._targets import LandmarkTargets
 from flamejax.render import (REGION_EYEBALL, REGION_FACE, REGION_FOREHEAD, REGION_OTHER, face_regions,
@@ -102,3 +102,26 @@ def test_flame_uv_layout_has_face_skin_eyeballs_and_unmodelled_parts():
     assert regions.shape == (layout.faces.shape[0],)
     assert {REGION_OTHER, REGION_FACE, REGION_FOREHEAD, REGION_EYEBALL} == set(np.unique(regions))
     assert load_uv_layout(masks=False).face_region is None
+
+
+@pytest.mark.skipif(not (shared_flame_dir() / "FLAME_masks.pkl").is_file(), reason="no FLAME_masks.pkl")
+def test_start_appearance_gives_eyeballs_the_colour_inside_the_eye_openings():
+    size = 16
+    skin, white = np.array([0.8, 0.6, 0.5], np.float32), np.array([0.9, 0.9, 0.85], np.float32)
+    image = np.broadcast_to(skin, (size, size, 3)).copy()
+    image[1:4, 1:7] = white  # the first eye opening of _targets
+    image[1:4, 9:15] = white
+    layout = load_uv_layout()
+    config = PhotometricConfig(texture_size=32)
+    start = start_appearance(layout, _targets(size, image), config)
+    texels = np.asarray(start.texels)
+    regions = np.asarray(texel_regions(layout.uv, layout.face_uv_index, layout.face_region, 32))
+    eyeball, face = texels[regions == REGION_EYEBALL], texels[regions == REGION_FACE]
+    assert len(eyeball) and len(face)
+    np.testing.assert_allclose(eyeball, np.broadcast_to(eyeball[0], eyeball.shape))
+    np.testing.assert_allclose(face, np.broadcast_to(face[0], face.shape))
+    assert np.linalg.norm(eyeball[0] - white) < np.linalg.norm(eyeball[0] - skin)
+    assert np.linalg.norm(face[0] - skin) < np.linalg.norm(face[0] - white)
+    assert np.asarray(start.light)[0, 0] == np.float32(AMBIENT_SH) and start.texture_coeffs.shape == (0,)
+    plain = np.asarray(start_appearance(load_uv_layout(masks=False), _targets(size, image), config).texels)
+    np.testing.assert_allclose(plain, np.broadcast_to(plain[0, 0], plain.shape))

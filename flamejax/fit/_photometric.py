@@ -242,6 +242,28 @@ def _smoothness(texels: Float[Array, "t t 3"], texel_region: Int[Array, "t t"] |
     return jnp.mean(dy**2) + jnp.mean(dx**2)
 
 
+def start_appearance(uv_layout: UVLayout, targets: PhotometricTargets, config: PhotometricConfig,
+                     albedo: AlbedoModel | None = None) -> Appearance:
+    """The photometric stage's default start for one picture: ambient light and the mean PCA albedo; without an
+    albedo model a uniform albedo of the picture's mean skin colour (inside its mask), and with face regions on
+    ``uv_layout`` the eyeballs the mean colour inside the 68-point eye openings."""
+    targets = _sanitised(targets)
+    size = config.texture_size
+    n_tex = 0 if albedo is None else albedo.basis.shape[-1]
+    skin = mean_colour(targets.image, targets.mask)
+    if albedo is not None:
+        texels = jnp.zeros((size, size, 3), jnp.float32)
+    else:
+        texels = jnp.broadcast_to(skin, (size, size, 3)).astype(jnp.float32)
+        if uv_layout.face_region is not None:
+            texel_region = texel_regions(uv_layout.uv, uv_layout.face_uv_index, uv_layout.face_region, size)
+            eyes = _level_targets(targets, skin, targets.image.shape[0], config).eyes
+            texels = jnp.where((texel_region == REGION_EYEBALL)[..., None], mean_colour(targets.image, eyes, skin),
+                               texels)
+    return Appearance(light=jnp.zeros((9, 3), jnp.float32).at[0].set(AMBIENT_SH),
+                      texture_coeffs=jnp.zeros(n_tex, jnp.float32), texels=texels)
+
+
 def _refine_one(model: FlameModel, uv_layout: UVLayout, targets: PhotometricTargets, landmark_fit: FitResult,
                 config: PhotometricConfig, albedo: AlbedoModel | None, *,
                 appearance: Appearance | None = None) -> FitResult:
@@ -259,13 +281,6 @@ def _refine_one(model: FlameModel, uv_layout: UVLayout, targets: PhotometricTarg
                     else texel_regions(uv_layout.uv, uv_layout.face_uv_index, regions, size))
     skin = mean_colour(targets.image, targets.mask)
     full = _level_targets(targets, skin, full_size, config)
-    if albedo is not None:
-        texels0 = jnp.zeros((size, size, 3), jnp.float32)
-    else:
-        texels0 = jnp.broadcast_to(skin, (size, size, 3)).astype(jnp.float32)
-        if texel_region is not None:
-            eye_colour = mean_colour(full.image, full.eyes, skin)
-            texels0 = jnp.where((texel_region == REGION_EYEBALL)[..., None], eye_colour, texels0)
     shape0 = landmark_fit.params.shape
 
     def render(v: PhotometricVariables, image_size: int):
@@ -295,9 +310,7 @@ def _refine_one(model: FlameModel, uv_layout: UVLayout, targets: PhotometricTarg
 
     variables = PhotometricVariables(
         Geometry(landmark_fit.params, landmark_fit.camera),
-        appearance if appearance is not None else
-        Appearance(light=jnp.zeros((9, 3), jnp.float32).at[0].set(AMBIENT_SH),
-                   texture_coeffs=jnp.zeros(n_tex, jnp.float32), texels=texels0))
+        appearance if appearance is not None else start_appearance(uv_layout, targets, config, albedo))
     labels = PhotometricVariables(
         Geometry(params_labels(landmark_fit.params, "shape", "pose", "pose", "pose"), camera_labels("camera")),
         Appearance(light="light", texture_coeffs="texture" if n_tex else FROZEN, texels="texel"))

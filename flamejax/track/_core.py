@@ -1,11 +1,10 @@
 """Every name the tracker takes from the rest of flamejax, in one place (repoint here after a refactor)."""
 
 from flamejax.camera import Camera, intrinsics, project_ndc, yaw_pitch_roll
-from flamejax.fit import (AMBIENT_SH, FitConfig, FitResult, GroupSchedule, LandmarkStageConfig, LandmarkTargets,
+from flamejax.fit import (Appearance, FitConfig, FitResult, GroupSchedule, LandmarkStageConfig, LandmarkTargets,
                           PhotometricConfig, PhotometricTargets, StageReport, fit_landmarks_batch,
                           fit_photometric_batch, landmark_data_loss, landmark_model, nme_inner, quick_config,
-                          stack_targets)
-from flamejax.fit._photometric import Appearance, mean_colour
+                          stack_targets, start_appearance)
 from flamejax.fit._optim import FROZEN, partitioned_adam, run_stage
 from flamejax.flame import FlameModel, FlameParams, flame_forward, load_flame, posed_landmarks
 from flamejax.io import atomic_path, export_mesh, write_image, write_json, write_npz
@@ -17,6 +16,6 @@ __all__ = [
     "fit_landmarks_batch", "flame_forward", "FROZEN", "partitioned_adam", "intrinsics", "landmark_data_loss",
     "landmark_model", "load_flame", "nme_inner", "posed_landmarks", "project_ndc", "quick_config", "run_stage",
     "stack_targets", "write_image", "write_json", "write_npz", "yaw_pitch_roll",
-    "AMBIENT_SH", "Appearance", "FitResult", "mean_colour", "PhotometricConfig", "PhotometricTargets", "StageReport",
-    "fit_photometric_batch", "landmark_face_mask", "render_mesh",
+    "Appearance", "FitResult", "PhotometricConfig", "PhotometricTargets", "StageReport",
+    "fit_photometric_batch", "landmark_face_mask", "render_mesh", "start_appearance",
 ]

@@ -31,10 +31,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flamejax.track._core import (AMBIENT_SH, Appearance, FitResult, FlameModel, GroupSchedule, LandmarkTargets,
+from flamejax.track._core import (Appearance, FitResult, FlameModel, GroupSchedule, LandmarkTargets,
                                   PhotometricConfig, PhotometricTargets, StageReport, fit_photometric_batch,
                                   landmark_face_mask, landmark_model, posed_landmarks, stack_targets,
-                                  mean_colour, write_image)
+                                  start_appearance, write_image)
 from flamejax.perception._video import VideoReadError
 from flamejax.track._joint import FrameStates
 from flamejax.track._sequence import (STATUS_OK, STATUS_PHOTOMETRIC_DIVERGED, STATUS_PHOTOMETRIC_REJECTED,
@@ -140,6 +140,9 @@ def _landmark_results(landmarks_only: FlameModel, frames: FrameStates, shape: np
 _project = jax.jit(jax.vmap(posed_landmarks, in_axes=(None, 0, 0)))
 
 
+_start_appearances = jax.jit(jax.vmap(start_appearance, in_axes=(None, 0, None, None)))
+
+
 def _batch_rows(rows: list[int], size: int) -> list[int]:
     """``rows`` with the last one repeated up to ``size`` (one compiled batch shape)."""
     return rows + [rows[-1]] * (size - len(rows))
@@ -148,29 +151,17 @@ def _batch_rows(rows: list[int], size: int) -> list[int]:
 def _refine_batch(model: FlameModel, landmarks_only: FlameModel, uv_layout, fit: SequenceFit,
                   targets: list[LandmarkTargets], rows: list[int], pictures: dict[int, tuple[np.ndarray, np.ndarray]],
                   config: PhotometricConfig, size: int, albedo, appearance: Appearance | None) -> FitResult:
-    """The photometric stage on the frames ``rows`` from their states in ``fit`` (padded to ``size``)."""
+    """The photometric stage on the frames ``rows`` from their states in ``fit`` (padded to ``size``), from
+    ``appearance``, or from each picture's default start (:func:`flamejax.fit.start_appearance`) when None."""
     padded = _batch_rows(rows, size)
     frames = jax.tree.map(lambda a: jnp.asarray(np.asarray(a)[padded]), fit.frames)
     start = _landmark_results(landmarks_only, frames, fit.shape, fit.fov_deg, np.nan_to_num(fit.nme[padded]))
     photo = PhotometricTargets(jnp.asarray(np.stack([pictures[r][0] for r in padded])),
                                jnp.asarray(np.stack([pictures[r][1] for r in padded])),
                                stack_targets([targets[r] for r in padded]))
+    if appearance is None:  # each picture's default start, passed in: the refinement's program, not a second one
+        appearance = _start_appearances(uv_layout, photo, config, albedo)
     return fit_photometric_batch(model, uv_layout, photo, start, config, albedo, appearance=appearance)
-
-
-def _start_appearance(pictures: list[tuple[np.ndarray, np.ndarray]], albedo, texture_size: int) -> Appearance:
-    """Per picture, the photometric stage's start: ambient light and the mean PCA albedo, or without an albedo
-    model a uniform albedo of the picture's mean skin colour (leading axis: pictures)."""
-    count = len(pictures)
-    if albedo is not None:
-        texels = np.zeros((count, texture_size, texture_size, 3), np.float32)
-    else:
-        skin = np.stack([np.asarray(mean_colour(jnp.asarray(image), jnp.asarray(mask))) for image, mask in pictures])
-        texels = np.broadcast_to(skin[:, None, None, :], (count, texture_size, texture_size, 3))
-    n_tex = 0 if albedo is None else albedo.basis.shape[-1]
-    light = np.zeros((count, 9, 3), np.float32)
-    light[:, 0] = AMBIENT_SH
-    return Appearance(jnp.asarray(light), jnp.zeros((count, n_tex), jnp.float32), jnp.asarray(texels, jnp.float32))
 
 
 def _clip_appearance(results: FitResult, count: int, albedo) -> tuple[Appearance, np.ndarray]:
@@ -224,10 +215,8 @@ def refine_photometric(model: FlameModel, uv_layout, fit: SequenceFit, targets: 
     if saved is None:
         keys = pick_keyframes(usable, photometric.keyframes)
         key_pictures = _pictures_of(pictures, keys)
-        start = _start_appearance([key_pictures[row] for row in _batch_rows(keys, photometric.keyframes)], albedo,
-                                  photometric.appearance.texture_size)
         result = _refine_batch(model, landmarks_only, uv_layout, fit, targets, keys, key_pictures,
-                               photometric.appearance, photometric.keyframes, albedo, start)
+                               photometric.appearance, photometric.keyframes, albedo, None)
         appearance, texture = _clip_appearance(result, len(keys), albedo)
         saved = dict(light=appearance.light, texture_coeffs=appearance.texture_coeffs, texels=appearance.texels,
                      texture=texture, keyframes=np.asarray(keys))
