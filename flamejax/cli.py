@@ -119,9 +119,10 @@ def _add_fit_arguments(p: argparse.ArgumentParser, default_batch: int) -> None:
     p.add_argument("--landmark-steps", type=_integer(0, 100000), default=None,
                    help="stage 2 steps (default: the reference's 200)")
     p.add_argument("--annotations", action="store_true",
-                   help="fit each photograph's hand-annotated 68 points, read from the .pts file of the same name "
-                        "beside it (iBUG / 300-W format), instead of MediaPipe's, with the weak identity prior of "
-                        "precise_landmarks_config() (stage 2 twice as long unless --landmark-steps is given)")
+                   help="fit each photograph's hand-annotated 68 points, read from the file of the same name "
+                        "beside it (iBUG / 300-W .pts, else AFLW2000-3D .mat: its inner 51 points), instead of "
+                        "MediaPipe's, with the weak identity prior of precise_landmarks_config() (stage 2 twice as "
+                        "long unless --landmark-steps is given)")
     faces = p.add_mutually_exclusive_group()
     faces.add_argument("--face-index", type=_integer(0), default=None,
                        help="which face when several, numbered left to right from 0 (default: the largest)")
@@ -331,7 +332,8 @@ def cmd_fit(args) -> int:
     from tqdm import tqdm
 
     from flamejax.outputs import provenance, unique_stems, write_image_outputs
-    from flamejax.perception import PerceptionError, PreprocessConfig, annotated, load_image, preprocess, read_pts
+    from flamejax.perception import (PerceptionError, PreprocessConfig, annotated, annotation_beside, load_image,
+                                     preprocess, read_annotation)
 
     options = output_options_from_args(args)
     _check_output_folder(args.output)
@@ -355,8 +357,8 @@ def cmd_fit(args) -> int:
             first = preprocess(original, PreprocessConfig(face_index=args.face_index))
             faces = [first]
             if args.annotations:
-                pts = path.with_suffix(".pts")
-                faces = [annotated(first, read_pts(pts), str(pts))]
+                marks = annotation_beside(path)
+                faces = [annotated(first, read_annotation(marks), str(marks))]
             if args.all_faces and first.num_faces > 1:
                 faces = [first if i == first.face_index else preprocess(original, PreprocessConfig(face_index=i))
                          for i in range(first.num_faces)]

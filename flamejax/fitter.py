@@ -133,14 +133,16 @@ def targets_of(item) -> LandmarkTargets:
     """Landmark targets of a :class:`flamejax.perception.Preprocessed` image (NDC of its fit image): both of
     MediaPipe's looks (the crop and its mirror image) where there are two, see :func:`two_look_targets`.
 
-    An image with hand-annotated 68 points (``item.annotated68``) is fitted to those and MediaPipe's irises
-    alone: its other points carry the detector's bias the annotation is there to avoid."""
+    An image with hand-annotated 68 points (``item.annotated68``) is fitted to those (but NaN points) and
+    MediaPipe's irises alone: its other points carry the detector's bias the annotation is there to avoid."""
     size = item.image.shape[0]
     targets = two_look_targets(item.points478, item.mirrored478, size)
     if item.annotated68 is None:
         return targets
-    return dataclasses.replace(targets, lmk68=jnp.asarray(cam.pixels_to_ndc(item.annotated68, size), jnp.float32),
-                               lmk68_weight=jnp.ones_like(targets.lmk68_weight),
+    given = np.all(np.isfinite(item.annotated68), axis=1)
+    return dataclasses.replace(targets, lmk68=jnp.asarray(cam.pixels_to_ndc(np.nan_to_num(item.annotated68), size),
+                                                          jnp.float32),
+                               lmk68_weight=jnp.asarray(given, jnp.float32),
                                mediapipe_weight=jnp.zeros_like(targets.mediapipe_weight))
 
 

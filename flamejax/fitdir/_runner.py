@@ -39,7 +39,8 @@ from flamejax.fitdir._targets_cache import TARGETS_DIR, TargetsCache
 from flamejax.fitter import Fitter, ImageFit
 from flamejax.onnx_session import OnnxModel
 from flamejax.outputs import OutputOptions, _plain, output_names, provenance, write_image_outputs
-from flamejax.perception import PreprocessConfig, annotated, load_image, preprocess, read_pts
+from flamejax.perception import (PreprocessConfig, annotated, annotation_beside, load_image, preprocess,
+                                 read_annotation)
 
 log = logging.getLogger("flamejax")
 
@@ -186,8 +187,8 @@ def prepare(job: ImageJob, config: PreprocessConfig, keep_original: bool,
             if cache is not None:
                 cache.store(job, key, item)
         if annotations:
-            pts = job.source.with_suffix(".pts")
-            item = annotated(item, read_pts(pts), str(pts))
+            marks = annotation_beside(job.source)
+            item = annotated(item, read_annotation(marks), str(marks))
     except Exception as err:  # noqa: BLE001 -- one bad image must not end a run over thousands
         log.debug("preprocessing %s failed", job.relative, exc_info=True)
         return Prepared(job, None, None, failure_reason(err, job.source), time.perf_counter() - start)

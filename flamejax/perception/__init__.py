@@ -13,7 +13,8 @@ Pixel coordinates everywhere: x right, y down, pixel (row i, column j) centred a
 """
 
 from flamejax.perception._align import ALIGN_SCALE, AlignedFace, align_face, alignment_transform
-from flamejax.perception._annotations import AnnotationError, annotated, read_pts
+from flamejax.perception._annotations import (AnnotationError, annotated, annotation_beside, read_aflw_mat,
+                                              read_annotation, read_pts)
 from flamejax.perception._errors import (FaceIndexError, ImageReadError, ImageTooSmallError, NoFaceError,
                                          PerceptionError)
 from flamejax.perception._image import MIN_IMAGE_SIDE, load_image, to_rgb8
@@ -39,8 +40,8 @@ __all__ = [
     "MEDIAPIPE_IRIS_CENTERS", "MEDIAPIPE_LEFT_IRIS", "MEDIAPIPE_MIRROR", "MEDIAPIPE_RIGHT_IRIS", "MIN_IMAGE_SIDE",
     "NOSE", "NoFaceError",
     "ParsingResult", "PerceptionError", "Preprocessed", "PreprocessConfig", "RIGHT_BROW", "RIGHT_EYE",
-    "align_face", "alignment_transform", "annotated", "compose_affine", "composite_over_white", "detect_landmarks",
+    "align_face", "alignment_transform", "annotated", "annotation_beside", "compose_affine", "composite_over_white", "detect_landmarks",
     "invert_affine", "landmark_face_mask", "load_image", "matte", "ndc_to_pixels", "parse_face", "parsing_mask",
-    "pixels_to_ndc", "preprocess", "read_pts", "redetect_mirrored", "to_68", "to_iris", "to_rgb8", "transform_points",
+    "pixels_to_ndc", "preprocess", "read_aflw_mat", "read_annotation", "read_pts", "redetect_mirrored", "to_68", "to_iris", "to_rgb8", "transform_points",
     "warp_image",
 ]
