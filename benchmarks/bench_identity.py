@@ -38,11 +38,12 @@ from benchmarks._common import RESULTS_DIR, render_section, result, shared_photo
 # Every flamejax name this benchmark uses (repoint here when internals move).
 from flamejax.camera import Camera, project, yaw_pitch_roll
 from flamejax.files import find_file
-from flamejax.fit import (AMBIENT_SH, FitConfig, LandmarkTargets, aligned_vertex_error_mm, fit_landmarks_batch,
-                          precise_landmarks_config, quick_config, stack_targets, two_look_targets)
+from flamejax.fit import (AMBIENT_SH, FitConfig, LandmarkTargets, PhotometricTargets, aligned_vertex_error_mm,
+                          fit_landmarks_batch, fit_photometric_same_person, precise_landmarks_config, quick_config,
+                          stack_targets, two_look_targets)
 from flamejax.fitter import QualityConfig
 from flamejax.flame import FlameParams, barycentric_points, flame_forward, load_flame, safe_load_pickle
-from flamejax.perception import PerceptionError, PreprocessConfig, preprocess, to_68
+from flamejax.perception import PerceptionError, PreprocessConfig, landmark_face_mask, preprocess, to_68
 from flamejax.render import RasterConfig, load_uv_layout, render_mesh, shade_for_display
 from flamejax.rotation import euler_to_matrix, matrix_to_axis_angle
 
@@ -388,13 +389,26 @@ SAME_PERSON_YAWS = ((0.0,), (0.0, 40.0), (-40.0, 0.0, 40.0), (-40.0, -20.0, 0.0,
 """Nominal yaws of the views each same-person fit gets (1 view: the single-image fit of the frontal view)."""
 
 
-def same_person(model, subjects, plan, detected, items, single_fit, score) -> tuple[dict, list]:
+def same_person(model, subjects, plan, detected, items, single_fit, score) -> dict:
     """Identity from 1, 2, 3, 5 views of each subject (:data:`SAME_PERSON_YAWS`, taken from the full view plan),
-    fitted jointly with one shared shape (:func:`fit_same_person`, the library API of ``fit --same-person``).
+    fitted jointly with one shared shape (:func:`fit_same_person`, the library API of ``fit --same-person``), then
+    refined against the pixels with one identity and one albedo (:func:`fit_photometric_same_person`, ``fit
+    --same-person --mode photometric``; one view: the single-image fit refined the same way).
 
     ``single_fit``: the library default's batched single-image fit of every detected view (gives the 1-view
-    row); ``score(subject index, shape) -> NoW median``. Returns {view count: [(subject index, NoW median)]}."""
+    row); ``score(subject index, shape) -> NoW median``. Returns {view count: [(subject index, NoW median of the
+    landmark fit, of the photometric fit)]}."""
     from flamejax.track import fit_same_person
+
+    uv = load_uv_layout()
+
+    def photometric_shape(picked: list[int], shape, params, camera, used) -> np.ndarray:
+        views = [items[k] for k in picked]
+        photo = PhotometricTargets(jnp.asarray(np.stack([v.image for v in views]), jnp.float32),
+                                   jnp.asarray(np.stack([landmark_face_mask(v.points478, v.image.shape[0])
+                                                         for v in views]), jnp.float32),
+                                   view_targets(views, True))
+        return np.asarray(fit_photometric_same_person(model, uv, photo, shape, params, camera, used=used).shape)
 
     scores = {len(yaws): [] for yaws in SAME_PERSON_YAWS}
     for h_index in range(len(subjects)):
@@ -409,10 +423,15 @@ def same_person(model, subjects, plan, detected, items, single_fit, score) -> tu
             if len(picked) != len(yaws):
                 continue
             if len(picked) == 1:
+                row = jax.tree.map(lambda a: a[picked[0]:picked[0] + 1], (single_fit.params, single_fit.camera))
                 shape = single_fit.params.shape[picked[0]]
+                refined = photometric_shape(picked, shape, *row, np.ones(1, bool))
             else:
-                shape = fit_same_person(model, view_targets([items[k] for k in picked], True)).shape
-            scores[len(yaws)].append((h_index, score(h_index, np.asarray(shape))))
+                joint = fit_same_person(model, view_targets([items[k] for k in picked], True))
+                shape = joint.shape
+                refined = photometric_shape(picked, shape, joint.params, joint.camera,
+                                            np.array([s == "ok" for s in joint.status]))
+            scores[len(yaws)].append((h_index, score(h_index, np.asarray(shape)), score(h_index, refined)))
     return scores
 
 
@@ -550,17 +569,22 @@ def run(quick: bool, pictures_dir: Path | None = None, sampled_heads: int | None
         same_person_s = round(time.perf_counter() - start, 1)
         body = []
         for count, scored in same_person_scores.items():
-            fitted = [score for _, score in scored]
-            mean_head = [mean_scores[h][0] for h, _ in scored]
-            ratios = [f / m for f, m in zip(fitted, mean_head)]
-            body.append([count, len(scored), float(np.median(mean_head)) if scored else None,
-                         float(np.median(fitted)) if scored else None,
-                         float(np.median(fitted) / np.median(mean_head)) if scored else None,
-                         float(np.median(ratios)) if scored else None, float(np.max(ratios)) if scored else None])
-        tables.append(table(f"Several photographs of one person (library default targets, yaw −40…+40, "
-                            f"fit_same_person with its default SAME_PERSON; {same_person_s} s for all): NoW median, mm",
-                            ["views", "subjects", "mean head (median over subjects)", "fit (median over subjects)",
-                             "ratio of medians", "median of per-subject ratios", "worst per-subject ratio"], body))
+            mean_head = [mean_scores[h][0] for h, *_ in scored]
+            row = [count, len(scored), float(np.median(mean_head)) if scored else None]
+            for column in (1, 2):
+                fitted = [entry[column] for entry in scored]
+                ratios = [f / m for f, m in zip(fitted, mean_head)]
+                row += ([float(np.median(fitted)), float(np.median(fitted) / np.median(mean_head)),
+                         float(np.median(ratios)), float(np.max(ratios))] if scored else [None] * 4)
+            body.append(row)
+        columns = [f"{what}: {stat}" for what in ("landmark", "photometric")
+                   for stat in ("median over subjects", "ratio of medians", "median of per-subject ratios",
+                                "worst per-subject ratio")]
+        tables.append(table(f"Several photographs of one person (library default targets, yaw −40…+40; landmark: "
+                            f"fit_same_person with its default SAME_PERSON; photometric: then "
+                            f"fit_photometric_same_person, one identity and one albedo, PhotometricConfig(); "
+                            f"{same_person_s} s for all): NoW median, mm",
+                            ["views", "subjects", "mean head (median over subjects)", *columns], body))
     settings = {"subjects": f"{len(heads)} ({', '.join(h.name for h in heads)})", "views": len(plan),
                 "detected": len(detected), "model": f"test model, {N_SHAPE} identity / {N_EXPRESSION} expression",
                 "fit config": "quick_config()" if short_fit else "FitConfig()", "image": f"{SIZE}² render, FOV 20°",
@@ -580,11 +604,12 @@ def run(quick: bool, pictures_dir: Path | None = None, sampled_heads: int | None
             "weighting, the identity priors of before (init 2e-4, landmark stage 0.05). "
             "truth points (oracle): the library default fitted to the truth's projected inner 51 points alone "
             "(no jaw contour, MediaPipe or iris points): what is left is the fit's and the model's error, not the "
-            "detector's. precise-landmarks config: precise_landmarks_config() (identity priors 16x / 10x weaker, stage 2 "
-            "twice as long), on MediaPipe's two looks and on the truth points. confidence: FitResult.confidence; a fit is flagged when it is below "
-            "QualityConfig.min_confidence (the record's verdict then says so). Bins are of the view plan's nominal "
-            "yaw (each view is turned a further ±3° at random); fitted |yaw| short of the truth: |true yaw| - "
-            "|fitted yaw|, degrees (positive: the fit turned the head less than it is).")
+            "detector's. precise-landmarks config: precise_landmarks_config() (identity priors 16x / 10x weaker, "
+            "stage 2 twice as long), on MediaPipe's two looks and on the truth points. confidence: "
+            "FitResult.confidence; a fit is flagged when it is below QualityConfig.min_confidence (the record's "
+            "verdict then says so). Bins are of the view plan's nominal yaw (each view is turned a further ±3° at "
+            "random); fitted |yaw| short of the truth: |true yaw| - |fitted yaw|, degrees (positive: the fit turned "
+            "the head less than it is).")
     return result(NAME, TITLE, "quick" if quick else "full", settings, tables,
                   data={"rows": rows, "verdicts": verdicts, "same_person": same_person_scores}, note=note)
 
@@ -602,7 +627,8 @@ def main() -> None:
                         "when present; delete it after changing the rendering)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / f"{NAME}.json")
     parser.add_argument("--same-person", action="store_true", help="also fit 2, 3, 5 views (yaw -40..+40) of each "
-                        "subject jointly with one identity (full view plan)")
+                        "subject jointly with one identity, from their landmarks and then from their pixels with one "
+                        "albedo (full view plan)")
     parser.add_argument("--views-only", action="store_true", help="render and preprocess into --cache, no fits")
     args = parser.parse_args()
     if args.views_only:

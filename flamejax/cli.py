@@ -161,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fit_arguments(fit, default_batch=16)
     fit.add_argument("--same-person", action="store_true",
                      help="the photographs show one person: fit one shared identity, with each photograph's own "
-                          "expression, jaw, eyes and camera (landmark mode)")
+                          "expression, jaw, eyes and camera; with --mode photometric also one albedo, the identity "
+                          "refined against every photograph's pixels")
     fit.set_defaults(func=cmd_fit)
 
     fit_dir = sub.add_parser("fit-dir", help="fit every photograph in a folder (batched, resumable)",
@@ -405,44 +406,61 @@ def cmd_fit(args) -> int:
 
 
 def _fit_same_person(args, paths: list[Path], stems: list[str], options) -> int:
-    """``fit --same-person``: one joint fit (:func:`flamejax.track.fit_same_person_photos`), one record per photo."""
+    """``fit --same-person``: one joint fit (:func:`flamejax.track.fit_same_person_photos`), with ``--mode
+    photometric`` refined against the pixels with one identity and one albedo
+    (:func:`flamejax.track.refine_same_person_photometric`, its albedo also in ``same_person_texture.png``); one
+    record per photo."""
     import jax
     import numpy as np
 
     from flamejax import camera as cam
     from flamejax.flame import flame_forward
-    from flamejax.io import FitRecord
+    from flamejax.io import FitRecord, write_image
     from flamejax.outputs import landmark_record, provenance, write_record_outputs
     from flamejax.perception import PreprocessConfig
-    from flamejax.track import fit_same_person_photos
+    from flamejax.track import fit_same_person_photos, refine_same_person_photometric
 
     if len(paths) < 2:
         raise UsageError("--same-person needs at least two photographs of the person")
-    if args.mode != "landmark" or args.all_faces:
-        raise UsageError("--same-person fits the landmarks of one face per photograph: drop --mode photometric "
-                         "and --all-faces")
+    if args.all_faces:
+        raise UsageError("--same-person fits one face per photograph: drop --all-faces")
     fitter = fitter_from_args(args)
     joint, items = fit_same_person_photos(fitter.model, paths, preprocess_config=PreprocessConfig(
         face_index=args.face_index), init_config=fitter.config)
     record_provenance = provenance(fitter) | {"init": "same-person joint fit",
                                               "same_person": [str(p) for p in paths]}
-    vertices = np.asarray(jax.vmap(lambda p: flame_forward(fitter.model, p).vertices)(joint.params))
+    params, camera, lmk68, nmes, photometric = joint.params, joint.camera, joint.lmk68, joint.nme, None
+    if fitter.photometric is not None:
+        shared = jax.tree.map(np.asarray, refine_same_person_photometric(
+            fitter.model, fitter.uv_layout, joint, items, fitter.photometric.config, fitter.photometric.albedo))
+        if shared.stage.finite:
+            params, camera, lmk68, nmes = shared.params, shared.camera, shared.landmarks.lmk68, shared.nme
+            photometric = shared
+            write_image(args.output / "same_person_texture.png", shared.texture)
+        else:
+            print("photometric stage diverged; the landmark joint fit is kept for every photograph")
+    vertices = np.asarray(jax.vmap(lambda p: flame_forward(fitter.model, p).vertices)(params))
     verdicts = {"ok": ("ok", ""),
                 "outlier": ("suspect", "its landmarks disagree with the identity the other photographs share")}
     failed = suspect = 0
     for i, (path, stem, item) in enumerate(zip(paths, stems, items)):
         verdict, reason = verdicts.get(joint.status[i], ("failed", joint.status[i]))
-        nme = float(joint.nme[i])
+        nme = float(nmes[i])
         if verdict == "failed":
             failed += 1
             print(f"{path}: FAILED ({reason})")
             continue
         suspect += verdict == "suspect"
         size = item.image.shape[0]
-        landmarks = landmark_record(item, joint.lmk68[i])
-        row = jax.tree.map(lambda a: np.asarray(a[i]), (joint.params, joint.camera))
+        landmarks = landmark_record(item, lmk68[i])
+        row = jax.tree.map(lambda a: np.asarray(a[i]), (params, camera))
+        photo = None if photometric is None else {
+            "texture": photometric.texture, "light": photometric.light[i],
+            "texture_coeffs": photometric.texture_coeffs, "l1_start": float(photometric.photometric_start[i]),
+            "l1_final": float(photometric.photometric_final[i])}
         record = FitRecord(
-            name=str(path), status=verdict, reason=reason, mode="landmark", init="same-person joint fit",
+            name=str(path), status=verdict, reason=reason, mode="landmark" if photo is None else "photometric",
+            init="same-person joint fit", photometric=photo,
             params=row[0], camera=row[1], image_size=size, vertices=vertices[i], landmarks=landmarks,
             fit_to_original=np.asarray(item.fit_to_original),
             original_size=(item.original_size[1], item.original_size[0]), metrics={"nme_inner51": nme},

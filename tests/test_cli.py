@@ -189,3 +189,14 @@ def test_several_photographs_of_one_person_share_one_identity(tmp_path):
     assert records[0]["cam"] != records[1]["cam"]
     assert (tmp_path / "ffhq_00000.obj").is_file() and "one identity for 2 of 2" in stdout
     assert run(["fit", str(photos[0]), "-o", str(tmp_path), "--same-person"])[0] == 2
+
+
+def test_several_photographs_of_one_person_photometric_share_one_albedo(tmp_path):
+    photos = [SHARED / "images" / n for n in ("ffhq_00002.png", "ffhq_00012.png")]
+    code, stdout, err = run(["fit", *map(str, photos), "-o", str(tmp_path), "--same-person", "--mode", "photometric",
+                             "--photometric-steps", "8", "--mesh", "none", "--no-overlay", *FAST])
+    assert code in (0, 4), stdout + err
+    records = [json.loads((tmp_path / f"{p.stem}.json").read_text()) for p in photos]
+    assert all(r["mode"] == "photometric" for r in records) and records[0]["shape"] == records[1]["shape"]
+    assert all(np.isfinite(r["photometric"]["l1_final"]) for r in records)
+    assert (tmp_path / "same_person_texture.png").is_file() and "one identity for 2 of 2" in stdout

@@ -11,6 +11,7 @@ from flamejax.fit._init import linear_initialisation
 from flamejax.fit._landmark_fit import fit_landmarks, fit_landmarks_batch, landmark_data_loss, landmark_model
 from flamejax.fit._photometric import (AMBIENT_SH, Appearance, PhotometricConfig, PhotometricTargets,
                                        fit_photometric, fit_photometric_batch, start_appearance)
+from flamejax.fit._photometric_shared import SharedPhotometricResult, fit_photometric_same_person
 from flamejax.fit._result import FitResult, FitStart, PhotometricReport, StageReport, Status
 from flamejax.fit._synthetic import SyntheticSample, aligned_vertex_error_mm, observed_targets, rotation_error_deg, sample_problem
 from flamejax.fit._targets import LandmarkTargets, nme_inner, stack_targets
@@ -20,7 +21,8 @@ __all__ = [
     "AMBIENT_SH", "Appearance", "FitConfig", "FitResult", "FitStart", "GroupSchedule", "InitConfig", "LandmarkConventions",
     "LandmarkStageConfig", "LandmarkTargets", "LandmarkWeights", "PhotometricConfig", "PhotometricReport",
     "PhotometricTargets", "RigidStageConfig", "StageReport", "Status", "SyntheticSample", "WeightingConfig",
-    "aligned_vertex_error_mm", "fit_landmarks", "fit_landmarks_batch", "fit_photometric", "fit_photometric_batch",
+    "SharedPhotometricResult", "aligned_vertex_error_mm", "fit_landmarks", "fit_landmarks_batch", "fit_photometric",
+    "fit_photometric_batch", "fit_photometric_same_person",
     "landmark_conventions", "landmark_data_loss", "landmark_model", "linear_initialisation", "nme_inner",
     "observed_targets", "precise_landmarks_config", "quick_config", "rotation_error_deg", "sample_problem",
     "stack_targets", "start_appearance", "two_look_targets",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -264,6 +265,55 @@ def start_appearance(uv_layout: UVLayout, targets: PhotometricTargets, config: P
                       texture_coeffs=jnp.zeros(n_tex, jnp.float32), texels=texels)
 
 
+def _render_view(model: FlameModel, uv_layout: UVLayout, config: PhotometricConfig, albedo: AlbedoModel | None,
+                 v: PhotometricVariables, image_size: int, full_size: int):
+    """One view rendered at ``image_size`` (the texture downsampled from ``full_size`` to match) and its
+    projected landmarks."""
+    p, cam = v.geometry.params, v.geometry.camera
+    vertices = flame_forward(model, p).vertices
+    texture = _texture(albedo, v.appearance)
+    out = render_mesh(vertices, model.faces, cam, uv_layout, _downsample(texture, max(full_size // image_size, 1)),
+                      v.appearance.light, dataclasses.replace(config.raster, image_size=image_size),
+                      config.render_mode)
+    points = embedded_points(model.landmarks, vertices, contour_bin(cam.rotation_matrix()))
+    return out, project_landmarks(cam, points)
+
+
+def _photometric_error(out, level: _LevelTargets, face_region: Int[Array, "f"] | None,
+                       config: PhotometricConfig) -> Float[Array, ""]:
+    weight = _pixel_weights(level, out.fragments.face_index[..., 0], out.alpha, face_region, config)
+    return masked_l1(out.image, level.image, weight)
+
+
+def _view_data_loss(model: FlameModel, uv_layout: UVLayout, config: PhotometricConfig, albedo: AlbedoModel | None,
+                    v: PhotometricVariables, level: _LevelTargets, landmarks: LandmarkTargets,
+                    full_size: int) -> Float[Array, ""]:
+    """The stage's data term on one view: weighted masked L1 of the pixels plus the scaled landmark term."""
+    out, projected = _render_view(model, uv_layout, config, albedo, v, level.image.shape[0], full_size)
+    landmark = landmark_data_loss(model, projected, landmarks, config.landmarks, landmark_weights(config))
+    return (config.photometric_weight * _photometric_error(out, level, uv_layout.face_region, config)
+            + config.landmark_scale * landmark)
+
+
+def _run_pyramid(loss_fn: Callable[[object, _LevelTargets], Float[Array, ""]], variables, labels,
+                 config: PhotometricConfig, level_at: Callable[[int], _LevelTargets]) -> tuple[object, StageReport]:
+    """The stage's coarse-to-fine optimisation: per pyramid level (``level_at(factor)`` gives its targets) a
+    fresh partitioned Adam from where the last level stopped; the best variables and one report of all levels."""
+    best, reports, first_step = variables, [], 0
+    for (factor, _), steps in zip(config.pyramid, level_steps(config)):
+        if steps == 0:
+            continue
+        level = level_at(factor)
+        optimiser = partitioned_adam({"pose": config.pose.schedule(), "camera": config.camera.schedule(),
+                                      "light": config.light.schedule(), "shape": config.shape.schedule(),
+                                      "texture": config.texture.schedule(),
+                                      "texel": _texel_schedule(config, first_step)}, labels)
+        best, report = run_stage(lambda v, level=level: loss_fn(v, level), best, optimiser, steps)
+        reports.append((first_step, report))
+        first_step += steps
+    return best, _joined(reports)
+
+
 def _refine_one(model: FlameModel, uv_layout: UVLayout, targets: PhotometricTargets, landmark_fit: FitResult,
                 config: PhotometricConfig, albedo: AlbedoModel | None, *,
                 appearance: Appearance | None = None) -> FitResult:
@@ -272,7 +322,6 @@ def _refine_one(model: FlameModel, uv_layout: UVLayout, targets: PhotometricTarg
     targets = _sanitised(targets)
     lmk = targets.landmarks
     valid = lmk.valid.astype(jnp.float32)
-    weights68 = landmark_weights(config)
     n_tex = 0 if albedo is None else albedo.basis.shape[-1]
     size = config.texture_size
     full_size = targets.image.shape[0]
@@ -284,24 +333,14 @@ def _refine_one(model: FlameModel, uv_layout: UVLayout, targets: PhotometricTarg
     shape0 = landmark_fit.params.shape
 
     def render(v: PhotometricVariables, image_size: int):
-        p, cam = v.geometry.params, v.geometry.camera
-        vertices = flame_forward(model, p).vertices
-        texture = _texture(albedo, v.appearance)
-        out = render_mesh(vertices, model.faces, cam, uv_layout, _downsample(texture, max(full_size // image_size, 1)),
-                          v.appearance.light, dataclasses.replace(config.raster, image_size=image_size),
-                          config.render_mode)
-        points = embedded_points(model.landmarks, vertices, contour_bin(cam.rotation_matrix()))
-        return out, project_landmarks(cam, points)
+        return _render_view(model, uv_layout, config, albedo, v, image_size, full_size)
 
     def photometric_error(out, level: _LevelTargets):
-        weight = _pixel_weights(level, out.fragments.face_index[..., 0], out.alpha, regions, config)
-        return masked_l1(out.image, level.image, weight)
+        return _photometric_error(out, level, regions, config)
 
     def loss_fn(v: PhotometricVariables, level: _LevelTargets):
-        out, proj = render(v, level.image.shape[0])
         p = v.geometry.params
-        landmark = landmark_data_loss(model, proj, lmk, config.landmarks, weights68)
-        data = config.photometric_weight * photometric_error(out, level) + config.landmark_scale * landmark
+        data = _view_data_loss(model, uv_layout, config, albedo, v, level, lmk, full_size)
         prior = (config.expression_l2 * 0.5 * jnp.sum(p.expression**2)
                  + config.shape_offset_l2 * 0.5 * jnp.sum((p.shape - shape0) ** 2))
         if albedo is None:
@@ -314,19 +353,9 @@ def _refine_one(model: FlameModel, uv_layout: UVLayout, targets: PhotometricTarg
     labels = PhotometricVariables(
         Geometry(params_labels(landmark_fit.params, "shape", "pose", "pose", "pose"), camera_labels("camera")),
         Appearance(light="light", texture_coeffs="texture" if n_tex else FROZEN, texels="texel"))
-    best, reports, first_step = variables, [], 0
-    for (factor, _), steps in zip(config.pyramid, level_steps(config)):
-        if steps == 0:
-            continue
-        level = full if factor == 1 else _level_targets(targets, skin, full_size // factor, config)
-        optimiser = partitioned_adam({"pose": config.pose.schedule(), "camera": config.camera.schedule(),
-                                      "light": config.light.schedule(), "shape": config.shape.schedule(),
-                                      "texture": config.texture.schedule(),
-                                      "texel": _texel_schedule(config, first_step)}, labels)
-        best, report = run_stage(lambda v, level=level: loss_fn(v, level), best, optimiser, steps)
-        reports.append((first_step, report))
-        first_step += steps
-    stage = _joined(reports)
+    best, stage = _run_pyramid(loss_fn, variables, labels, config,
+                               lambda factor: full if factor == 1 else _level_targets(targets, skin,
+                                                                                        full_size // factor, config))
 
     def scored(v: PhotometricVariables):
         out, projected = render(v, full_size)

@@ -4,7 +4,8 @@
 :mod:`flamejax.track._video_track`); ``track_landmarks`` does the fitting part on per-frame targets;
 ``TrackConfig(photometric=PhotometricTrackConfig())`` refines the tracking against the pixels with one appearance
 for the clip (``refine_photometric``); ``fit_same_person(model, targets)`` fits several photographs with one
-shared identity.
+shared identity, ``refine_same_person_photometric`` refines them against their pixels with one identity and one
+albedo.
 """
 
 from flamejax.perception._video import (FOLDER_FPS, Frame, FrameSource, VideoInfo, VideoLandmarker,
@@ -13,7 +14,7 @@ from flamejax.track._joint import (SAME_PERSON, FrameStates, JointConfig, JointR
                                    fit_same_person, with_identity)
 from flamejax.track._photometric_track import (PhotometricTrack, PhotometricTrackConfig, frame_picture,
                                                refine_photometric)
-from flamejax.track._photos import fit_same_person_photos, photo_targets
+from flamejax.track._photos import fit_same_person_photos, photo_targets, refine_same_person_photometric
 from flamejax.track._sequence import (STATUS_REASONS, NoUsableFramesError, SequenceFit, TrackConfig, chunk_starts,
                                       fill_from_neighbours, track_landmarks)
 from flamejax.track._smooth import TemporalPrior, smooth_states, smooth_trajectory, temporal_loss
@@ -25,7 +26,7 @@ __all__ = [
     "NoFaceInVideoError", "NoUsableFramesError", "SAME_PERSON", "STATUS_REASONS", "SamePersonResult", "SequenceFit",
     "SyntheticViews", "TemporalPrior", "TrackConfig", "TrackResult", "VideoInfo", "VideoLandmarker",
     "VideoReadError", "cameras_opencv", "chunk_starts", "fill_from_neighbours", "fit_joint",
-    "fit_same_person", "fit_same_person_photos", "photo_targets", "smooth_states", "smooth_trajectory", "synthetic_sequence", "synthetic_views", "temporal_loss",
+    "fit_same_person", "fit_same_person_photos", "photo_targets", "refine_same_person_photometric", "smooth_states", "smooth_trajectory", "synthetic_sequence", "synthetic_views", "temporal_loss",
     "track_landmarks", "track_video", "with_identity",
     "PhotometricTrack", "PhotometricTrackConfig", "frame_picture", "refine_photometric",
 ]

@@ -2,9 +2,9 @@
 
 from flamejax.camera import Camera, intrinsics, project_ndc, yaw_pitch_roll
 from flamejax.fit import (Appearance, FitConfig, FitResult, GroupSchedule, LandmarkStageConfig, LandmarkTargets,
-                          PhotometricConfig, PhotometricTargets, StageReport, fit_landmarks_batch,
-                          fit_photometric_batch, landmark_data_loss, landmark_model, nme_inner, quick_config,
-                          stack_targets, start_appearance)
+                          PhotometricConfig, PhotometricTargets, SharedPhotometricResult, StageReport,
+                          fit_landmarks_batch, fit_photometric_batch, fit_photometric_same_person, landmark_data_loss,
+                          landmark_model, nme_inner, quick_config, stack_targets, start_appearance)
 from flamejax.fit._optim import FROZEN, partitioned_adam, run_stage
 from flamejax.flame import FlameModel, FlameParams, flame_forward, load_flame, posed_landmarks
 from flamejax.io import atomic_path, export_mesh, write_image, write_json, write_npz
@@ -18,4 +18,5 @@ __all__ = [
     "stack_targets", "write_image", "write_json", "write_npz", "yaw_pitch_roll",
     "Appearance", "FitResult", "PhotometricConfig", "PhotometricTargets", "StageReport",
     "fit_photometric_batch", "landmark_face_mask", "render_mesh", "start_appearance",
+    "SharedPhotometricResult", "fit_photometric_same_person",
 ]

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jax.numpy as jnp
+import numpy as np
+
 from flamejax.perception import Preprocessed, PreprocessConfig, preprocess
 from flamejax.fitter import targets_of
-from flamejax.track._core import FitConfig, FlameModel, LandmarkTargets, stack_targets
+from flamejax.track._core import (FitConfig, FlameModel, LandmarkTargets, PhotometricConfig, PhotometricTargets,
+                                  SharedPhotometricResult, fit_photometric_same_person, stack_targets)
 from flamejax.track._joint import SAME_PERSON, JointConfig, SamePersonResult, fit_same_person
 
 
@@ -29,3 +33,18 @@ def fit_same_person_photos(model: FlameModel, photos: list[str | Path], config: 
         raise ValueError(f"--same-person needs at least two photographs, got {len(photos)}")
     targets, prepared = photo_targets(photos, preprocess_config)
     return fit_same_person(model, targets, config, init_config=init_config), prepared
+
+
+def refine_same_person_photometric(model: FlameModel, uv_layout, joint: SamePersonResult, items: list[Preprocessed],
+                                   config: PhotometricConfig = PhotometricConfig(),
+                                   albedo=None) -> SharedPhotometricResult:
+    """``flamejax fit --same-person --mode photometric``: ``joint`` (from :func:`fit_same_person_photos` on the
+    photographs ``items``) refined against their pixels with one identity and one albedo
+    (:func:`flamejax.fit.fit_photometric_same_person`). Only the photographs the joint fit calls ``"ok"`` shape
+    the identity and the albedo; outliers are refined under them."""
+    targets = stack_targets([targets_of(item) for item in items])
+    photo = PhotometricTargets(jnp.asarray(np.stack([item.image for item in items]), jnp.float32),
+                               jnp.asarray(np.stack([item.mask for item in items]), jnp.float32), targets)
+    used = np.array([status == "ok" for status in joint.status])
+    return fit_photometric_same_person(model, uv_layout, photo, joint.shape, joint.params, joint.camera, config,
+                                       albedo, used=used)

@@ -1,0 +1,164 @@
+"""Photometric refinement of several photographs of one person: one identity and one albedo for all of them.
+
+One photograph's shading barely tells the shape from the albedo; several views of one face under one albedo do:
+a texel must land on pixels of the same colour in every view, which only the right shape allows (multi-view
+photometric consistency). Per view: expression, jaw, eyes, camera and light; shared: identity and albedo. The data
+term is the single-image stage's (:func:`flamejax.fit.fit_photometric`), averaged over the views used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from flamejax._typing import Array, Bool, Float
+from flamejax.camera import Camera
+from flamejax.fit._landmark_fit import Geometry, camera_labels, params_labels
+from flamejax.fit._optim import FROZEN
+from flamejax.fit._photometric import (Appearance, PhotometricConfig, PhotometricTargets, PhotometricVariables,
+                                       _level_targets, _photometric_error, _render_view, _run_pyramid, _sanitised,
+                                       _smoothness, _texture, _view_data_loss, mean_colour, start_appearance)
+from flamejax.fit._result import StageReport
+from flamejax.fit._targets import nme_inner
+from flamejax.flame import FlameModel, FlameParams, ProjectedLandmarks
+from flamejax.render import AlbedoModel, UVLayout, texel_regions
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class SharedPhotometricResult:
+    """Several photographs of one person refined against their pixels (leading axis: images where marked)."""
+
+    shape: Float[Array, "n_shape"]
+    """The one identity."""
+    params: FlameParams
+    """Per image (``shape`` repeated)."""
+    camera: Camera
+    """Per image."""
+    landmarks: ProjectedLandmarks
+    """Per image, NDC of its crop."""
+    nme: Float[Array, "images"]
+    texture: Float[Array, "t t 3"]
+    """The one albedo, in FLAME's UV layout."""
+    texture_coeffs: Float[Array, "n_tex"]
+    light: Float[Array, "images 9 3"]
+    render: Float[Array, "images s s 3"]
+    alpha: Float[Array, "images s s"]
+    photometric_start: Float[Array, "images"]
+    """Masked L1 of each image at the start (its own pixel weights)."""
+    photometric_final: Float[Array, "images"]
+    stage: StageReport
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class _SharedVariables:
+    shape: Float[Array, "n_shape"]
+    views: Geometry
+    """Per image; the shape inside its parameters is not used (``shape`` is)."""
+    light: Float[Array, "images 9 3"]
+    texture_coeffs: Float[Array, "n_tex"]
+    texels: Float[Array, "t t 3"]
+
+    def view(self, params: FlameParams, camera: Camera, light: Float[Array, "9 3"]) -> PhotometricVariables:
+        """One view's variables: its own parameters, camera and light under the shared identity and albedo."""
+        return PhotometricVariables(Geometry(dataclasses.replace(params, shape=self.shape), camera),
+                                    Appearance(light, self.texture_coeffs, self.texels))
+
+    def gated(self, gate: Float[Array, ""]) -> _SharedVariables:
+        """The same values; the gradient through the shared identity and albedo scaled by ``gate`` (0: a view
+        that is fitted under them but does not move them)."""
+        keep = lambda x: jax.lax.stop_gradient(x) + gate * (x - jax.lax.stop_gradient(x))  # noqa: E731
+        return dataclasses.replace(self, shape=keep(self.shape), texture_coeffs=keep(self.texture_coeffs),
+                                   texels=keep(self.texels))
+
+
+def _refine_shared(model: FlameModel, uv_layout: UVLayout, targets: PhotometricTargets, shape: Float[Array, "n_shape"],
+                   params: FlameParams, camera: Camera, used: Bool[Array, "images"], config: PhotometricConfig,
+                   albedo: AlbedoModel | None) -> SharedPhotometricResult:
+    targets = jax.vmap(_sanitised)(targets)
+    full_size = targets.image.shape[1]
+    valid = targets.landmarks.valid.astype(jnp.float32)
+    weight = valid / jnp.maximum(jnp.sum(valid), 1.0)
+    gate = used.astype(jnp.float32) * valid  # views whose pixels move the shared identity and albedo
+    skins = jax.vmap(mean_colour)(targets.image, targets.mask)
+
+    def levels_at(size: int):
+        return jax.vmap(lambda t, skin: _level_targets(t, skin, size, config))(targets, skins)
+
+    full = levels_at(full_size)
+    starts = jax.vmap(start_appearance, in_axes=(None, 0, None, None))(uv_layout, targets, config, albedo)
+    texel_region = (None if uv_layout.face_region is None
+                    else texel_regions(uv_layout.uv, uv_layout.face_uv_index, uv_layout.face_region,
+                                       config.texture_size))
+    n_tex = 0 if albedo is None else albedo.basis.shape[-1]
+    variables = _SharedVariables(shape, Geometry(params, camera), starts.light, starts.texture_coeffs[0],
+                                 jnp.einsum("i,i...->...", gate / jnp.maximum(jnp.sum(gate), 1.0), starts.texels))
+
+    def views_loss(v: _SharedVariables, levels) -> Float[Array, "images"]:
+        def one(p, cam, light, level, landmarks, gated):
+            view = v.gated(gated).view(p, cam, light)
+            expression = view.geometry.params.expression
+            return (_view_data_loss(model, uv_layout, config, albedo, view, level, landmarks, full_size)
+                    + config.expression_l2 * 0.5 * jnp.sum(expression**2))
+        return jax.vmap(one)(v.views.params, v.views.camera, v.light, levels, targets.landmarks, gate)
+
+    def loss_fn(v: _SharedVariables, levels) -> Float[Array, ""]:
+        prior = config.shape_offset_l2 * 0.5 * jnp.sum((v.shape - shape) ** 2)
+        if albedo is None:
+            prior = prior + config.texel_smoothness * _smoothness(v.texels, texel_region)
+        return jnp.sum(weight * views_loss(v, levels)) + prior
+
+    labels = _SharedVariables("shape", Geometry(params_labels(params, FROZEN, "pose", "pose", "pose"),
+                                                camera_labels("camera")),
+                              "light", "texture" if n_tex else FROZEN, "texel")
+    best, stage = _run_pyramid(loss_fn, variables, labels, config,
+                               lambda factor: full if factor == 1 else levels_at(full_size // factor))
+
+    def scored(v: _SharedVariables):
+        def one(p, cam, light, level):
+            out, projected = _render_view(model, uv_layout, config, albedo, v.view(p, cam, light), full_size,
+                                          full_size)
+            return out, projected, _photometric_error(out, level, uv_layout.face_region, config)
+        return jax.vmap(one)(v.views.params, v.views.camera, v.light, full)
+
+    _, _, start_error = scored(variables)
+    out, projected, error = scored(best)
+    fitted = jax.vmap(lambda p: dataclasses.replace(p, shape=best.shape))(best.views.params)
+    return SharedPhotometricResult(
+        shape=best.shape, params=fitted, camera=best.views.camera, landmarks=projected,
+        nme=jax.vmap(nme_inner)(projected.lmk68, targets.landmarks.lmk68),
+        texture=_texture(albedo, Appearance(best.light[0], best.texture_coeffs, best.texels)),
+        texture_coeffs=best.texture_coeffs, light=best.light, render=out.image, alpha=out.alpha,
+        photometric_start=start_error, photometric_final=error, stage=stage)
+
+
+_refine_shared_jit = jax.jit(_refine_shared)
+
+
+def fit_photometric_same_person(model: FlameModel, uv_layout: UVLayout, photo_targets: PhotometricTargets,
+                                shape: Float[Array, "n_shape"], params: FlameParams, camera: Camera,
+                                config: PhotometricConfig = PhotometricConfig(), albedo: AlbedoModel | None = None,
+                                used: Bool[Array, "images"] | None = None) -> SharedPhotometricResult:
+    """Refine a joint landmark fit of several photographs of one person (``shape``; per image ``params`` and
+    ``camera``, e.g. :func:`flamejax.track.fit_same_person`'s) against their pixels with one identity and one
+    albedo; jit-compiled once per number of images.
+
+    ``photo_targets`` is batched over the images (each its own aligned crop, mask and landmarks); ``used``
+    (default: all) marks the images whose pixels shape the identity and albedo (an outlier of the joint fit
+    should not): the others are refined under them (their own pose, expression and light) but do not pull them.
+    ``config`` is the single-image stage's, its ``shape_offset_l2`` the prior on identity's move from ``shape``. A
+    stage that was not finite says so in ``stage.finite``: keep the landmark fit then.
+    """
+    if model.num_vertices != 5023 or model.faces.shape[0] == 0:
+        raise ValueError("model: the photometric stage renders the full FLAME mesh; pass the model from load_flame, "
+                         "not landmark_model(model)")
+    images = photo_targets.image.shape[0]
+    if photo_targets.image.ndim != 4 or params.expression.shape[0] != images or camera.rotation.shape != (images, 3):
+        raise ValueError(f"photo_targets, params and camera must share a leading axis of images; got "
+                         f"{photo_targets.image.shape}, {params.expression.shape}, {camera.rotation.shape}")
+    used = jnp.ones(images, bool) if used is None else jnp.asarray(used, bool)
+    return _refine_shared_jit(model, uv_layout, photo_targets, jnp.asarray(shape, jnp.float32), params, camera,
+                              used, config, albedo)
