@@ -416,7 +416,7 @@ def _fit_same_person(args, paths: list[Path], stems: list[str], options) -> int:
     from flamejax import camera as cam
     from flamejax.flame import flame_forward
     from flamejax.io import FitRecord, write_image
-    from flamejax.outputs import landmark_record, provenance, write_record_outputs
+    from flamejax.outputs import landmark_record, photometric_record, provenance, write_record_outputs
     from flamejax.perception import PreprocessConfig
     from flamejax.track import fit_same_person_photos, refine_same_person_photometric
 
@@ -433,10 +433,10 @@ def _fit_same_person(args, paths: list[Path], stems: list[str], options) -> int:
     if fitter.photometric is not None:
         shared = jax.tree.map(np.asarray, refine_same_person_photometric(
             fitter.model, fitter.uv_layout, joint, items, fitter.photometric.config, fitter.photometric.albedo))
-        if shared.stage.finite:
+        if shared.photometric.stage.finite.all():
             params, camera, lmk68, nmes = shared.params, shared.camera, shared.landmarks.lmk68, shared.nme
-            photometric = shared
-            write_image(args.output / "same_person_texture.png", shared.texture)
+            photometric = shared.photometric
+            write_image(args.output / "same_person_texture.png", photometric.texture[0])
         else:
             print("photometric stage diverged; the landmark joint fit is kept for every photograph")
     vertices = np.asarray(jax.vmap(lambda p: flame_forward(fitter.model, p).vertices)(params))
@@ -454,10 +454,7 @@ def _fit_same_person(args, paths: list[Path], stems: list[str], options) -> int:
         size = item.image.shape[0]
         landmarks = landmark_record(item, lmk68[i])
         row = jax.tree.map(lambda a: np.asarray(a[i]), (params, camera))
-        photo = None if photometric is None else {
-            "texture": photometric.texture, "light": photometric.light[i],
-            "texture_coeffs": photometric.texture_coeffs, "l1_start": float(photometric.photometric_start[i]),
-            "l1_final": float(photometric.photometric_final[i])}
+        photo = None if photometric is None else photometric_record(jax.tree.map(lambda a: a[i], photometric))
         record = FitRecord(
             name=str(path), status=verdict, reason=reason, mode="landmark" if photo is None else "photometric",
             init="same-person joint fit", photometric=photo,

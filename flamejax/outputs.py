@@ -157,6 +157,13 @@ def landmark_record(item, fitted68_ndc, fitted_iris_ndc=None, conventions=None,
     return landmarks
 
 
+def photometric_record(report) -> dict:
+    """A :class:`flamejax.fit.PhotometricReport` of one image as :class:`flamejax.io.FitRecord`'s ``photometric``."""
+    return {"texture": np.asarray(report.texture), "light": np.asarray(report.light),
+            "texture_coeffs": np.asarray(report.texture_coeffs), "l1_start": float(report.photometric_start),
+            "l1_final": float(report.photometric_final)}
+
+
 def fit_record(fit: ImageFit, item, fitter_provenance: dict):
     """The :class:`flamejax.io.FitRecord` of one fitted image."""
     from flamejax.io import FitRecord
@@ -170,12 +177,6 @@ def fit_record(fit: ImageFit, item, fitter_provenance: dict):
                "compile_seconds": fit.compile_seconds}
     if result.confidence is not None:
         metrics["confidence"] = float(result.confidence)
-    photometric = None
-    if result.photometric is not None:
-        photo = result.photometric
-        photometric = {"texture": np.asarray(photo.texture), "light": np.asarray(photo.light),
-                       "texture_coeffs": np.asarray(photo.texture_coeffs),
-                       "l1_start": float(photo.photometric_start), "l1_final": float(photo.photometric_final)}
     return FitRecord(
         name=fit.name, status=fit.verdict, reason=fit.reason,
         mode="landmark" if result.photometric is None else "photometric", init=fit.init_method,
@@ -185,7 +186,7 @@ def fit_record(fit: ImageFit, item, fitter_provenance: dict):
         detection={"confidence": float(item.confidence), "num_faces": int(item.num_faces),
                    "face_index": int(item.face_index),
                    "lmk68_targets": "mediapipe" if item.annotated68 is None else "annotation"},
-        photometric=photometric)
+        photometric=None if result.photometric is None else photometric_record(result.photometric))
 
 
 def write_image_outputs(outdir: Path, stem: str, fit: ImageFit, item, fitter: Fitter, options: OutputOptions,

@@ -59,9 +59,11 @@ def test_one_identity_and_one_albedo_move_towards_the_head_all_views_show(flame_
     result = jax.tree.map(np.asarray, fit_photometric_same_person(
         flame_model, uv, photo, start, jax.vmap(lambda p: dataclasses.replace(p, shape=start))(params), camera,
         CONFIG))
-    assert result.stage.finite and result.texture.shape == (64, 64, 3) and result.light.shape == (VIEWS, 9, 3)
+    photo = result.photometric
+    assert photo.stage.finite.all() and photo.texture.shape == (VIEWS, 64, 64, 3) and photo.light.shape == (VIEWS, 9, 3)
+    np.testing.assert_array_equal(photo.texture, np.broadcast_to(photo.texture[0], photo.texture.shape))  # one albedo
     np.testing.assert_array_equal(result.params.shape, np.broadcast_to(result.shape, result.params.shape.shape))
-    assert np.all(result.photometric_final < result.photometric_start)
+    assert np.all(photo.photometric_final < photo.photometric_start)
     face = (None if uv.face_region is None
             else np.unique(np.asarray(flame_model.faces)[np.asarray(uv.face_region) == REGION_FACE]))
     neutral = lambda s: np.asarray(flame_forward(flame_model, dataclasses.replace(  # noqa: E731
@@ -80,6 +82,6 @@ def test_an_unused_photograph_does_not_shape_the_identity(flame_model, views):
     one = fit_photometric_same_person(flame_model, uv, photo, shape, params, camera, CONFIG, used=used)
     other = fit_photometric_same_person(flame_model, uv, spoiled, shape, params, camera, CONFIG, used=used)
     np.testing.assert_allclose(np.asarray(one.shape), np.asarray(other.shape), atol=1e-5)
-    np.testing.assert_allclose(np.asarray(one.texture), np.asarray(other.texture), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(one.photometric.texture), np.asarray(other.photometric.texture), atol=1e-5)
     with pytest.raises(ValueError, match="leading axis of images"):
         fit_photometric_same_person(flame_model, uv, photo, shape, jax.tree.map(lambda a: a[:2], params), camera)

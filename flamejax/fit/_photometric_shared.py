@@ -20,7 +20,7 @@ from flamejax.fit._optim import FROZEN
 from flamejax.fit._photometric import (Appearance, PhotometricConfig, PhotometricTargets, PhotometricVariables,
                                        _level_targets, _photometric_error, _render_view, _run_pyramid, _sanitised,
                                        _smoothness, _texture, _view_data_loss, mean_colour, start_appearance)
-from flamejax.fit._result import StageReport
+from flamejax.fit._result import PhotometricReport
 from flamejax.fit._targets import nme_inner
 from flamejax.flame import FlameModel, FlameParams, ProjectedLandmarks
 from flamejax.render import AlbedoModel, UVLayout, texel_regions
@@ -29,27 +29,20 @@ from flamejax.render import AlbedoModel, UVLayout, texel_regions
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class SharedPhotometricResult:
-    """Several photographs of one person refined against their pixels (leading axis: images where marked)."""
+    """Several photographs of one person refined against their pixels (leading axis: images, on every field but
+    ``shape``), laid out as :class:`FitResult`'s fields of the same names."""
 
     shape: Float[Array, "n_shape"]
     """The one identity."""
     params: FlameParams
-    """Per image (``shape`` repeated)."""
+    """``shape`` repeated."""
     camera: Camera
-    """Per image."""
     landmarks: ProjectedLandmarks
-    """Per image, NDC of its crop."""
+    """NDC of each image's crop."""
     nme: Float[Array, "images"]
-    texture: Float[Array, "t t 3"]
-    """The one albedo, in FLAME's UV layout."""
-    texture_coeffs: Float[Array, "n_tex"]
-    light: Float[Array, "images 9 3"]
-    render: Float[Array, "images s s 3"]
-    alpha: Float[Array, "images s s"]
-    photometric_start: Float[Array, "images"]
-    """Masked L1 of each image at the start (its own pixel weights)."""
-    photometric_final: Float[Array, "images"]
-    stage: StageReport
+    photometric: PhotometricReport
+    """Each image's light, render and errors; the one albedo (``texture``, ``texture_coeffs``) and the one stage's
+    report repeated for each."""
 
 
 @jax.tree_util.register_dataclass
@@ -58,21 +51,21 @@ class _SharedVariables:
     shape: Float[Array, "n_shape"]
     views: Geometry
     """Per image; the shape inside its parameters is not used (``shape`` is)."""
-    light: Float[Array, "images 9 3"]
-    texture_coeffs: Float[Array, "n_tex"]
-    texels: Float[Array, "t t 3"]
+    appearance: Appearance
+    """The one albedo; ``light`` has a leading axis of images."""
 
     def view(self, params: FlameParams, camera: Camera, light: Float[Array, "9 3"]) -> PhotometricVariables:
         """One view's variables: its own parameters, camera and light under the shared identity and albedo."""
         return PhotometricVariables(Geometry(dataclasses.replace(params, shape=self.shape), camera),
-                                    Appearance(light, self.texture_coeffs, self.texels))
+                                    dataclasses.replace(self.appearance, light=light))
 
     def gated(self, gate: Float[Array, ""]) -> _SharedVariables:
         """The same values; the gradient through the shared identity and albedo scaled by ``gate`` (0: a view
         that is fitted under them but does not move them)."""
         keep = lambda x: jax.lax.stop_gradient(x) + gate * (x - jax.lax.stop_gradient(x))  # noqa: E731
-        return dataclasses.replace(self, shape=keep(self.shape), texture_coeffs=keep(self.texture_coeffs),
-                                   texels=keep(self.texels))
+        albedo = dataclasses.replace(self.appearance, texture_coeffs=keep(self.appearance.texture_coeffs),
+                                     texels=keep(self.appearance.texels))
+        return dataclasses.replace(self, shape=keep(self.shape), appearance=albedo)
 
 
 def _refine_shared(model: FlameModel, uv_layout: UVLayout, targets: PhotometricTargets, shape: Float[Array, "n_shape"],
@@ -94,8 +87,9 @@ def _refine_shared(model: FlameModel, uv_layout: UVLayout, targets: PhotometricT
                     else texel_regions(uv_layout.uv, uv_layout.face_uv_index, uv_layout.face_region,
                                        config.texture_size))
     n_tex = 0 if albedo is None else albedo.basis.shape[-1]
-    variables = _SharedVariables(shape, Geometry(params, camera), starts.light, starts.texture_coeffs[0],
-                                 jnp.einsum("i,i...->...", gate / jnp.maximum(jnp.sum(gate), 1.0), starts.texels))
+    variables = _SharedVariables(shape, Geometry(params, camera), Appearance(
+        starts.light, starts.texture_coeffs[0],
+        jnp.einsum("i,i...->...", gate / jnp.maximum(jnp.sum(gate), 1.0), starts.texels)))
 
     def views_loss(v: _SharedVariables, levels) -> Float[Array, "images"]:
         def one(p, cam, light, level, landmarks, gated):
@@ -103,17 +97,17 @@ def _refine_shared(model: FlameModel, uv_layout: UVLayout, targets: PhotometricT
             expression = view.geometry.params.expression
             return (_view_data_loss(model, uv_layout, config, albedo, view, level, landmarks, full_size)
                     + config.expression_l2 * 0.5 * jnp.sum(expression**2))
-        return jax.vmap(one)(v.views.params, v.views.camera, v.light, levels, targets.landmarks, gate)
+        return jax.vmap(one)(v.views.params, v.views.camera, v.appearance.light, levels, targets.landmarks, gate)
 
     def loss_fn(v: _SharedVariables, levels) -> Float[Array, ""]:
         prior = config.shape_offset_l2 * 0.5 * jnp.sum((v.shape - shape) ** 2)
         if albedo is None:
-            prior = prior + config.texel_smoothness * _smoothness(v.texels, texel_region)
+            prior = prior + config.texel_smoothness * _smoothness(v.appearance.texels, texel_region)
         return jnp.sum(weight * views_loss(v, levels)) + prior
 
     labels = _SharedVariables("shape", Geometry(params_labels(params, FROZEN, "pose", "pose", "pose"),
                                                 camera_labels("camera")),
-                              "light", "texture" if n_tex else FROZEN, "texel")
+                              Appearance("light", "texture" if n_tex else FROZEN, "texel"))
     best, stage = _run_pyramid(loss_fn, variables, labels, config,
                                lambda factor: full if factor == 1 else levels_at(full_size // factor))
 
@@ -122,17 +116,20 @@ def _refine_shared(model: FlameModel, uv_layout: UVLayout, targets: PhotometricT
             out, projected = _render_view(model, uv_layout, config, albedo, v.view(p, cam, light), full_size,
                                           full_size)
             return out, projected, _photometric_error(out, level, uv_layout.face_region, config)
-        return jax.vmap(one)(v.views.params, v.views.camera, v.light, full)
+        return jax.vmap(one)(v.views.params, v.views.camera, v.appearance.light, full)
 
     _, _, start_error = scored(variables)
     out, projected, error = scored(best)
-    fitted = jax.vmap(lambda p: dataclasses.replace(p, shape=best.shape))(best.views.params)
+    images = params.expression.shape[0]
+    repeated = lambda a: jnp.broadcast_to(a, (images,) + jnp.shape(a))  # noqa: E731
+    report = PhotometricReport(
+        texture=repeated(_texture(albedo, best.appearance)), light=best.appearance.light,
+        texture_coeffs=repeated(best.appearance.texture_coeffs), render=out.image, alpha=out.alpha,
+        photometric_start=start_error, photometric_final=error, stage=jax.tree.map(repeated, stage))
     return SharedPhotometricResult(
-        shape=best.shape, params=fitted, camera=best.views.camera, landmarks=projected,
-        nme=jax.vmap(nme_inner)(projected.lmk68, targets.landmarks.lmk68),
-        texture=_texture(albedo, Appearance(best.light[0], best.texture_coeffs, best.texels)),
-        texture_coeffs=best.texture_coeffs, light=best.light, render=out.image, alpha=out.alpha,
-        photometric_start=start_error, photometric_final=error, stage=stage)
+        shape=best.shape, params=jax.vmap(lambda p: dataclasses.replace(p, shape=best.shape))(best.views.params),
+        camera=best.views.camera, landmarks=projected,
+        nme=jax.vmap(nme_inner)(projected.lmk68, targets.landmarks.lmk68), photometric=report)
 
 
 _refine_shared_jit = jax.jit(_refine_shared)
@@ -150,7 +147,7 @@ def fit_photometric_same_person(model: FlameModel, uv_layout: UVLayout, photo_ta
     (default: all) marks the images whose pixels shape the identity and albedo (an outlier of the joint fit
     should not): the others are refined under them (their own pose, expression and light) but do not pull them.
     ``config`` is the single-image stage's, its ``shape_offset_l2`` the prior on identity's move from ``shape``. A
-    stage that was not finite says so in ``stage.finite``: keep the landmark fit then.
+    stage that was not finite says so in ``photometric.stage.finite``: keep the landmark fit then.
     """
     if model.num_vertices != 5023 or model.faces.shape[0] == 0:
         raise ValueError("model: the photometric stage renders the full FLAME mesh; pass the model from load_flame, "

@@ -40,14 +40,21 @@ class AnnotationError(PerceptionError):
     """An annotation file is missing, malformed, or does not belong to the face it was given for."""
 
 
-def read_pts(path: str | Path) -> Float[np.ndarray, "68 2"]:
-    """The 68 points of an iBUG / 300-W ``.pts`` file, in flamejax's pixel convention (float32)."""
+def _annotation_file(path: str | Path, max_bytes: int, fix: str) -> Path:
+    """``path`` if it is a file of at most ``max_bytes`` (checked before anything reads it), else one line naming
+    it and ``fix``."""
     path = Path(path)
-    fix = "give a text file in the iBUG .pts format: version: 1, n_points: 68, {, 68 lines 'x y', }"
     if not path.is_file():
         raise AnnotationError(f"{path}: no such annotation file ({fix})")
-    if path.stat().st_size > MAX_PTS_BYTES:
+    if path.stat().st_size > max_bytes:
         raise AnnotationError(f"{path}: {path.stat().st_size} bytes is too large for a 68-point annotation ({fix})")
+    return path
+
+
+def read_pts(path: str | Path) -> Float[np.ndarray, "68 2"]:
+    """The 68 points of an iBUG / 300-W ``.pts`` file, in flamejax's pixel convention (float32)."""
+    fix = "give a text file in the iBUG .pts format: version: 1, n_points: 68, {, 68 lines 'x y', }"
+    path = _annotation_file(path, MAX_PTS_BYTES, fix)
     try:
         lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     except (OSError, UnicodeDecodeError) as err:
@@ -77,12 +84,8 @@ def read_aflw_mat(path: str | Path) -> Float[np.ndarray, "68 2"]:
     with the jaw points 0-16 NaN (the projected 3D jaw, which the fit does not model; see the module docstring)."""
     from scipy.io import loadmat
 
-    path = Path(path)
     fix = "give an AFLW2000-3D .mat file (MATLAB v5) with a 3 x 68 variable pt3d_68"
-    if not path.is_file():
-        raise AnnotationError(f"{path}: no such annotation file ({fix})")
-    if path.stat().st_size > MAX_MAT_BYTES:
-        raise AnnotationError(f"{path}: {path.stat().st_size} bytes is too large for a 68-point annotation ({fix})")
+    path = _annotation_file(path, MAX_MAT_BYTES, fix)
     try:
         content = loadmat(path, variable_names=["pt3d_68"])
     except NotImplementedError:  # scipy's answer to the HDF5-based v7.3 format
