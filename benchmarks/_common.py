@@ -13,6 +13,7 @@ A result (``benchmarks/results/<name>.json``) is one dict::
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import re
@@ -126,6 +127,17 @@ def write_result(payload: dict[str, Any]) -> Path:
     from flamejax.io import write_json
 
     return write_json(result_path(payload["benchmark"]), payload)
+
+
+def save_and_report(payload: dict[str, Any], out: Path) -> None:
+    """Write ``payload`` to ``out`` and print its section; when ``out`` is its default place
+    (:func:`result_path`), also put the section into RESULTS.md."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(payload, indent=1))
+    section = render_section(payload)
+    if out == result_path(payload["benchmark"]):
+        update_results_md([(payload["benchmark"], section)])
+    print(section)
 
 
 # ---------------------------------------------------------------------------------------------- RESULTS.md

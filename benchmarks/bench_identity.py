@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import _scans
-from benchmarks._common import RESULTS_DIR, render_section, result, shared_photos, table, update_results_md
+from benchmarks._common import RESULTS_DIR, result, save_and_report, shared_photos, table
 
 # Every flamejax name this benchmark uses (repoint here when internals move).
 from flamejax.camera import Camera, project, yaw_pitch_roll
@@ -118,6 +118,24 @@ def now_distances(pred_vertices, pred_seven, faces, truth_points, truth_seven, i
     return 1000.0 * np.linalg.norm(closest_on_mesh(truth_points, moved, faces) - truth_points, axis=1)
 
 
+def now_scorer(model, heads, mean_v: np.ndarray, face_ids: np.ndarray):
+    """``(now_of, shape_now)``: NoW distances (mm) to subject ``h``'s face crop of posed ``vertices`` with their 7
+    NoW landmarks, ``now_of(h, vertices, seven)``, and of the neutral head of an identity, ``shape_now(h, shape)``."""
+    seven_idx = [i - 17 for i in _scans.NOW_SEVEN]
+    crops = [face_crop(head.vertices.astype(np.float64), mean_v, face_ids, np.random.default_rng(0), NOW_POINTS)
+             for head in heads]
+    head_faces = np.asarray(model.faces)
+
+    def now_of(h_index: int, vertices: np.ndarray, seven: np.ndarray) -> np.ndarray:
+        return now_distances(vertices, seven, head_faces, crops[h_index], heads[h_index].landmarks51[seven_idx])
+
+    def shape_now(h_index: int, shape: np.ndarray) -> np.ndarray:
+        fitted_v = neutral_vertices(model, shape)
+        return now_of(h_index, fitted_v, np.asarray(landmarks51(model, jnp.asarray(fitted_v)))[seven_idx])
+
+    return now_of, shape_now
+
+
 def nme_face_box(predicted: np.ndarray, truth: np.ndarray) -> float:
     """Mean distance over the inner 51 points / sqrt(w h) of the truth's 51-point box (all pixels)."""
     extent = truth.max(0) - truth.min(0)
@@ -185,7 +203,7 @@ def render_views(model, heads, plan, uv, photos, rng):
         else:
             posed, lmk = head.vertices, head.landmarks51
         camera = camera_for(view["angles"], lmk.mean(0), view["distance"])
-        sh = jnp.asarray(_scans.random_light(rng, AMBIENT_SH))
+        sh = jnp.asarray(view["light"] if "light" in view else _scans.random_light(rng, AMBIENT_SH))
         if head.kind == "raw":
             out = render_mesh(jnp.asarray(posed), jnp.asarray(head.faces), camera, None, None, sh,
                               RasterConfig(image_size=SIZE, faces_per_tile=768))
@@ -200,7 +218,8 @@ def render_views(model, heads, plan, uv, photos, rng):
                 textures[view["head"]] = jnp.asarray(texture)
             out = flame_render(jnp.asarray(posed, jnp.float32), camera, textures[view["head"]], sh)
             rgb = np.asarray(out.image)
-        picture = _scans.composite(rgb, np.asarray(out.alpha), _scans.background(photos, rng, SIZE), rng)
+        back = view["background"] if "background" in view else _scans.background(photos, rng, SIZE)
+        picture = _scans.composite(rgb, np.asarray(out.alpha), back, rng)
         pictures.append(picture)
         truths.append(np.asarray(project(camera, jnp.asarray(lmk, jnp.float32), SIZE)[0]))
     return pictures, truths
@@ -457,19 +476,8 @@ def run(quick: bool, pictures_dir: Path | None = None, sampled_heads: int | None
     confidences = {name: res.confidence for name, res in fits.items()}
     variants = fits
 
-    seven_idx = [i - 17 for i in _scans.NOW_SEVEN]
-    crops = [face_crop(head.vertices.astype(np.float64), mean_v, face_ids, np.random.default_rng(0), NOW_POINTS)
-             for head in heads]
-    head_faces = np.asarray(model.faces)
-
-    def now_of(h_index: int, vertices: np.ndarray, seven: np.ndarray) -> np.ndarray:
-        return now_distances(vertices, seven, head_faces, crops[h_index], heads[h_index].landmarks51[seven_idx])
-
-    def shape_now(h_index: int, shape: np.ndarray) -> np.ndarray:
-        fitted_v = neutral_vertices(model, shape)
-        return now_of(h_index, fitted_v, np.asarray(landmarks51(model, jnp.asarray(fitted_v)))[seven_idx])
-
-    mean_seven = mean_l51[seven_idx]
+    now_of, shape_now = now_scorer(model, heads, mean_v, face_ids)
+    mean_seven = mean_l51[[i - 17 for i in _scans.NOW_SEVEN]]
     rows, mean_scores = [], {}
     for k, view_index in enumerate(detected):
         view, head, item = plan[view_index], heads[plan[view_index]["head"]], items[k]
@@ -636,12 +644,7 @@ def main() -> None:
         return
     payload = run(args.quick, args.pictures, args.sampled_heads, args.short_fit or None, args.cache,
                   same_person_views=args.same_person)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=1))
-    section = render_section(payload)
-    if args.out == RESULTS_DIR / f"{NAME}.json":
-        update_results_md([(NAME, section)])
-    print(section)
+    save_and_report(payload, args.out)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,9 @@ Writes ``benchmarks/results/track_photometric.json`` and overlay frames as PNG u
 
 Synthetic (``--parts synthetic``): a smooth FLAME trajectory (:func:`flamejax.track.synthetic_sequence`) rendered
 with a known albedo and SH light over grey, its true landmarks plus noise as targets; error of the tracked
-camera-space face vertices against the truth (mm) in both modes.
+camera-space face vertices against the truth (mm) and of the neutral identity (face vertices after a similarity
+alignment, mm; the mean head beside it) in landmark mode, photometric mode, and photometric mode with the keyframes'
+identity held at the landmark tracking's (the default before the keyframes fitted it).
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.bench_track import accel, camera_vertices
-from flamejax.fit import AMBIENT_SH, GroupSchedule
+from benchmarks.bench_track import accel, camera_vertices, neutral
+from flamejax.fit import AMBIENT_SH, GroupSchedule, aligned_vertex_error_mm, landmark_model
 from flamejax.fitter import find_uv_layout
 from flamejax.flame import flame_forward, load_flame
 from flamejax.render import RasterConfig, render_mesh
@@ -61,11 +63,12 @@ def light_only_error(model, uv, fit, targets, pictures, config: PhotometricTrack
     appearance = Appearance(jnp.asarray(light, jnp.float32), jnp.zeros(0), jnp.asarray(texture))
     rows = [i for i, s in enumerate(fit.status) if s in ("ok", "photometric diverged", "photometric rejected")]
     errors = np.full(len(fit.status), np.nan)
-    batch = config.batch_frames
+    batch, landmarks_only = config.batch_frames, landmark_model(model)
     for start in range(0, len(rows), batch):
         part = rows[start:start + batch]
         pics = {row: (image, mask) for row, image, mask in pictures(part)}
-        result = _refine_batch(model, uv, fit, targets, part, pics, light_only, batch, None, appearance)
+        result = _refine_batch(model, landmarks_only, uv, fit, targets, part, pics, light_only, batch, None,
+                               appearance)
         errors[part] = np.asarray(result.photometric.photometric_final)[:len(part)]
     return errors
 
@@ -171,8 +174,11 @@ def bench_synthetic(model, frames: int, seed: int = 7) -> dict:
     fit = track_landmarks(model, targets, config)
     landmark_s = (time.perf_counter() - clock, time.process_time() - cpu)
     clock, cpu = time.perf_counter(), time.process_time()
-    refined = refine_photometric(model, uv, fit, targets, lambda rows: ((r, *pictures_list[r]) for r in rows), config)
+    pictures = lambda rows: ((r, *pictures_list[r]) for r in rows)  # noqa: E731
+    refined = refine_photometric(model, uv, fit, targets, pictures, config)
     photometric_s = (time.perf_counter() - clock, time.process_time() - cpu)
+    held = config.photometric.replace(appearance=dataclasses.replace(config.photometric.appearance, shape=HELD))
+    held_identity = refine_photometric(model, uv, fit, targets, pictures, config.replace(photometric=held))
     face_rows = np.asarray(model.landmarks.all_vertex_ids())
     p = seq.params
     truth = camera_vertices(model, p.shape[0], p.expression, p.jaw_pose,
@@ -183,10 +189,18 @@ def bench_synthetic(model, frames: int, seed: int = 7) -> dict:
         v = camera_vertices(model, shape, f.expression, f.jaw, f.eyes, f.rotation, f.translation, 20.0, face_rows)
         return float(1000 * np.linalg.norm(v - truth, axis=-1).mean())
 
+    def identity_error(shape):
+        return float(aligned_vertex_error_mm(neutral(model, shape), neutral(model, p.shape[0]), face_rows).mean())
+
     ok = np.ones(frames, bool)
     out = dict(frames=frames, image_size=size,
                camera_space_face_vertex_error_mm={"landmark": error(fit.frames, fit.shape),
-                                                  "photometric": error(refined.frames, refined.shape)},
+                                                  "photometric": error(refined.frames, refined.shape),
+                                                  "photometric, identity held": error(held_identity.frames,
+                                                                                      held_identity.shape)},
+               identity_face_error_mm={"mean head": identity_error(np.zeros_like(fit.shape)),
+                                       "landmark": identity_error(fit.shape),
+                                       "photometric": identity_error(refined.shape)},
                nme={"landmark": float(np.mean(fit.nme)), "photometric": float(np.mean(refined.nme))},
                vertex_accel_mm={"truth": 1000 * accel(truth, ok)},
                landmark_seconds=landmark_s, photometric_seconds_wall_cpu=photometric_s,

@@ -1,4 +1,5 @@
-"""``track --mode photometric``: tiny clips, tiny photometric stages (64² crops, a few steps, one compilation)."""
+"""``track --mode photometric``: tiny clips, tiny photometric stages (64² crops, a few steps, two compilations: the
+keyframes' joint stage and the refinement)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from flamejax.fit import AMBIENT_SH, GroupSchedule, PhotometricConfig
+from flamejax.camera import yaw_pitch_roll
 from flamejax.render import RasterConfig, load_uv_layout, render_mesh
 from flamejax.track import (STATUS_REASONS, PhotometricTrackConfig, frame_picture, refine_photometric,
                             synthetic_sequence, track_landmarks, track_video)
@@ -23,27 +25,45 @@ from tests.test_track import TINY, VIDEOS
 pytestmark = requires_flame
 SIZE = 64
 _HELD = GroupSchedule(0.0)
-# The keyframes' stage and the refinement share their static fields and batch size: one compiled program.
 _STAGE = dict(steps=6, texel_start=2, pyramid=((2, 1.0),), texture_size=SIZE, raster=RasterConfig(image_size=SIZE))
-PHOTO = PhotometricTrackConfig(keyframes=4, batch_frames=4, image_size=SIZE,
-                               appearance=PhotometricConfig(**_STAGE, shape=_HELD),
+PHOTO = PhotometricTrackConfig(keyframes=4, batch_frames=4, image_size=SIZE, appearance=PhotometricConfig(**_STAGE),
                                refine=PhotometricConfig(**_STAGE, shape=_HELD, texture=_HELD, texel=_HELD))
 TINY_PHOTO = TINY.replace(photometric=PHOTO)
 
 
 class _Spy:
-    """Wraps ``fit_photometric_batch``: records each call's appearance and result."""
+    """Wraps the refinement's ``fit_photometric_batch`` (``calls``: each call's appearance and result) and the
+    keyframes' ``fit_photometric_same_person`` (``keyframe_calls``: each result)."""
 
     def __init__(self, monkeypatch):
-        self.calls = []
-        real = _photometric_track.fit_photometric_batch
+        self.calls, self.keyframe_calls = [], []
+        refine, keyframes = _photometric_track.fit_photometric_batch, _photometric_track.fit_photometric_same_person
 
-        def spy(*args, appearance=None):
-            result = real(*args, appearance=appearance)
+        def refine_spy(*args, appearance=None):
+            result = refine(*args, appearance=appearance)
             self.calls.append((appearance, jax.tree.map(np.asarray, result)))
             return result
 
-        monkeypatch.setattr(_photometric_track, "fit_photometric_batch", spy)
+        def keyframes_spy(*args):
+            result = keyframes(*args)
+            self.keyframe_calls.append(jax.tree.map(np.asarray, result))
+            return result
+
+        monkeypatch.setattr(_photometric_track, "fit_photometric_batch", refine_spy)
+        monkeypatch.setattr(_photometric_track, "fit_photometric_same_person", keyframes_spy)
+
+
+def test_keyframes_spread_over_the_clips_yaws():
+    yaw = np.array([0.0, 2.0, 10.0, 20.0, 30.0, 38.0, 60.0, 25.0, -5.0, -20.0, -31.0, -70.0])
+    usable = np.ones(len(yaw), bool)
+    usable[9] = False
+    # Wanted -31, -13.75, 3.5, 20.75, 38 within ±45; row 9 (-20) unusable, rows 6 and 11 beyond 45.
+    assert _photometric_track.pick_keyframes(usable, yaw, 5) == [1, 3, 5, 8, 10]
+    assert _photometric_track.pick_keyframes(usable, yaw, 20) == np.flatnonzero(usable).tolist()
+    # Fewer than 4 usable rows within ±45 (three of them): all are candidates; wanted -70, -26.7, 16.7, 60.
+    assert _photometric_track.pick_keyframes(np.isin(np.arange(12), [0, 6, 7, 10, 11]), yaw, 4) == [6, 7, 10, 11]
+    still = np.linspace(-3.0, 3.0, 12)  # a clip that barely turns: usable rows spread in time
+    assert _photometric_track.pick_keyframes(usable, still, 3) == [0, 5, 11]
 
 
 def test_frame_picture_crops_like_the_landmark_targets():
@@ -80,8 +100,8 @@ def rendered_clip(flame_model):
     return seq, uv, targets, pictures
 
 
-def test_refinement_shares_one_texture_and_a_diverged_frame_keeps_its_landmark_fit(flame_model, rendered_clip,
-                                                                                 monkeypatch):
+def test_keyframes_give_one_identity_and_texture_and_a_diverged_frame_keeps_its_landmark_fit(
+        flame_model, rendered_clip, monkeypatch):
     seq, uv, targets, pictures = rendered_clip
     fit = track_landmarks(flame_model, targets, TINY)
     assert fit.photometric is None and fit.status == ["ok"] * 8
@@ -99,18 +119,25 @@ def test_refinement_shares_one_texture_and_a_diverged_frame_keeps_its_landmark_f
     assert refined.status == ["ok"] * 3 + ["photometric diverged"] + ["ok"] * 4
     assert "landmark-mode fit is kept" in STATUS_REASONS[refined.status[3]]
     assert photo.refined.tolist() == [True] * 3 + [False] + [True] * 4
-    assert photo.keyframes.tolist() == [0, 2, 5, 7] and served[0] == [0, 2, 5, 7]
+    yaw = np.asarray(jax.vmap(yaw_pitch_roll)(fit.frames.cameras(jnp.asarray(fit.fov_deg))))[:, 0]
+    keys = _photometric_track.pick_keyframes(np.ones(8, bool), yaw, 4)
+    assert photo.keyframes.tolist() == keys and served[0] == keys
     assert all(np.all(np.isfinite(getattr(refined.frames, name))) for name in ("expression", "jaw", "rotation"))
-    np.testing.assert_array_equal(refined.shape, fit.shape)  # identity held at the clip's
-    # One keyframe call (its own start per frame), then two refinement batches from the one clip appearance.
-    assert len(spy.calls) == 3 and spy.calls[0][0].light.ndim == 3
-    for appearance, result in spy.calls[1:]:
+    # One joint keyframe stage: the clip's identity moved from the landmark tracking's, one albedo.
+    [keyframe_result] = spy.keyframe_calls
+    np.testing.assert_array_equal(photo.landmark_shape, fit.shape)
+    np.testing.assert_array_equal(refined.shape, keyframe_result.shape)
+    assert np.abs(refined.shape - fit.shape).max() > 1e-4
+    np.testing.assert_allclose(photo.texture, keyframe_result.photometric.texture[0])
+    # Then two refinement batches under that identity from the one clip appearance.
+    assert len(spy.calls) == 2
+    for appearance, result in spy.calls:
         assert appearance.light.ndim == 2
         ok = np.asarray(result.photometric.stage.finite)
         np.testing.assert_allclose(result.photometric.texture[ok], np.broadcast_to(photo.texture, (ok.sum(),) +
                                                                                     photo.texture.shape), atol=1e-6)
-        np.testing.assert_array_equal(result.params.shape, np.broadcast_to(fit.shape, result.params.shape.shape))
-    np.testing.assert_allclose(photo.light[3], spy.calls[1][0].light)  # the fallback frame: the clip's start light
+        np.testing.assert_array_equal(result.params.shape, np.broadcast_to(refined.shape, result.params.shape.shape))
+    np.testing.assert_allclose(photo.light[3], spy.calls[0][0].light)  # the fallback frame: the clip's start light
     kept = photo.refined
     assert np.all(photo.photometric_final[kept] <= photo.photometric_start[kept] + 1e-6)
     assert np.nanmax(refined.nme[kept]) < 0.15
@@ -133,6 +160,7 @@ def test_photometric_mode_writes_texture_light_and_errors(photometric_track):
     assert data["light_sh"].shape == (n, 9, 3) and data["photometric_refined"].all()
     assert np.all(data["photometric_error"] <= data["photometric_error_start"] + 1e-6)
     assert float(np.nanmax(data["nme"])) < 0.15 and data["landmark_mode_nme"].shape == (n,)
+    assert data["landmark_mode_shape"].shape == data["shape"].shape
     summary = json.loads((out / "tracking.json").read_text())
     assert summary["mode"] == "photometric" and summary["texture_png"] == "texture.png"
     texture = cv2.imread(str(out / "texture.png"))
@@ -145,14 +173,14 @@ def test_photometric_resume_skips_done_batches(photometric_track, flame_model, m
     video, first = photometric_track
     spy = _Spy(monkeypatch)
     again = track_video(video, first.out_dir, TINY_PHOTO, flame_model, end_s=0.4, overlay=False, resume=True)
-    assert spy.calls == []
+    assert spy.calls == [] and spy.keyframe_calls == []
     np.testing.assert_array_equal(again.fit.lmk68, first.fit.lmk68)
     checkpoints = first.out_dir / "checkpoints"
     assert sorted(p.name for p in checkpoints.glob("photometric_*.npz")) == [
         "photometric_0000.npz", "photometric_0001.npz", "photometric_0002.npz", "photometric_appearance.npz"]
     (checkpoints / "photometric_0001.npz").unlink()
     redone = track_video(video, first.out_dir, TINY_PHOTO, flame_model, end_s=0.4, overlay=False, resume=True)
-    assert len(spy.calls) == 1 and spy.calls[0][0].light.ndim == 2  # only the missing refinement batch
+    assert len(spy.calls) == 1 and spy.keyframe_calls == []  # only the missing refinement batch
     np.testing.assert_allclose(redone.fit.lmk68, first.fit.lmk68, atol=1e-5)
 
 

@@ -1,15 +1,19 @@
-"""Photometric tracking: a landmark-tracked clip refined frame by frame against its pixels, one appearance.
+"""Photometric tracking: a landmark-tracked clip refined frame by frame against its pixels, one identity and one
+appearance.
 
 Steps (``refine_photometric``, after :func:`flamejax.track.track_landmarks`):
 
-1. **Appearance**: ``keyframes`` frames fitted to their landmarks, spread evenly over the clip, get the
-   photometric stage of a photograph (:func:`flamejax.fit.fit_photometric_batch`, identity held at the clip's
-   shape); the clip's one albedo is the per-texel median of their albedos, its start light their median light.
-2. **Refinement**: every frame fitted to its landmarks is refined from its landmark-mode state with the clip's
-   albedo fixed (texel and albedo-PCA learning rates 0; light, expression, jaw, eyes and camera move; the
-   identity stays the clip's), ``batch_frames`` frames per compiled batch (the last one padded).
+1. **Identity and appearance**: ``keyframes`` frames fitted to their landmarks, their head yaws spread evenly over
+   the clip's (:func:`pick_keyframes`), are refined against their pixels jointly with one identity and one albedo
+   (:func:`flamejax.fit.fit_photometric_same_person`: a texel must land on pixels of one colour in every
+   keyframe, which only the right shape allows), from the clip's landmark identity; per keyframe expression,
+   jaw, eyes, camera and light. The clip's identity becomes the keyframes' (unless that stage was not finite,
+   or ``appearance.shape`` holds it), its albedo theirs, its start light their median light.
+2. **Refinement**: every frame fitted to its landmarks is refined from its landmark-mode motion under the clip's
+   identity with the clip's albedo fixed (texel and albedo-PCA learning rates 0; light, expression, jaw, eyes and
+   camera move), ``batch_frames`` frames per compiled batch (the last one padded).
 3. **Fallback**: a frame whose refinement diverged, or whose landmark error rose by more than
-   ``max_nme_increase``, keeps its landmark-mode state and says so in its status.
+   ``max_nme_increase``, keeps its landmark-mode motion and says so in its status.
 4. **Temporal priors**: the refined per-frame states are smoothed over the clip again
    (:func:`flamejax.track.smooth_states`, the clip's :class:`TemporalPrior`), frames without landmarks filled
    from their neighbours as in landmark mode.
@@ -32,13 +36,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from flamejax.track._core import (Appearance, FitResult, FlameModel, GroupSchedule, LandmarkTargets,
-                                  PhotometricConfig, PhotometricTargets, StageReport, fit_photometric_batch,
-                                  landmark_face_mask, landmark_model, posed_landmarks, stack_targets,
-                                  start_appearance, write_image)
+                                  PhotometricConfig, PhotometricTargets, SharedPhotometricResult, StageReport,
+                                  fit_photometric_batch, fit_photometric_same_person, landmark_face_mask,
+                                  landmark_model, posed_landmarks, stack_targets, write_image)
 from flamejax.perception._video import VideoReadError
 from flamejax.track._joint import FrameStates
 from flamejax.track._sequence import (STATUS_OK, STATUS_PHOTOMETRIC_DIVERGED, STATUS_PHOTOMETRIC_REJECTED,
-                                      SequenceFit, TrackConfig, _Checkpoints, _numpy, _pad_targets,
+                                      SequenceFit, TrackConfig, _Checkpoints, _numpy, _pad_targets, _yaw_pitch_roll,
                                       project_clip)
 from flamejax.track._smooth import smooth_states
 
@@ -49,15 +53,15 @@ _HELD = GroupSchedule(0.0)
 class PhotometricTrackConfig:
     """How ``track --mode photometric`` refines a landmark-tracked clip (steps in the module docstring)."""
 
-    keyframes: int = 4
-    """Frames whose photometric fits give the clip's one appearance."""
-    appearance: PhotometricConfig = PhotometricConfig(shape=_HELD)
-    """The keyframes' photometric stage (a photograph's, identity held at the clip's shape)."""
+    keyframes: int = 5
+    """Frames fitted jointly for the clip's one identity and appearance (spread over the clip's yaws)."""
+    appearance: PhotometricConfig = PhotometricConfig()
+    """The keyframes' joint stage (:func:`flamejax.fit.fit_photometric_same_person`); ``shape=GroupSchedule(0.0)``
+    keeps the landmark tracking's identity."""
     refine: PhotometricConfig = PhotometricConfig(steps=64, shape=_HELD, texture=_HELD, texel=_HELD)
-    """Every frame's refinement from the clip's appearance: albedo and identity held, half the steps."""
+    """Every frame's refinement under the clip's identity and albedo (both held), half the steps."""
     batch_frames: int = 16
-    """Frames refined together in one compiled batch (with ``keyframes`` equal to it and ``appearance`` and
-    ``refine`` equal in their static fields, the keyframes' program is the refinement's: one compilation)."""
+    """Frames refined together in one compiled batch."""
     image_size: int = 256
     """Side of each frame's crop, the photometric stage's full resolution."""
     max_nme_increase: float = 0.02
@@ -89,7 +93,9 @@ class PhotometricTrack:
     refined: np.ndarray
     """Frames whose refined state was kept."""
     keyframes: np.ndarray
-    """Rows of the frames that gave the appearance."""
+    """Rows of the frames that gave the identity and the appearance."""
+    landmark_shape: np.ndarray
+    """(n_shape,) the landmark tracking's identity, which the keyframes refined into the clip's."""
     landmark_frames: FrameStates
     """The landmark-mode states the refinement started from."""
     landmark_nme: np.ndarray
@@ -140,39 +146,45 @@ def _landmark_results(landmarks_only: FlameModel, frames: FrameStates, shape: np
 _project = jax.jit(jax.vmap(posed_landmarks, in_axes=(None, 0, 0)))
 
 
-_start_appearances = jax.jit(jax.vmap(start_appearance, in_axes=(None, 0, None, None)))
-
-
 def _batch_rows(rows: list[int], size: int) -> list[int]:
     """``rows`` with the last one repeated up to ``size`` (one compiled batch shape)."""
     return rows + [rows[-1]] * (size - len(rows))
 
 
+def _batch_inputs(landmarks_only: FlameModel, fit: SequenceFit, targets: list[LandmarkTargets], rows: list[int],
+                  pictures: dict[int, tuple[np.ndarray, np.ndarray]]) -> tuple[FitResult, PhotometricTargets]:
+    """The landmark-mode states of the frames ``rows`` under ``fit``'s identity, and their pictures and targets."""
+    frames = jax.tree.map(lambda a: jnp.asarray(np.asarray(a)[rows]), fit.frames)
+    start = _landmark_results(landmarks_only, frames, fit.shape, fit.fov_deg, np.nan_to_num(fit.nme[rows]))
+    photo = PhotometricTargets(jnp.asarray(np.stack([pictures[r][0] for r in rows])),
+                               jnp.asarray(np.stack([pictures[r][1] for r in rows])),
+                               stack_targets([targets[r] for r in rows]))
+    return start, photo
+
+
 def _refine_batch(model: FlameModel, landmarks_only: FlameModel, uv_layout, fit: SequenceFit,
                   targets: list[LandmarkTargets], rows: list[int], pictures: dict[int, tuple[np.ndarray, np.ndarray]],
-                  config: PhotometricConfig, size: int, albedo, appearance: Appearance | None) -> FitResult:
-    """The photometric stage on the frames ``rows`` from their states in ``fit`` (padded to ``size``), from
-    ``appearance``, or from each picture's default start (:func:`flamejax.fit.start_appearance`) when None."""
-    padded = _batch_rows(rows, size)
-    frames = jax.tree.map(lambda a: jnp.asarray(np.asarray(a)[padded]), fit.frames)
-    start = _landmark_results(landmarks_only, frames, fit.shape, fit.fov_deg, np.nan_to_num(fit.nme[padded]))
-    photo = PhotometricTargets(jnp.asarray(np.stack([pictures[r][0] for r in padded])),
-                               jnp.asarray(np.stack([pictures[r][1] for r in padded])),
-                               stack_targets([targets[r] for r in padded]))
-    if appearance is None:  # each picture's default start, passed in: the refinement's program, not a second one
-        appearance = _start_appearances(uv_layout, photo, config, albedo)
+                  config: PhotometricConfig, size: int, albedo, appearance: Appearance) -> FitResult:
+    """The photometric stage on the frames ``rows`` (padded to ``size``) from their states in ``fit`` and the
+    clip's ``appearance``."""
+    start, photo = _batch_inputs(landmarks_only, fit, targets, _batch_rows(rows, size), pictures)
     return fit_photometric_batch(model, uv_layout, photo, start, config, albedo, appearance=appearance)
 
 
-def _clip_appearance(results: FitResult, count: int, albedo) -> tuple[Appearance, np.ndarray]:
-    """One appearance from the first ``count`` fits of a batch (those that stayed finite; all when none did):
-    median albedo and light, and the albedo as a texture. With an albedo model the texels are the offset that
-    gives the median texture on the median coefficients."""
-    report = jax.tree.map(lambda a: np.asarray(a)[:count], results.photometric)
-    finite = np.asarray(report.stage.finite) & np.all(np.isfinite(report.texture), axis=(1, 2, 3))
-    report = jax.tree.map(lambda a: a[finite] if finite.any() else a, report)
-    texture = np.median(report.texture, axis=0).astype(np.float32)
-    coeffs = np.median(report.texture_coeffs, axis=0).astype(np.float32)
+def _keyframe_fit(model: FlameModel, landmarks_only: FlameModel, uv_layout, fit: SequenceFit,
+                  targets: list[LandmarkTargets], rows: list[int], pictures: dict[int, tuple[np.ndarray, np.ndarray]],
+                  config: PhotometricConfig, albedo) -> SharedPhotometricResult:
+    """Step 1: the keyframes ``rows`` refined jointly with one identity and one albedo from ``fit``'s."""
+    start, photo = _batch_inputs(landmarks_only, fit, targets, rows, pictures)
+    return fit_photometric_same_person(model, uv_layout, photo, jnp.asarray(fit.shape, jnp.float32), start.params,
+                                       start.camera, config, albedo)
+
+
+def _clip_appearance(keyframes: SharedPhotometricResult, albedo) -> tuple[Appearance, np.ndarray]:
+    """The keyframes' one albedo (also as a texture) and their median light. With an albedo model the texels are
+    the offset from its coefficients' albedo."""
+    report = jax.tree.map(np.asarray, keyframes.photometric)
+    texture, coeffs = report.texture[0].astype(np.float32), report.texture_coeffs[0].astype(np.float32)
     texels = texture
     if albedo is not None:
         base = np.asarray(albedo.mean) + np.einsum("hwcn,n->hwc", np.asarray(albedo.basis), coeffs)
@@ -182,10 +194,25 @@ def _clip_appearance(results: FitResult, count: int, albedo) -> tuple[Appearance
     return appearance, texture
 
 
-def pick_keyframes(usable: np.ndarray, count: int) -> list[int]:
-    """Up to ``count`` usable rows spread evenly over the clip."""
+def pick_keyframes(usable: np.ndarray, yaw_deg: np.ndarray, count: int, max_yaw_deg: float = 45.0,
+                   min_span_deg: float = 10.0) -> list[int]:
+    """Up to ``count`` usable rows whose head yaws (degrees) spread evenly over the clip's, from the rows within
+    ±``max_yaw_deg`` (beyond it MediaPipe's points, hence the keyframes' starts, are poor) when there are
+    ``count`` of them: the views that tell an identity apart. A clip that turns less than ``min_span_deg``
+    gets rows spread evenly in time."""
     rows = np.flatnonzero(usable)
-    return sorted(set(rows[np.linspace(0, len(rows) - 1, min(count, len(rows))).round().astype(int)].tolist()))
+    if len(rows) <= count:
+        return rows.tolist()
+    inside = rows[np.abs(yaw_deg[rows]) <= max_yaw_deg]
+    rows = inside if len(inside) >= count else rows
+    yaw = yaw_deg[rows]
+    if yaw.max() - yaw.min() < min_span_deg:
+        return sorted(set(rows[np.linspace(0, len(rows) - 1, count).round().astype(int)].tolist()))
+    free = np.ones(len(rows), bool)
+    for wanted in np.linspace(yaw.min(), yaw.max(), count):
+        nearest = int(np.argmin(np.where(free, np.abs(yaw - wanted), np.inf)))
+        free[nearest] = False
+    return rows[~free].tolist()
 
 
 def _pictures_of(pictures: Pictures, rows: list[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
@@ -213,16 +240,22 @@ def refine_photometric(model: FlameModel, uv_layout, fit: SequenceFit, targets: 
 
     saved = store.load("photometric_appearance")
     if saved is None:
-        keys = pick_keyframes(usable, photometric.keyframes)
-        key_pictures = _pictures_of(pictures, keys)
-        result = _refine_batch(model, landmarks_only, uv_layout, fit, targets, keys, key_pictures,
-                               photometric.appearance, photometric.keyframes, albedo, None)
-        appearance, texture = _clip_appearance(result, len(keys), albedo)
+        yaw = np.asarray(_yaw_pitch_roll(fit.frames.cameras(jnp.asarray(fit.fov_deg, jnp.float32))))[:, 0]
+        keys = pick_keyframes(usable, yaw, photometric.keyframes)
+        result = _keyframe_fit(model, landmarks_only, uv_layout, fit, targets, keys, _pictures_of(pictures, keys),
+                               photometric.appearance, albedo)
+        appearance, texture = _clip_appearance(result, albedo)
+        shape = np.asarray(result.shape, np.float32)
+        refined_identity = bool(np.asarray(result.photometric.stage.finite)[0]) and bool(np.isfinite(shape).all())
         saved = dict(light=appearance.light, texture_coeffs=appearance.texture_coeffs, texels=appearance.texels,
-                     texture=texture, keyframes=np.asarray(keys))
+                     texture=texture, keyframes=np.asarray(keys),
+                     shape=shape if refined_identity else np.asarray(fit.shape, np.float32))
         store.save("photometric_appearance", saved)
-        say(f"photometric: clip appearance from {len(keys)} keyframes")
+        say(f"photometric: clip identity and appearance from {len(keys)} keyframes"
+            + ("" if refined_identity else " (not finite: the landmark identity is kept)"))
     appearance = Appearance(*(jnp.asarray(saved[k]) for k in ("light", "texture_coeffs", "texels")))
+    landmark_shape = fit.shape
+    fit = dataclasses.replace(fit, shape=np.asarray(saved["shape"]))
 
     ok_rows = np.flatnonzero(usable).tolist()
     groups = [ok_rows[start:start + batch] for start in range(0, len(ok_rows), batch)]
@@ -273,7 +306,8 @@ def refine_photometric(model: FlameModel, uv_layout, fit: SequenceFit, targets: 
                               _numpy(_pad_targets(targets, len(targets))), batch)
     extra = PhotometricTrack(texture=np.asarray(saved["texture"]), light=light, photometric_start=start_error,
                              photometric_final=final_error, refined=refined, keyframes=np.asarray(saved["keyframes"]),
-                             landmark_frames=fit.frames, landmark_nme=fit.nme)
+                             landmark_shape=np.asarray(landmark_shape), landmark_frames=fit.frames,
+                             landmark_nme=fit.nme)
     return dataclasses.replace(fit, frames=frames, lmk68=lmk68, nme=nme, status=status, photometric=extra)
 
 
@@ -319,4 +353,5 @@ def photometric_arrays(fit: SequenceFit, out_dir: Path) -> dict:
     write_image(out_dir / "texture.png", extra.texture)
     return dict(light_sh=extra.light, photometric_error_start=extra.photometric_start,
                 photometric_error=extra.photometric_final, photometric_refined=extra.refined,
-                keyframes=extra.keyframes, landmark_mode_nme=extra.landmark_nme, texture_png=np.asarray("texture.png"))
+                keyframes=extra.keyframes, landmark_mode_nme=extra.landmark_nme, landmark_mode_shape=extra.landmark_shape,
+                texture_png=np.asarray("texture.png"))

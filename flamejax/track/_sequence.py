@@ -34,8 +34,8 @@ import numpy as np
 from flamejax.track._core import (FitConfig, FlameModel, LandmarkTargets, landmark_model, nme_inner, quick_config,
                                   stack_targets, yaw_pitch_roll)
 from flamejax.track._core import GroupSchedule
-from flamejax.track._joint import (JOINT_STAGE, FrameStates, JointConfig, fit_joint, initial_fits, project_frames,
-                                   robust_shape)
+from flamejax.track._joint import (JOINT_STAGE, SAME_PERSON, FrameStates, JointConfig, fit_joint, initial_fits,
+                                   project_frames, robust_shape)
 from flamejax.track._smooth import TemporalPrior, smooth_states
 
 if TYPE_CHECKING:
@@ -80,7 +80,10 @@ class TrackConfig:
     """Frames shared by consecutive chunks (their fits are blended linearly there)."""
     identity_frames: int = 24
     init: FitConfig = quick_config(20, 0)
-    identity: JointConfig = JointConfig(dataclasses.replace(JOINT_STAGE, steps=160))
+    identity: JointConfig = SAME_PERSON.replace(stage=dataclasses.replace(SAME_PERSON.stage, steps=160))
+    """One photograph's identity prior for every identity frame (:data:`SAME_PERSON`'s). With the joint stage's
+    prior, which weakens as frames are added, MediaPipe's bias went into the clip's identity: 1.2-2.3x the mean
+    head's error on rendered clips with 3D truth (benchmarks/RESULTS.md, the video tracker's identity)."""
     motion: JointConfig = JointConfig(dataclasses.replace(JOINT_STAGE, steps=100, fit_shape=False,
                                                           expression=GroupSchedule(0.03, 0.01, 50),
                                                           camera=GroupSchedule(0.003, 0.001, 50)))

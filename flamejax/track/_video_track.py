@@ -18,8 +18,9 @@ Conventions of every output:
 * Photometric mode (``TrackConfig.photometric``, :mod:`flamejax.track._photometric_track`) adds to both:
   ``light_sh`` (per frame, 9 x RGB SH coefficients of flamejax's renderer), ``photometric_error_start`` /
   ``photometric_error`` (masked L1 over the frame's crop before / after its refinement, NaN where not refined),
-  ``photometric_refined``, ``keyframes`` (rows), ``landmark_mode_nme``; ``mode`` is ``"photometric"`` in the
-  json (else ``"landmark"``); ``OUT/texture.png``: the clip's one albedo in FLAME's UV layout.
+  ``photometric_refined``, ``keyframes`` (rows), ``landmark_mode_nme``, ``landmark_mode_shape`` (the landmark
+  tracking's identity; ``shape`` is the keyframes' photometric one); ``mode`` is ``"photometric"`` in the json
+  (else ``"landmark"``); ``OUT/texture.png``: the clip's one albedo in FLAME's UV layout.
 * ``overlay.mp4``: the shaded mesh (photometric mode: the textured, lit head) and the target (green) and fitted
   (red) landmarks over the upright frames.
 * ``export/vhap``: NeRF ``transforms.json`` (per frame ``transform_matrix`` = OpenGL camera-to-world, i.e.

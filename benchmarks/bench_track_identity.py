@@ -1,0 +1,221 @@
+"""The video tracker's identity with 3D truth: rendered clips of turning heads -> ``track_video`` -> NoW error.
+
+Subjects: ``bench_identity``'s (the two shared real heads and sampled model heads, same seed, albedos and scoring).
+Each gets one clip: ``--frames`` frames of the head turning once from side to side (yaw ``±--yaw`` as a sine, pitch
+±10°, roll ±3°; sampled heads also talk: smooth expression and jaw waves), one SH light and one background for the
+whole clip, rendered at 512² as a frame folder. ``flamejax.track.track_video`` tracks it in photometric mode
+(``TrackConfig(photometric=PhotometricTrackConfig())``: MediaPipe, landmark tracking, then the keyframes' joint
+photometric stage), which gives both identities scored here: the landmark tracking's (``landmark_mode_shape``, the
+identity of landmark mode) and the keyframes' (``shape``). The unfitted mean head is scored beside them.
+
+``--priors``: landmark mode only, with the tracker's identity prior (one photograph's per identity frame,
+``SAME_PERSON``'s) and with the joint stage's weaker one it had before; the clip identity and the inner-51 NME over
+the face box against the renders' true projected points and against MediaPipe's.
+
+    python3 -m benchmarks.bench_track_identity [--frames 36] [--yaw 40] [--sampled-heads 6] [--pictures DIR]
+    python3 -m benchmarks.bench_track_identity --priors
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import time
+from pathlib import Path
+
+import cv2
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks import _scans
+from benchmarks._common import RESULTS_DIR, result, save_and_report, shared_photos, table
+from benchmarks.bench_identity import (N_EXPRESSION, N_SHAPE, SEED, SIZE, make_subjects, neutral_vertices,
+                                       nme_face_box, now_scorer, render_views)
+from flamejax.camera import yaw_pitch_roll
+from flamejax.fit import AMBIENT_SH, aligned_vertex_error_mm
+from flamejax.flame import load_flame
+from flamejax.render import load_uv_layout
+from flamejax.track import JointConfig, PhotometricTrackConfig, TrackConfig, track_video
+from flamejax.track._joint import JOINT_STAGE
+
+NAME = "track_identity"
+TITLE = "The video tracker's identity on rendered clips with 3D truth (track_video, NoW scan-to-mesh)"
+CLIPS = Path("/tmp/flamejax_track_identity")
+
+
+def clip_plan(h_index: int, head, frames: int, yaw_deg: float, rng: np.random.Generator) -> list[dict]:
+    """One clip of subject ``h_index``: ``bench_identity.render_views``' view entries with one light and one
+    background for all frames."""
+    t = np.arange(frames) / frames
+    phase = rng.uniform(0, 2 * np.pi, 3)
+    light = _scans.random_light(rng, AMBIENT_SH)
+    back = _scans.background(shared_photos(), rng, SIZE)
+    waves = rng.uniform(0, 2 * np.pi, (2, N_EXPRESSION))
+    plan = []
+    for k in range(frames):
+        angles = (yaw_deg * np.sin(2 * np.pi * t[k]), 10.0 * np.sin(4 * np.pi * t[k] + phase[0]),
+                  3.0 * np.sin(2 * np.pi * t[k] + phase[1]))
+        expression, jaw = np.zeros(N_EXPRESSION, np.float32), 0.0
+        if head.kind == "flame":
+            expression = (0.8 * np.sin(2 * np.pi * (1 + np.arange(N_EXPRESSION) % 3) * t[k] + waves[0])
+                          ).astype(np.float32)
+            jaw = float(0.1 + 0.08 * np.sin(6 * np.pi * t[k] + phase[2]))
+        plan.append(dict(head=h_index, angles=angles, nominal_yaw=angles[0], expression=expression, jaw=jaw,
+                         distance=1.0, light=light, background=back))
+    return plan
+
+
+def rendered_clips(frames: int, yaw_deg: float, sampled_heads: int):
+    """The model, the subjects and their scorers (``bench_identity``'s), then per subject ``(index, head, plan,
+    frame folder, true projected 51 points per frame)``."""
+    rng = np.random.default_rng(SEED)  # bench_identity's subjects and albedos: the same draws
+    model = load_flame(n_shape=N_SHAPE, n_expression=N_EXPRESSION)
+    heads, mean_v, mean_l51, face_ids = make_subjects(model, rng, sampled_heads)
+    now_of, shape_now = now_scorer(model, heads, mean_v, face_ids)
+    mean_now = [float(np.median(now_of(h, mean_v, mean_l51[[i - 17 for i in _scans.NOW_SEVEN]])))
+                for h in range(len(heads))]
+    clip_rng = np.random.default_rng(SEED + 1)
+    uv = load_uv_layout()
+
+    def clips():
+        for h_index, head in enumerate(heads):
+            plan = clip_plan(h_index, head, frames, yaw_deg, clip_rng)
+            pictures, truths = render_views(model, heads, plan, uv, shared_photos(), clip_rng)
+            folder = CLIPS / head.name / "frames"
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+            for k, picture in enumerate(pictures):
+                cv2.imwrite(str(folder / f"{k:05d}.png"), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+            yield h_index, head, plan, folder, truths
+
+    return model, heads, mean_v, face_ids, shape_now, mean_now, clips()
+
+
+def run(frames: int, yaw_deg: float, sampled_heads: int, pictures_dir: Path | None, keyframes: int) -> dict:
+    photometric = PhotometricTrackConfig(keyframes=keyframes)
+    model, heads, mean_v, face_ids, shape_now, mean_now, clips = rendered_clips(frames, yaw_deg, sampled_heads)
+    config = TrackConfig(n_shape=N_SHAPE, n_expression=N_EXPRESSION, photometric=photometric)
+    rows, clock = [], time.perf_counter()
+    for h_index, head, plan, folder, _ in clips:
+        start = time.perf_counter()
+        tracked = track_video(folder, CLIPS / head.name / "out", config, model, overlay=pictures_dir is not None)
+        seconds = time.perf_counter() - start
+        fit, extra = tracked.fit, tracked.fit.photometric
+        fitted_yaw = np.asarray(jax.vmap(yaw_pitch_roll)(fit.frames.cameras(jnp.asarray(fit.fov_deg))))[:, 0]
+        row = dict(subject=head.name, kind=head.kind, frames=frames, seconds=seconds,
+                   status_ok=int(sum(s == "ok" for s in fit.status)),
+                   keyframe_true_yaws=[float(plan[int(tracked.frame_indices[r])]["angles"][0])
+                                       for r in extra.keyframes],
+                   keyframe_fitted_yaws=[float(fitted_yaw[r]) for r in extra.keyframes],
+                   nme_median=float(np.nanmedian(fit.nme)), mean_head=mean_now[h_index],
+                   landmark=float(np.median(shape_now(h_index, extra.landmark_shape))),
+                   photometric=float(np.median(shape_now(h_index, fit.shape))))
+        if head.kind != "raw":
+            for key, shape in (("landmark", extra.landmark_shape), ("photometric", fit.shape)):
+                row[f"{key}_v2v"] = float(aligned_vertex_error_mm(neutral_vertices(model, shape), head.vertices,
+                                                                  face_ids).mean())
+            row["mean_head_v2v"] = float(aligned_vertex_error_mm(mean_v, head.vertices, face_ids).mean())
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        if pictures_dir is not None:
+            _save_frames(pictures_dir, head.name, tracked.out_dir / "overlay.mp4", frames)
+    body = [[r["subject"], r["kind"], r["status_ok"], 100 * r["nme_median"],
+             " ".join(f"{y:+.0f}" for y in r["keyframe_true_yaws"]), r["mean_head"], r["landmark"],
+             r["photometric"], r["landmark"] / r["mean_head"], r["photometric"] / r["mean_head"]] for r in rows]
+    summary = [["median over subjects", None, None, None, None,
+                *(float(np.median([r[k] for r in rows])) for k in ("mean_head", "landmark", "photometric")),
+                *(float(np.median([r[k] / r["mean_head"] for r in rows])) for k in ("landmark", "photometric"))]]
+    mean_med = float(np.median([r["mean_head"] for r in rows]))
+    ratios = {k: float(np.median([r[k] for r in rows])) / mean_med for k in ("landmark", "photometric")}
+    tables = [table(f"Identity of one tracked clip per subject ({frames} frames, yaw ±{yaw_deg:g}°): NoW median, mm "
+                    f"(ratio of medians to the mean head: landmark {ratios['landmark']:.2f}x, photometric "
+                    f"{ratios['photometric']:.2f}x)",
+                    ["subject", "kind", "frames ok", "NME median %", "keyframes' true yaws °", "mean head (unfitted)",
+                     "landmark tracking", "photometric keyframes", "landmark / mean head",
+                     "photometric / mean head"], body + summary)]
+    v2v = [r for r in rows if "mean_head_v2v" in r]
+    if v2v:
+        tables.append(table("Vertex to vertex (FLAME topology), mean mm after alignment",
+                            ["subject", "mean head", "landmark tracking", "photometric keyframes"],
+                            [[r["subject"], r["mean_head_v2v"], r["landmark_v2v"], r["photometric_v2v"]]
+                             for r in v2v]))
+    settings = {"subjects": f"{len(heads)} ({', '.join(h.name for h in heads)})", "frames per clip": frames,
+                "model": f"test model, {N_SHAPE} identity / {N_EXPRESSION} expression",
+                "config": f"TrackConfig(photometric=PhotometricTrackConfig(keyframes={photometric.keyframes}))",
+                "image": f"{SIZE}² render, FOV 20°",
+                "total s": round(time.perf_counter() - clock, 1)}
+    note = ("NoW as in bench_identity (similarity on 7 landmarks, rigid ICP, truth face crop to fitted neutral "
+            "surface). landmark tracking: the identity of track_landmarks (landmark mode's identity, and photometric "
+            "mode's before the keyframes); photometric keyframes: the clip's identity after the keyframes' joint "
+            "photometric stage (fit_photometric_same_person, one identity and one albedo).")
+    return result(NAME, TITLE, "full", settings, tables, data={"rows": rows, "ratios": ratios}, note=note)
+
+
+def run_priors(frames: int, yaw_deg: float, sampled_heads: int) -> dict:
+    """``--priors``: landmark mode with the tracker's identity prior and with the joint stage's (module docstring)."""
+    model, heads, _, _, shape_now, mean_now, clips = rendered_clips(frames, yaw_deg, sampled_heads)
+    default = TrackConfig(n_shape=N_SHAPE, n_expression=N_EXPRESSION)
+    configs = {"default (SAME_PERSON's prior)": default,
+               "joint stage's prior (before)": default.replace(
+                   identity=JointConfig(dataclasses.replace(JOINT_STAGE, steps=default.identity.stage.steps)))}
+    rows = []
+    for h_index, head, _, folder, truths in clips:
+        row = dict(subject=head.name, mean_head=mean_now[h_index])
+        for k, (name, config) in enumerate(configs.items()):
+            tracked = track_video(folder, folder.parent / f"landmark_{k}", config, model, overlay=False)
+            fitted = np.load(tracked.out_dir / "tracking.npz")["landmarks_fitted"]
+            row[name] = dict(now=float(np.median(shape_now(h_index, tracked.fit.shape))),
+                             nme_truth=float(np.median([nme_face_box(fitted[i][17:], truths[int(frame)])
+                                                        for i, frame in enumerate(tracked.frame_indices)])),
+                             nme_mediapipe=float(np.nanmedian(tracked.fit.nme)))
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    body = [[r["subject"], r["mean_head"], *(r[name][key] * (100 if key != "now" else 1) for name in configs
+                                             for key in ("now", "nme_truth", "nme_mediapipe"))] for r in rows]
+    body.append(["median over subjects", float(np.median([r["mean_head"] for r in rows])),
+                 *(float(np.median([r[name][key] for r in rows])) * (100 if key != "now" else 1) for name in configs
+                   for key in ("now", "nme_truth", "nme_mediapipe"))])
+    columns = [f"{name}: {what}" for name in configs
+               for what in ("NoW median mm", "NME vs true points %", "NME vs MediaPipe %")]
+    tables = [table(f"Landmark mode, the tracker's identity prior against the joint stage's ({frames} frames, yaw "
+                    f"±{yaw_deg:g}°)", ["subject", "mean head NoW mm", *columns], body)]
+    settings = {"subjects": f"{len(heads)} ({', '.join(h.name for h in heads)})", "frames per clip": frames,
+                "model": f"test model, {N_SHAPE} identity / {N_EXPRESSION} expression"}
+    note = ("NME: inner 51 points over sqrt(w h) of the true points' box, median over frames; against the renders' "
+            "true projected points and against MediaPipe's (the tracker's targets).")
+    return result(f"{NAME}_priors", "The video tracker's identity prior on rendered clips (landmark mode)", "full",
+                  settings, tables, data={"rows": rows}, note=note)
+
+
+def _save_frames(folder: Path, name: str, overlay: Path, frames: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    capture = cv2.VideoCapture(str(overlay))
+    for k in range(frames):
+        ok, image = capture.read()
+        if ok and k in (0, frames // 4, 3 * frames // 4):
+            cv2.imwrite(str(folder / f"{name}_{k:03d}.png"), image)
+    capture.release()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=36)
+    parser.add_argument("--yaw", type=float, default=40.0)
+    parser.add_argument("--sampled-heads", type=int, default=6)
+    parser.add_argument("--pictures", type=Path, default=None, help="folder for overlay frames (PNG)")
+    parser.add_argument("--keyframes", type=int, default=PhotometricTrackConfig().keyframes)
+    parser.add_argument("--priors", action="store_true", help="landmark mode with both identity priors instead")
+    parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/NAME.json")
+    args = parser.parse_args()
+    if args.priors:
+        payload = run_priors(args.frames, args.yaw, args.sampled_heads)
+    else:
+        payload = run(args.frames, args.yaw, args.sampled_heads, args.pictures, args.keyframes)
+    save_and_report(payload, args.out or RESULTS_DIR / f"{payload['benchmark']}.json")
+
+
+if __name__ == "__main__":
+    main()
