@@ -224,13 +224,16 @@ def main() -> None:
     parser.add_argument("--parts", default="real,synthetic")
     args = parser.parse_args()
     model = load_flame(n_shape=100, n_expression=50)
-    results = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "jax": jax.__version__,
-               "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "frames": args.frames}
+    path = RESULTS / "track_photometric.json"
+    results = json.loads(path.read_text()) if path.is_file() else {}  # parts not run now are kept
     RESULTS.mkdir(parents=True, exist_ok=True)
     for part in args.parts.split(","):
         results[part] = (bench_real(model, args.frames, args.clips) if part == "real"
                          else bench_synthetic(model, args.synthetic_frames))
-        (RESULTS / "track_photometric.json").write_text(json.dumps(results, indent=1))
+        results[f"{part}_measured"] = {"machine": f"{platform.machine()}, {os.cpu_count()} cores",
+                                       "jax": jax.__version__, "frames": args.frames,
+                                       "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
+        path.write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":
