@@ -208,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     track.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     track.add_argument("--mode", choices=("landmark", "photometric"), default="landmark",
                        help="landmark: fit the MediaPipe landmarks; photometric: then fit the clip's identity and "
-                            "one albedo (OUT/texture.png) to five keyframes' pixels and refine every frame against "
+                            "one albedo (OUT/texture.png) to eight keyframes' pixels and refine every frame against "
                             "its pixels (about 3 CPU s per frame)")
     track.add_argument("--fps", type=_positive_float, default=None, help="resample the video to N frames per second")
     track.add_argument("--start", type=_seconds, default=None, metavar="S", help="first second to track")

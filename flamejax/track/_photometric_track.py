@@ -53,7 +53,7 @@ _HELD = GroupSchedule(0.0)
 class PhotometricTrackConfig:
     """How ``track --mode photometric`` refines a landmark-tracked clip (steps in the module docstring)."""
 
-    keyframes: int = 5
+    keyframes: int = 8
     """Frames fitted jointly for the clip's one identity and appearance (spread over the clip's yaws)."""
     appearance: PhotometricConfig = PhotometricConfig()
     """The keyframes' joint stage (:func:`flamejax.fit.fit_photometric_same_person`); ``shape=GroupSchedule(0.0)``
