@@ -68,11 +68,15 @@ def landmarks51(model, vertices):
 
 
 def neutral_vertices(model, shape) -> np.ndarray:
-    params = FlameParams.for_model(model)
-    params = FlameParams(jnp.asarray(shape, jnp.float32), *[getattr(params, f) for f in
-                         ("expression", "head_pose", "neck_pose", "jaw_pose", "left_eye_pose", "right_eye_pose",
-                          "translation")])
+    """The head of identity ``shape`` with every other parameter zero."""
+    params = dataclasses.replace(FlameParams.for_model(model), shape=jnp.asarray(shape, jnp.float32))
     return np.asarray(flame_forward(model, params).vertices)
+
+
+def identity_error_mm(model, shape, truth_vertices: np.ndarray, rows: np.ndarray) -> float:
+    """Mean error (mm) over the vertices ``rows`` of the neutral head of ``shape`` against ``truth_vertices`` (FLAME
+    topology) after a similarity alignment on them."""
+    return float(aligned_vertex_error_mm(neutral_vertices(model, shape), truth_vertices, rows).mean())
 
 
 def camera_for(angles_deg, centre: np.ndarray, distance: float) -> Camera:

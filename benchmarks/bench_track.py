@@ -35,7 +35,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flamejax.fit import FitConfig, WeightingConfig, aligned_vertex_error_mm, fit_landmarks_batch, stack_targets
+from benchmarks.bench_identity import identity_error_mm, neutral_vertices
+from flamejax.fit import FitConfig, WeightingConfig, fit_landmarks_batch, stack_targets
 from flamejax.flame import FlameParams, flame_forward, load_flame
 from flamejax.track import (TrackConfig, fit_same_person, synthetic_sequence, synthetic_views, track_landmarks,
                             track_video)
@@ -67,9 +68,15 @@ def camera_vertices(model, shapes, expression, jaw, eyes, rotation, translation,
     return np.einsum("nij,nvj->nvi", rot, verts) + translation[:, None]
 
 
-def neutral(model, shape) -> np.ndarray:
-    p = FlameParams.for_model(model)
-    return np.asarray(flame_forward(model, dataclasses.replace(p, shape=jnp.asarray(shape, jnp.float32))).vertices)
+def save_overlay_frames(overlay: Path, shown: int, folder: Path, stem: str) -> None:
+    """Frames ``shown`` / 4, / 2 and 3 / 4 of an overlay video as ``folder/STEM_FRAME.png``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    capture = cv2.VideoCapture(str(overlay))
+    for i in range(shown):
+        ok, image = capture.read()
+        if ok and i in (shown // 4, shown // 2, 3 * shown // 4):
+            cv2.imwrite(str(folder / f"{stem}_{i:04d}.png"), image)
+    capture.release()
 
 
 WEAK_PRIOR = FitConfig().replace(landmark=dataclasses.replace(FitConfig().landmark, shape_l2=0.05),
@@ -126,9 +133,9 @@ def clip_metrics(model, fit, targets, crop, face_rows, independent, ok_rows, wea
         weak_nme[weak_prior[0]] = weak_prior[1].nme
         out["nme"]["independent_weak_identity_prior"] = float(np.nanmean(weak_nme[ok]))
         out["nme_ratio_to_weak_identity_prior"] = out["nme"]["tracked"] / out["nme"]["independent_weak_identity_prior"]
-    clip_neutral = neutral(model, fit.shape)
-    spread = [np.linalg.norm(neutral(model, s) - clip_neutral, axis=-1).mean() * 1000 for s in p.shape[::5]]
-    between = [np.linalg.norm(neutral(model, a) - neutral(model, b), axis=-1).mean() * 1000
+    clip_neutral = neutral_vertices(model, fit.shape)
+    spread = [np.linalg.norm(neutral_vertices(model, s) - clip_neutral, axis=-1).mean() * 1000 for s in p.shape[::5]]
+    between = [np.linalg.norm(neutral_vertices(model, a) - neutral_vertices(model, b), axis=-1).mean() * 1000
                for a, b in zip(p.shape[::5], p.shape[2::5])]
     out["identity_mm"] = {"per_frame_shape_to_clip_shape_median": float(np.median(spread)),
                           "between_per_frame_shapes_median": float(np.median(between))}
@@ -162,13 +169,7 @@ def bench_real(model, config, frames, clips, png_dir, overlay_frames):
         clock = time.perf_counter()
         write_overlay(result, model, FrameSource(video, None, (shown - 0.5) / fps, None), points)
         overlay_s = time.perf_counter() - clock
-        capture = cv2.VideoCapture(str(out / "overlay.mp4"))
-        for i in range(shown):
-            ok, image = capture.read()
-            if ok and i in (shown // 4, shown // 2, 3 * shown // 4):
-                png_dir.mkdir(parents=True, exist_ok=True)
-                cv2.imwrite(str(png_dir / f"{video.stem}_{i:04d}.png"), image)
-        capture.release()
+        save_overlay_frames(out / "overlay.mp4", shown, png_dir, video.stem)
         targets = [_targets(p, result.crop) for p in points]
         independent = independent_fits(model, targets)
         ok_rows = np.array([s == "ok" for s in result.fit.status])
@@ -213,7 +214,7 @@ def bench_synthetic(model, config, frames, seeds):
         ind_v = camera_vertices(model, ind.shape, ind.expression, ind.jaw_pose,
                                 np.concatenate([ind.left_eye_pose, ind.right_eye_pose], 1),
                                 independent[1].camera.rotation, independent[1].camera.translation, 20.0, face_rows)
-        true_neutral = neutral(model, seq.shape)
+        true_neutral = neutral_vertices(model, seq.shape)
         depth_error = 1000 * (tracked.mean(1)[:, 2] - truth.mean(1)[:, 2])
         jaw_error = np.rad2deg(f.jaw[:, 0] - np.asarray(p.jaw_pose)[:, 0])
         size = lambda v: np.sqrt(((v - v.mean(-2, keepdims=True)) ** 2).sum(-1).mean(-1))  # noqa: E731
@@ -223,7 +224,7 @@ def bench_synthetic(model, config, frames, seeds):
             tracked_face_depth_error_mm={"mean": float(depth_error.mean()), "sd": float(depth_error.std()),
                                          "correlation_with_jaw_error": float(np.corrcoef(depth_error, jaw_error)[0, 1])},
             tracked_jaw_opening_error_deg={"mean": float(jaw_error.mean()), "sd": float(jaw_error.std())},
-            scale={"clip_neutral_face_size_over_truth": float(size(neutral(model, fit.shape)[face_rows])
+            scale={"clip_neutral_face_size_over_truth": float(size(neutral_vertices(model, fit.shape)[face_rows])
                                                               / size(true_neutral[face_rows])),
                    "posed_face_size_error_mean": float(posed_size_error.mean()),
                    "posed_face_size_error_correlation_with_depth_error":
@@ -238,12 +239,10 @@ def bench_synthetic(model, config, frames, seeds):
                                           "independent": float(1000 * np.linalg.norm(ind_v - truth, axis=-1).mean())},
             true_vertex_accel_mm=1000 * accel(truth, np.ones(frames, bool)),
             identity_error_mm={
-                "clip_shape": float(aligned_vertex_error_mm(neutral(model, fit.shape), true_neutral, face_rows).mean()),
-                "independent_median": float(np.median([aligned_vertex_error_mm(neutral(model, s), true_neutral,
-                                                                              face_rows).mean()
+                "clip_shape": identity_error_mm(model, fit.shape, true_neutral, face_rows),
+                "independent_median": float(np.median([identity_error_mm(model, s, true_neutral, face_rows)
                                                        for s in ind.shape[::10]])),
-                "mean_head": float(aligned_vertex_error_mm(neutral(model, np.zeros_like(seq.shape)), true_neutral,
-                                                           face_rows).mean())})
+                "mean_head": identity_error_mm(model, np.zeros_like(seq.shape), true_neutral, face_rows)})
         out.append(metrics)
         print("synthetic", seed, json.dumps(metrics), flush=True)
     return out
@@ -259,8 +258,8 @@ def bench_views(model, seeds):
             views = synthetic_views(model, yaws, np.random.default_rng(seed), noise_px=1.0)
             padded = stack_targets([jax.tree.map(lambda a, i=i: a[i], views.targets) for i in range(n)], 8)
             result = fit_same_person(model, padded)  # one batch size for every n: one compilation
-            truth = neutral(model, views.shape)
-            error = lambda s: float(aligned_vertex_error_mm(neutral(model, s), truth, face_rows).mean())  # noqa: E731
+            truth = neutral_vertices(model, views.shape)
+            error = lambda s: identity_error_mm(model, s, truth, face_rows)  # noqa: E731
             errs.append(error(result.shape))
             mean_head.append(error(np.zeros_like(views.shape)))
             independent.append(float(np.median([error(s) for s in result.independent_shapes[:n]])))

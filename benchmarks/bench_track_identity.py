@@ -32,10 +32,11 @@ import numpy as np
 
 from benchmarks import _scans
 from benchmarks._common import RESULTS_DIR, result, save_and_report, shared_photos, table
-from benchmarks.bench_identity import (N_EXPRESSION, N_SHAPE, SEED, SIZE, make_subjects, neutral_vertices,
+from benchmarks.bench_identity import (N_EXPRESSION, N_SHAPE, SEED, SIZE, identity_error_mm, make_subjects,
                                        nme_face_box, now_scorer, render_views)
+from benchmarks.bench_track import save_overlay_frames
 from flamejax.camera import yaw_pitch_roll
-from flamejax.fit import AMBIENT_SH, aligned_vertex_error_mm
+from flamejax.fit import AMBIENT_SH
 from flamejax.flame import load_flame
 from flamejax.render import load_uv_layout
 from flamejax.track import JointConfig, PhotometricTrackConfig, TrackConfig, track_video
@@ -91,12 +92,12 @@ def rendered_clips(frames: int, yaw_deg: float, sampled_heads: int):
                 cv2.imwrite(str(folder / f"{k:05d}.png"), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
             yield h_index, head, plan, folder, truths
 
-    return model, heads, mean_v, face_ids, shape_now, mean_now, clips()
+    return model, heads, face_ids, shape_now, mean_now, clips()
 
 
 def run(frames: int, yaw_deg: float, sampled_heads: int, pictures_dir: Path | None, keyframes: int) -> dict:
     photometric = PhotometricTrackConfig(keyframes=keyframes)
-    model, heads, mean_v, face_ids, shape_now, mean_now, clips = rendered_clips(frames, yaw_deg, sampled_heads)
+    model, heads, face_ids, shape_now, mean_now, clips = rendered_clips(frames, yaw_deg, sampled_heads)
     config = TrackConfig(n_shape=N_SHAPE, n_expression=N_EXPRESSION, photometric=photometric)
     rows, clock = [], time.perf_counter()
     for h_index, head, plan, folder, _ in clips:
@@ -114,14 +115,13 @@ def run(frames: int, yaw_deg: float, sampled_heads: int, pictures_dir: Path | No
                    landmark=float(np.median(shape_now(h_index, extra.landmark_shape))),
                    photometric=float(np.median(shape_now(h_index, fit.shape))))
         if head.kind != "raw":
-            for key, shape in (("landmark", extra.landmark_shape), ("photometric", fit.shape)):
-                row[f"{key}_v2v"] = float(aligned_vertex_error_mm(neutral_vertices(model, shape), head.vertices,
-                                                                  face_ids).mean())
-            row["mean_head_v2v"] = float(aligned_vertex_error_mm(mean_v, head.vertices, face_ids).mean())
+            for key, shape in (("landmark", extra.landmark_shape), ("photometric", fit.shape),
+                               ("mean_head", np.zeros_like(fit.shape))):
+                row[f"{key}_v2v"] = identity_error_mm(model, shape, head.vertices, face_ids)
         rows.append(row)
         print(json.dumps(row), flush=True)
         if pictures_dir is not None:
-            _save_frames(pictures_dir, head.name, tracked.out_dir / "overlay.mp4", frames)
+            save_overlay_frames(tracked.out_dir / "overlay.mp4", frames, pictures_dir, head.name)
     body = [[r["subject"], r["kind"], r["status_ok"], 100 * r["nme_median"],
              " ".join(f"{y:+.0f}" for y in r["keyframe_true_yaws"]), r["mean_head"], r["landmark"],
              r["photometric"], r["landmark"] / r["mean_head"], r["photometric"] / r["mean_head"]] for r in rows]
@@ -156,7 +156,7 @@ def run(frames: int, yaw_deg: float, sampled_heads: int, pictures_dir: Path | No
 
 def run_priors(frames: int, yaw_deg: float, sampled_heads: int) -> dict:
     """``--priors``: landmark mode with the tracker's identity prior and with the joint stage's (module docstring)."""
-    model, heads, _, _, shape_now, mean_now, clips = rendered_clips(frames, yaw_deg, sampled_heads)
+    model, heads, _, shape_now, mean_now, clips = rendered_clips(frames, yaw_deg, sampled_heads)
     default = TrackConfig(n_shape=N_SHAPE, n_expression=N_EXPRESSION)
     configs = {"default (SAME_PERSON's prior)": default,
                "joint stage's prior (before)": default.replace(
@@ -188,16 +188,6 @@ def run_priors(frames: int, yaw_deg: float, sampled_heads: int) -> dict:
             "true projected points and against MediaPipe's (the tracker's targets).")
     return result(f"{NAME}_priors", "The video tracker's identity prior on rendered clips (landmark mode)", "full",
                   settings, tables, data={"rows": rows}, note=note)
-
-
-def _save_frames(folder: Path, name: str, overlay: Path, frames: int) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    capture = cv2.VideoCapture(str(overlay))
-    for k in range(frames):
-        ok, image = capture.read()
-        if ok and k in (0, frames // 4, 3 * frames // 4):
-            cv2.imwrite(str(folder / f"{name}_{k:03d}.png"), image)
-    capture.release()
 
 
 def main() -> None:

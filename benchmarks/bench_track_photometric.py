@@ -36,8 +36,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.bench_track import accel, camera_vertices, neutral
-from flamejax.fit import AMBIENT_SH, GroupSchedule, aligned_vertex_error_mm, landmark_model
+from benchmarks.bench_identity import identity_error_mm, neutral_vertices
+from benchmarks.bench_track import accel, camera_vertices, save_overlay_frames
+from flamejax.fit import AMBIENT_SH, GroupSchedule, landmark_model
 from flamejax.fitter import find_uv_layout
 from flamejax.flame import flame_forward, load_flame
 from flamejax.render import RasterConfig, render_mesh
@@ -141,13 +142,7 @@ def _fps(video: Path) -> float:
 def _overlay_pngs(result, model, video, points, shown, uv) -> None:
     """The textured overlay of the first ``shown`` frames; three of them and the clip texture as PNG."""
     write_overlay(result, model, FrameSource(video, None, (shown - 0.5) / _fps(video), None), points, uv_layout=uv)
-    capture = cv2.VideoCapture(str(result.out_dir / "overlay.mp4"))
-    PNG.mkdir(parents=True, exist_ok=True)
-    for i in range(shown):
-        ok, image = capture.read()
-        if ok and i in (shown // 4, shown // 2, 3 * shown // 4):
-            cv2.imwrite(str(PNG / f"{video.stem}_{i:04d}.png"), image)
-    capture.release()
+    save_overlay_frames(result.out_dir / "overlay.mp4", shown, PNG, video.stem)
     cv2.imwrite(str(PNG / f"{video.stem}_texture.png"), cv2.imread(str(result.out_dir / "texture.png")))
 
 
@@ -189,8 +184,8 @@ def bench_synthetic(model, frames: int, seed: int = 7) -> dict:
         v = camera_vertices(model, shape, f.expression, f.jaw, f.eyes, f.rotation, f.translation, 20.0, face_rows)
         return float(1000 * np.linalg.norm(v - truth, axis=-1).mean())
 
-    def identity_error(shape):
-        return float(aligned_vertex_error_mm(neutral(model, shape), neutral(model, p.shape[0]), face_rows).mean())
+    true_neutral = neutral_vertices(model, p.shape[0])
+    identity_error = lambda shape: identity_error_mm(model, shape, true_neutral, face_rows)  # noqa: E731
 
     ok = np.ones(frames, bool)
     out = dict(frames=frames, image_size=size,

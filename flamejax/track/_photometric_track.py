@@ -151,15 +151,14 @@ def _batch_rows(rows: list[int], size: int) -> list[int]:
     return rows + [rows[-1]] * (size - len(rows))
 
 
-def _batch_inputs(landmarks_only: FlameModel, fit: SequenceFit, targets: list[LandmarkTargets], rows: list[int],
-                  pictures: dict[int, tuple[np.ndarray, np.ndarray]]) -> tuple[FitResult, PhotometricTargets]:
-    """The landmark-mode states of the frames ``rows`` under ``fit``'s identity, and their pictures and targets."""
+def _batch_inputs(fit: SequenceFit, targets: list[LandmarkTargets], rows: list[int],
+                  pictures: dict[int, tuple[np.ndarray, np.ndarray]]) -> tuple[FrameStates, PhotometricTargets]:
+    """The landmark-mode states of the frames ``rows``, and their pictures and targets."""
     frames = jax.tree.map(lambda a: jnp.asarray(np.asarray(a)[rows]), fit.frames)
-    start = _landmark_results(landmarks_only, frames, fit.shape, fit.fov_deg, np.nan_to_num(fit.nme[rows]))
     photo = PhotometricTargets(jnp.asarray(np.stack([pictures[r][0] for r in rows])),
                                jnp.asarray(np.stack([pictures[r][1] for r in rows])),
                                stack_targets([targets[r] for r in rows]))
-    return start, photo
+    return frames, photo
 
 
 def _refine_batch(model: FlameModel, landmarks_only: FlameModel, uv_layout, fit: SequenceFit,
@@ -167,17 +166,20 @@ def _refine_batch(model: FlameModel, landmarks_only: FlameModel, uv_layout, fit:
                   config: PhotometricConfig, size: int, albedo, appearance: Appearance) -> FitResult:
     """The photometric stage on the frames ``rows`` (padded to ``size``) from their states in ``fit`` and the
     clip's ``appearance``."""
-    start, photo = _batch_inputs(landmarks_only, fit, targets, _batch_rows(rows, size), pictures)
+    padded = _batch_rows(rows, size)
+    frames, photo = _batch_inputs(fit, targets, padded, pictures)
+    start = _landmark_results(landmarks_only, frames, fit.shape, fit.fov_deg, np.nan_to_num(fit.nme[padded]))
     return fit_photometric_batch(model, uv_layout, photo, start, config, albedo, appearance=appearance)
 
 
-def _keyframe_fit(model: FlameModel, landmarks_only: FlameModel, uv_layout, fit: SequenceFit,
-                  targets: list[LandmarkTargets], rows: list[int], pictures: dict[int, tuple[np.ndarray, np.ndarray]],
-                  config: PhotometricConfig, albedo) -> SharedPhotometricResult:
+def _keyframe_fit(model: FlameModel, uv_layout, fit: SequenceFit, targets: list[LandmarkTargets], rows: list[int],
+                  pictures: dict[int, tuple[np.ndarray, np.ndarray]], config: PhotometricConfig,
+                  albedo) -> SharedPhotometricResult:
     """Step 1: the keyframes ``rows`` refined jointly with one identity and one albedo from ``fit``'s."""
-    start, photo = _batch_inputs(landmarks_only, fit, targets, rows, pictures)
-    return fit_photometric_same_person(model, uv_layout, photo, jnp.asarray(fit.shape, jnp.float32), start.params,
-                                       start.camera, config, albedo)
+    frames, photo = _batch_inputs(fit, targets, rows, pictures)
+    shape = jnp.asarray(fit.shape, jnp.float32)
+    return fit_photometric_same_person(model, uv_layout, photo, shape, frames.flame_params(shape),
+                                       frames.cameras(jnp.asarray(fit.fov_deg, jnp.float32)), config, albedo)
 
 
 def _clip_appearance(keyframes: SharedPhotometricResult, albedo) -> tuple[Appearance, np.ndarray]:
@@ -242,7 +244,7 @@ def refine_photometric(model: FlameModel, uv_layout, fit: SequenceFit, targets: 
     if saved is None:
         yaw = np.asarray(_yaw_pitch_roll(fit.frames.cameras(jnp.asarray(fit.fov_deg, jnp.float32))))[:, 0]
         keys = pick_keyframes(usable, yaw, photometric.keyframes)
-        result = _keyframe_fit(model, landmarks_only, uv_layout, fit, targets, keys, _pictures_of(pictures, keys),
+        result = _keyframe_fit(model, uv_layout, fit, targets, keys, _pictures_of(pictures, keys),
                                photometric.appearance, albedo)
         appearance, texture = _clip_appearance(result, albedo)
         shape = np.asarray(result.shape, np.float32)
