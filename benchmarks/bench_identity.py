@@ -271,6 +271,8 @@ class View:
     iris: np.ndarray
     fit_to_original: np.ndarray
     original_to_fit: np.ndarray
+    person: np.ndarray
+    """``Preprocessed.person`` (selfie segmentation of the crop); zeros where preprocessing did not trust it."""
 
 
 _VIEW_ARRAYS = [f.name for f in dataclasses.fields(View)]
@@ -278,7 +280,7 @@ _VIEW_ARRAYS = [f.name for f in dataclasses.fields(View)]
 
 def cache_key(quick: bool, n_sampled: int) -> str:
     """Names the pictures a run would render: view plan, seed, model size, image size."""
-    return f"{'quick' if quick else 'full'}_h{n_sampled}_s{N_SHAPE}e{N_EXPRESSION}_{SIZE}px_seed{SEED}_v3"
+    return f"{'quick' if quick else 'full'}_h{n_sampled}_s{N_SHAPE}e{N_EXPRESSION}_{SIZE}px_seed{SEED}_v4"
 
 
 def save_views(folder: Path, pictures, truths, detected, views: list[View], timing: dict) -> None:
@@ -317,8 +319,9 @@ def pictures_and_targets(model, heads, plan, rng, cache: Path | None, key: str):
             print(f"view {i}: no detection ({error})")
             continue
         mirrored = np.full_like(it.points478, np.nan) if it.mirrored478 is None else it.mirrored478
+        person = np.zeros(it.image.shape[:2], np.float32) if it.person is None else it.person
         views.append(View(it.image, it.points478, mirrored, it.lmk68, it.iris, np.asarray(it.fit_to_original),
-                          np.asarray(it.original_to_fit)))
+                          np.asarray(it.original_to_fit), person))
         detected.append(i)
     timing = {"render s": round(render_s, 1), "preprocess s": round(time.perf_counter() - start, 1)}
     if cache is not None:
@@ -344,10 +347,17 @@ def unweighted(config: FitConfig) -> FitConfig:
 
 
 def earlier_default(config: FitConfig) -> FitConfig:
-    """``config`` as the library fitted before issue 16: no weighting, identity priors 100x / 10x weaker."""
-    return unweighted(config).replace(
+    """``config`` as the library fitted before issue 16: no weighting, no silhouette, identity priors 100x / 10x
+    weaker."""
+    return without_silhouette(unweighted(config)).replace(
         init=dataclasses.replace(config.init, shape_prior=config.init.shape_prior / 100),
         landmark=dataclasses.replace(config.landmark, shape_l2=config.landmark.shape_l2 / 10))
+
+
+def without_silhouette(config: FitConfig) -> FitConfig:
+    """``config`` without the person-silhouette term (the library before it)."""
+    return config.replace(rigid=dataclasses.replace(config.rigid, silhouette_weight=0.0),
+                          landmark=dataclasses.replace(config.landmark, silhouette_weight=0.0))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -365,6 +375,7 @@ class Variant:
 def default_variants(config: FitConfig) -> dict[str, Variant]:
     return {"earlier default": Variant(earlier_default(config), two_looks=False),
             "one look": Variant(config, two_looks=False), "library default": Variant(config),
+            "no silhouette": Variant(without_silhouette(config)),
             "truth points (oracle)": Variant(config, truth_points=True),
             "precise-landmarks config": Variant(precise_landmarks_config(config)),
             "truth points, precise-landmarks config": Variant(precise_landmarks_config(config), truth_points=True)}
@@ -374,7 +385,7 @@ def view_targets(items: list[View], two_looks: bool) -> LandmarkTargets:
     """The batched fitting targets of the views, from one or both of MediaPipe's looks."""
     def one(item: View) -> LandmarkTargets:
         mirrored = item.mirrored478 if two_looks and np.all(np.isfinite(item.mirrored478)) else None
-        return two_look_targets(item.points478, mirrored, item.image.shape[0])
+        return two_look_targets(item.points478, mirrored, item.image.shape[0], person=item.person)
 
     return stack_targets([one(item) for item in items])
 
@@ -611,7 +622,9 @@ def run(quick: bool, pictures_dir: Path | None = None, sampled_heads: int | None
             "convention: hidden points where they are), over sqrt(w h) of the truth's 51-point box. "
             "library default: FitConfig() (its landmark stage re-weights the points at the pose it has reached: "
             "visibility x Geman-McClure IRLS, FitConfig.weighting) on targets from MediaPipe's two looks, the crop "
-            "and its mirror image (each point at their mean, weighted by their agreement: two_look_targets); "
+            "and its mirror image (each point at their mean, weighted by their agreement: two_look_targets), the "
+            "fitted points held inside the person's silhouette (MediaPipe's selfie segmentation, Preprocessed.person; "
+            "silhouette_weight); no silhouette: the same without that term; "
             "one look: the same fit on the crop's look alone (the library before); earlier default: one look, no "
             "weighting, the identity priors of before (init 2e-4, landmark stage 0.05). "
             "truth points (oracle): the library default fitted to the truth's projected inner 51 points alone "

@@ -18,7 +18,9 @@ Synthetic (``--parts synthetic``): a smooth FLAME trajectory (:func:`flamejax.tr
 with a known albedo and SH light over grey, its true landmarks plus noise as targets; error of the tracked
 camera-space face vertices against the truth (mm) and of the neutral identity (face vertices after a similarity
 alignment, mm; the mean head beside it) in landmark mode, photometric mode, and photometric mode with the keyframes'
-identity held at the landmark tracking's (the default before the keyframes fitted it).
+identity held at the landmark tracking's (the default before the keyframes fitted it); and the camera-space error
+split into the scale-depth ambiguity (how much larger and farther the fitted head is) and what is left after the
+best scaling about the camera centre (:func:`scale_depth_split`).
 """
 
 from __future__ import annotations
@@ -146,6 +148,20 @@ def _overlay_pngs(result, model, video, points, shown, uv) -> None:
     cv2.imwrite(str(PNG / f"{video.stem}_texture.png"), cv2.imread(str(result.out_dir / "texture.png")))
 
 
+def scale_depth_split(fitted: np.ndarray, truth: np.ndarray) -> dict:
+    """How much of a camera-space error (``(frames, vertices, 3)``, metres) is the scale-depth ambiguity.
+
+    A head ``s`` times larger and ``s`` times farther away projects to the same picture, so one picture fixes the
+    face only up to a scaling about the camera centre. Returns the mean error in mm, the error left after the best
+    such scaling per frame, that scaling's median in per cent, and the signed mean depth error in mm."""
+    s = np.einsum("fvi,fvi->f", fitted, truth) / np.einsum("fvi,fvi->f", fitted, fitted)
+    scaled = fitted * s[:, None, None]
+    return {"error_mm": float(1000 * np.linalg.norm(fitted - truth, axis=-1).mean()),
+            "after_best_scaling_mm": float(1000 * np.linalg.norm(scaled - truth, axis=-1).mean()),
+            "fit_too_large_percent_median": float(100 * np.median(1 / s - 1)),
+            "depth_error_mm_signed": float(1000 * (fitted[..., 2] - truth[..., 2]).mean())}
+
+
 def bench_synthetic(model, frames: int, seed: int = 7) -> dict:
     """Rendered synthetic clip: camera-space face vertex error against the truth, landmark vs photometric."""
     uv = find_uv_layout(required=True)
@@ -184,6 +200,10 @@ def bench_synthetic(model, frames: int, seed: int = 7) -> dict:
         v = camera_vertices(model, shape, f.expression, f.jaw, f.eyes, f.rotation, f.translation, 20.0, face_rows)
         return float(1000 * np.linalg.norm(v - truth, axis=-1).mean())
 
+    def scale_depth(f, shape):
+        v = camera_vertices(model, shape, f.expression, f.jaw, f.eyes, f.rotation, f.translation, 20.0, face_rows)
+        return scale_depth_split(v, truth)
+
     true_neutral = neutral_vertices(model, p.shape[0])
     identity_error = lambda shape: identity_error_mm(model, shape, true_neutral, face_rows)  # noqa: E731
 
@@ -193,6 +213,10 @@ def bench_synthetic(model, frames: int, seed: int = 7) -> dict:
                                                   "photometric": error(refined.frames, refined.shape),
                                                   "photometric, identity held": error(held_identity.frames,
                                                                                       held_identity.shape)},
+               scale_depth_split={"landmark": scale_depth(fit.frames, fit.shape),
+                                  "photometric": scale_depth(refined.frames, refined.shape),
+                                  "photometric, identity held": scale_depth(held_identity.frames,
+                                                                            held_identity.shape)},
                identity_face_error_mm={"mean head": identity_error(np.zeros_like(fit.shape)),
                                        "landmark": identity_error(fit.shape),
                                        "photometric": identity_error(refined.shape)},

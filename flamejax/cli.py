@@ -18,6 +18,10 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported where used: the command starts without loading perception
+    from flamejax.perception import PreprocessConfig
 
 log = logging.getLogger("flamejax")
 
@@ -127,6 +131,9 @@ def _add_fit_arguments(p: argparse.ArgumentParser, default_batch: int) -> None:
     faces.add_argument("--face-index", type=_integer(0), default=None,
                        help="which face when several, numbered left to right from 0 (default: the largest)")
     faces.add_argument("--all-faces", action="store_true", help="fit every face of each photograph")
+    p.add_argument("--no-silhouette", action="store_true",
+                   help="fit without the person's silhouette (MediaPipe's selfie segmentation keeps the fitted face "
+                        "inside the person's outline); for pictures where it takes the background for the person")
     p.add_argument("--init", default="auto", choices=("auto", "deca+mica", "deca", "mica", "linear"),
                    help="start: DECA/MICA ONNX networks from the weights folder, or the weights-free linear "
                         "solve; auto = the networks whose weights are present, else linear")
@@ -281,6 +288,14 @@ def output_options_from_args(args):
                          save_crop=args.save_crop)
 
 
+def preprocess_config(args, face_index: int | None = None) -> PreprocessConfig:
+    """The preprocessing the options ask for; ``face_index`` overrides ``--face-index``."""
+    from flamejax.perception import PreprocessConfig
+
+    return PreprocessConfig(face_index=args.face_index if face_index is None else face_index,
+                            person_silhouette=not args.no_silhouette)
+
+
 def fitter_from_args(args, model=None):
     """The fitter the options describe. ``model``: already loaded, else loaded from ``--flame`` (saying which
     file); the networks and the photometric bundle are loaded from the weights folders."""
@@ -300,12 +315,11 @@ def fitter_from_args(args, model=None):
 def directory_config_from_args(args):
     """The :class:`~flamejax.fitdir.DirectoryConfig` of ``fit-dir``'s options."""
     from flamejax.fitdir import DirectoryConfig, default_workers
-    from flamejax.perception import PreprocessConfig
 
     if args.all_faces:
         raise UsageError("--all-faces is for flamejax fit; fit-dir fits one face per image (--face-index)")
     return DirectoryConfig(
-        preprocess=PreprocessConfig(face_index=args.face_index), outputs=output_options_from_args(args),
+        preprocess=preprocess_config(args), outputs=output_options_from_args(args),
         recursive=args.recursive, workers=args.workers or default_workers(), prefetch_batches=args.prefetch,
         preprocess_processes=args.preprocess_processes, cache_targets=not args.no_targets_cache,
         retry_failed=args.retry_failed, refit=args.refit, verify=args.verify, max_images=args.max_images,
@@ -334,8 +348,8 @@ def cmd_fit(args) -> int:
     from tqdm import tqdm
 
     from flamejax.outputs import provenance, unique_stems, write_image_outputs
-    from flamejax.perception import (PerceptionError, PreprocessConfig, annotated, annotation_beside, load_image,
-                                     preprocess, read_annotation)
+    from flamejax.perception import (PerceptionError, annotated, annotation_beside, load_image, preprocess,
+                                     read_annotation)
 
     options = output_options_from_args(args)
     _check_output_folder(args.output)
@@ -356,13 +370,13 @@ def cmd_fit(args) -> int:
     for path, stem in tqdm(list(zip(paths, stems)), desc="preprocess", unit="img", disable=len(paths) < 2):
         try:
             original = load_image(path)
-            first = preprocess(original, PreprocessConfig(face_index=args.face_index))
+            first = preprocess(original, preprocess_config(args))
             faces = [first]
             if args.annotations:
                 marks = annotation_beside(path)
                 faces = [annotated(first, read_annotation(marks), str(marks))]
             if args.all_faces and first.num_faces > 1:
-                faces = [first if i == first.face_index else preprocess(original, PreprocessConfig(face_index=i))
+                faces = [first if i == first.face_index else preprocess(original, preprocess_config(args, i))
                          for i in range(first.num_faces)]
         except (PerceptionError, OSError) as err:
             failures += 1
@@ -418,7 +432,6 @@ def _fit_same_person(args, paths: list[Path], stems: list[str], options) -> int:
     from flamejax.flame import flame_forward
     from flamejax.io import FitRecord, write_image
     from flamejax.outputs import landmark_record, photometric_record, provenance, write_record_outputs
-    from flamejax.perception import PreprocessConfig
     from flamejax.track import fit_same_person_photos, refine_same_person_photometric
 
     if len(paths) < 2:
@@ -426,8 +439,8 @@ def _fit_same_person(args, paths: list[Path], stems: list[str], options) -> int:
     if args.all_faces:
         raise UsageError("--same-person fits one face per photograph: drop --all-faces")
     fitter = fitter_from_args(args)
-    joint, items = fit_same_person_photos(fitter.model, paths, preprocess_config=PreprocessConfig(
-        face_index=args.face_index), init_config=fitter.config)
+    joint, items = fit_same_person_photos(fitter.model, paths, preprocess_config=preprocess_config(args),
+                                          init_config=fitter.config)
     record_provenance = provenance(fitter) | {"init": "same-person joint fit",
                                               "same_person": [str(p) for p in paths]}
     params, camera, lmk68, nmes, photometric = joint.params, joint.camera, joint.lmk68, joint.nme, None

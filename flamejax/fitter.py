@@ -131,12 +131,15 @@ class ImageFit:
 
 def targets_of(item) -> LandmarkTargets:
     """Landmark targets of a :class:`flamejax.perception.Preprocessed` image (NDC of its fit image): both of
-    MediaPipe's looks (the crop and its mirror image) where there are two, see :func:`two_look_targets`.
+    MediaPipe's looks (the crop and its mirror image) where there are two, see :func:`two_look_targets`, and the
+    person's silhouette (``item.person``; all zeros when preprocessing has none it trusts, so that every
+    photograph's targets share one compiled fit).
 
     An image with hand-annotated 68 points (``item.annotated68``) is fitted to those (but NaN points) and
     MediaPipe's irises alone: its other points carry the detector's bias the annotation is there to avoid."""
     size = item.image.shape[0]
-    targets = two_look_targets(item.points478, item.mirrored478, size)
+    person = item.person if item.person is not None else np.zeros((size, size), np.float32)
+    targets = two_look_targets(item.points478, item.mirrored478, size, person=person)
     if item.annotated68 is None:
         return targets
     given = np.all(np.isfinite(item.annotated68), axis=1)

@@ -179,6 +179,16 @@ def test_version_and_help(capsys):
     assert "(default: 20.0)" in text and ":class:" not in text and "``" not in text
 
 
+def test_the_silhouette_can_be_switched_off():
+    from flamejax.cli import build_parser, preprocess_config
+
+    for command in (["fit", "a.jpg"], ["fit-dir", "in"]):
+        on = build_parser().parse_args([*command, "-o", "out", "--face-index", "2"])
+        off = build_parser().parse_args([*command, "-o", "out", "--no-silhouette"])
+        assert preprocess_config(on).person_silhouette and preprocess_config(on).face_index == 2
+        assert not preprocess_config(off).person_silhouette and preprocess_config(off, 1).face_index == 1
+
+
 def test_several_photographs_of_one_person_share_one_identity(tmp_path):
     photos = [SHARED / "images" / n for n in ("ffhq_00000.png", "ffhq_00043.png")]
     code, stdout, err = run(["fit", *map(str, photos), "-o", str(tmp_path), "--same-person", "--mesh", "obj", *FAST])

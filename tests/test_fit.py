@@ -29,6 +29,7 @@ from flamejax.fit import (
     stack_targets,
 )
 from flamejax.fit._landmark_fit import _fit_batch_jit, rigid_stage
+from flamejax.fit._targets import SILHOUETTE_SIZE
 from flamejax.flame import flame_forward, landmark_points, posed_landmarks
 from tests.conftest import requires_flame
 
@@ -96,6 +97,35 @@ def test_fit_is_independent_of_batch_mates_and_slot(flame_model, problems, batch
     for other, slot in ((moved, 3), (padded, 0)):
         for a, b in zip(jax.tree.leaves(batch_result), jax.tree.leaves(other)):
             np.testing.assert_array_equal(a[0], b[slot])
+
+
+def test_the_person_silhouette_keeps_the_face_inside(flame_model, problems):
+    """Targets moved 0.15 NDC right of the true face, a silhouette ending just right of it: the fit follows the
+    targets without the silhouette term and stays near the outline with a strong one (same compiled program:
+    weights are numbers)."""
+    def beyond(result):  # how far the fitted face reaches past the silhouette's edge
+        return result.landmarks.lmk68[..., 0].max(1) - edges
+
+    moved, edges = [], []
+    for problem in problems[:BATCH]:
+        t = problem.targets
+        edge = float(jnp.max(t.lmk68[:, 0])) + 0.02
+        columns = (np.arange(SILHOUETTE_SIZE) + 0.5) * 2 / SILHOUETTE_SIZE - 1
+        outside = np.broadcast_to(np.maximum(columns - edge, 0.0), (SILHOUETTE_SIZE, SILHOUETTE_SIZE))
+        shift = jnp.array([0.15, 0.0])
+        moved.append(dataclasses.replace(t, lmk68=t.lmk68 + shift, iris=t.iris + shift, mediapipe=t.mediapipe + shift,
+                                         outside=jnp.asarray(outside, jnp.float32)))
+        edges.append(edge)
+    edges = np.asarray(edges)
+    def weighted(weight):
+        return CONFIG.replace(rigid=dataclasses.replace(CONFIG.rigid, silhouette_weight=weight),
+                              landmark=dataclasses.replace(CONFIG.landmark, silhouette_weight=weight))
+
+    # A whole face moved is a harder contradiction than the fold of a few points the default weight is set for.
+    free, held = fit_batch(flame_model, moved, weighted(0.0)), fit_batch(flame_model, moved, weighted(5e4))
+    assert np.all(free.status == Status.OK) and np.all(held.status == Status.OK)
+    assert np.all(beyond(free) > 0.1)
+    assert np.all(beyond(held) < 0.3 * beyond(free))
 
 
 def test_initialisation_is_independent_of_batch_slot(flame_model):

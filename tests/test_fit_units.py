@@ -4,15 +4,19 @@ of the initialisation against the SVD / least-squares solutions they replace, th
 from __future__ import annotations
 
 import chex
+import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from absl.testing import parameterized  # noqa: F401  (chex.variants needs absl's parameterized test cases)
 
 from flamejax.camera import Camera, project_ndc
-from flamejax.fit import Status
+from flamejax.fit import LandmarkTargets, Status, stack_targets
 from flamejax.fit._init import _orthonormal_rows, _scaled_orthographic_pose, _solve_spd3
-from flamejax.fit._landmark_fit import mean_l1, mean_l2
+from flamejax.fit._landmark_fit import SILHOUETTE_CAP, SILHOUETTE_MARGIN, mean_l1, mean_l2, silhouette_loss
+from flamejax.fit._targets import SILHOUETTE_SIZE, silhouette_distance
+from flamejax.flame import ProjectedLandmarks
 from flamejax.fit._result import first_failure
 from flamejax.rotation import axis_angle_to_matrix
 
@@ -28,6 +32,28 @@ class LossTest(chex.TestCase):
         np.testing.assert_allclose(l2, 2.5, rtol=1e-5)  # (0 + 5) / 2, the zero-weight point ignored
         np.testing.assert_allclose(l1, 1.75, rtol=1e-6)  # (0 + 3.5) / 2
         self.assertTrue(np.isfinite(jax.grad(mean_l2)(target, target, weight)).all())  # smooth at zero
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_silhouette_loss_is_one_sided(self):
+        """Points inside the person's silhouette (or within its margin) cost nothing; outside, their NDC distance
+        beyond the margin (capped softly), and the gradient moves them back in."""
+        person = np.zeros((256, 256), np.float32)
+        person[:, :128] = 1.0  # the left half of the image: NDC x < 0
+        outside = jnp.asarray(silhouette_distance(person))
+
+        def projected(points):
+            return ProjectedLandmarks(lmk68=points[:68], iris=points[68:78], mediapipe=points[78:])
+
+        inside = jnp.full((183, 2), -0.5)
+        loss = self.variant(silhouette_loss)
+        np.testing.assert_allclose(loss(projected(inside), outside), 0.0, atol=1e-6)
+        at_the_edge = inside.at[:, 0].set(0.5 * SILHOUETTE_MARGIN)
+        np.testing.assert_allclose(loss(projected(at_the_edge), outside), 0.0, atol=1e-6)
+        beyond = inside.at[:, 0].set(0.25)  # a quarter of NDC right of the edge
+        np.testing.assert_allclose(loss(projected(beyond), outside),
+                                   SILHOUETTE_CAP * np.tanh((0.25 - SILHOUETTE_MARGIN) / SILHOUETTE_CAP), rtol=0.03)
+        grad = jax.grad(lambda p: silhouette_loss(projected(p), outside))(beyond)
+        self.assertTrue(np.all(grad[:, 0] > 0) and np.allclose(grad[:, 1], 0.0, atol=1e-6))
 
     @chex.variants(with_jit=True, without_jit=True)
     def test_projection_of_a_point_on_the_axis_and_off_it(self):
@@ -107,3 +133,31 @@ def test_run_stage_scores_every_iterate_including_the_last():
         np.testing.assert_allclose(np.asarray(report.losses), expected_losses, rtol=1e-5, atol=1e-7)
         np.testing.assert_allclose(np.asarray(best), np.asarray(expected), rtol=1e-5, atol=1e-7)
         np.testing.assert_allclose(float(report.final_loss), expected_loss, rtol=1e-5, atol=1e-7)
+
+
+def test_silhouette_distance_units_and_absent_silhouettes():
+    disk = np.zeros((200, 200), np.float32)
+    cv2.circle(disk, (100, 100), 50, 1.0, -1)  # radius 0.5 NDC
+    field = silhouette_distance(disk)
+    assert field.shape == (SILHOUETTE_SIZE, SILHOUETTE_SIZE) and field.dtype == np.float32
+    centre, corner = field[SILHOUETTE_SIZE // 2, SILHOUETTE_SIZE // 2], field[0, 0]
+    assert centre == 0.0
+    np.testing.assert_allclose(corner, np.sqrt(2) - 0.5, atol=0.03)  # from (-1, -1) to the circle, NDC
+    for nothing in (None, np.zeros((64, 64), np.float32)):
+        assert not silhouette_distance(nothing).any()
+    with pytest.raises(ValueError, match="square"):
+        silhouette_distance(np.ones((64, 32), np.float32))
+
+
+def test_targets_with_and_without_a_silhouette_stack_into_one_batch():
+    points = np.full((478, 2), 100.0, np.float32)
+    person = np.zeros((256, 256), np.float32)
+    person[50:200, 50:200] = 1.0
+    seen = LandmarkTargets.from_pixels(points, points[:68], 256, person=person)
+    unseen = LandmarkTargets.from_pixels(points, points[:68], 256)
+    assert unseen.outside is None and seen.outside.shape == (SILHOUETTE_SIZE, SILHOUETTE_SIZE)
+    batch = stack_targets([seen, unseen], batch_size=3)
+    assert batch.outside.shape == (3, SILHOUETTE_SIZE, SILHOUETTE_SIZE)
+    np.testing.assert_array_equal(batch.outside[0], seen.outside)
+    assert not np.asarray(batch.outside[1:]).any()
+    assert stack_targets([unseen], batch_size=2).outside is None  # video frames: no field, no cost

@@ -633,6 +633,35 @@ def test_preprocess_with_parsing_and_matting(onnx_models, no_models):
     assert any("no matting model" in note for note in skip_parsing.notes)
 
 
+@needs_photos
+def test_person_silhouette_covers_the_face_and_not_the_whole_picture(preprocessed):
+    for name, result in preprocessed.items():
+        person = result.person
+        assert person is not None, name
+        assert person.shape == (256, 256) and person.dtype == np.float32, name
+        assert 0 <= person.min() and person.max() <= 1
+        assert fp.points_inside(person, result.points478) >= 0.95, name
+        assert 0.15 < (person >= 0.5).mean() < 0.97, f"{name}: some background is left out"
+        assert fp.points_inside(person, result.points478, tolerance=0.0) >= 0.9, name
+
+
+def test_an_untrusted_or_switched_off_silhouette_is_not_used():
+    from flamejax.perception._preprocess import _person
+
+    crop = np.zeros((64, 64, 3), np.uint8)
+    points = np.full((478, 2), 20.0, np.float32)
+    notes: list[str] = []
+    nobody = np.zeros((32, 32), np.float32)
+    nobody[:, :5] = 1.0  # within the 1/64 tolerance of none of the points
+    assert _person(crop, nobody, points, fp.PreprocessConfig(), notes) is None
+    assert notes == ["the person segmentation covers only 0% of the face's landmarks; fitting without the "
+                     "silhouette"]
+    matted = np.ones((32, 32), np.float32)
+    np.testing.assert_array_equal(_person(crop, matted, points, fp.PreprocessConfig(), notes), matted)
+    assert _person(crop, matted, points, fp.PreprocessConfig(person_silhouette=False), notes) is None
+    assert len(notes) == 1
+
+
 # ---------------------------------------------------------------------------------------------- preprocess
 
 

@@ -68,6 +68,10 @@ class RigidStageConfig:
     contour_weight: float = 200.0
     mediapipe_weight: float = 150.0
     """flamejax addition: the 105 embedded MediaPipe points steady the rigid pose."""
+    silhouette_weight: float = 2000.0
+    """flamejax addition: the fitted landmarks must project inside the person's silhouette
+    (``LandmarkTargets.outside``; nothing when none is known). At strong yaw it holds the face from reaching past
+    the head's outline where FaceMesh folds it (identity section of benchmarks/RESULTS.md)."""
     optimise_fov: bool = False
     fov_lr: float = 0.5
     """Degrees per step scale of Adam on the field of view (only when ``optimise_fov``)."""
@@ -95,6 +99,8 @@ class LandmarkStageConfig:
     """flamejax addition (the reference drops the contour in stage 2; it constrains face width)."""
     mediapipe_weight: float = 400.0
     """flamejax addition: the 105 MediaPipe points embedded on FLAME."""
+    silhouette_weight: float = 2000.0
+    """flamejax addition: as :attr:`RigidStageConfig.silhouette_weight`."""
     expression_l2: float = 0.025
     shape_l2: float = 0.5
     """flamejax: ten times the earlier 0.05, which fitted detector noise into the identity (identity section of

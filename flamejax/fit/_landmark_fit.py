@@ -56,6 +56,33 @@ def mean_l1(pred: Float[Array, "n 2"], target: Float[Array, "n 2"], weight: Floa
     return _weighted_mean(jnp.mean(jnp.abs(pred - target), axis=-1), weight)
 
 
+SILHOUETTE_CAP = 0.2
+"""NDC distance outside the silhouette at which a point's silhouette penalty levels off (tanh): a point far out
+is more likely a hole in the silhouette (an occluder, a segmentation miss) than the fit's error."""
+SILHOUETTE_MARGIN = 0.015
+"""NDC distance (2 pixels of a 256² crop) a point may lie outside the silhouette at no cost: a segmentation's edge
+is not exact, and the face's outline lies on it. Without it, frontal fits of bald rendered heads narrowed the face
+towards a slightly tight silhouette (identity section of benchmarks/RESULTS.md)."""
+
+
+def silhouette_loss(proj: ProjectedLandmarks, outside: Float[Array, "s s"] | None) -> Float[Array, ""]:
+    """Mean over the projected landmarks (68, irises, embedded MediaPipe points) of how far each lies outside the
+    person's silhouette (``LandmarkTargets.outside``, bilinear), beyond :data:`SILHOUETTE_MARGIN` and capped softly
+    at :data:`SILHOUETTE_CAP`.
+
+    One-sided: hair, hands or shoulders around the face are inside the silhouette too, so a point inside costs
+    nothing; a fitted face reaching past the head's outline (a nose or chin beyond the profile at strong yaw)
+    does. Zero when no silhouette is known (``None`` or zeros)."""
+    if outside is None:
+        return jnp.zeros((), proj.lmk68.dtype)
+    points = jnp.concatenate([proj.lmk68, proj.iris, proj.mediapipe])
+    cells = outside.shape[0]
+    rows_cols = ((points[:, ::-1] + 1.0) * (cells / 2.0) - 0.5).T
+    distance = jax.scipy.ndimage.map_coordinates(outside, list(rows_cols), order=1, mode="nearest")
+    distance = jnp.maximum(distance - SILHOUETTE_MARGIN, 0.0)
+    return jnp.mean(SILHOUETTE_CAP * jnp.tanh(distance / SILHOUETTE_CAP))
+
+
 def _mediapipe_targets(model: FlameModel, targets: LandmarkTargets):
     ids = model.landmarks.mediapipe_ids
     return targets.mediapipe[ids], targets.mediapipe_weight[ids]
@@ -63,25 +90,28 @@ def _mediapipe_targets(model: FlameModel, targets: LandmarkTargets):
 
 def rigid_loss(model: FlameModel, proj: ProjectedLandmarks, targets: LandmarkTargets,
                cfg: RigidStageConfig) -> Float[Array, ""]:
-    """Stage 1's data term: weighted mean L2 on the inner 51, the jaw contour and the MediaPipe points."""
+    """Stage 1's data term: weighted mean L2 on the inner 51, the jaw contour and the MediaPipe points, and the
+    person's silhouette (:func:`silhouette_loss`)."""
     mp_target, mp_weight = _mediapipe_targets(model, targets)
     lmk, goal, weight = proj.lmk68, targets.lmk68, targets.lmk68_weight
     return (cfg.inner_weight * mean_l2(lmk[INNER_68], goal[INNER_68], weight[INNER_68])
             + cfg.contour_weight * mean_l2(lmk[CONTOUR_68], goal[CONTOUR_68], weight[CONTOUR_68])
-            + cfg.mediapipe_weight * mean_l2(proj.mediapipe, mp_target, mp_weight))
+            + cfg.mediapipe_weight * mean_l2(proj.mediapipe, mp_target, mp_weight)
+            + cfg.silhouette_weight * silhouette_loss(proj, targets.outside))
 
 
 def landmark_data_loss(model: FlameModel, proj: ProjectedLandmarks, targets: LandmarkTargets,
                        cfg: LandmarkStageConfig, lmk68_weight: Float[Array, "68"] | None = None) -> Float[Array, ""]:
     """Stage 2's landmark term on projected landmarks: L1 on the inner 51, the jaw contour, the irises and the
-    MediaPipe points. ``lmk68_weight`` re-weights the 68 points on top of the targets' own weights (the
-    photometric stage's grouping)."""
+    MediaPipe points, and the person's silhouette (:func:`silhouette_loss`). ``lmk68_weight`` re-weights the 68
+    points on top of the targets' own weights (the photometric stage's grouping)."""
     mp_target, mp_weight = _mediapipe_targets(model, targets)
     weight = targets.lmk68_weight if lmk68_weight is None else targets.lmk68_weight * lmk68_weight
     return (cfg.inner_weight * mean_l1(proj.lmk68[INNER_68], targets.lmk68[INNER_68], weight[INNER_68])
             + cfg.contour_weight * mean_l1(proj.lmk68[CONTOUR_68], targets.lmk68[CONTOUR_68], weight[CONTOUR_68])
             + cfg.iris_weight * mean_l1(proj.iris, targets.iris, targets.iris_weight)
-            + cfg.mediapipe_weight * mean_l1(proj.mediapipe, mp_target, mp_weight))
+            + cfg.mediapipe_weight * mean_l1(proj.mediapipe, mp_target, mp_weight)
+            + cfg.silhouette_weight * silhouette_loss(proj, targets.outside))
 
 
 def params_labels(params: FlameParams, shape: str, expression: str, jaw: str, eyes: str) -> FlameParams:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import chex
+import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,6 +13,9 @@ import numpy as np
 from flamejax._typing import Array, Bool, Float
 from flamejax.camera import pixels_to_ndc
 from flamejax.flame._layout import INNER_68, IRIS, NUM_IBUG68, NUM_POINTS, OUTER_EYE_CORNERS
+
+SILHOUETTE_SIZE = 128
+"""Side of :attr:`LandmarkTargets.outside`, whatever the size of the fit image (one compiled program for all)."""
 
 
 @jax.tree_util.register_dataclass
@@ -28,11 +32,17 @@ class LandmarkTargets:
     mediapipe_weight: Float[Array, "478"]
     valid: Bool[Array, ""]
     """False for padding in a batch, or for an image whose targets are not finite."""
+    outside: Float[Array, "128 128"] | None = None
+    """How far each cell of the fit image lies outside the person's silhouette, in NDC units (0 inside it): the
+    face's landmarks must project inside (see :func:`silhouette_distance`). Rows are y, columns x, cells of
+    ``2 / SILHOUETTE_SIZE`` NDC. ``None`` (no silhouette term at all; video frames, synthetic targets) or all
+    zeros (a photograph whose silhouette is not known: same program as those with one)."""
 
     @staticmethod
     def from_pixels(points478: np.ndarray, lmk68: np.ndarray, image_size: int, iris: np.ndarray | None = None,
-                    valid: bool = True) -> "LandmarkTargets":
-        """Targets from pixel coordinates in a square ``image_size`` crop (MediaPipe 478 + iBUG 68)."""
+                    valid: bool = True, person: np.ndarray | None = None) -> "LandmarkTargets":
+        """Targets from pixel coordinates in a square ``image_size`` crop (MediaPipe 478 + iBUG 68); ``person``:
+        the person's silhouette on that crop, ``(image_size, image_size)`` in [0, 1] (``Preprocessed.person``)."""
         points478 = np.asarray(points478, np.float32)
         iris = points478[IRIS] if iris is None else np.asarray(iris, np.float32)
         ndc = lambda p: np.asarray(pixels_to_ndc(np.asarray(p, np.float32), image_size))  # noqa: E731
@@ -45,6 +55,7 @@ class LandmarkTargets:
             iris_weight=jnp.ones(10, jnp.float32),
             mediapipe_weight=jnp.ones(NUM_POINTS, jnp.float32),
             valid=jnp.asarray(bool(valid and finite)),
+            outside=None if person is None else jnp.asarray(silhouette_distance(person)),
         )
 
     @staticmethod
@@ -78,9 +89,30 @@ def check_targets(targets: LandmarkTargets, batch_dims: int, name: str = "target
         raise ValueError(f"{name}: expected {batch_dims} leading batch axes, got valid of shape {batch}"
                          + (" (stack per-image targets with stack_targets)" if batch_dims else ""))
     for field, shape in (("lmk68", (NUM_IBUG68, 2)), ("iris", (10, 2)), ("mediapipe", (NUM_POINTS, 2)),
-                         ("lmk68_weight", (NUM_IBUG68,)), ("iris_weight", (10,)), ("mediapipe_weight", (NUM_POINTS,))):
-        chex.assert_shape(getattr(targets, field), batch + shape,
-                          custom_message=f"{name}.{field} must have shape {batch + shape}")
+                         ("lmk68_weight", (NUM_IBUG68,)), ("iris_weight", (10,)), ("mediapipe_weight", (NUM_POINTS,)),
+                         ("outside", (SILHOUETTE_SIZE, SILHOUETTE_SIZE))):
+        if getattr(targets, field) is not None:
+            chex.assert_shape(getattr(targets, field), batch + shape,
+                              custom_message=f"{name}.{field} must have shape {batch + shape}")
+
+
+def silhouette_distance(person: Float[np.ndarray, "S S"] | None) -> Float[np.ndarray, "128 128"]:
+    """:attr:`LandmarkTargets.outside` of a square silhouette in [0, 1] (a person mask or matting alpha of the fit
+    image): each cell's distance to the edge of the cells inside (value >= 0.5), in NDC units; zeros for ``None``
+    or a silhouette with nothing inside."""
+    empty = np.zeros((SILHOUETTE_SIZE, SILHOUETTE_SIZE), np.float32)
+    if person is None:
+        return empty
+    person = np.asarray(person, np.float32)
+    if person.ndim != 2 or person.shape[0] != person.shape[1]:
+        raise ValueError(f"person silhouette must be a square (S, S) array, got shape {person.shape}")
+    cells = cv2.resize(person, (SILHOUETTE_SIZE, SILHOUETTE_SIZE), interpolation=cv2.INTER_AREA)
+    outside = (~(cells >= 0.5)).astype(np.uint8)
+    if outside.all():
+        return empty
+    to_centres = cv2.distanceTransform(outside, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    to_edge = np.maximum(to_centres - 0.5, 0.0)  # an outside cell's centre is half a cell past the edge
+    return (to_edge * (2.0 / SILHOUETTE_SIZE)).astype(np.float32)
 
 
 def stack_targets(targets: list[LandmarkTargets], batch_size: int | None = None) -> LandmarkTargets:
@@ -89,6 +121,9 @@ def stack_targets(targets: list[LandmarkTargets], batch_size: int | None = None)
     if len(targets) > batch_size:
         raise ValueError(f"{len(targets)} targets do not fit a batch of {batch_size}")
     padded = list(targets) + [LandmarkTargets.padding()] * (batch_size - len(targets))
+    if any(t.outside is not None for t in padded):  # one program for the batch: no silhouette is all zeros
+        none = jnp.zeros((SILHOUETTE_SIZE, SILHOUETTE_SIZE), jnp.float32)
+        padded = [t if t.outside is not None else dataclasses.replace(t, outside=none) for t in padded]
     return jax.tree.map(lambda *x: jnp.stack(x), *padded)
 
 

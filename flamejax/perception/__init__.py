@@ -6,6 +6,7 @@ The steps, each callable on its own::
     face = detect_landmarks(image)                     # MediaPipe 478 points + confidence
     aligned = align_face(image, to_68(face.points))    # FFHQ crop + exact similarity maps
     mask = landmark_face_mask(points_in_crop, 512)     # or parse_face(aligned.image).mask
+    person = person_silhouette(aligned.image, 256)     # the person against the background (selfie segmentation)
 
 or all at once: ``preprocess("photo.jpg") -> Preprocessed``.
 
@@ -24,7 +25,7 @@ from flamejax.perception._layout import (FACE_OVAL, IBUG68_FROM_MEDIAPIPE, IBUG6
                                          LIPS_INNER, LIPS_OUTER, MEDIAPIPE_IRIS_CENTERS, MEDIAPIPE_LEFT_IRIS,
                                          MEDIAPIPE_MIRROR, MEDIAPIPE_RIGHT_IRIS, NOSE, RIGHT_BROW, RIGHT_EYE, to_68,
                                          to_iris)
-from flamejax.perception._mask import FOREHEAD_KEPT, landmark_face_mask
+from flamejax.perception._mask import FOREHEAD_KEPT, landmark_face_mask, person_silhouette, points_inside
 from flamejax.perception._matting import composite_over_white, matte
 from flamejax.perception._parsing import (CELEBAMASK_CLASSES, FACE_CLASSES, ParsingResult, parse_face,
                                           parsing_mask)
@@ -41,7 +42,7 @@ __all__ = [
     "NOSE", "NoFaceError",
     "ParsingResult", "PerceptionError", "Preprocessed", "PreprocessConfig", "RIGHT_BROW", "RIGHT_EYE",
     "align_face", "alignment_transform", "annotated", "annotation_beside", "compose_affine", "composite_over_white", "detect_landmarks",
-    "invert_affine", "landmark_face_mask", "load_image", "matte", "ndc_to_pixels", "parse_face", "parsing_mask",
+    "invert_affine", "landmark_face_mask", "load_image", "matte", "ndc_to_pixels", "parse_face", "parsing_mask", "person_silhouette", "points_inside",
     "pixels_to_ndc", "preprocess", "read_aflw_mat", "read_annotation", "read_pts", "redetect_mirrored", "to_68", "to_iris", "to_rgb8", "transform_points",
     "warp_image",
 ]

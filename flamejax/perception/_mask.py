@@ -1,16 +1,22 @@
-"""Photometric-loss face mask drawn from MediaPipe landmarks (the default when no parsing model is given)."""
+"""Photometric-loss face mask drawn from MediaPipe landmarks (the default when no parsing model is given), and
+the person's silhouette from MediaPipe's selfie segmentation (the landmark fit's outline constraint)."""
 
 from __future__ import annotations
 
+import threading
+
 import cv2
 import numpy as np
-from jaxtyping import Float
+from jaxtyping import Float, UInt8
 
 from flamejax.perception._layout import FACE_OVAL, LEFT_BROW, LEFT_EYE, LIPS_INNER, RIGHT_BROW, RIGHT_EYE
 
 FOREHEAD_KEPT = 0.6
 """Fraction of the forehead (from the brows up to MediaPipe's face outline) the landmark mask keeps."""
 _SUBPIXEL_BITS = 4
+MIN_POINTS_INSIDE = 0.95
+"""Share of FaceMesh's points a person silhouette must cover (:func:`points_inside`) to be trusted."""
+_local = threading.local()
 
 
 def landmark_face_mask(points478: Float[np.ndarray, "478 2"], size: int | tuple[int, int], *,
@@ -56,3 +62,36 @@ def _fill(canvas: np.ndarray, polygon: np.ndarray, value: int) -> None:
     """Fill a polygon given in half-integer-centre pixel coordinates, anti-aliased."""
     fixed = np.round((polygon - 0.5) * (1 << _SUBPIXEL_BITS)).astype(np.int32)
     cv2.fillPoly(canvas, [fixed], value, lineType=cv2.LINE_AA, shift=_SUBPIXEL_BITS)
+
+
+def _selfie_segmenter():
+    """This thread's selfie segmentation (the general 256² model bundled with mediapipe; not thread-safe)."""
+    if getattr(_local, "segmenter", None) is None:
+        from mediapipe.python.solutions import selfie_segmentation
+
+        _local.segmenter = selfie_segmentation.SelfieSegmentation(model_selection=0)
+    return _local.segmenter
+
+
+def person_silhouette(crop: UInt8[np.ndarray, "C C 3"], size: int) -> Float[np.ndarray, "S S"]:
+    """The person (face, hair, neck, shoulders) against the background in a square RGB crop, as a float32 mask in
+    [0, 1] resized to ``size`` square: MediaPipe's selfie segmentation, which needs no weights of the user's."""
+    mask = _selfie_segmenter().process(np.ascontiguousarray(crop)).segmentation_mask
+    return cv2.resize(np.asarray(mask, np.float32), (size, size), interpolation=cv2.INTER_AREA)
+
+
+def points_inside(silhouette: Float[np.ndarray, "S S"], points: Float[np.ndarray, "N 2"],
+                  tolerance: float = 1 / 64) -> float:
+    """Share of ``points`` (pixels of ``silhouette``) inside it (value >= 0.5) or within ``tolerance`` of the
+    image side of it (points on the face's outline straddle the silhouette's edge); outside the image counts as
+    outside."""
+    size = silhouette.shape[0]
+    reach = int(round(tolerance * size))
+    inside_cells = (silhouette >= 0.5).astype(np.uint8)
+    if reach > 0:
+        inside_cells = cv2.dilate(inside_cells, np.ones((2 * reach + 1, 2 * reach + 1), np.uint8))
+    cells = np.floor(np.asarray(points, np.float64)).astype(np.int64)
+    within = np.all((cells >= 0) & (cells < size), axis=1)
+    inside = np.zeros(len(cells), bool)
+    inside[within] = inside_cells[cells[within, 1], cells[within, 0]] > 0
+    return float(inside.mean()) if len(cells) else 0.0

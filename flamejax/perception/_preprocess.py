@@ -12,7 +12,8 @@ from flamejax.perception._image import ImageSource, load_image, source_name
 from flamejax.perception._landmarks import (DETECT_MAX_SIDE, FaceLandmarks, detect_landmarks, redetect,
                                             redetect_mirrored)
 from flamejax.perception._layout import to_68, to_iris
-from flamejax.perception._mask import FOREHEAD_KEPT, landmark_face_mask
+from flamejax.perception._mask import (FOREHEAD_KEPT, MIN_POINTS_INSIDE, landmark_face_mask, person_silhouette,
+                                       points_inside)
 from flamejax.perception._matting import composite_over_white, matte
 from flamejax.perception._onnx import ModelSource
 from flamejax.perception._parsing import parse_face
@@ -50,6 +51,9 @@ class PreprocessConfig:
     """A matting ONNX model (path or opened); giving one turns matting on."""
     forehead: float = FOREHEAD_KEPT
     """Landmark mask: fraction of the forehead above the brows kept (see :func:`landmark_face_mask`)."""
+    person_silhouette: bool = True
+    """Segment the person from the background (:attr:`Preprocessed.person`, MediaPipe's selfie segmentation, or
+    the matting alpha when matting ran): the landmark fit keeps the face inside that outline."""
 
     def __post_init__(self) -> None:
         if self.fit_size < 16 or self.crop_size < self.fit_size:
@@ -109,6 +113,10 @@ class Preprocessed:
     annotated68: Float[np.ndarray, "68 2"] | None = None
     """Hand-annotated 68 points in fit pixels (see :func:`flamejax.perception.annotated`); when present the fit
     takes its 68-point targets from them instead of from MediaPipe."""
+    person: Float[np.ndarray, "S S"] | None = None
+    """The person's silhouette at fit resolution in [0, 1] (float32): the matting alpha when matting ran, else
+    MediaPipe's selfie segmentation; None when ``PreprocessConfig.person_silhouette`` is off or the silhouette
+    leaves out more than 5 % of FaceMesh's points (then it is not trusted; see :attr:`notes`)."""
 
 
 def preprocess(image: ImageSource, config: PreprocessConfig = PreprocessConfig()) -> Preprocessed:
@@ -116,7 +124,8 @@ def preprocess(image: ImageSource, config: PreprocessConfig = PreprocessConfig()
 
     Steps: load (EXIF, RGB8) -> detect landmarks on the photograph -> FFHQ-align to ``crop_size`` ->
     optional matting over white -> detect again on the crop (falling back to the mapped photograph landmarks)
-    -> downsize to ``fit_size`` -> mask from a parsing model if available, else from landmarks.
+    -> downsize to ``fit_size`` -> mask from a parsing model if available, else from landmarks -> the person's
+    silhouette (matting alpha, else selfie segmentation).
 
     Raises:
       ImageReadError, ImageTooSmallError, NoFaceError, FaceIndexError; MissingFileError for an explicit
@@ -143,13 +152,15 @@ def preprocess(image: ImageSource, config: PreprocessConfig = PreprocessConfig()
         notes.append("no face found on the mirrored crop; no second set of landmarks to choose from")
     fit_image = resize(crop, config.fit_size, config.fit_size)
     mask, mask_source, parsing = _face_mask(crop, fit_landmarks, config, notes)
+    alpha = None if crop_alpha is None else resize(crop_alpha, config.fit_size, config.fit_size)
+    person = _person(crop, alpha, fit_landmarks.points, config, notes)
     original_to_fit = compose_affine(to_fit, aligned.to_crop)
     return Preprocessed(
         image=fit_image.astype(np.float32) / 255.0, crop=crop, points478=fit_landmarks.points,
         mirrored478=None if mirrored is None else mirrored.transformed(to_fit).points,
         depth478=fit_landmarks.depth, lmk68=to_68(fit_landmarks.points), iris=to_iris(fit_landmarks.points),
-        mask=mask, mask_source=mask_source, parsing=parsing,
-        alpha=None if crop_alpha is None else resize(crop_alpha, config.fit_size, config.fit_size),
+        mask=mask, mask_source=mask_source, parsing=parsing, alpha=alpha,
+        person=person,
         fit_to_original=invert_affine(original_to_fit), original_to_fit=original_to_fit,
         crop_to_original=aligned.to_original, original_size=original.shape[:2], confidence=found.confidence,
         num_faces=found.num_faces, face_index=found.face_index, redetected=redetected is not None, source=name,
@@ -164,6 +175,19 @@ def _matted(crop: np.ndarray, config: PreprocessConfig, notes: list[str]) -> tup
         notes.append("no matting model found (manifest key 'matting'); the background is kept")
         return crop, None
     return composite_over_white(crop, alpha), alpha
+
+
+def _person(crop: np.ndarray, alpha: np.ndarray | None, points478: np.ndarray, config: PreprocessConfig,
+            notes: list[str]) -> np.ndarray | None:
+    if not config.person_silhouette:
+        return None
+    person = alpha if alpha is not None else person_silhouette(crop, config.fit_size)
+    inside = points_inside(person, points478)
+    if inside < MIN_POINTS_INSIDE:
+        notes.append(f"the person segmentation covers only {100 * inside:.0f}% of the face's landmarks; fitting "
+                     "without the silhouette")
+        return None
+    return np.asarray(person, np.float32)
 
 
 def _face_mask(crop: np.ndarray, fit_landmarks: FaceLandmarks, config: PreprocessConfig,
