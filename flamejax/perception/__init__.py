@@ -42,7 +42,8 @@ __all__ = [
     "NOSE", "NoFaceError",
     "ParsingResult", "PerceptionError", "Preprocessed", "PreprocessConfig", "RIGHT_BROW", "RIGHT_EYE",
     "align_face", "alignment_transform", "annotated", "annotation_beside", "compose_affine", "composite_over_white", "detect_landmarks",
-    "invert_affine", "landmark_face_mask", "load_image", "matte", "ndc_to_pixels", "parse_face", "parsing_mask", "person_silhouette", "points_inside",
+    "invert_affine", "landmark_face_mask", "load_image", "matte", "ndc_to_pixels", "parse_face", "parsing_mask",
+    "person_silhouette", "points_inside",
     "pixels_to_ndc", "preprocess", "read_aflw_mat", "read_annotation", "read_pts", "redetect_mirrored", "to_68", "to_iris", "to_rgb8", "transform_points",
     "warp_image",
 ]
