@@ -196,41 +196,28 @@ def bench_synthetic(model, frames: int, seed: int = 7) -> dict:
                             np.concatenate([p.left_eye_pose, p.right_eye_pose], 1), seq.camera.rotation,
                             seq.camera.translation, 20.0, face_rows)
 
-    def error(f, shape):
-        v = camera_vertices(model, shape, f.expression, f.jaw, f.eyes, f.rotation, f.translation, 20.0, face_rows)
-        return float(1000 * np.linalg.norm(v - truth, axis=-1).mean())
-
-    def scale_depth(f, shape):
-        v = camera_vertices(model, shape, f.expression, f.jaw, f.eyes, f.rotation, f.translation, 20.0, face_rows)
-        return scale_depth_split(v, truth)
-
+    modes = {"landmark": fit, "photometric": refined, "photometric, identity held": held_identity}
+    vertices = {name: camera_vertices(model, r.shape, r.frames.expression, r.frames.jaw, r.frames.eyes,
+                                      r.frames.rotation, r.frames.translation, 20.0, face_rows)
+                for name, r in modes.items()}
+    split = {name: scale_depth_split(v, truth) for name, v in vertices.items()}
     true_neutral = neutral_vertices(model, p.shape[0])
     identity_error = lambda shape: identity_error_mm(model, shape, true_neutral, face_rows)  # noqa: E731
 
     ok = np.ones(frames, bool)
     out = dict(frames=frames, image_size=size,
-               camera_space_face_vertex_error_mm={"landmark": error(fit.frames, fit.shape),
-                                                  "photometric": error(refined.frames, refined.shape),
-                                                  "photometric, identity held": error(held_identity.frames,
-                                                                                      held_identity.shape)},
-               scale_depth_split={"landmark": scale_depth(fit.frames, fit.shape),
-                                  "photometric": scale_depth(refined.frames, refined.shape),
-                                  "photometric, identity held": scale_depth(held_identity.frames,
-                                                                            held_identity.shape)},
+               camera_space_face_vertex_error_mm={name: s["error_mm"] for name, s in split.items()},
+               scale_depth_split=split,
                identity_face_error_mm={"mean head": identity_error(np.zeros_like(fit.shape)),
                                        "landmark": identity_error(fit.shape),
                                        "photometric": identity_error(refined.shape)},
                nme={"landmark": float(np.mean(fit.nme)), "photometric": float(np.mean(refined.nme))},
-               vertex_accel_mm={"truth": 1000 * accel(truth, ok)},
+               vertex_accel_mm={"truth": 1000 * accel(truth, ok),
+                                **{name: 1000 * accel(vertices[name], ok) for name in ("landmark", "photometric")}},
                landmark_seconds=landmark_s, photometric_seconds_wall_cpu=photometric_s,
                status_counts={s: refined.status.count(s) for s in set(refined.status)},
                photometric_error={"start": float(np.nanmean(refined.photometric.photometric_start)),
                                   "final": float(np.nanmean(refined.photometric.photometric_final))})
-    for name, result in (("landmark", fit), ("photometric", refined)):
-        f = result.frames
-        v = camera_vertices(model, result.shape, f.expression, f.jaw, f.eyes, f.rotation, f.translation, 20.0,
-                            face_rows)
-        out["vertex_accel_mm"][name] = 1000 * accel(v, ok)
     print("synthetic", json.dumps(out), flush=True)
     return out
 
