@@ -349,15 +349,22 @@ def unweighted(config: FitConfig) -> FitConfig:
 def earlier_default(config: FitConfig) -> FitConfig:
     """``config`` as the library fitted before issue 16: no weighting, no silhouette, identity priors 100x / 10x
     weaker."""
-    return without_silhouette(unweighted(config)).replace(
-        init=dataclasses.replace(config.init, shape_prior=config.init.shape_prior / 100),
-        landmark=dataclasses.replace(config.landmark, shape_l2=config.landmark.shape_l2 / 10))
+    config = without_silhouette(unweighted(config))
+    return config.replace(init=dataclasses.replace(config.init, shape_prior=config.init.shape_prior / 100),
+                          landmark=dataclasses.replace(config.landmark, shape_l2=config.landmark.shape_l2 / 10))
 
 
 def without_silhouette(config: FitConfig) -> FitConfig:
-    """``config`` without the person-silhouette term (the library before it)."""
+    """``config`` without the person's silhouette, neither its outline nor its profile (the library before them)."""
+    config = without_profile(config)
     return config.replace(rigid=dataclasses.replace(config.rigid, silhouette_weight=0.0),
                           landmark=dataclasses.replace(config.landmark, silhouette_weight=0.0))
+
+
+def without_profile(config: FitConfig) -> FitConfig:
+    """``config`` without the silhouette's profile term (the one-sided outline alone: the library before it)."""
+    return config.replace(rigid=dataclasses.replace(config.rigid, profile_weight=0.0),
+                          landmark=dataclasses.replace(config.landmark, profile_weight=0.0))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -375,7 +382,7 @@ class Variant:
 def default_variants(config: FitConfig) -> dict[str, Variant]:
     return {"earlier default": Variant(earlier_default(config), two_looks=False),
             "one look": Variant(config, two_looks=False), "library default": Variant(config),
-            "no silhouette": Variant(without_silhouette(config)),
+            "no profile": Variant(without_profile(config)), "no silhouette": Variant(without_silhouette(config)),
             "truth points (oracle)": Variant(config, truth_points=True),
             "precise-landmarks config": Variant(precise_landmarks_config(config)),
             "truth points, precise-landmarks config": Variant(precise_landmarks_config(config), truth_points=True)}
@@ -624,7 +631,9 @@ def run(quick: bool, pictures_dir: Path | None = None, sampled_heads: int | None
             "visibility x Geman-McClure IRLS, FitConfig.weighting) on targets from MediaPipe's two looks, the crop "
             "and its mirror image (each point at their mean, weighted by their agreement: two_look_targets), the "
             "fitted points held inside the person's silhouette (MediaPipe's selfie segmentation, Preprocessed.person; "
-            "silhouette_weight); no silhouette: the same without that term; "
+            "silhouette_weight) and, at strong yaw, reaching the silhouette's edge on the side the face turns to "
+            "(LandmarkTargets.profile, profile_weight); no profile: the same without the profile term; no "
+            "silhouette: without either term; "
             "one look: the same fit on the crop's look alone (the library before); earlier default: one look, no "
             "weighting, the identity priors of before (init 2e-4, landmark stage 0.05). "
             "truth points (oracle): the library default fitted to the truth's projected inner 51 points alone "

@@ -133,7 +133,8 @@ def _add_fit_arguments(p: argparse.ArgumentParser, default_batch: int) -> None:
     faces.add_argument("--all-faces", action="store_true", help="fit every face of each photograph")
     p.add_argument("--no-silhouette", action="store_true",
                    help="fit without the person's silhouette (MediaPipe's selfie segmentation keeps the fitted face "
-                        "inside the person's outline); for pictures where it takes the background for the person")
+                        "inside the person's outline, and a strongly turned face's profile on its edge); for "
+                        "pictures where it takes the background for the person")
     p.add_argument("--init", default="auto", choices=("auto", "deca+mica", "deca", "mica", "linear"),
                    help="start: DECA/MICA ONNX networks from the weights folder, or the weights-free linear "
                         "solve; auto = the networks whose weights are present, else linear")

@@ -29,8 +29,9 @@ from flamejax.fit import (
     stack_targets,
 )
 from flamejax.fit._landmark_fit import _fit_batch_jit, rigid_stage
-from flamejax.fit._targets import SILHOUETTE_SIZE
+from flamejax.fit._targets import PROFILE_SAMPLES, SILHOUETTE_SIZE
 from flamejax.flame import flame_forward, landmark_points, posed_landmarks
+from flamejax.flame._layout import INNER_68
 from tests.conftest import requires_flame
 
 pytestmark = requires_flame
@@ -99,6 +100,18 @@ def test_fit_is_independent_of_batch_mates_and_slot(flame_model, problems, batch
             np.testing.assert_array_equal(a[0], b[slot])
 
 
+def _shifted(targets, dx: float, **fields):
+    """``targets`` with every point moved ``dx`` NDC along x, and ``fields`` replaced."""
+    shift = jnp.array([dx, 0.0])
+    return dataclasses.replace(targets, lmk68=targets.lmk68 + shift, iris=targets.iris + shift,
+                               mediapipe=targets.mediapipe + shift, **fields)
+
+
+def _in_both_stages(**weights):
+    return CONFIG.replace(rigid=dataclasses.replace(CONFIG.rigid, **weights),
+                          landmark=dataclasses.replace(CONFIG.landmark, **weights))
+
+
 def test_the_person_silhouette_keeps_the_face_inside(flame_model, problems):
     """Targets moved 0.15 NDC right of the true face, a silhouette ending just right of it: the fit follows the
     targets without the silhouette term and stays near the outline with a strong one (same compiled program:
@@ -112,20 +125,40 @@ def test_the_person_silhouette_keeps_the_face_inside(flame_model, problems):
         edge = float(jnp.max(t.lmk68[:, 0])) + 0.02
         columns = (np.arange(SILHOUETTE_SIZE) + 0.5) * 2 / SILHOUETTE_SIZE - 1
         outside = np.broadcast_to(np.maximum(columns - edge, 0.0), (SILHOUETTE_SIZE, SILHOUETTE_SIZE))
-        shift = jnp.array([0.15, 0.0])
-        moved.append(dataclasses.replace(t, lmk68=t.lmk68 + shift, iris=t.iris + shift, mediapipe=t.mediapipe + shift,
-                                         outside=jnp.asarray(outside, jnp.float32)))
+        moved.append(_shifted(problem.targets, 0.15, outside=jnp.asarray(outside, jnp.float32)))
         edges.append(edge)
     edges = np.asarray(edges)
-    def weighted(weight):
-        return CONFIG.replace(rigid=dataclasses.replace(CONFIG.rigid, silhouette_weight=weight),
-                              landmark=dataclasses.replace(CONFIG.landmark, silhouette_weight=weight))
-
     # A whole face moved is a harder contradiction than the fold of a few points the default weight is set for.
-    free, held = fit_batch(flame_model, moved, weighted(0.0)), fit_batch(flame_model, moved, weighted(5e4))
+    free = fit_batch(flame_model, moved, _in_both_stages(silhouette_weight=0.0))
+    held = fit_batch(flame_model, moved, _in_both_stages(silhouette_weight=5e4))
     assert np.all(free.status == Status.OK) and np.all(held.status == Status.OK)
     assert np.all(beyond(free) > 0.1)
     assert np.all(beyond(held) < 0.3 * beyond(free))
+
+
+def test_the_silhouette_s_profile_draws_a_folded_face_out(flame_model, problems):
+    """Targets moved 0.12 NDC left of the true face (as FaceMesh folds a turned face inwards), the profile points
+    where the true face's rightmost inner points are: the fit follows the targets without the profile term and
+    reaches the profile with a strong one (same compiled program)."""
+    def shortfall(result):  # mean distance from each profile point to the nearest fitted inner landmark
+        inner = result.landmarks.lmk68[:, INNER_68]
+        gaps = np.linalg.norm(np.stack(profiles)[:, :, None] - inner[:, None], axis=-1).min(-1)
+        return gaps.mean(-1)
+
+    folded, profiles = [], []
+    for problem in problems[:BATCH]:
+        t = problem.targets
+        inner = np.asarray(t.lmk68[INNER_68])
+        rightmost = inner[np.argsort(inner[:, 0])[-6:]]
+        profile = np.resize(rightmost, (PROFILE_SAMPLES, 2)).astype(np.float32)
+        folded.append(_shifted(t, -0.12, profile=jnp.asarray(profile), profile_weight=jnp.ones(PROFILE_SAMPLES)))
+        profiles.append(profile)
+    free = fit_batch(flame_model, folded, _in_both_stages(profile_weight=0.0))
+    drawn = fit_batch(flame_model, folded, _in_both_stages(profile_weight=5e4))
+    assert np.all(free.status == Status.OK) and np.all(drawn.status == Status.OK)
+    assert np.all(shortfall(free) > 0.05)
+    # the profile term stops at PROFILE_MARGIN (0.015) from the nearest landmark
+    assert np.all(shortfall(drawn) < 0.5 * shortfall(free)) and np.all(shortfall(drawn) < 0.035)
 
 
 def test_initialisation_is_independent_of_batch_slot(flame_model):

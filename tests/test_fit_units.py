@@ -14,8 +14,9 @@ from absl.testing import parameterized  # noqa: F401  (chex.variants needs absl'
 from flamejax.camera import Camera, project_ndc
 from flamejax.fit import LandmarkTargets, Status, stack_targets
 from flamejax.fit._init import _orthonormal_rows, _scaled_orthographic_pose, _solve_spd3
-from flamejax.fit._landmark_fit import SILHOUETTE_CAP, SILHOUETTE_MARGIN, mean_l1, mean_l2, silhouette_loss
-from flamejax.fit._targets import SILHOUETTE_SIZE, silhouette_distance
+from flamejax.fit._landmark_fit import (PROFILE_CAP, PROFILE_MARGIN, SILHOUETTE_CAP, SILHOUETTE_MARGIN, mean_l1,
+                                        mean_l2, profile_loss, silhouette_loss)
+from flamejax.fit._targets import PROFILE_SAMPLES, PROFILE_TURN, SILHOUETTE_SIZE, profile_edge, silhouette_distance
 from flamejax.flame import ProjectedLandmarks
 from flamejax.fit._result import first_failure
 from flamejax.rotation import axis_angle_to_matrix
@@ -54,6 +55,33 @@ class LossTest(chex.TestCase):
                                    SILHOUETTE_CAP * np.tanh((0.25 - SILHOUETTE_MARGIN) / SILHOUETTE_CAP), rtol=0.03)
         grad = jax.grad(lambda p: silhouette_loss(projected(p), outside))(beyond)
         self.assertTrue(np.all(grad[:, 0] > 0) and np.allclose(grad[:, 1], 0.0, atol=1e-6))
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_profile_loss_pulls_the_nearest_landmark_to_the_edge(self):
+        """Profile points cost their distance to the nearest inner landmark (beyond the margin, capped softly);
+        the jaw contour does not count, weightless points cost nothing, and the gradient moves the nearest
+        landmark towards the edge and leaves the others."""
+        def projected(points):
+            return ProjectedLandmarks(lmk68=points[:68], iris=points[68:78], mediapipe=points[78:])
+
+        points = jnp.zeros((183, 2))
+        profile = jnp.stack([jnp.full(PROFILE_SAMPLES, 0.3), jnp.zeros(PROFILE_SAMPLES)], axis=-1)
+        weight = jnp.ones(PROFILE_SAMPLES)
+        loss = self.variant(profile_loss)
+        np.testing.assert_allclose(loss(projected(points), profile, weight),
+                                   PROFILE_CAP * np.tanh((0.3 - PROFILE_MARGIN) / PROFILE_CAP), rtol=1e-4)
+        nose = 30  # the nose tip, an inner point
+        reached = points.at[nose, 0].set(0.3 - 0.5 * PROFILE_MARGIN)
+        np.testing.assert_allclose(loss(projected(reached), profile, weight), 0.0, atol=1e-6)
+        jaw_reached = points.at[8, 0].set(0.3)  # a contour point at the edge explains nothing
+        np.testing.assert_allclose(loss(projected(jaw_reached), profile, weight),
+                                   loss(projected(points), profile, weight), rtol=1e-6)
+        np.testing.assert_allclose(loss(projected(points), profile, jnp.zeros(PROFILE_SAMPLES)), 0.0, atol=1e-7)
+        np.testing.assert_allclose(loss(projected(points), None, None), 0.0)
+        ahead = points.at[nose, 0].set(0.1)
+        grad = jax.grad(lambda p: profile_loss(projected(p), profile, weight))(ahead)
+        self.assertLess(float(grad[nose, 0]), 0.0)  # moving the nose right lowers the cost
+        self.assertTrue(np.allclose(np.delete(np.asarray(grad), nose, axis=0), 0.0))
 
     @chex.variants(with_jit=True, without_jit=True)
     def test_projection_of_a_point_on_the_axis_and_off_it(self):
@@ -149,6 +177,57 @@ def test_silhouette_distance_units_and_absent_silhouettes():
         silhouette_distance(np.ones((64, 32), np.float32))
 
 
+def _turned_face(turn: float, facing: int = 1) -> np.ndarray:
+    """478 points of a face 140 px high and 80 px wide whose nose tip lies ``turn`` half-widths off the cheeks'
+    middle, towards +x (``facing`` 1) or -x (-1), on a 256² crop."""
+    rng = np.random.default_rng(0)
+    points = np.stack([rng.uniform(60, 170, 478), rng.uniform(60, 200, 478)], axis=-1).astype(np.float32)
+    points[[10, 152, 234, 454, 1, 9, 17]] = [[100, 60], [100, 200], [60, 130], [140, 130], [100 + 40 * turn, 130],
+                                             [150, 90], [160, 170]]
+    if facing < 0:
+        points[:, 0] = 256 - points[:, 0]
+    return points
+
+
+def _silhouette_to(column: float, outside: float = 0.0, facing: int = 1) -> np.ndarray:
+    person = np.full((256, 256), outside, np.float32)
+    person[20:250, 20:int(column)] = 1.0
+    return person if facing > 0 else person[:, ::-1].copy()
+
+
+@pytest.mark.parametrize("facing", [1, -1])
+def test_profile_edge_finds_the_turned_face_s_edge(facing):
+    points = _turned_face(1.8, facing)
+    edges, weights = profile_edge(_silhouette_to(180, facing=facing), points)
+    assert edges.shape == (PROFILE_SAMPLES, 2) and weights.shape == (PROFILE_SAMPLES,)
+    np.testing.assert_array_equal(weights, 1.0)
+    np.testing.assert_allclose(edges[:, 0], 180 if facing > 0 else 76, atol=1.0)
+    levels = np.sort(edges[:, 1])  # from the lower lip up to between the brows, evenly
+    assert levels[0] < 95 and levels[-1] > 165 and np.all(np.diff(levels) > 0)
+
+
+def test_profile_edge_gives_nothing_it_cannot_trust():
+    turned = _turned_face(1.8)
+    for points, person, why in ((_turned_face(0.0), _silhouette_to(180), "a face that looks at the camera"),
+                                (turned, _silhouette_to(180, outside=0.5), "a segmentation unsure of the background"),
+                                (turned, _silhouette_to(230), "an edge far beyond every point: hair, a shoulder"),
+                                (turned, np.zeros((256, 256), np.float32), "no silhouette"),
+                                (np.full((478, 2), np.nan, np.float32), _silhouette_to(180), "no points")):
+        assert not profile_edge(person, points)[1].any(), why
+    half_way = float(np.mean(PROFILE_TURN))
+    np.testing.assert_allclose(profile_edge(_silhouette_to(180), _turned_face(half_way))[1], 0.5, atol=1e-5)
+
+
+def test_targets_find_the_profile_on_a_silhouette_of_another_size():
+    points = _turned_face(1.8)
+    same = LandmarkTargets.from_pixels(points, points[:68], 256, person=_silhouette_to(180))
+    larger = cv2.resize(_silhouette_to(180), (512, 512), interpolation=cv2.INTER_NEAREST)
+    other = LandmarkTargets.from_pixels(points, points[:68], 256, person=larger)
+    np.testing.assert_allclose(other.profile, same.profile, atol=2e-3)  # NDC: a quarter of a 256² pixel
+    np.testing.assert_array_equal(other.profile_weight, same.profile_weight)
+    np.testing.assert_allclose(same.profile[:, 0], 180 * 2 / 256 - 1, atol=2 / 256)
+
+
 def test_targets_with_and_without_a_silhouette_stack_into_one_batch():
     points = np.full((478, 2), 100.0, np.float32)
     person = np.zeros((256, 256), np.float32)
@@ -160,4 +239,6 @@ def test_targets_with_and_without_a_silhouette_stack_into_one_batch():
     assert batch.outside.shape == (3, SILHOUETTE_SIZE, SILHOUETTE_SIZE)
     np.testing.assert_array_equal(batch.outside[0], seen.outside)
     assert not np.asarray(batch.outside[1:]).any()
-    assert stack_targets([unseen], batch_size=2).outside is None  # video frames: no field, no cost
+    assert batch.profile.shape == (3, PROFILE_SAMPLES, 2) and not np.asarray(batch.profile_weight[1:]).any()
+    unseen_batch = stack_targets([unseen], batch_size=2)
+    assert unseen_batch.outside is None and unseen_batch.profile is None  # video frames: no field, no cost

@@ -72,6 +72,10 @@ class RigidStageConfig:
     """flamejax addition: the fitted landmarks must project inside the person's silhouette
     (``LandmarkTargets.outside``; nothing when none is known). At strong yaw it holds the face from reaching past
     the head's outline where FaceMesh folds it (identity section of benchmarks/RESULTS.md)."""
+    profile_weight: float = 2000.0
+    """flamejax addition: at strong yaw the fitted face's profile must reach the silhouette's edge on the side
+    the face turns to (``LandmarkTargets.profile``; nothing when none is known). The other side of
+    :attr:`silhouette_weight`: it catches a face FaceMesh folded inwards."""
     optimise_fov: bool = False
     fov_lr: float = 0.5
     """Degrees per step scale of Adam on the field of view (only when ``optimise_fov``)."""
@@ -101,6 +105,8 @@ class LandmarkStageConfig:
     """flamejax addition: the 105 MediaPipe points embedded on FLAME."""
     silhouette_weight: float = 2000.0
     """flamejax addition: as :attr:`RigidStageConfig.silhouette_weight`."""
+    profile_weight: float = 2000.0
+    """flamejax addition: as :attr:`RigidStageConfig.profile_weight`."""
     expression_l2: float = 0.025
     shape_l2: float = 0.5
     """flamejax: ten times the earlier 0.05, which fitted detector noise into the identity (identity section of

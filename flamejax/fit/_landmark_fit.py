@@ -83,6 +83,32 @@ def silhouette_loss(proj: ProjectedLandmarks, outside: Float[Array, "s s"] | Non
     return jnp.mean(SILHOUETTE_CAP * jnp.tanh(distance / SILHOUETTE_CAP))
 
 
+PROFILE_MARGIN = 0.015
+"""NDC distance (2 pixels of a 256² crop) a profile point may lie from the fitted face's nearest landmark at no
+cost: the landmarks are points on the profile, not its whole line."""
+PROFILE_CAP = 0.1
+"""NDC distance at which a profile point's cost levels off (tanh): a mustache, glasses or a segmentation's
+bulge should not drag the face."""
+
+
+def profile_loss(proj: ProjectedLandmarks, profile: Float[Array, "p 2"] | None,
+                 weight: Float[Array, "p"] | None) -> Float[Array, ""]:
+    """Weighted mean over the silhouette's profile points (``LandmarkTargets.profile``) of the distance to the
+    nearest fitted inner landmark (inner 51, embedded MediaPipe points: nose, lips, brows, eyes), beyond
+    :data:`PROFILE_MARGIN` and capped softly at :data:`PROFILE_CAP`.
+
+    The other side of :func:`silhouette_loss`: at strong yaw the face's profile is the silhouette's edge, so the
+    fitted nose, lips and brows must reach it. FaceMesh often folds the far half of a turned face inwards, onto
+    the cheek; the folded points lie inside the silhouette, where the one-sided term cannot see them. The jaw
+    contour is left out: a less-turned face would bring it to the same edge. Zero without profile points."""
+    if profile is None or weight is None:
+        return jnp.zeros((), proj.lmk68.dtype)
+    landmarks = jnp.concatenate([proj.lmk68[INNER_68], proj.mediapipe])
+    squared = jnp.sum((profile[:, None, :] - landmarks[None, :, :]) ** 2, axis=-1)
+    distance = jnp.maximum(jnp.sqrt(jnp.min(squared, axis=1) + 1e-12) - PROFILE_MARGIN, 0.0)
+    return _weighted_mean(PROFILE_CAP * jnp.tanh(distance / PROFILE_CAP), weight)
+
+
 def _mediapipe_targets(model: FlameModel, targets: LandmarkTargets):
     ids = model.landmarks.mediapipe_ids
     return targets.mediapipe[ids], targets.mediapipe_weight[ids]
@@ -91,19 +117,20 @@ def _mediapipe_targets(model: FlameModel, targets: LandmarkTargets):
 def rigid_loss(model: FlameModel, proj: ProjectedLandmarks, targets: LandmarkTargets,
                cfg: RigidStageConfig) -> Float[Array, ""]:
     """Stage 1's data term: weighted mean L2 on the inner 51, the jaw contour and the MediaPipe points, and the
-    person's silhouette (:func:`silhouette_loss`)."""
+    person's silhouette (:func:`silhouette_loss`, :func:`profile_loss`)."""
     mp_target, mp_weight = _mediapipe_targets(model, targets)
     lmk, goal, weight = proj.lmk68, targets.lmk68, targets.lmk68_weight
     return (cfg.inner_weight * mean_l2(lmk[INNER_68], goal[INNER_68], weight[INNER_68])
             + cfg.contour_weight * mean_l2(lmk[CONTOUR_68], goal[CONTOUR_68], weight[CONTOUR_68])
             + cfg.mediapipe_weight * mean_l2(proj.mediapipe, mp_target, mp_weight)
-            + cfg.silhouette_weight * silhouette_loss(proj, targets.outside))
+            + cfg.silhouette_weight * silhouette_loss(proj, targets.outside)
+            + cfg.profile_weight * profile_loss(proj, targets.profile, targets.profile_weight))
 
 
 def landmark_data_loss(model: FlameModel, proj: ProjectedLandmarks, targets: LandmarkTargets,
                        cfg: LandmarkStageConfig, lmk68_weight: Float[Array, "68"] | None = None) -> Float[Array, ""]:
     """Stage 2's landmark term on projected landmarks: L1 on the inner 51, the jaw contour, the irises and the
-    MediaPipe points, and the person's silhouette (:func:`silhouette_loss`). ``lmk68_weight`` re-weights the 68
+    MediaPipe points, and the person's silhouette (:func:`silhouette_loss`, :func:`profile_loss`). ``lmk68_weight`` re-weights the 68
     points on top of the targets' own weights (the photometric stage's grouping)."""
     mp_target, mp_weight = _mediapipe_targets(model, targets)
     weight = targets.lmk68_weight if lmk68_weight is None else targets.lmk68_weight * lmk68_weight
@@ -111,7 +138,8 @@ def landmark_data_loss(model: FlameModel, proj: ProjectedLandmarks, targets: Lan
             + cfg.contour_weight * mean_l1(proj.lmk68[CONTOUR_68], targets.lmk68[CONTOUR_68], weight[CONTOUR_68])
             + cfg.iris_weight * mean_l1(proj.iris, targets.iris, targets.iris_weight)
             + cfg.mediapipe_weight * mean_l1(proj.mediapipe, mp_target, mp_weight)
-            + cfg.silhouette_weight * silhouette_loss(proj, targets.outside))
+            + cfg.silhouette_weight * silhouette_loss(proj, targets.outside)
+            + cfg.profile_weight * profile_loss(proj, targets.profile, targets.profile_weight))
 
 
 def params_labels(params: FlameParams, shape: str, expression: str, jaw: str, eyes: str) -> FlameParams:

@@ -12,10 +12,21 @@ import numpy as np
 
 from flamejax._typing import Array, Bool, Float
 from flamejax.camera import pixels_to_ndc
-from flamejax.flame._layout import INNER_68, IRIS, NUM_IBUG68, NUM_POINTS, OUTER_EYE_CORNERS
+from flamejax.flame._layout import (INNER_68, IRIS, MEDIAPIPE_BETWEEN_BROWS, MEDIAPIPE_CHEEKS, MEDIAPIPE_CHIN,
+                                    MEDIAPIPE_FOREHEAD_TOP, MEDIAPIPE_LOWER_LIP, MEDIAPIPE_NOSE_TIP, NUM_IBUG68,
+                                    NUM_POINTS, OUTER_EYE_CORNERS)
 
 SILHOUETTE_SIZE = 128
 """Side of :attr:`LandmarkTargets.outside`, whatever the size of the fit image (one compiled program for all)."""
+PROFILE_SAMPLES = 24
+"""Levels of the face, between the brows and the lower lip, at which :func:`profile_edge` looks for the profile."""
+PROFILE_TURN = (1.4, 1.7)
+"""How far the nose tip lies off the middle of the cheeks, in half face widths (:func:`profile_edge`), where the
+profile's weight starts to rise from 0 and where it reaches 1: about 45° and 55° of yaw on MediaPipe's points.
+Below it the silhouette's edge at the face's side is a cheek, an ear or hair, not the face's profile."""
+PROFILE_REACH = 0.15
+"""Face heights an edge may lie beyond FaceMesh's farthest point at its level: farther, it is hair, a hand or a
+shoulder rather than the nose or lips FaceMesh placed too far in."""
 
 
 @jax.tree_util.register_dataclass
@@ -37,6 +48,12 @@ class LandmarkTargets:
     face's landmarks must project inside (see :func:`silhouette_distance`). Rows are y, columns x, cells of
     ``2 / SILHOUETTE_SIZE`` NDC. ``None`` (no silhouette term at all; video frames, synthetic targets) or all
     zeros (a photograph whose silhouette is not known: same program as those with one)."""
+    profile: Float[Array, "24 2"] | None = None
+    """Points on the silhouette's edge on the side a strongly turned face turns to (its profile: nose, lips,
+    brows), in NDC, from :func:`profile_edge`; the fitted face must reach them. ``None`` or all weights zero: none
+    known."""
+    profile_weight: Float[Array, "24"] | None = None
+    """Per :attr:`profile` point: 0 (not found, or the face is not turned far enough) to 1."""
 
     @staticmethod
     def from_pixels(points478: np.ndarray, lmk68: np.ndarray, image_size: int, iris: np.ndarray | None = None,
@@ -49,13 +66,21 @@ class LandmarkTargets:
         arrays = dict(lmk68=ndc(lmk68), iris=ndc(iris), mediapipe=ndc(points478))
         finite = all(np.all(np.isfinite(a)) for a in arrays.values())
         arrays = {k: np.nan_to_num(v) for k, v in arrays.items()}
+        outside = None if person is None else silhouette_distance(person)  # first: it checks the silhouette
+        profile = None
+        if person is not None:  # the silhouette may have its own size: its pixels, then the crop's
+            scale = person.shape[0] / image_size
+            edges, edge_weight = profile_edge(np.asarray(person, np.float32), points478 * scale)
+            profile = edges / scale, edge_weight
         return LandmarkTargets(
             **{k: jnp.asarray(v) for k, v in arrays.items()},
             lmk68_weight=jnp.ones(NUM_IBUG68, jnp.float32),
             iris_weight=jnp.ones(10, jnp.float32),
             mediapipe_weight=jnp.ones(NUM_POINTS, jnp.float32),
             valid=jnp.asarray(bool(valid and finite)),
-            outside=None if person is None else jnp.asarray(silhouette_distance(person)),
+            outside=None if outside is None else jnp.asarray(outside),
+            profile=None if profile is None else jnp.asarray(pixels_to_ndc(profile[0], image_size)),
+            profile_weight=None if profile is None else jnp.asarray(profile[1]),
         )
 
     @staticmethod
@@ -90,7 +115,8 @@ def check_targets(targets: LandmarkTargets, batch_dims: int, name: str = "target
                          + (" (stack per-image targets with stack_targets)" if batch_dims else ""))
     for field, shape in (("lmk68", (NUM_IBUG68, 2)), ("iris", (10, 2)), ("mediapipe", (NUM_POINTS, 2)),
                          ("lmk68_weight", (NUM_IBUG68,)), ("iris_weight", (10,)), ("mediapipe_weight", (NUM_POINTS,)),
-                         ("outside", (SILHOUETTE_SIZE, SILHOUETTE_SIZE))):
+                         ("outside", (SILHOUETTE_SIZE, SILHOUETTE_SIZE)), ("profile", (PROFILE_SAMPLES, 2)),
+                         ("profile_weight", (PROFILE_SAMPLES,))):
         if getattr(targets, field) is not None:
             chex.assert_shape(getattr(targets, field), batch + shape,
                               custom_message=f"{name}.{field} must have shape {batch + shape}")
@@ -115,6 +141,64 @@ def silhouette_distance(person: Float[np.ndarray, "S S"] | None) -> Float[np.nda
     return (to_edge * (2.0 / SILHOUETTE_SIZE)).astype(np.float32)
 
 
+def profile_edge(person: Float[np.ndarray, "S S"], points478: Float[np.ndarray, "478 2"]
+                 ) -> tuple[Float[np.ndarray, "24 2"], Float[np.ndarray, "24"]]:
+    """The person's profile at strong yaw: where the silhouette ends on the side the face turns to, at
+    :data:`PROFILE_SAMPLES` levels of the face from the brows down to the lower lip (pixels of the square crop that
+    ``person`` and ``points478`` are on), and a weight per point.
+
+    Each level's ray starts at the middle of FaceMesh's points and runs across the face, in the face's own axes
+    (forehead top to chin), to the first pixel outside the silhouette. A point is kept where the silhouette is sure
+    on both sides of it (at least 0.75 a few pixels in, at most 0.25 a few pixels out: a segmentation unsure of a
+    dark background is not an edge) and where it lies at most :data:`PROFILE_REACH` face heights beyond FaceMesh's
+    farthest point at that level. The weights rise with the turn over :data:`PROFILE_TURN`: at a profile the edge
+    there is the nose, the lips and the brow, which FLAME models; facing the camera it is a cheek or hair."""
+    points = np.asarray(points478, np.float32)
+    size = person.shape[0]
+    none = np.zeros((PROFILE_SAMPLES, 2), np.float32), np.zeros(PROFILE_SAMPLES, np.float32)
+    if not np.all(np.isfinite(points)):
+        return none
+    up = points[MEDIAPIPE_FOREHEAD_TOP] - points[MEDIAPIPE_CHIN]
+    height = float(np.linalg.norm(up))
+    cheeks = points[list(MEDIAPIPE_CHEEKS)]
+    half_width = float(np.linalg.norm(cheeks[1] - cheeks[0])) / 2
+    if height < 1.0 or half_width < 1.0:
+        return none
+    up /= height
+    across = np.array([-up[1], up[0]], np.float32)
+    turn = float(np.dot(points[MEDIAPIPE_NOSE_TIP] - cheeks.mean(0), across)) / half_width
+    weight = float(np.clip((abs(turn) - PROFILE_TURN[0]) / (PROFILE_TURN[1] - PROFILE_TURN[0]), 0.0, 1.0))
+    if weight == 0.0:
+        return none
+    side = np.sign(turn) * across
+    middle = points.mean(0)
+    level_of = lambda p: np.dot(p - middle, up)  # noqa: E731
+    levels = np.linspace(level_of(points[MEDIAPIPE_LOWER_LIP]), level_of(points[MEDIAPIPE_BETWEEN_BROWS]),
+                         PROFILE_SAMPLES)
+    starts = middle + levels[:, None] * up
+    steps = np.arange(0.0, height, 0.5, dtype=np.float32)
+    rays = starts[:, None, :] + steps[None, :, None] * side
+
+    def silhouette_at(xy):
+        cells = np.floor(xy).astype(int)
+        within = np.all((cells >= 0) & (cells < size), axis=-1)
+        cells = np.clip(cells, 0, size - 1)
+        return np.where(within, person[cells[..., 1], cells[..., 0]], 0.0)
+
+    inside = silhouette_at(rays) >= 0.5
+    leaves = np.argmax(~inside, axis=1)  # the first step outside
+    found = inside[:, 0] & (leaves > 0)
+    edges = rays[np.arange(PROFILE_SAMPLES), np.maximum(leaves - 1, 0)] + 0.25 * side  # half a step past the last in
+    near_level = np.abs(level_of(points)[None, :] - levels[:, None]) < 0.08 * height
+    reach = np.where(near_level, (points @ side)[None, :], -np.inf).max(axis=1) - starts @ side
+    beyond = (edges - starts) @ side - reach
+    sure = size / 64
+    sharp = (silhouette_at(edges + sure * side) <= 0.25) & (silhouette_at(edges - sure * side) >= 0.75)
+    kept = found & sharp & (beyond <= PROFILE_REACH * height)
+    return (np.where(kept[:, None], edges, 0.0).astype(np.float32),
+            np.where(kept, weight, 0.0).astype(np.float32))
+
+
 def stack_targets(targets: list[LandmarkTargets], batch_size: int | None = None) -> LandmarkTargets:
     """Stack per-image targets into a batch, padded with :meth:`LandmarkTargets.padding` up to ``batch_size``."""
     batch_size = batch_size or len(targets)
@@ -124,6 +208,10 @@ def stack_targets(targets: list[LandmarkTargets], batch_size: int | None = None)
     if any(t.outside is not None for t in padded):  # one program for the batch: no silhouette is all zeros
         none = jnp.zeros((SILHOUETTE_SIZE, SILHOUETTE_SIZE), jnp.float32)
         padded = [t if t.outside is not None else dataclasses.replace(t, outside=none) for t in padded]
+    if any(t.profile is not None for t in padded):
+        padded = [t if t.profile is not None else dataclasses.replace(
+            t, profile=jnp.zeros((PROFILE_SAMPLES, 2), jnp.float32),
+            profile_weight=jnp.zeros(PROFILE_SAMPLES, jnp.float32)) for t in padded]
     return jax.tree.map(lambda *x: jnp.stack(x), *padded)
 
 

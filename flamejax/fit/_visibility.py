@@ -163,7 +163,8 @@ def two_look_targets(points478: Float[np.ndarray, "478 2"], mirrored478: Float[n
     folds the far half of the face inwards in one look and not in the other, and a point the looks put in
     different places is one that at least one of them got wrong. The iris weights are those of the iris points.
     Without a second look (``None``): the one set at full weight, as :meth:`LandmarkTargets.from_pixels`.
-    ``person``: the person's silhouette on the crop (``Preprocessed.person``), see ``LandmarkTargets.outside``.
+    ``person``: the person's silhouette on the crop (``Preprocessed.person``), see ``LandmarkTargets.outside`` and
+    ``LandmarkTargets.profile``.
     """
     points478 = np.asarray(points478, np.float32)
     if mirrored478 is None:

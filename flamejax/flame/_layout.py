@@ -54,6 +54,12 @@ LEFT_BROW = (300, 293, 334, 296, 336, 285, 295, 282, 283, 276)
 """Subject's left eyebrow outline: upper edge outer to inner, lower edge back."""
 NOSE = (168, 6, 197, 195, 5, 4, 1, 19, 94, 2, 98, 97, 326, 327, 129, 358, 240, 460)
 """Nose: bridge from between the eyes to the tip and the base (168 … 2), then nostrils and wings."""
+MEDIAPIPE_FOREHEAD_TOP, MEDIAPIPE_CHIN = 10, 152
+"""The face oval's top and bottom on the midline: the face's up axis and height."""
+MEDIAPIPE_CHEEKS = (234, 454)
+"""The face oval's widest points, subject's right then left: the face's width and middle."""
+MEDIAPIPE_NOSE_TIP, MEDIAPIPE_BETWEEN_BROWS, MEDIAPIPE_LOWER_LIP = 1, 9, 17
+"""Midline points: how far the nose tip lies off the cheeks' middle says how far the head turns."""
 
 IBUG68_MIRROR = np.array([*range(16, -1, -1), *range(26, 21, -1), *range(21, 16, -1), 27, 28, 29, 30,
                           35, 34, 33, 32, 31, 45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40,
