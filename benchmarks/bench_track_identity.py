@@ -10,10 +10,14 @@ identity of landmark mode) and the keyframes' (``shape``). The unfitted mean hea
 
 ``--priors``: landmark mode only, with the tracker's identity prior (one photograph's per identity frame,
 ``SAME_PERSON``'s) and with the joint stage's weaker one it had before; the clip identity and the inner-51 NME over
-the face box against the renders' true projected points and against MediaPipe's.
+the face box against the renders' true projected points and against MediaPipe's. ``--turned``: landmark mode with
+and without what frames MediaPipe sees turned past about 45° get besides the tracking look, the silhouette's profile
+(``TrackConfig.profile``) and FaceMesh's look at the mirror image (``TrackConfig.mirror_check``), meant for clips
+that turn past 50° (``--yaw 70``): the NME also at the frames of |yaw| >= 50.
 
     python3 -m benchmarks.bench_track_identity [--frames 36] [--yaw 40] [--sampled-heads 6] [--pictures DIR]
     python3 -m benchmarks.bench_track_identity --priors
+    python3 -m benchmarks.bench_track_identity --turned --yaw 70
 """
 
 from __future__ import annotations
@@ -154,40 +158,79 @@ def run(frames: int, yaw_deg: float, sampled_heads: int, pictures_dir: Path | No
     return result(NAME, TITLE, "full", settings, tables, data={"rows": rows, "ratios": ratios}, note=note)
 
 
+HARD_YAW = 50.0
+"""Frames whose true |yaw| is at least this are the hard poses of ``--turned``'s clips."""
+
+
+def run_landmark_variants(frames: int, yaw_deg: float, sampled_heads: int, configs: dict[str, TrackConfig],
+                          name: str, title: str, caption: str) -> dict:
+    """Landmark mode with each of ``configs`` on the same clips: the clip identity (NoW) and the inner-51 NME over
+    the face box against the renders' true projected points (all frames, and frames at |yaw| >= ``HARD_YAW``)
+    and against MediaPipe's."""
+    model, heads, _, shape_now, mean_now, clips = rendered_clips(frames, yaw_deg, sampled_heads)
+    rows = []
+    for h_index, head, plan, folder, truths in clips:
+        row = dict(subject=head.name, mean_head=mean_now[h_index])
+        for k, (label, config) in enumerate(configs.items()):
+            tracked = track_video(folder, folder.parent / f"landmark_{k}", config, model, overlay=False)
+            fitted = np.load(tracked.out_dir / "tracking.npz")["landmarks_fitted"]
+            rendered = [int(frame) for frame in tracked.frame_indices]
+            nme = np.array([nme_face_box(fitted[i][17:], truths[frame]) for i, frame in enumerate(rendered)])
+            hard = np.array([abs(plan[frame]["angles"][0]) >= HARD_YAW for frame in rendered])
+            row[label] = dict(now=float(np.median(shape_now(h_index, tracked.fit.shape))),
+                              nme_truth=float(np.median(nme)), nme_mediapipe=float(np.nanmedian(tracked.fit.nme)),
+                              hard_frames=int(hard.sum()),
+                              nme_hard=float(np.median(nme[hard])) if hard.any() else None,
+                              nme_hard_max=float(nme[hard].max()) if hard.any() else None,
+                              hard_over_8=int(np.sum(nme[hard] > 0.08)))
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    keys = [("now", "NoW median mm", 1), ("nme_truth", "NME vs true points %", 100),
+            ("nme_mediapipe", "NME vs MediaPipe %", 100)]
+    if any(r[label]["hard_frames"] for r in rows for label in configs):
+        keys += [("nme_hard", f"NME vs true points at |yaw| >= {HARD_YAW:g}, median %", 100),
+                 ("nme_hard_max", f"NME at |yaw| >= {HARD_YAW:g}, worst %", 100),
+                 ("hard_over_8", f"frames at |yaw| >= {HARD_YAW:g} over 8 %", 1)]
+
+    def summary(label: str, key: str) -> float:
+        values = [r[label][key] for r in rows if r[label][key] is not None]
+        return float(np.sum(values) if key == "hard_over_8" else np.median(values))
+
+    body = [[r["subject"], r["mean_head"], *(None if r[label][key] is None else r[label][key] * times
+                                             for label in configs for key, _, times in keys)] for r in rows]
+    body.append(["median over subjects (frames over 8 %: sum)", float(np.median([r["mean_head"] for r in rows])),
+                 *(summary(label, key) * times for label in configs for key, _, times in keys)])
+    columns = [f"{label}: {what}" for label in configs for _, what, _ in keys]
+    tables = [table(f"{caption} ({frames} frames, yaw ±{yaw_deg:g}°)", ["subject", "mean head NoW mm", *columns],
+                    body)]
+    settings = {"subjects": f"{len(heads)} ({', '.join(h.name for h in heads)})", "frames per clip": frames,
+                "model": f"test model, {N_SHAPE} identity / {N_EXPRESSION} expression"}
+    note = ("NME: inner 51 points over sqrt(w h) of the true points' box, median over frames; against the renders' "
+            "true projected points (AFLW2000-3D convention: hidden points where they are) and against MediaPipe's "
+            "(the tracker's targets). Frames the tracker fills from their neighbours (lost, hard pose) count with "
+            "their filled values.")
+    return result(name, title, "full", settings, tables, data={"rows": rows}, note=note)
+
+
 def run_priors(frames: int, yaw_deg: float, sampled_heads: int) -> dict:
     """``--priors``: landmark mode with the tracker's identity prior and with the joint stage's (module docstring)."""
-    model, heads, _, shape_now, mean_now, clips = rendered_clips(frames, yaw_deg, sampled_heads)
     default = TrackConfig(n_shape=N_SHAPE, n_expression=N_EXPRESSION)
     configs = {"default (SAME_PERSON's prior)": default,
                "joint stage's prior (before)": default.replace(
                    identity=JointConfig(dataclasses.replace(JOINT_STAGE, steps=default.identity.stage.steps)))}
-    rows = []
-    for h_index, head, _, folder, truths in clips:
-        row = dict(subject=head.name, mean_head=mean_now[h_index])
-        for k, (name, config) in enumerate(configs.items()):
-            tracked = track_video(folder, folder.parent / f"landmark_{k}", config, model, overlay=False)
-            fitted = np.load(tracked.out_dir / "tracking.npz")["landmarks_fitted"]
-            row[name] = dict(now=float(np.median(shape_now(h_index, tracked.fit.shape))),
-                             nme_truth=float(np.median([nme_face_box(fitted[i][17:], truths[int(frame)])
-                                                        for i, frame in enumerate(tracked.frame_indices)])),
-                             nme_mediapipe=float(np.nanmedian(tracked.fit.nme)))
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-    body = [[r["subject"], r["mean_head"], *(r[name][key] * (100 if key != "now" else 1) for name in configs
-                                             for key in ("now", "nme_truth", "nme_mediapipe"))] for r in rows]
-    body.append(["median over subjects", float(np.median([r["mean_head"] for r in rows])),
-                 *(float(np.median([r[name][key] for r in rows])) * (100 if key != "now" else 1) for name in configs
-                   for key in ("now", "nme_truth", "nme_mediapipe"))])
-    columns = [f"{name}: {what}" for name in configs
-               for what in ("NoW median mm", "NME vs true points %", "NME vs MediaPipe %")]
-    tables = [table(f"Landmark mode, the tracker's identity prior against the joint stage's ({frames} frames, yaw "
-                    f"±{yaw_deg:g}°)", ["subject", "mean head NoW mm", *columns], body)]
-    settings = {"subjects": f"{len(heads)} ({', '.join(h.name for h in heads)})", "frames per clip": frames,
-                "model": f"test model, {N_SHAPE} identity / {N_EXPRESSION} expression"}
-    note = ("NME: inner 51 points over sqrt(w h) of the true points' box, median over frames; against the renders' "
-            "true projected points and against MediaPipe's (the tracker's targets).")
-    return result(f"{NAME}_priors", "The video tracker's identity prior on rendered clips (landmark mode)", "full",
-                  settings, tables, data={"rows": rows}, note=note)
+    return run_landmark_variants(frames, yaw_deg, sampled_heads, configs, f"{NAME}_priors",
+                                 "The video tracker's identity prior on rendered clips (landmark mode)",
+                                 "Landmark mode, the tracker's identity prior against the joint stage's")
+
+
+def run_turned(frames: int, yaw_deg: float, sampled_heads: int) -> dict:
+    """``--turned``: landmark mode with and without the turned frames' second looks (profile, mirror look)."""
+    default = TrackConfig(n_shape=N_SHAPE, n_expression=N_EXPRESSION)
+    configs = {"default": default, "no mirror look": default.replace(mirror_check=False),
+               "neither (before)": default.replace(mirror_check=False, profile=False)}
+    return run_landmark_variants(frames, yaw_deg, sampled_heads, configs, f"{NAME}_turned",
+                                 "The video tracker at hard poses: turned frames' profile and mirror look (landmark "
+                                 "mode)", "Landmark mode with and without the turned frames' second looks")
 
 
 def main() -> None:
@@ -198,10 +241,15 @@ def main() -> None:
     parser.add_argument("--pictures", type=Path, default=None, help="folder for overlay frames (PNG)")
     parser.add_argument("--keyframes", type=int, default=PhotometricTrackConfig().keyframes)
     parser.add_argument("--priors", action="store_true", help="landmark mode with both identity priors instead")
+    parser.add_argument("--turned", action="store_true",
+                        help="landmark mode with and without the turned frames' profile and mirror look instead "
+                             "(use with --yaw 70)")
     parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/NAME.json")
     args = parser.parse_args()
     if args.priors:
         payload = run_priors(args.frames, args.yaw, args.sampled_heads)
+    elif args.turned:
+        payload = run_turned(args.frames, args.yaw, args.sampled_heads)
     else:
         payload = run(args.frames, args.yaw, args.sampled_heads, args.pictures, args.keyframes)
     save_and_report(payload, args.out or RESULTS_DIR / f"{payload['benchmark']}.json")

@@ -227,6 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="extra exports, comma separated")
     track.add_argument("--resume", action="store_true",
                        help="reuse the checkpoints of an earlier, interrupted run into the same OUT")
+    track.add_argument("--no-silhouette", action="store_true",
+                       help="track without the silhouette's profile: by default, frames whose face MediaPipe sees "
+                            "turned about 45° or more are segmented (selfie segmentation) and the fitted face must "
+                            "reach the person's outline on the side it turns to")
     track.add_argument("--flame", type=Path, default=None, help="FLAME model pickle (default: as for fit)")
     track.set_defaults(func=cmd_track)
 
@@ -560,7 +564,8 @@ def cmd_track(args) -> int:
     model = load_flame(args.flame)
     print(model.source.describe(), file=sys.stderr)
     try:
-        config = TrackConfig(photometric=PhotometricTrackConfig() if args.mode == "photometric" else None)
+        config = TrackConfig(photometric=PhotometricTrackConfig() if args.mode == "photometric" else None,
+                             profile=not args.no_silhouette)
         result = track_video(args.source, args.output, config, model=model, start_s=args.start,
                              end_s=args.end, fps=args.fps, overlay=args.overlay, exports=tuple(args.export),
                              resume=args.resume, progress=lambda message: print(message, file=sys.stderr))

@@ -177,7 +177,7 @@ def test_silhouette_distance_units_and_absent_silhouettes():
         silhouette_distance(np.ones((64, 32), np.float32))
 
 
-def _turned_face(turn: float, facing: int = 1) -> np.ndarray:
+def turned_face(turn: float, facing: int = 1) -> np.ndarray:
     """478 points of a face 140 px high and 80 px wide whose nose tip lies ``turn`` half-widths off the cheeks'
     middle, towards +x (``facing`` 1) or -x (-1), on a 256² crop."""
     rng = np.random.default_rng(0)
@@ -189,7 +189,7 @@ def _turned_face(turn: float, facing: int = 1) -> np.ndarray:
     return points
 
 
-def _silhouette_to(column: float, outside: float = 0.0, facing: int = 1) -> np.ndarray:
+def silhouette_to(column: float, outside: float = 0.0, facing: int = 1) -> np.ndarray:
     person = np.full((256, 256), outside, np.float32)
     person[20:250, 20:int(column)] = 1.0
     return person if facing > 0 else person[:, ::-1].copy()
@@ -197,8 +197,8 @@ def _silhouette_to(column: float, outside: float = 0.0, facing: int = 1) -> np.n
 
 @pytest.mark.parametrize("facing", [1, -1])
 def test_profile_edge_finds_the_turned_face_s_edge(facing):
-    points = _turned_face(1.8, facing)
-    edges, weights = profile_edge(_silhouette_to(180, facing=facing), points)
+    points = turned_face(1.8, facing)
+    edges, weights = profile_edge(silhouette_to(180, facing=facing), points)
     assert edges.shape == (PROFILE_SAMPLES, 2) and weights.shape == (PROFILE_SAMPLES,)
     np.testing.assert_array_equal(weights, 1.0)
     np.testing.assert_allclose(edges[:, 0], 180 if facing > 0 else 76, atol=1.0)
@@ -207,21 +207,21 @@ def test_profile_edge_finds_the_turned_face_s_edge(facing):
 
 
 def test_profile_edge_gives_nothing_it_cannot_trust():
-    turned = _turned_face(1.8)
-    for points, person, why in ((_turned_face(0.0), _silhouette_to(180), "a face that looks at the camera"),
-                                (turned, _silhouette_to(180, outside=0.5), "a segmentation unsure of the background"),
-                                (turned, _silhouette_to(230), "an edge far beyond every point: hair, a shoulder"),
+    turned = turned_face(1.8)
+    for points, person, why in ((turned_face(0.0), silhouette_to(180), "a face that looks at the camera"),
+                                (turned, silhouette_to(180, outside=0.5), "a segmentation unsure of the background"),
+                                (turned, silhouette_to(230), "an edge far beyond every point: hair, a shoulder"),
                                 (turned, np.zeros((256, 256), np.float32), "no silhouette"),
-                                (np.full((478, 2), np.nan, np.float32), _silhouette_to(180), "no points")):
+                                (np.full((478, 2), np.nan, np.float32), silhouette_to(180), "no points")):
         assert not profile_edge(person, points)[1].any(), why
     half_way = float(np.mean(PROFILE_TURN))
-    np.testing.assert_allclose(profile_edge(_silhouette_to(180), _turned_face(half_way))[1], 0.5, atol=1e-5)
+    np.testing.assert_allclose(profile_edge(silhouette_to(180), turned_face(half_way))[1], 0.5, atol=1e-5)
 
 
 def test_targets_find_the_profile_on_a_silhouette_of_another_size():
-    points = _turned_face(1.8)
-    same = LandmarkTargets.from_pixels(points, points[:68], 256, person=_silhouette_to(180))
-    larger = cv2.resize(_silhouette_to(180), (512, 512), interpolation=cv2.INTER_NEAREST)
+    points = turned_face(1.8)
+    same = LandmarkTargets.from_pixels(points, points[:68], 256, person=silhouette_to(180))
+    larger = cv2.resize(silhouette_to(180), (512, 512), interpolation=cv2.INTER_NEAREST)
     other = LandmarkTargets.from_pixels(points, points[:68], 256, person=larger)
     np.testing.assert_allclose(other.profile, same.profile, atol=2e-3)  # NDC: a quarter of a 256² pixel
     np.testing.assert_array_equal(other.profile_weight, same.profile_weight)

@@ -18,6 +18,7 @@ from flamejax.track import (FrameSource, JointConfig, TemporalPrior, TrackConfig
                             track_video)
 from flamejax.track._joint import FrameStates
 from flamejax.track._sequence import STATUS_LOST, STATUS_OK, _blend_weights
+from tests.test_fit_units import silhouette_to, turned_face
 
 VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "videos"
 TINY = TrackConfig(chunk_frames=8, chunk_overlap=2, identity_frames=8, init=quick_config(10, 0),
@@ -255,13 +256,87 @@ def test_frame_folder_with_gaps(tmp_path):
     assert [f.index for f in frames] == [1, 2, 5, 6]
     from flamejax.track._video_track import _with_gaps
 
-    indices, times, points, missing = _with_gaps([f.index for f in frames], [f.time_s for f in frames],
-                                                 [np.zeros((478, 2))] * 4, source.info.fps)
+    indices, times, points, profiles, missing = _with_gaps([f.index for f in frames], [f.time_s for f in frames],
+                                                           [np.zeros((478, 2))] * 4, [None] * 4, source.info.fps)
     assert indices == [1, 2, 3, 4, 5, 6] and missing.tolist() == [False, False, True, True, False, False]
     assert points[2] is None and times[3] == pytest.approx(4 / source.info.fps)
     (tmp_path / "cover.png").write_bytes((tmp_path / "frame_0001.png").read_bytes())
     with pytest.raises(VideoReadError, match="cover.png"):
         FrameSource(tmp_path)
+
+
+def test_a_turned_frame_s_second_looks_come_back_in_frame_pixels(monkeypatch):
+    """The crop around a turned face reaches the segmentation and the mirrored FaceMesh, and what they find comes
+    back in frame pixels; a face turned less gets neither."""
+    from flamejax.track import _video_track
+
+    crops = []
+
+    def by_brightness(crop, size):  # the frame's person is its bright part
+        crops.append(crop)
+        return cv2.resize((crop[..., 0] > 127).astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
+
+    def mirrored_a_pixel_lower(crop, expected):  # what the mirrored look would return: a point 1 crop pixel down
+        crops.append(crop)
+        return dataclasses.replace(expected, points=expected.points + np.float32([0.0, 1.0]))
+
+    monkeypatch.setattr(_video_track, "person_silhouette", by_brightness)
+    monkeypatch.setattr(_video_track, "redetect_mirrored", mirrored_a_pixel_lower)
+    scale, offset = 2.0, np.array([300.0, 200.0], np.float32)
+    frame = cv2.resize((silhouette_to(180) * 255).astype(np.uint8), None, fx=scale, fy=scale,
+                       interpolation=cv2.INTER_NEAREST)
+    frame = np.pad(frame, ((200, 88), (300, 188)))[..., None].repeat(3, axis=-1)
+    points = turned_face(1.8) * scale + offset
+    look = _video_track.turned_look(frame, points)
+    assert len(crops) == 2 and crops[0].shape == (_video_track.TURNED_CROP, _video_track.TURNED_CROP, 3)
+    np.testing.assert_array_equal(look.profile_weight, 1.0)
+    np.testing.assert_allclose(look.profile[:, 0], 180 * scale + offset[0], atol=2 * scale)
+    crop_pixel = float(np.max(points.max(0) - points.min(0))) * 2 / _video_track.TURNED_CROP
+    np.testing.assert_allclose(look.mirrored478 - points, np.broadcast_to([0.0, crop_pixel], points.shape), atol=1e-3)
+    targets = _video_track._targets(points, (offset[0], offset[1], 256 * scale), look)
+    np.testing.assert_allclose(targets.profile[:, 0], 180 * 2 / 256 - 1, atol=4 / 256)
+    frontal = _video_track.turned_look(frame, turned_face(0.0) * scale + offset)
+    assert len(crops) == 2 and not frontal.profile_weight.any() and frontal.mirrored478 is None
+
+
+def test_turned_looks_are_checkpointed_with_the_landmarks(tmp_path, monkeypatch):
+    from flamejax.track import _video_track
+
+    class TurnedFaces:  # a landmarker that sees the same turned face in every frame
+        def __init__(self, max_side):
+            pass
+
+        def __enter__(self):
+            return lambda image: turned_face(1.8)
+
+        def __exit__(self, *exc):
+            pass
+
+    looked = []
+    real_look = _video_track.turned_look
+
+    def counted(image, points, profile, mirror):
+        looked.append(mirror)
+        return dataclasses.replace(real_look(image, points, profile=False, mirror=False),
+                                   profile_weight=np.ones(24, np.float32),
+                                   mirrored478=points + 1.0 if mirror else None)
+
+    monkeypatch.setattr(_video_track, "VideoLandmarker", TurnedFaces)
+    monkeypatch.setattr(_video_track, "turned_look", counted)
+    for index, image in enumerate(_noise_frames(3)):
+        cv2.imwrite(str(tmp_path / f"frame_{index:04d}.png"), image)
+    checkpoint = tmp_path / "landmarks.npz"
+    detect = lambda **switches: _video_track.detect_sequence(FrameSource(tmp_path), 1280, checkpoint,  # noqa: E731
+                                                              lambda message: None, **switches)
+    first = detect()[3]
+    again = detect()[3]
+    assert looked == [True] * 3  # the second run took every look from the checkpoint
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a.mirrored478, b.mirrored478)
+        np.testing.assert_array_equal(a.profile_weight, b.profile_weight)
+    assert all(look.mirrored478 is None and look.profile_weight.any() for look in detect(mirror=False)[3])
+    assert all(not look.profile_weight.any() for look in detect(profile=False)[3])
+    assert detect(profile=False, mirror=False)[3] == [None] * 3
 
 
 def test_video_without_a_face(tmp_path, flame_model):
@@ -324,6 +399,8 @@ def test_track_command_options_and_messages(tmp_path, capsys):
     args = build_parser().parse_args(["track", "clip.mp4", "-o", str(tmp_path), "--no-overlay", "--export",
                                       "vhap,fht", "--start", "1", "--end", "2", "--fps", "15"])
     assert args.overlay is False and args.export == ("vhap", "fht") and args.fps == 15.0
+    assert args.no_silhouette is False
+    assert build_parser().parse_args(["track", "clip.mp4", "-o", "x", "--no-silhouette"]).no_silhouette
     assert main(["track", "clip.mp4", "-o", "x", "--export", "gltf"]) == 2
     assert "unknown export 'gltf'" in capsys.readouterr().err
     assert main(["track", "clip.mp4", "-o", "x", "--fps", "-3"]) == 2

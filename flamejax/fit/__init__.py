@@ -14,7 +14,8 @@ from flamejax.fit._photometric import (AMBIENT_SH, Appearance, PhotometricConfig
 from flamejax.fit._photometric_shared import SharedPhotometricResult, fit_photometric_same_person
 from flamejax.fit._result import FitResult, FitStart, PhotometricReport, StageReport, Status
 from flamejax.fit._synthetic import SyntheticSample, aligned_vertex_error_mm, observed_targets, rotation_error_deg, sample_problem
-from flamejax.fit._targets import LandmarkTargets, nme_inner, stack_targets
+from flamejax.fit._targets import (PROFILE_SAMPLES, PROFILE_TURN, LandmarkTargets, nme_inner, profile_edge,
+                                   profile_turn_weight, silhouette_distance, stack_targets)
 from flamejax.fit._visibility import LandmarkConventions, LandmarkWeights, landmark_conventions, two_look_targets
 
 __all__ = [
@@ -26,4 +27,5 @@ __all__ = [
     "landmark_conventions", "landmark_data_loss", "landmark_model", "linear_initialisation", "nme_inner",
     "observed_targets", "precise_landmarks_config", "quick_config", "rotation_error_deg", "sample_problem",
     "stack_targets", "start_appearance", "two_look_targets",
+    "PROFILE_SAMPLES", "PROFILE_TURN", "profile_edge", "profile_turn_weight", "silhouette_distance",
 ]

@@ -57,9 +57,12 @@ class LandmarkTargets:
 
     @staticmethod
     def from_pixels(points478: np.ndarray, lmk68: np.ndarray, image_size: int, iris: np.ndarray | None = None,
-                    valid: bool = True, person: np.ndarray | None = None) -> "LandmarkTargets":
+                    valid: bool = True, person: np.ndarray | None = None,
+                    profile: tuple[np.ndarray, np.ndarray] | None = None) -> "LandmarkTargets":
         """Targets from pixel coordinates in a square ``image_size`` crop (MediaPipe 478 + iBUG 68); ``person``:
-        the person's silhouette on that crop, ``(image_size, image_size)`` in [0, 1] (``Preprocessed.person``)."""
+        the person's silhouette on that crop, ``(S, S)`` in [0, 1] (``Preprocessed.person``), from which the
+        profile is found; or, without it, ``profile``: points (24, 2) in crop pixels and weights (24,) found
+        already (:func:`profile_edge` on another crop, as for a video frame)."""
         points478 = np.asarray(points478, np.float32)
         iris = points478[IRIS] if iris is None else np.asarray(iris, np.float32)
         ndc = lambda p: np.asarray(pixels_to_ndc(np.asarray(p, np.float32), image_size))  # noqa: E731
@@ -67,8 +70,9 @@ class LandmarkTargets:
         finite = all(np.all(np.isfinite(a)) for a in arrays.values())
         arrays = {k: np.nan_to_num(v) for k, v in arrays.items()}
         outside = None if person is None else silhouette_distance(person)  # first: it checks the silhouette
-        profile = None
-        if person is not None:  # the silhouette may have its own size: its pixels, then the crop's
+        if person is None and profile is not None:
+            profile = np.asarray(profile[0], np.float32), np.asarray(profile[1], np.float32)
+        elif person is not None:  # the silhouette may have its own size: its pixels, then the crop's
             scale = person.shape[0] / image_size
             edges, edge_weight = profile_edge(np.asarray(person, np.float32), points478 * scale)
             profile = edges / scale, edge_weight
@@ -141,6 +145,32 @@ def silhouette_distance(person: Float[np.ndarray, "S S"] | None) -> Float[np.nda
     return (to_edge * (2.0 / SILHOUETTE_SIZE)).astype(np.float32)
 
 
+def _face_axes(points: Float[np.ndarray, "478 2"]):
+    """``(up, side, height, weight)`` of MediaPipe's points: the face's upward and sideways (towards where it
+    turns) unit vectors, its height (forehead top to chin) and the profile's weight from the turn over
+    :data:`PROFILE_TURN`; None where the points are not finite or the face is smaller than a pixel."""
+    if not np.all(np.isfinite(points)):
+        return None
+    up = points[MEDIAPIPE_FOREHEAD_TOP] - points[MEDIAPIPE_CHIN]
+    height = float(np.linalg.norm(up))
+    cheeks = points[list(MEDIAPIPE_CHEEKS)]
+    half_width = float(np.linalg.norm(cheeks[1] - cheeks[0])) / 2
+    if height < 1.0 or half_width < 1.0:
+        return None
+    up = up / height
+    across = np.array([-up[1], up[0]], np.float32)
+    turn = float(np.dot(points[MEDIAPIPE_NOSE_TIP] - cheeks.mean(0), across)) / half_width
+    weight = float(np.clip((abs(turn) - PROFILE_TURN[0]) / (PROFILE_TURN[1] - PROFILE_TURN[0]), 0.0, 1.0))
+    return up, np.sign(turn) * across, height, weight
+
+
+def profile_turn_weight(points478: Float[np.ndarray, "478 2"]) -> float:
+    """The weight :func:`profile_edge` gives a face of these MediaPipe points (0: not turned far enough for its
+    profile to be the silhouette's edge): callers skip the segmentation where it is 0."""
+    axes = _face_axes(np.asarray(points478, np.float32))
+    return 0.0 if axes is None else axes[3]
+
+
 def profile_edge(person: Float[np.ndarray, "S S"], points478: Float[np.ndarray, "478 2"]
                  ) -> tuple[Float[np.ndarray, "24 2"], Float[np.ndarray, "24"]]:
     """The person's profile at strong yaw: where the silhouette ends on the side the face turns to, at
@@ -156,21 +186,10 @@ def profile_edge(person: Float[np.ndarray, "S S"], points478: Float[np.ndarray, 
     points = np.asarray(points478, np.float32)
     size = person.shape[0]
     none = np.zeros((PROFILE_SAMPLES, 2), np.float32), np.zeros(PROFILE_SAMPLES, np.float32)
-    if not np.all(np.isfinite(points)):
+    axes = _face_axes(points)
+    if axes is None or axes[3] == 0.0:
         return none
-    up = points[MEDIAPIPE_FOREHEAD_TOP] - points[MEDIAPIPE_CHIN]
-    height = float(np.linalg.norm(up))
-    cheeks = points[list(MEDIAPIPE_CHEEKS)]
-    half_width = float(np.linalg.norm(cheeks[1] - cheeks[0])) / 2
-    if height < 1.0 or half_width < 1.0:
-        return none
-    up /= height
-    across = np.array([-up[1], up[0]], np.float32)
-    turn = float(np.dot(points[MEDIAPIPE_NOSE_TIP] - cheeks.mean(0), across)) / half_width
-    weight = float(np.clip((abs(turn) - PROFILE_TURN[0]) / (PROFILE_TURN[1] - PROFILE_TURN[0]), 0.0, 1.0))
-    if weight == 0.0:
-        return none
-    side = np.sign(turn) * across
+    up, side, height, weight = axes
     middle = points.mean(0)
     level_of = lambda p: np.dot(p - middle, up)  # noqa: E731
     levels = np.linspace(level_of(points[MEDIAPIPE_LOWER_LIP]), level_of(points[MEDIAPIPE_BETWEEN_BROWS]),

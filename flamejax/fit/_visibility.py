@@ -154,7 +154,8 @@ TWO_LOOK_SCALE = 0.05
 
 def two_look_targets(points478: Float[np.ndarray, "478 2"], mirrored478: Float[np.ndarray, "478 2"] | None,
                      image_size: int, scale: float = TWO_LOOK_SCALE,
-                     person: Float[np.ndarray, "S S"] | None = None) -> LandmarkTargets:
+                     person: Float[np.ndarray, "S S"] | None = None,
+                     profile: tuple[np.ndarray, np.ndarray] | None = None) -> LandmarkTargets:
     """Fitting targets from MediaPipe's points on an image and on its mirror image (mapped back and renumbered,
     ``Preprocessed.mirrored478``), in pixels of a square ``image_size`` crop.
 
@@ -164,11 +165,12 @@ def two_look_targets(points478: Float[np.ndarray, "478 2"], mirrored478: Float[n
     different places is one that at least one of them got wrong. The iris weights are those of the iris points.
     Without a second look (``None``): the one set at full weight, as :meth:`LandmarkTargets.from_pixels`.
     ``person``: the person's silhouette on the crop (``Preprocessed.person``), see ``LandmarkTargets.outside`` and
-    ``LandmarkTargets.profile``.
+    ``LandmarkTargets.profile``; or ``profile`` found already (:meth:`LandmarkTargets.from_pixels`).
     """
     points478 = np.asarray(points478, np.float32)
     if mirrored478 is None:
-        return LandmarkTargets.from_pixels(points478, IBUG68_FROM_MEDIAPIPE @ points478, image_size, person=person)
+        return LandmarkTargets.from_pixels(points478, IBUG68_FROM_MEDIAPIPE @ points478, image_size, person=person,
+                                           profile=profile)
     mirrored478 = np.asarray(mirrored478, np.float32)
     mean478 = (points478 + mirrored478) / 2
     mean68 = (IBUG68_FROM_MEDIAPIPE @ mean478).astype(np.float32)
@@ -176,7 +178,7 @@ def two_look_targets(points478: Float[np.ndarray, "478 2"], mirrored478: Float[n
     agreement68 = geman_mcclure_weights(
         np.linalg.norm(IBUG68_FROM_MEDIAPIPE @ (points478 - mirrored478), axis=-1) / size, scale)
     agreement478 = geman_mcclure_weights(np.linalg.norm(points478 - mirrored478, axis=-1) / size, scale)
-    targets = LandmarkTargets.from_pixels(mean478, mean68, image_size, person=person)
+    targets = LandmarkTargets.from_pixels(mean478, mean68, image_size, person=person, profile=profile)
     return dataclasses.replace(targets, lmk68_weight=jnp.asarray(agreement68, jnp.float32),
                                iris_weight=jnp.asarray(agreement478[NUM_MESH_POINTS:], jnp.float32),
                                mediapipe_weight=jnp.asarray(agreement478, jnp.float32))

@@ -80,15 +80,27 @@ class TrackConfig:
     """Frames shared by consecutive chunks (their fits are blended linearly there)."""
     identity_frames: int = 24
     init: FitConfig = quick_config(20, 0)
-    identity: JointConfig = SAME_PERSON.replace(stage=dataclasses.replace(SAME_PERSON.stage, steps=160))
+    identity: JointConfig = SAME_PERSON.replace(stage=dataclasses.replace(SAME_PERSON.stage, steps=160,
+                                                                          profile_weight=0.0))
     """One photograph's identity prior for every identity frame (:data:`SAME_PERSON`'s). With the joint stage's
     prior, which weakens as frames are added, MediaPipe's bias went into the clip's identity: 1.2-2.3x the mean
-    head's error on rendered clips with 3D truth (benchmarks/RESULTS.md, the video tracker's identity)."""
+    head's error on rendered clips with 3D truth (benchmarks/RESULTS.md, the video tracker's identity). Without the
+    silhouette's profile (:attr:`profile`): in the identity step it pulled the clip's shape away from the truth on
+    clips turning to ±70° (NoW median over subjects 1.09 -> 1.17 mm); the frames' motion keeps it."""
     motion: JointConfig = JointConfig(dataclasses.replace(JOINT_STAGE, steps=100, fit_shape=False,
                                                           expression=GroupSchedule(0.03, 0.01, 50),
                                                           camera=GroupSchedule(0.003, 0.001, 50)))
     temporal: TemporalPrior = TemporalPrior()
     max_yaw_deg: float = 65.0
+    profile: bool = True
+    """On frames where MediaPipe's face is turned far enough for its profile to be the person's outline (past
+    :data:`flamejax.fit.PROFILE_TURN`, about 45°), segment the person around the face (MediaPipe's selfie
+    segmentation) and make the fitted face reach the silhouette's edge on the side it turns to
+    (:attr:`LandmarkTargets.profile`). Frames turned less are not segmented."""
+    mirror_check: bool = True
+    """On the same frames, also run FaceMesh on the mirror image of the face (as ``PreprocessConfig.mirror_check``
+    does for photographs) and fit each point at the two looks' mean, weighted by their agreement
+    (:func:`flamejax.fit.two_look_targets`)."""
     crop_scale: float = 2.0
     """Side of the clip's fixed square crop in units of the median face box's longer side."""
     detect_max_side: int = 1280
@@ -303,8 +315,7 @@ class _Checkpoints:
                  start: bytes = b""):
         """``start``: digest of what the steps start from besides ``targets`` and ``config``."""
         self.folder = None if folder is None else Path(folder)
-        digest = np.array([len(targets)] + [float(np.sum(np.asarray(t.lmk68))) if t is not None else -1.0
-                                             for t in targets], np.float64)
+        digest = np.array([len(targets)] + [x for t in targets for x in _summary(t)], np.float64)
         self.key = hashlib.sha256(digest.round(5).tobytes() + repr(config).encode() + start).hexdigest()[:16]
 
     def _path(self, name: str) -> Path:
@@ -325,6 +336,15 @@ class _Checkpoints:
         from flamejax.track._core import write_npz
 
         write_npz(self._path(name), __key__=np.asarray(self.key), **_flatten(values))
+
+
+def _summary(targets: LandmarkTargets | None) -> tuple[float, float]:
+    """Two numbers that change with a frame's landmarks and with its weighted profile points."""
+    if targets is None:
+        return -1.0, -1.0
+    profile = 0.0 if targets.profile is None else float(np.sum(np.asarray(targets.profile)
+                                                                * np.asarray(targets.profile_weight)[:, None]))
+    return float(np.sum(np.asarray(targets.lmk68))), profile
 
 
 def _flatten(values: dict) -> dict:

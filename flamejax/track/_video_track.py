@@ -48,17 +48,23 @@ import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Float, UInt8
 
 from flamejax.camera import camera_to_world_opengl, opencv_extrinsics
 from flamejax.perception._video import Frame, FrameSource, VideoLandmarker, VideoReadError
-from flamejax.track._core import (Camera, LandmarkTargets, RasterConfig, export_mesh, flame_forward, load_flame,
-                                  render_mesh, shade_for_display, to_68, write_json, write_npz, yaw_pitch_roll)
+from flamejax.track._core import (PROFILE_SAMPLES, Camera, FaceLandmarks, LandmarkTargets, RasterConfig, export_mesh,
+                                  flame_forward, load_flame, person_silhouette, points_box, profile_edge,
+                                  profile_turn_weight, redetect_mirrored, render_mesh, shade_for_display, to_68,
+                                  two_look_targets, write_json, write_npz, yaw_pitch_roll)
 from flamejax.track._joint import FrameStates
 from flamejax.track._photometric_track import photometric_arrays, refine_photometric, video_pictures
 from flamejax.track._sequence import STATUS_REASONS, SequenceFit, TrackConfig, track_landmarks
 
 EXPORTS = ("vhap", "fht", "obj-sequence")
 _OVERLAY_MARGIN = 1.6
+TURNED_CROP = 256
+"""Side in pixels of the square crop around a turned face (twice its landmarks' extent) on which a turned frame
+gets its second looks (:func:`turned_look`), about as a photograph's fit crop."""
 
 
 class NoFaceInVideoError(VideoReadError):
@@ -90,12 +96,61 @@ def _crop_of(points: list[np.ndarray | None], scale: float) -> tuple[float, floa
     return float(centre[0] - side / 2), float(centre[1] - side / 2), side
 
 
-def _targets(points: np.ndarray | None, crop) -> LandmarkTargets | None:
+@dataclasses.dataclass(frozen=True)
+class TurnedLook:
+    """What a frame whose face MediaPipe sees strongly turned gets beside its tracking look (frame pixels), as a
+    photograph gets in preprocessing: the silhouette's profile and FaceMesh's look at the mirror image."""
+
+    profile: np.ndarray
+    """(24, 2) points of :func:`flamejax.fit.profile_edge`; zero weights where none was found."""
+    profile_weight: np.ndarray
+    """(24,)"""
+    mirrored478: np.ndarray | None
+    """(478, 2) FaceMesh's points on the mirrored crop, mapped back and renumbered; None: not looked or not found."""
+
+    @staticmethod
+    def nothing() -> "TurnedLook":
+        return TurnedLook(np.zeros((PROFILE_SAMPLES, 2), np.float32), np.zeros(PROFILE_SAMPLES, np.float32), None)
+
+
+def turned_look(image: UInt8[np.ndarray, "H W 3"], points478: Float[np.ndarray, "478 2"], profile: bool = True,
+                mirror: bool = True) -> TurnedLook:
+    """A frame's :class:`TurnedLook`: on a :data:`TURNED_CROP` square around the face (twice its points' extent),
+    MediaPipe's selfie segmentation and :func:`flamejax.fit.profile_edge` (``profile``) and FaceMesh on the mirror
+    image (``mirror``; :func:`flamejax.perception.redetect_mirrored`). A face turned less than the profile's gate
+    (:func:`flamejax.fit.profile_turn_weight` 0, about 45°) gets neither, so frontal frames cost nothing."""
+    if not (profile or mirror) or profile_turn_weight(points478) == 0.0:
+        return TurnedLook.nothing()
+    low, high = points478.min(0), points478.max(0)
+    scale = TURNED_CROP / (2.0 * float(np.max(high - low)))
+    shift = TURNED_CROP / 2 - scale * (low + high) / 2  # crop = scale * frame + shift (pixel edges at integers)
+    affine = np.array([[scale, 0, shift[0] + 0.5 * scale - 0.5], [0, scale, shift[1] + 0.5 * scale - 0.5]])
+    crop = cv2.warpAffine(image, affine, (TURNED_CROP, TURNED_CROP), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+    in_crop = points478 * scale + shift
+    look = TurnedLook.nothing()
+    if profile:
+        edges, weight = profile_edge(person_silhouette(crop, TURNED_CROP), in_crop)
+        look = dataclasses.replace(look, profile=((edges - shift) / scale).astype(np.float32), profile_weight=weight)
+    if mirror:
+        expected = FaceLandmarks(in_crop.astype(np.float32), np.zeros(len(in_crop), np.float32), 1.0, 1, 0,
+                                 points_box(in_crop))
+        found = redetect_mirrored(crop, expected)
+        if found is not None:
+            look = dataclasses.replace(look, mirrored478=((found.points - shift) / scale).astype(np.float32))
+    return look
+
+
+def _targets(points: np.ndarray | None, crop, look: TurnedLook | None) -> LandmarkTargets | None:
+    """A frame's targets in NDC of the clip's crop; ``look``: None (no profile term) or the frame's
+    :class:`TurnedLook` (two looks where it has a mirrored one)."""
     if points is None:
         return None
     x0, y0, side = crop
-    local = points - np.array([x0, y0], np.float32)
-    return LandmarkTargets.from_pixels(local, to_68(local), side)
+    corner = np.array([x0, y0], np.float32)
+    profile = None if look is None else (look.profile - corner, look.profile_weight)
+    mirrored = None if look is None or look.mirrored478 is None else look.mirrored478 - corner
+    return two_look_targets(points - corner, mirrored, side, profile=profile)
 
 
 def _prefetched(frames: Iterable[Frame], depth: int = 8) -> Iterator[Frame]:
@@ -131,40 +186,62 @@ def _prefetched(frames: Iterable[Frame], depth: int = 8) -> Iterator[Frame]:
                 worker.join(0.01)
 
 
-def detect_sequence(source: FrameSource, max_side: int, checkpoint: Path | None,
-                    progress: Callable[[str], None]) -> tuple[list[int], list[float], list[np.ndarray | None]]:
-    """Frame indices, times and MediaPipe points of every frame; saved to ``checkpoint`` as it goes (also on
-    an interruption), and frames already there are not detected again."""
-    done: dict[int, np.ndarray | None] = {}
+def detect_sequence(source: FrameSource, max_side: int, checkpoint: Path | None, progress: Callable[[str], None],
+                    profile: bool = True, mirror: bool = True
+                    ) -> tuple[list[int], list[float], list[np.ndarray | None], list[TurnedLook | None]]:
+    """Frame indices, times, MediaPipe points and (with ``profile`` or ``mirror``) the :class:`TurnedLook` of
+    every frame; saved to ``checkpoint`` as it goes (also on an interruption), and frames already there are not
+    detected again."""
+    looking = profile or mirror
+    done: dict[int, tuple[np.ndarray | None, TurnedLook | None]] = {}
     if checkpoint is not None and checkpoint.is_file():
         with np.load(checkpoint) as data:
-            for index, found, pts in zip(data["indices"], data["found"], data["points"]):
-                done[int(index)] = pts if found else None
-    indices, times, points = [], [], []
+            n = len(data["indices"])
+            looked = data["looked"] if "looked" in data else np.zeros(n, bool)
+            for k, (index, found, pts) in enumerate(zip(data["indices"], data["found"], data["points"])):
+                look = TurnedLook(data["profile"][k], data["profile_weight"][k],
+                                  data["mirrored"][k] if data["mirrored_found"][k] else None) if looked[k] else None
+                done[int(index)] = (pts if found else None, look)
+    indices, times, points, looks = [], [], [], []
     try:
         with VideoLandmarker(max_side) as landmarker:
             for frame in _prefetched(source):
+                pts, look = done[frame.index] if frame.index in done else (landmarker(frame.image), None)
+                if looking and pts is not None and look is None:
+                    look = turned_look(frame.image, pts, profile, mirror)
+                elif look is not None:  # from a run with other switches: keep only what this one asks for
+                    look = dataclasses.replace(look, profile_weight=look.profile_weight * profile,
+                                               mirrored478=look.mirrored478 if mirror else None)
                 indices.append(frame.index)
                 times.append(frame.time_s)
-                points.append(done[frame.index] if frame.index in done else landmarker(frame.image))
+                points.append(pts)
+                looks.append(look if looking and pts is not None else None)
                 if len(indices) % 100 == 0:
                     progress(f"landmarks: {len(indices)} frames")
     finally:
         if checkpoint is not None and indices:
             found = np.array([p is not None for p in points])
             stacked = np.stack([p if p is not None else np.zeros((478, 2), np.float32) for p in points])
-            write_npz(checkpoint, indices=np.asarray(indices), found=found, points=stacked)
-    return indices, times, points
+            filled = [look or TurnedLook.nothing() for look in looks]
+            write_npz(checkpoint, indices=np.asarray(indices), found=found, points=stacked,
+                      looked=np.array([look is not None for look in looks]),
+                      profile=np.stack([look.profile for look in filled]),
+                      profile_weight=np.stack([look.profile_weight for look in filled]),
+                      mirrored_found=np.array([look.mirrored478 is not None for look in filled]),
+                      mirrored=np.stack([look.mirrored478 if look.mirrored478 is not None
+                                         else np.zeros((478, 2), np.float32) for look in filled]))
+    return indices, times, points, looks
 
 
-def _with_gaps(indices, times, points, fps):
+def _with_gaps(indices, times, points, looks, fps):
     """Insert the frames a folder's numbering skips (as missing), so time steps stay regular."""
     full = list(range(indices[0], indices[-1] + 1))
-    by_index = dict(zip(indices, zip(times, points)))
+    by_index = dict(zip(indices, zip(times, points, looks)))
     missing = np.array([i not in by_index for i in full])
     times = [by_index[i][0] if i in by_index else i / fps for i in full]
     points = [by_index[i][1] if i in by_index else None for i in full]
-    return full, times, points, missing
+    looks = [by_index[i][2] if i in by_index else None for i in full]
+    return full, times, points, looks, missing
 
 
 def cameras_opencv(frames: FrameStates, fov_deg: float, crop) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -209,12 +286,13 @@ def track_video(source: str | Path, out_dir: str | Path, config: TrackConfig = T
     timings = {}
     clock = time.perf_counter()
     frames = FrameSource(source, start_s, end_s, fps)
-    indices, times, points = detect_sequence(frames, config.detect_max_side, checkpoints / "landmarks.npz", say)
+    indices, times, points, looks = detect_sequence(frames, config.detect_max_side, checkpoints / "landmarks.npz",
+                                                    say, config.profile, config.mirror_check)
     if not indices:
         raise VideoReadError(f"{source}: no frame in the requested time range")
     missing = np.zeros(len(indices), bool)
     if frames.info.is_folder and fps is None:
-        indices, times, points, missing = _with_gaps(indices, times, points, frames.info.fps)
+        indices, times, points, looks, missing = _with_gaps(indices, times, points, looks, frames.info.fps)
         if missing.any():
             frames.notes.append(f"{int(missing.sum())} frame number(s) missing from the folder; filled from "
                                 f"neighbouring frames")
@@ -224,7 +302,7 @@ def track_video(source: str | Path, out_dir: str | Path, config: TrackConfig = T
     crop = _crop_of(points, config.crop_scale)
     model = model if model is not None else load_flame(n_shape=config.n_shape, n_expression=config.n_expression)
     clock = time.perf_counter()
-    targets = [_targets(p, crop) for p in points]
+    targets = [_targets(p, crop, look) for p, look in zip(points, looks)]
     fit = track_landmarks(model, targets, config, missing, checkpoints, say)
     timings["fit"] = time.perf_counter() - clock
     if config.photometric is not None:
