@@ -15,7 +15,12 @@ default on the truth's projected inner 51 points: the fit's share of the error),
 fitted with ``precise_landmarks_config()`` (weak identity prior). Rendered, preprocessed views are
 cached in ``--cache`` (keyed by view plan, seed and model), so fitting experiments skip rendering and MediaPipe.
 
+``--single-photometric``: instead, each view at nominal |yaw| <= 40 fitted alone in photometric mode (the library
+default landmark fit, then ``fit_photometric_batch`` with ``PhotometricConfig()``, as ``flamejax fit --mode
+photometric``), its identity against the landmark fit's and the mean head's (issue 16 item 2 in photometric mode).
+
     python3 -m benchmarks.bench_identity [--quick] [--pictures /tmp/identity] [--cache DIR]
+    python3 -m benchmarks.bench_identity --single-photometric
 """
 
 from __future__ import annotations
@@ -38,9 +43,10 @@ from benchmarks._common import RESULTS_DIR, result, save_and_report, shared_phot
 # Every flamejax name this benchmark uses (repoint here when internals move).
 from flamejax.camera import Camera, project, yaw_pitch_roll
 from flamejax.files import find_file
-from flamejax.fit import (AMBIENT_SH, FitConfig, LandmarkTargets, PhotometricTargets, aligned_vertex_error_mm,
-                          fit_landmarks_batch, fit_photometric_same_person, precise_landmarks_config, quick_config,
-                          stack_targets, two_look_targets)
+from flamejax.fit import (AMBIENT_SH, FitConfig, LandmarkTargets, PhotometricConfig, PhotometricTargets,
+                          aligned_vertex_error_mm, fit_landmarks_batch, fit_photometric_batch,
+                          fit_photometric_same_person, precise_landmarks_config, quick_config, stack_targets,
+                          two_look_targets)
 from flamejax.fitter import QualityConfig
 from flamejax.flame import FlameParams, barycentric_points, flame_forward, load_flame, safe_load_pickle
 from flamejax.perception import PerceptionError, PreprocessConfig, landmark_face_mask, preprocess, to_68
@@ -476,6 +482,49 @@ def same_person(model, subjects, plan, detected, items, single_fit, score) -> di
     return scores
 
 
+def run_single_photometric(cache: Path | None, batch: int = 8) -> dict:
+    """``--single-photometric`` (module docstring): NoW median per view of the landmark and photometric fits."""
+    model, (heads, mean_v, mean_l51, face_ids), plan, views = prepare(False, None, cache)
+    _, _, detected, items, _ = views
+    now_of, shape_now = now_scorer(model, heads, mean_v, face_ids)
+    mean_seven = mean_l51[[i - 17 for i in _scans.NOW_SEVEN]]
+    mean_head = [float(np.median(now_of(h, mean_v, mean_seven))) for h in range(len(heads))]
+    frontal = [k for k, v in enumerate(detected) if abs(plan[v]["nominal_yaw"]) <= BINS[0][2]]
+    uv, rows, start = load_uv_layout(), [], time.perf_counter()
+    for first in range(0, len(frontal), batch):  # one batch size: one compiled program
+        picked = frontal[first:first + batch]
+        chosen = [items[k] for k in picked + [picked[-1]] * (batch - len(picked))]
+        targets = view_targets(chosen, True)
+        landmark = fit_landmarks_batch(model, targets, FitConfig())
+        photo = PhotometricTargets(jnp.asarray(np.stack([v.image for v in chosen]), jnp.float32),
+                                   jnp.asarray(np.stack([landmark_face_mask(v.points478, v.image.shape[0])
+                                                         for v in chosen]), jnp.float32), targets)
+        photometric = fit_photometric_batch(model, uv, photo, landmark, PhotometricConfig())
+        for j, k in enumerate(picked):
+            h = plan[detected[k]]["head"]
+            rows.append(dict(subject=heads[h].name, yaw=float(plan[detected[k]]["angles"][0]),
+                             mean_head=mean_head[h],
+                             landmark=float(np.median(shape_now(h, np.asarray(landmark.params.shape[j])))),
+                             photometric=float(np.median(shape_now(h, np.asarray(photometric.params.shape[j]))))))
+    seconds = time.perf_counter() - start
+    keys = ("mean_head", "landmark", "photometric")
+    body = [[name, len(sel), *(float(np.median([r[key] for r in sel])) for key in keys)]
+            for name in [h.name for h in heads] if (sel := [r for r in rows if r["subject"] == name])]
+    medians = [float(np.median([r[key] for r in rows])) for key in keys]
+    body.append(["all views", len(rows), *medians])
+    body.append(["ratio of medians to the mean head", None, 1.0, medians[1] / medians[0], medians[2] / medians[0]])
+    tables = [table(f"One photograph at a time, nominal |yaw| <= {BINS[0][2]:g}: NoW median of per-view medians, mm",
+                    ["subject", "views", "mean head (unfitted)", "landmark mode (FitConfig())",
+                     "photometric mode (then PhotometricConfig())"], body)]
+    settings = {"views": len(rows), "model": f"test model, {N_SHAPE} identity / {N_EXPRESSION} expression",
+                "photometric": "fit_photometric_batch, PhotometricConfig(), batch 8, landmark face mask",
+                "fit s (both modes, incl. compile)": round(seconds, 1)}
+    note = ("NoW as in the identity section (similarity on 7 landmarks, rigid ICP, truth face crop to the fitted "
+            "neutral surface). Targets: MediaPipe's two looks and the person's silhouette (library default).")
+    return result(f"{NAME}_single_photometric", "Single-photograph identity in photometric mode (rendered heads, NoW)",
+                  "full", settings, tables, data={"rows": rows}, note=note)
+
+
 def run(quick: bool, pictures_dir: Path | None = None, sampled_heads: int | None = None,
         short_fit: bool | None = None, cache: Path | None = None,
         variants: dict[str, Variant] | None = None, same_person_views: bool = False) -> dict:
@@ -664,7 +713,13 @@ def main() -> None:
                         "subject jointly with one identity, from their landmarks and then from their pixels with one "
                         "albedo (full view plan)")
     parser.add_argument("--views-only", action="store_true", help="render and preprocess into --cache, no fits")
+    parser.add_argument("--single-photometric", action="store_true",
+                        help="instead: each view at |yaw| <= 40 fitted alone in photometric mode (full view plan)")
     args = parser.parse_args()
+    if args.single_photometric:
+        payload = run_single_photometric(args.cache)
+        save_and_report(payload, RESULTS_DIR / f"{payload['benchmark']}.json")
+        return
     if args.views_only:
         prepare(args.quick, args.sampled_heads, args.cache)
         return
