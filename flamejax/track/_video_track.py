@@ -103,8 +103,8 @@ class TurnedLook:
 
     profile: np.ndarray
     """(24, 2) points of :func:`flamejax.fit.profile_edge`; zero weights where none was found."""
-    profile_weight: np.ndarray
-    """(24,)"""
+    profile_weight: np.ndarray | None
+    """(24,); None: no profile term for this clip (no frame of it has a profile point)."""
     mirrored478: np.ndarray | None
     """(478, 2) FaceMesh's points on the mirrored crop, mapped back and renumbered; None: not looked or not found."""
 
@@ -142,13 +142,13 @@ def turned_look(image: UInt8[np.ndarray, "H W 3"], points478: Float[np.ndarray, 
 
 
 def _targets(points: np.ndarray | None, crop, look: TurnedLook | None) -> LandmarkTargets | None:
-    """A frame's targets in NDC of the clip's crop; ``look``: None (no profile term) or the frame's
+    """A frame's targets in NDC of the clip's crop; ``look``: None (one look, no profile term) or the frame's
     :class:`TurnedLook` (two looks where it has a mirrored one)."""
     if points is None:
         return None
     x0, y0, side = crop
     corner = np.array([x0, y0], np.float32)
-    profile = None if look is None else (look.profile - corner, look.profile_weight)
+    profile = None if look is None or look.profile_weight is None else (look.profile - corner, look.profile_weight)
     mirrored = None if look is None or look.mirrored478 is None else look.mirrored478 - corner
     return two_look_targets(points - corner, mirrored, side, profile=profile)
 
@@ -302,6 +302,8 @@ def track_video(source: str | Path, out_dir: str | Path, config: TrackConfig = T
     crop = _crop_of(points, config.crop_scale)
     model = model if model is not None else load_flame(n_shape=config.n_shape, n_expression=config.n_expression)
     clock = time.perf_counter()
+    if not any(look is not None and look.profile_weight.any() for look in looks):  # no term: the frontal program
+        looks = [None if look is None else dataclasses.replace(look, profile_weight=None) for look in looks]
     targets = [_targets(p, crop, look) for p, look in zip(points, looks)]
     fit = track_landmarks(model, targets, config, missing, checkpoints, say)
     timings["fit"] = time.perf_counter() - clock
