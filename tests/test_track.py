@@ -337,6 +337,14 @@ def test_turned_looks_are_checkpointed_with_the_landmarks(tmp_path, monkeypatch)
     assert all(look.mirrored478 is None and look.profile_weight.any() for look in detect(mirror=False)[3])
     assert all(not look.profile_weight.any() for look in detect(profile=False)[3])
     assert detect(profile=False, mirror=False)[3] == [None] * 3
+    turned, frontal = detect()[3], detect(profile=False)[3]
+    assert _video_track.clip_looks(turned) is turned  # a clip with profile points keeps every frame's term
+    assert all(t.profile is not None for t in (_video_track._targets(turned_face(1.8), (0, 0, 256), look)
+                                               for look in turned))
+    unprofiled = _video_track.clip_looks(frontal + [None])
+    assert unprofiled[-1] is None and all(look.profile_weight is None for look in unprofiled[:-1])
+    target = _video_track._targets(turned_face(1.8), (0, 0, 256), unprofiled[0])
+    assert target.profile is None and target.profile_weight is None and target.mediapipe_weight.min() < 1
 
 
 def test_video_without_a_face(tmp_path, flame_model):

@@ -145,7 +145,7 @@ def silhouette_distance(person: Float[np.ndarray, "S S"] | None) -> Float[np.nda
     return (to_edge * (2.0 / SILHOUETTE_SIZE)).astype(np.float32)
 
 
-def _face_axes(points: Float[np.ndarray, "478 2"]):
+def _face_axes(points: Float[np.ndarray, "478 2"]) -> tuple[np.ndarray, np.ndarray, float, float] | None:
     """``(up, side, height, weight)`` of MediaPipe's points: the face's upward and sideways (towards where it
     turns) unit vectors, its height (forehead top to chin) and the profile's weight from the turn over
     :data:`PROFILE_TURN`; None where the points are not finite or the face is smaller than a pixel."""

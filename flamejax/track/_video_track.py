@@ -141,6 +141,14 @@ def turned_look(image: UInt8[np.ndarray, "H W 3"], points478: Float[np.ndarray, 
     return look
 
 
+def clip_looks(looks: list[TurnedLook | None]) -> list[TurnedLook | None]:
+    """``looks`` as the clip's targets take them: where no frame has a profile point, none carries a profile term,
+    so a clip that never turns far runs the same compiled program as without :attr:`TrackConfig.profile`."""
+    if any(look is not None and look.profile_weight.any() for look in looks):
+        return looks
+    return [None if look is None else dataclasses.replace(look, profile_weight=None) for look in looks]
+
+
 def _targets(points: np.ndarray | None, crop, look: TurnedLook | None) -> LandmarkTargets | None:
     """A frame's targets in NDC of the clip's crop; ``look``: None (one look, no profile term) or the frame's
     :class:`TurnedLook` (two looks where it has a mirrored one)."""
@@ -302,9 +310,7 @@ def track_video(source: str | Path, out_dir: str | Path, config: TrackConfig = T
     crop = _crop_of(points, config.crop_scale)
     model = model if model is not None else load_flame(n_shape=config.n_shape, n_expression=config.n_expression)
     clock = time.perf_counter()
-    if not any(look is not None and look.profile_weight.any() for look in looks):  # no term: the frontal program
-        looks = [None if look is None else dataclasses.replace(look, profile_weight=None) for look in looks]
-    targets = [_targets(p, crop, look) for p, look in zip(points, looks)]
+    targets = [_targets(p, crop, look) for p, look in zip(points, clip_looks(looks))]
     fit = track_landmarks(model, targets, config, missing, checkpoints, say)
     timings["fit"] = time.perf_counter() - clock
     if config.photometric is not None:
