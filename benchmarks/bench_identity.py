@@ -146,6 +146,12 @@ def now_scorer(model, heads, mean_v: np.ndarray, face_ids: np.ndarray):
     return now_of, shape_now
 
 
+def mean_head_medians(now_of, mean_v: np.ndarray, mean_l51: np.ndarray, count: int) -> list[float]:
+    """The unfitted mean head's NoW median for each of ``count`` subjects (``now_of`` from :func:`now_scorer`)."""
+    seven = mean_l51[[i - 17 for i in _scans.NOW_SEVEN]]
+    return [float(np.median(now_of(h, mean_v, seven))) for h in range(count)]
+
+
 def nme_face_box(predicted: np.ndarray, truth: np.ndarray) -> float:
     """Mean distance over the inner 51 points / sqrt(w h) of the truth's 51-point box (all pixels)."""
     extent = truth.max(0) - truth.min(0)
@@ -487,8 +493,7 @@ def run_single_photometric(cache: Path | None, batch: int = 8) -> dict:
     model, (heads, mean_v, mean_l51, face_ids), plan, views = prepare(False, None, cache)
     _, _, detected, items, _ = views
     now_of, shape_now = now_scorer(model, heads, mean_v, face_ids)
-    mean_seven = mean_l51[[i - 17 for i in _scans.NOW_SEVEN]]
-    mean_head = [float(np.median(now_of(h, mean_v, mean_seven))) for h in range(len(heads))]
+    mean_head = mean_head_medians(now_of, mean_v, mean_l51, len(heads))
     frontal = [k for k, v in enumerate(detected) if abs(plan[v]["nominal_yaw"]) <= BINS[0][2]]
     uv, rows, start = load_uv_layout(), [], time.perf_counter()
     for first in range(0, len(frontal), batch):  # one batch size: one compiled program

@@ -37,7 +37,7 @@ import numpy as np
 from benchmarks import _scans
 from benchmarks._common import RESULTS_DIR, result, save_and_report, shared_photos, table
 from benchmarks.bench_identity import (N_EXPRESSION, N_SHAPE, SEED, SIZE, identity_error_mm, make_subjects,
-                                       nme_face_box, now_scorer, render_views)
+                                       mean_head_medians, nme_face_box, now_scorer, render_views)
 from benchmarks.bench_track import save_overlay_frames
 from flamejax.camera import yaw_pitch_roll
 from flamejax.fit import AMBIENT_SH
@@ -80,8 +80,7 @@ def rendered_clips(frames: int, yaw_deg: float, sampled_heads: int):
     model = load_flame(n_shape=N_SHAPE, n_expression=N_EXPRESSION)
     heads, mean_v, mean_l51, face_ids = make_subjects(model, rng, sampled_heads)
     now_of, shape_now = now_scorer(model, heads, mean_v, face_ids)
-    mean_now = [float(np.median(now_of(h, mean_v, mean_l51[[i - 17 for i in _scans.NOW_SEVEN]])))
-                for h in range(len(heads))]
+    mean_now = mean_head_medians(now_of, mean_v, mean_l51, len(heads))
     clip_rng = np.random.default_rng(SEED + 1)
     uv = load_uv_layout()
 

@@ -204,12 +204,12 @@ def detect_sequence(source: FrameSource, max_side: int, checkpoint: Path | None,
     done: dict[int, tuple[np.ndarray | None, TurnedLook | None]] = {}
     if checkpoint is not None and checkpoint.is_file():
         with np.load(checkpoint) as data:
-            n = len(data["indices"])
-            looked = data["looked"] if "looked" in data else np.zeros(n, bool)
-            for k, (index, found, pts) in enumerate(zip(data["indices"], data["found"], data["points"])):
-                look = TurnedLook(data["profile"][k], data["profile_weight"][k],
-                                  data["mirrored"][k] if data["mirrored_found"][k] else None) if looked[k] else None
-                done[int(index)] = (pts if found else None, look)
+            saved = {name: data[name] for name in data.files}  # each read of an npz entry decompresses it again
+        looked = saved.get("looked", np.zeros(len(saved["indices"]), bool))
+        for k, (index, found, pts) in enumerate(zip(saved["indices"], saved["found"], saved["points"])):
+            look = TurnedLook(saved["profile"][k], saved["profile_weight"][k],
+                              saved["mirrored"][k] if saved["mirrored_found"][k] else None) if looked[k] else None
+            done[int(index)] = (pts if found else None, look)
     indices, times, points, looks = [], [], [], []
     try:
         with VideoLandmarker(max_side) as landmarker:
