@@ -395,6 +395,20 @@ def test_warp_follows_the_pixel_centre_convention(zoom):
     np.testing.assert_allclose(_centroid(warped), fp.transform_points(matrix, np.array(centre)), atol=0.05)
 
 
+@pytest.mark.parametrize("zoom", [1.5, 0.25])
+def test_warp_without_a_border_value_repeats_the_edge(zoom):
+    source = np.zeros((40, 60, 3), np.uint8)
+    source[:, :30] = 90
+    source[:, 30:] = 200  # left half dark, right half bright, every row alike
+    matrix = np.array([[zoom, 0.0, 10.0], [0.0, zoom, 15.0]])  # the output reaches past the source all round
+    side = int(80 * zoom) + 30
+    repeated = fp.warp_image(source, matrix, side, border=None)
+    white = fp.warp_image(source, matrix, side)
+    assert repeated.max() <= 200 and white.max() == 255
+    np.testing.assert_array_equal(repeated[0], repeated[-1])  # rows outside the source repeat its first / last
+    assert repeated[5, 0, 0] == 90 and repeated[5, -1, 0] == 200  # columns beyond it its left / right edge
+
+
 def test_affine_helpers_round_trip():
     rng = np.random.default_rng(1)
     matrix = np.column_stack([rng.normal(size=(2, 2)) + 2 * np.eye(2), rng.normal(size=2) * 50])

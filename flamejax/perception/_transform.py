@@ -66,11 +66,12 @@ def resize(array: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def warp_image(image: UInt8[np.ndarray, "H W C"], matrix: Affine, size: int | tuple[int, int],
-               *, border: int = 255) -> UInt8[np.ndarray, "h w C"]:
+               *, border: int | None = 255) -> UInt8[np.ndarray, "h w C"]:
     """Resample ``image`` so that output pixel coordinates ``q`` equal ``matrix @ p`` of source coordinates ``p``.
 
-    Bilinear; outside the source the output is ``border`` (255: white). When the map shrinks by more than 2x,
-    only the needed part of the source is first area-averaged to about the output scale.
+    Bilinear; outside the source the output is ``border`` (255: white), or with ``border=None`` the source's
+    nearest edge pixel. When the map shrinks by more than 2x, only the needed part of the source is first
+    area-averaged to about the output scale.
 
     Args:
       matrix: (2, 3) map from source pixel coordinates to output pixel coordinates (centre convention above).
@@ -85,6 +86,9 @@ def warp_image(image: UInt8[np.ndarray, "H W C"], matrix: Affine, size: int | tu
     opencv_matrix = matrix.copy()
     opencv_matrix[:, 2] += matrix[:, :2] @ np.array([0.5, 0.5]) - 0.5
     channels = 1 if image.ndim == 2 else image.shape[2]
+    if border is None:
+        return cv2.warpAffine(image, opencv_matrix, (width, height), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REPLICATE)
     return cv2.warpAffine(image, opencv_matrix, (width, height), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=(border,) * min(channels, 4))
 

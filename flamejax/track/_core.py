@@ -9,7 +9,8 @@ from flamejax.fit import (PROFILE_SAMPLES, Appearance, FitConfig, FitResult, Gro
 from flamejax.fit._optim import FROZEN, partitioned_adam, run_stage
 from flamejax.flame import FlameModel, FlameParams, flame_forward, load_flame, posed_landmarks
 from flamejax.io import atomic_path, export_mesh, write_image, write_json, write_npz
-from flamejax.perception import FaceLandmarks, landmark_face_mask, person_silhouette, redetect_mirrored, to_68
+from flamejax.perception import (FaceLandmarks, landmark_face_mask, person_silhouette, redetect_mirrored, to_68,
+                                 warp_image)
 from flamejax.perception._landmarks import points_box
 from flamejax.render import RasterConfig, render_mesh, shade_for_display
 
@@ -22,5 +23,5 @@ __all__ = [
     "fit_photometric_batch", "landmark_face_mask", "render_mesh", "start_appearance",
     "SharedPhotometricResult", "fit_photometric_same_person",
     "PROFILE_SAMPLES", "person_silhouette", "profile_edge", "profile_turn_weight", "two_look_targets",
-    "FaceLandmarks", "redetect_mirrored", "points_box",
+    "FaceLandmarks", "redetect_mirrored", "points_box", "warp_image",
 ]

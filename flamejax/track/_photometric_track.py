@@ -30,7 +30,6 @@ import hashlib
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -38,7 +37,8 @@ import numpy as np
 from flamejax.track._core import (Appearance, FitResult, FlameModel, GroupSchedule, LandmarkTargets,
                                   PhotometricConfig, PhotometricTargets, SharedPhotometricResult, StageReport,
                                   fit_photometric_batch, fit_photometric_same_person, landmark_face_mask,
-                                  landmark_model, posed_landmarks, stack_targets, write_image)
+                                  landmark_model, posed_landmarks, stack_targets, warp_image,
+                                  write_image)
 from flamejax.perception._video import VideoReadError
 from flamejax.track._joint import FrameStates
 from flamejax.track._sequence import (STATUS_OK, STATUS_PHOTOMETRIC_DIVERGED, STATUS_PHOTOMETRIC_REJECTED,
@@ -113,18 +113,10 @@ def frame_picture(image: np.ndarray, points478: np.ndarray, crop: tuple[float, f
     its face mask from the frame's MediaPipe ``points478`` (frame pixels, centres at half-integers), zero where
     the crop leaves the frame."""
     x0, y0, side = crop
-    # Resample at an integer multiple of ``size`` first, then box-average down: no aliasing on a large crop.
-    factor = max(1, int(side // size))
-    work = size * factor
-    scale = work / side
-    # Pixel centres: half-integers in flamejax, integers in OpenCV's warp.
-    to_crop = np.array([[scale, 0, (0.5 - x0) * scale - 0.5], [0, scale, (0.5 - y0) * scale - 0.5]])
-    warped = cv2.warpAffine(image, to_crop, (work, work), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    inside = cv2.warpAffine(np.ones(image.shape[:2], np.float32), to_crop, (work, work), flags=cv2.INTER_LINEAR,
-                            borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
-    if factor > 1:
-        warped = cv2.resize(warped, (size, size), interpolation=cv2.INTER_AREA)
-        inside = cv2.resize(inside, (size, size), interpolation=cv2.INTER_AREA)
+    scale = size / side
+    to_crop = np.array([[scale, 0, -x0 * scale], [0, scale, -y0 * scale]])
+    warped = warp_image(image, to_crop, size, border=None)
+    inside = warp_image(np.ones(image.shape[:2], np.float32), to_crop, size, border=0)
     mask = landmark_face_mask((np.asarray(points478) - np.array([x0, y0])) * (size / side), size)
     return warped.astype(np.float32) / 255.0, (mask * (inside > 0.999)).astype(np.float32)
 

@@ -55,7 +55,7 @@ from flamejax.perception._video import Frame, FrameSource, VideoLandmarker, Vide
 from flamejax.track._core import (PROFILE_SAMPLES, Camera, FaceLandmarks, LandmarkTargets, RasterConfig, export_mesh,
                                   flame_forward, load_flame, person_silhouette, points_box, profile_edge,
                                   profile_turn_weight, redetect_mirrored, render_mesh, shade_for_display, to_68,
-                                  two_look_targets, write_json, write_npz, yaw_pitch_roll)
+                                  two_look_targets, warp_image, write_json, write_npz, yaw_pitch_roll)
 from flamejax.track._joint import FrameStates
 from flamejax.track._photometric_track import photometric_arrays, refine_photometric, video_pictures
 from flamejax.track._sequence import STATUS_REASONS, SequenceFit, TrackConfig, track_landmarks
@@ -123,10 +123,8 @@ def turned_look(image: UInt8[np.ndarray, "H W 3"], points478: Float[np.ndarray, 
         return TurnedLook.nothing()
     low, high = points478.min(0), points478.max(0)
     scale = TURNED_CROP / (2.0 * float(np.max(high - low)))
-    shift = TURNED_CROP / 2 - scale * (low + high) / 2  # crop = scale * frame + shift (pixel edges at integers)
-    affine = np.array([[scale, 0, shift[0] + 0.5 * scale - 0.5], [0, scale, shift[1] + 0.5 * scale - 0.5]])
-    crop = cv2.warpAffine(image, affine, (TURNED_CROP, TURNED_CROP), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)
+    shift = TURNED_CROP / 2 - scale * (low + high) / 2  # crop = scale * frame + shift
+    crop = warp_image(image, np.array([[scale, 0, shift[0]], [0, scale, shift[1]]]), TURNED_CROP, border=None)
     in_crop = points478 * scale + shift
     look = TurnedLook.nothing()
     if profile:
@@ -429,7 +427,7 @@ def write_overlay(result: TrackResult, model, frames: FrameSource, points: list[
         else:
             rgba = np.asarray(_shade_batch(*pose, size_ref))
         for (row, image), shaded in zip(pending, rgba):
-            layer = cv2.warpAffine(np.ascontiguousarray(shaded), to_frame, (width, height), flags=cv2.INTER_LINEAR)
+            layer = warp_image(np.ascontiguousarray(shaded), to_frame, (width, height), border=0)
             alpha = 0.6 * layer[..., 3:4]
             picture = image.astype(np.float32) / 255.0 * (1 - alpha) + layer[..., :3] * alpha
             picture = cv2.cvtColor((np.clip(picture, 0, 1) * 255).astype(np.uint8), cv2.COLOR_RGB2BGR)
