@@ -11,7 +11,7 @@ import math
 
 import cv2
 import numpy as np
-from jaxtyping import Float, UInt8
+from jaxtyping import Float, Num
 
 Affine = Float[np.ndarray, "2 3"]
 
@@ -65,12 +65,12 @@ def resize(array: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.concatenate(chunks, axis=2)
 
 
-def warp_image(image: UInt8[np.ndarray, "H W C"], matrix: Affine, size: int | tuple[int, int],
-               *, border: int | None = 255) -> UInt8[np.ndarray, "h w C"]:
+def warp_image(image: Num[np.ndarray, "H W *C"], matrix: Affine, size: int | tuple[int, int],
+               *, border: float | None = 255) -> Num[np.ndarray, "h w *C"]:
     """Resample ``image`` so that output pixel coordinates ``q`` equal ``matrix @ p`` of source coordinates ``p``.
 
-    Bilinear; outside the source the output is ``border`` (255: white), or with ``border=None`` the source's
-    nearest edge pixel. When the map shrinks by more than 2x, only the needed part of the source is first
+    Bilinear, in ``image``'s dtype (uint8 or float32); outside the source the output is ``border`` (255: white
+    for uint8), or with ``border=None`` the source's nearest edge pixel. When the map shrinks by more than 2x, only the needed part of the source is first
     area-averaged to about the output scale.
 
     Args:
