@@ -47,7 +47,7 @@ from flamejax.render import RasterConfig, render_mesh
 from flamejax.track import (FrameSource, PhotometricTrackConfig, TrackConfig, refine_photometric,
                             synthetic_sequence, track_landmarks, track_video)
 from flamejax.track._photometric_track import _refine_batch, video_pictures
-from flamejax.track._video_track import _ndc_to_frame, _targets, clip_looks, detect_sequence, write_overlay
+from flamejax.track._video_track import _ndc_to_frame, _targets, clip_looks, saved_landmarks, write_overlay
 
 ROOT = Path(__file__).resolve().parents[1]
 VIDEOS = ROOT.parent / "shared" / "videos"
@@ -105,10 +105,8 @@ def bench_real(model, frames: int, clips: int) -> dict:
             result = track_video(video, out, config, model, end_s=end, overlay=False)
             runs[name] = (result, time.perf_counter() - clock, time.process_time() - cpu, load)
         photo = runs["photometric"][0]
-        # The tracker's own targets, from its landmarks checkpoint (every frame is there: nothing is detected again)
-        _, _, points, looks = detect_sequence(FrameSource(video, None, end, None), photometric_config.detect_max_side,
-                                              photo.out_dir / "checkpoints" / "landmarks.npz", lambda _: None,
-                                              photometric_config.profile, photometric_config.mirror_check)
+        saved = saved_landmarks(photo.out_dir / "checkpoints" / "landmarks.npz")  # the tracker's own targets
+        points, looks = map(list, zip(*(saved[int(i)] for i in photo.frame_indices)))
         targets = [_targets(p, photo.crop, look) for p, look in zip(points, clip_looks(looks))]
         pictures = video_pictures(lambda: iter(FrameSource(video, None, end, None)),
                                   {int(i): row for row, i in enumerate(photo.frame_indices)}, points, photo.crop,

@@ -70,8 +70,8 @@ def warp_image(image: Num[np.ndarray, "H W *C"], matrix: Affine, size: int | tup
     """Resample ``image`` so that output pixel coordinates ``q`` equal ``matrix @ p`` of source coordinates ``p``.
 
     Bilinear, in ``image``'s dtype (uint8 or float32); outside the source the output is ``border`` (255: white
-    for uint8), or with ``border=None`` the source's nearest edge pixel. When the map shrinks by more than 2x, only the needed part of the source is first
-    area-averaged to about the output scale.
+    for uint8), or with ``border=None`` the source's nearest edge pixel. When the map shrinks by more than 2x,
+    only the needed part of the source is first area-averaged to about the output scale.
 
     Args:
       matrix: (2, 3) map from source pixel coordinates to output pixel coordinates (centre convention above).
@@ -86,11 +86,9 @@ def warp_image(image: Num[np.ndarray, "H W *C"], matrix: Affine, size: int | tup
     opencv_matrix = matrix.copy()
     opencv_matrix[:, 2] += matrix[:, :2] @ np.array([0.5, 0.5]) - 0.5
     channels = 1 if image.ndim == 2 else image.shape[2]
-    if border is None:
-        return cv2.warpAffine(image, opencv_matrix, (width, height), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_REPLICATE)
-    return cv2.warpAffine(image, opencv_matrix, (width, height), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=(border,) * min(channels, 4))
+    edge = dict(borderMode=cv2.BORDER_REPLICATE) if border is None else dict(
+        borderMode=cv2.BORDER_CONSTANT, borderValue=(border,) * min(channels, 4))
+    return cv2.warpAffine(image, opencv_matrix, (width, height), flags=cv2.INTER_LINEAR, **edge)
 
 
 def _area_shrink(image: np.ndarray, matrix: Affine, size: tuple[int, int],

@@ -117,7 +117,7 @@ def frame_picture(image: np.ndarray, points478: np.ndarray, crop: tuple[float, f
     to_crop = np.array([[scale, 0, -x0 * scale], [0, scale, -y0 * scale]])
     warped = warp_image(image, to_crop, size, border=None)
     inside = warp_image(np.ones(image.shape[:2], np.float32), to_crop, size, border=0)
-    mask = landmark_face_mask((np.asarray(points478) - np.array([x0, y0])) * (size / side), size)
+    mask = landmark_face_mask((np.asarray(points478) - np.array([x0, y0])) * scale, size)
     return warped.astype(np.float32) / 255.0, (mask * (inside > 0.999)).astype(np.float32)
 
 

@@ -192,6 +192,20 @@ def _prefetched(frames: Iterable[Frame], depth: int = 8) -> Iterator[Frame]:
                 worker.join(0.01)
 
 
+def saved_landmarks(checkpoint: Path) -> dict[int, tuple[np.ndarray | None, TurnedLook | None]]:
+    """What :func:`detect_sequence` saved to ``checkpoint``: per frame index, MediaPipe's points (None: no face)
+    and the frame's :class:`TurnedLook` (None: none taken)."""
+    with np.load(checkpoint) as data:
+        saved = {name: data[name] for name in data.files}  # each read of an npz entry decompresses it again
+    looked = saved.get("looked", np.zeros(len(saved["indices"]), bool))
+    done = {}
+    for k, (index, found, pts) in enumerate(zip(saved["indices"], saved["found"], saved["points"])):
+        look = TurnedLook(saved["profile"][k], saved["profile_weight"][k],
+                          saved["mirrored"][k] if saved["mirrored_found"][k] else None) if looked[k] else None
+        done[int(index)] = (pts if found else None, look)
+    return done
+
+
 def detect_sequence(source: FrameSource, max_side: int, checkpoint: Path | None, progress: Callable[[str], None],
                     profile: bool = True, mirror: bool = True
                     ) -> tuple[list[int], list[float], list[np.ndarray | None], list[TurnedLook | None]]:
@@ -199,15 +213,7 @@ def detect_sequence(source: FrameSource, max_side: int, checkpoint: Path | None,
     every frame; saved to ``checkpoint`` as it goes (also on an interruption), and frames already there are not
     detected again."""
     looking = profile or mirror
-    done: dict[int, tuple[np.ndarray | None, TurnedLook | None]] = {}
-    if checkpoint is not None and checkpoint.is_file():
-        with np.load(checkpoint) as data:
-            saved = {name: data[name] for name in data.files}  # each read of an npz entry decompresses it again
-        looked = saved.get("looked", np.zeros(len(saved["indices"]), bool))
-        for k, (index, found, pts) in enumerate(zip(saved["indices"], saved["found"], saved["points"])):
-            look = TurnedLook(saved["profile"][k], saved["profile_weight"][k],
-                              saved["mirrored"][k] if saved["mirrored_found"][k] else None) if looked[k] else None
-            done[int(index)] = (pts if found else None, look)
+    done = saved_landmarks(checkpoint) if checkpoint is not None and checkpoint.is_file() else {}
     indices, times, points, looks = [], [], [], []
     try:
         with VideoLandmarker(max_side) as landmarker:
