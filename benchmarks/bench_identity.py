@@ -9,7 +9,8 @@ blurred corner of a shared photograph, at yaw up to ±75°, pitch ±30°. The pi
 and vertex to vertex where the topology is FLAME's. The unfitted mean head is scored the same way beside every fit.
 
 Variants: ``library default`` (``FitConfig()``: visibility and robust landmark weights inside the fit, targets
-from MediaPipe's two looks), ``one look`` (the same on the crop's look alone), ``earlier default`` (no weighting,
+from MediaPipe's two looks, a second fit leaning to one look where they disagree throughout), ``no look choice``
+(without that second fit), ``one look`` (the same on the crop's look alone), ``earlier default`` (no weighting,
 one look, the 100x / 10x weaker identity priors the library had before) and ``truth points (oracle)`` (the library
 default on the truth's projected inner 51 points: the fit's share of the error), and both kinds of targets
 fitted with ``precise_landmarks_config()`` (weak identity prior). Rendered, preprocessed views are
@@ -43,11 +44,11 @@ from benchmarks._common import RESULTS_DIR, result, save_and_report, shared_phot
 # Every flamejax name this benchmark uses (repoint here when internals move).
 from flamejax.camera import Camera, project, yaw_pitch_roll
 from flamejax.files import find_file
-from flamejax.fit import (AMBIENT_SH, FitConfig, LandmarkTargets, PhotometricConfig, PhotometricTargets,
+from flamejax.fit import (AMBIENT_SH, FitConfig, FitResult, LandmarkTargets, PhotometricConfig, PhotometricTargets,
                           aligned_vertex_error_mm, fit_landmarks_batch, fit_photometric_batch,
                           fit_photometric_same_person, precise_landmarks_config, quick_config, stack_targets,
                           two_look_targets)
-from flamejax.fitter import QualityConfig
+from flamejax.fitter import QualityConfig, lean_on_explained_looks, rows_from
 from flamejax.flame import FlameParams, barycentric_points, flame_forward, load_flame, safe_load_pickle
 from flamejax.perception import PerceptionError, PreprocessConfig, landmark_face_mask, preprocess, to_68
 from flamejax.render import RasterConfig, load_uv_layout, render_mesh, shade_for_display
@@ -389,24 +390,49 @@ class Variant:
     builds them; else from the crop's look alone (the library before)."""
     truth_points: bool = False
     """An oracle instead of MediaPipe: the truth's inner 51 points, projected (``two_looks`` is then unused)."""
+    lean: bool = True
+    """As the library's :class:`Fitter`: a second fit of the views whose two looks disagree throughout, leaning
+    to the look the first fit explains (:func:`lean_on_explained_looks`); else the first fit alone."""
 
 
 def default_variants(config: FitConfig) -> dict[str, Variant]:
     return {"earlier default": Variant(earlier_default(config), two_looks=False),
             "one look": Variant(config, two_looks=False), "library default": Variant(config),
-            "no profile": Variant(without_profile(config)), "no silhouette": Variant(without_silhouette(config)),
+            "no look choice": Variant(config, lean=False), "no profile": Variant(without_profile(config)),
+            "no silhouette": Variant(without_silhouette(config)),
             "truth points (oracle)": Variant(config, truth_points=True),
             "precise-landmarks config": Variant(precise_landmarks_config(config)),
             "truth points, precise-landmarks config": Variant(precise_landmarks_config(config), truth_points=True)}
 
 
-def view_targets(items: list[View], two_looks: bool) -> LandmarkTargets:
-    """The batched fitting targets of the views, from one or both of MediaPipe's looks."""
+def view_target_list(items: list[View], two_looks: bool) -> list[LandmarkTargets]:
+    """Each view's fitting targets, from one or both of MediaPipe's looks."""
     def one(item: View) -> LandmarkTargets:
         mirrored = item.mirrored478 if two_looks and np.all(np.isfinite(item.mirrored478)) else None
         return two_look_targets(item.points478, mirrored, item.image.shape[0], person=item.person)
 
-    return stack_targets([one(item) for item in items])
+    return [one(item) for item in items]
+
+
+def view_targets(items: list[View], two_looks: bool) -> LandmarkTargets:
+    """The batched fitting targets of the views, from one or both of MediaPipe's looks."""
+    return stack_targets(view_target_list(items, two_looks))
+
+
+def fit_views(model, items: list[View], variant: Variant, oracle_targets: LandmarkTargets) -> FitResult:
+    """The batched landmark fit of the views a variant makes (with the :class:`Fitter`'s second fit where the
+    looks disagree when ``variant.lean``)."""
+    if variant.truth_points:
+        return fit_landmarks_batch(model, oracle_targets, variant.config)
+    per_view = view_target_list(items, variant.two_looks)
+    fitted = fit_landmarks_batch(model, stack_targets(per_view), variant.config)
+    if not (variant.lean and variant.two_looks):
+        return fitted
+    per_view, changed = lean_on_explained_looks(items, per_view, np.asarray(fitted.landmarks.lmk68))
+    if not changed:
+        return fitted
+    again = fit_landmarks_batch(model, stack_targets(per_view), variant.config)
+    return rows_from(np.isin(np.arange(len(items)), changed), again, fitted)
 
 
 def truth_targets(items: list[View], truths_fit_px: list[np.ndarray]) -> LandmarkTargets:
@@ -540,14 +566,12 @@ def run(quick: bool, pictures_dir: Path | None = None, sampled_heads: int | None
     config = quick_config() if short_fit else FitConfig()
     model, (heads, mean_v, mean_l51, face_ids), plan, views = prepare(quick, sampled_heads, cache)
     pictures, truths, detected, items, timing = views
-    detected_targets = {two: view_targets(items, two) for two in (False, True)}
     oracle_targets = truth_targets(items, [to_original(truths[i], item.original_to_fit)
                                            for i, item in zip(detected, items)])
     variants = variants or default_variants(config)
     start = time.perf_counter()
-    fits = {name: jax.tree.map(np.asarray, fit_landmarks_batch(
-        model, oracle_targets if v.truth_points else detected_targets[v.two_looks], v.config))
-        for name, v in variants.items()}
+    fits = {name: jax.tree.map(np.asarray, fit_views(model, items, v, oracle_targets))
+            for name, v in variants.items()}
     fit_s = (time.perf_counter() - start) / len(variants)
     confidences = {name: res.confidence for name, res in fits.items()}
     variants = fits
@@ -686,8 +710,11 @@ def run(quick: bool, pictures_dir: Path | None = None, sampled_heads: int | None
             "and its mirror image (each point at their mean, weighted by their agreement: two_look_targets), the "
             "fitted points held inside the person's silhouette (MediaPipe's selfie segmentation, Preprocessed.person; "
             "silhouette_weight) and, at strong yaw, reaching the silhouette's edge on the side the face turns to "
-            "(LandmarkTargets.profile, profile_weight); no profile: the same without the profile term; no "
-            "silhouette: without either term; "
+            "(LandmarkTargets.profile, profile_weight); where the two looks disagree throughout (look_disagreement "
+            "above LOOK_DISAGREEMENT = 0.08: one look folded the far half of the face), a second fit to targets "
+            "leaning to the look the first fit explains (lean_on_explained_looks, as the library's Fitter does); "
+            "no look choice: without that second fit (the library before); no profile: the library default "
+            "without the profile term; no silhouette: without either term; "
             "one look: the same fit on the crop's look alone (the library before); earlier default: one look, no "
             "weighting, the identity priors of before (init 2e-4, landmark stage 0.05). "
             "truth points (oracle): the library default fitted to the truth's projected inner 51 points alone "

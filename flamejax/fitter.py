@@ -6,7 +6,8 @@
 A Fitter holds everything that stays fixed over a run: the model and its landmark sub-model (placed on the
 devices), the fit configuration, the photometric bundle (configuration, UV layout, albedo model), the networks
 that start the fit, and the device mesh. Its call pads the items to fixed-size batches (one compilation per
-run), runs the start, the landmark fit and, in photometric mode, the photometric stage, and judges each result
+run), runs the start, the landmark fit (twice for the images whose two MediaPipe looks disagree throughout, see
+:func:`lean_on_explained_looks`) and, in photometric mode, the photometric stage, and judges each result
 (:class:`Verdict`). ``flamejax fit``, ``fit-dir`` and library users all go through it.
 """
 
@@ -23,14 +24,16 @@ import numpy as np
 
 from flamejax import camera as cam
 from flamejax._runtime import CompileClock
+from flamejax._typing import Bool, Float
 from flamejax.distributed import local_mesh, replicate, round_batch_size, shard_batch
-from flamejax.fit import (FitConfig, FitResult, FitStart, LandmarkConventions, LandmarkTargets, PhotometricConfig,
-                          PhotometricTargets, Status, fit_landmarks_batch, fit_photometric_batch, landmark_conventions,
-                          landmark_model, stack_targets, two_look_targets)
+from flamejax.fit import (LOOK_DISAGREEMENT, FitConfig, FitResult, FitStart, LandmarkConventions, LandmarkTargets,
+                          PhotometricConfig, PhotometricTargets, Status, fit_landmarks_batch, fit_photometric_batch,
+                          landmark_conventions, landmark_model, leaning_look_targets, look_disagreement,
+                          stack_targets, two_look_targets)
 from flamejax.flame import FlameModel, flame_forward
 
 __all__ = ["Fitter", "ImageFit", "Networks", "PhotometricBundle", "QualityConfig", "find_uv_layout", "judge",
-           "targets_of"]
+           "lean_on_explained_looks", "rows_from", "targets_of"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,17 +132,22 @@ class ImageFit:
         return self.verdict != "failed"
 
 
+def _person_of(item) -> Float[np.ndarray, "S S"]:
+    """The item's person silhouette, or all zeros when preprocessing has none it trusts (so that every
+    photograph's targets share one compiled fit)."""
+    size = item.image.shape[0]
+    return item.person if item.person is not None else np.zeros((size, size), np.float32)
+
+
 def targets_of(item) -> LandmarkTargets:
     """Landmark targets of a :class:`flamejax.perception.Preprocessed` image (NDC of its fit image): both of
     MediaPipe's looks (the crop and its mirror image) where there are two, see :func:`two_look_targets`, and the
-    person's silhouette (``item.person``; all zeros when preprocessing has none it trusts, so that every
-    photograph's targets share one compiled fit).
+    person's silhouette (:func:`_person_of`).
 
     An image with hand-annotated 68 points (``item.annotated68``) is fitted to those (but NaN points) and
     MediaPipe's irises alone: its other points carry the detector's bias the annotation is there to avoid."""
     size = item.image.shape[0]
-    person = item.person if item.person is not None else np.zeros((size, size), np.float32)
-    targets = two_look_targets(item.points478, item.mirrored478, size, person=person)
+    targets = two_look_targets(item.points478, item.mirrored478, size, person=_person_of(item))
     if item.annotated68 is None:
         return targets
     given = np.all(np.isfinite(item.annotated68), axis=1)
@@ -147,6 +155,35 @@ def targets_of(item) -> LandmarkTargets:
                                                           jnp.float32),
                                lmk68_weight=jnp.asarray(given, jnp.float32),
                                mediapipe_weight=jnp.zeros_like(targets.mediapipe_weight))
+
+
+def lean_on_explained_looks(items: Sequence, targets: Sequence[LandmarkTargets],
+                            fitted68: Float[np.ndarray, "batch 68 2"]) -> tuple[list[LandmarkTargets], list[int]]:
+    """Targets for a second landmark fit of the images whose two MediaPipe looks disagree throughout.
+
+    ``targets``: each item's :func:`targets_of`; ``fitted68``: a first fit's 68 points on them, NDC (at least
+    ``len(items)`` rows). Where :func:`flamejax.fit.look_disagreement` exceeds
+    :data:`flamejax.fit.LOOK_DISAGREEMENT` (one look folded the far half of a turned face), the item's targets
+    become :func:`flamejax.fit.leaning_look_targets`: mostly the look that fit explains. Returns the targets and
+    the indices that changed (none: no second fit needed). Hand-annotated items keep their annotations."""
+    targets, changed = list(targets), []
+    for i, item in enumerate(items):
+        if getattr(item, "annotated68", None) is not None:
+            continue
+        if look_disagreement(item.points478, item.mirrored478) <= LOOK_DISAGREEMENT:
+            continue
+        size = item.image.shape[0]
+        targets[i] = leaning_look_targets(item.points478, item.mirrored478,
+                                          np.asarray(cam.ndc_to_pixels(fitted68[i], size)), size,
+                                          person=_person_of(item))
+        changed.append(i)
+    return targets, changed
+
+
+def rows_from(take: Bool[np.ndarray, "batch"], new, old):
+    """The batched pytree ``new`` in the rows where ``take`` is true, ``old`` elsewhere (same structure)."""
+    take = jnp.asarray(take)
+    return jax.tree.map(lambda a, b: jnp.where(take.reshape(take.shape + (1,) * (a.ndim - 1)), a, b), new, old)
 
 
 def judge(result: FitResult, vertices: np.ndarray, quality: QualityConfig = QualityConfig()) -> tuple[str, str]:
@@ -278,7 +315,8 @@ class Fitter:
 
     def fit_batch(self, items: Sequence, names: Sequence[str],
                   on_stage: Callable[[str], None] | None = None) -> list[ImageFit]:
-        """At most ``batch_size`` images as one padded batch: start, landmark fit, photometric fit, meshes.
+        """At most ``batch_size`` images as one padded batch: start, landmark fit (a second one where an image's
+        two looks disagree, :func:`lean_on_explained_looks`), photometric fit, meshes.
 
         ``on_stage`` is called with each stage's name as it begins (progress display).
         """
@@ -287,12 +325,19 @@ class Fitter:
             raise ValueError(f"fit_batch takes 1 to {self.batch_size} images, got {len(items)}")
         started = time.perf_counter()
         with CompileClock() as clock:
-            targets = self._place_batch(stack_targets([targets_of(it) for it in items], self.batch_size))
+            per_item = [targets_of(it) for it in items]
+            targets = self._place_batch(stack_targets(per_item, self.batch_size))
             report(f"start ({self.networks.method})")
             start, method = _start_from_networks(self.networks, self.model, items, self.batch_size)
+            start = None if start is None else self._place_batch(start)
             report("landmark fit")
-            result = jax.block_until_ready(fit_landmarks_batch(self.fit_model, targets, self.config,
-                                                               None if start is None else self._place_batch(start)))
+            result = jax.block_until_ready(fit_landmarks_batch(self.fit_model, targets, self.config, start))
+            per_item, changed = lean_on_explained_looks(items, per_item, np.asarray(result.landmarks.lmk68))
+            if changed:  # the same compiled program again; only the changed rows are taken from it
+                report("landmark fit, leaning to the look it explains")
+                targets = self._place_batch(stack_targets(per_item, self.batch_size))
+                again = fit_landmarks_batch(self.fit_model, targets, self.config, start)
+                result = jax.block_until_ready(rows_from(np.isin(np.arange(self.batch_size), changed), again, result))
             if self.photometric is not None:
                 report("photometric fit")
                 result = self._photometric(items, targets, result)

@@ -234,3 +234,76 @@ def test_two_look_targets_weigh_points_by_agreement():
     assert np.asarray(both.lmk68_weight)[share_moved == 0].min() > 0.95
     assert (share_moved > 0.5).sum() >= 3 and np.asarray(both.lmk68_weight)[share_moved > 0.5].max() < 0.1
     np.testing.assert_allclose(both.iris_weight, weight[468:])
+
+
+def _folded(look: np.ndarray, by: float) -> np.ndarray:
+    """``look`` with its left half (x below the centre) pulled towards the centre: FaceMesh folding a far side."""
+    folded = look.copy()
+    centre = look[:, 0].mean()
+    left = look[:, 0] < centre
+    folded[left, 0] = centre + (1.0 - by) * (look[left, 0] - centre)
+    return folded
+
+
+def test_look_disagreement_is_the_mean_distance_over_the_face_size():
+    from flamejax.fit import look_disagreement
+
+    rng = np.random.default_rng(1)
+    look = rng.uniform(60.0, 200.0, (478, 2)).astype(np.float32)
+    assert look_disagreement(look, None) == 0.0
+    assert look_disagreement(look, np.full_like(look, np.nan)) == 0.0
+    assert look_disagreement(look, look) == 0.0
+    # A shift of every point by d: mean distance d over the box of the inner 51 points (the shift keeps its size).
+    from flamejax.flame._layout import IBUG68_FROM_MEDIAPIPE
+
+    inner = IBUG68_FROM_MEDIAPIPE[17:] @ look
+    size = np.sqrt(np.prod(inner.max(0) - inner.min(0)))
+    np.testing.assert_allclose(look_disagreement(look, look + [3.0, 4.0]), 5.0 / size, rtol=1e-4)
+    assert look_disagreement(look, _folded(look, 0.6)) > 2 * look_disagreement(look, _folded(look, 0.2))
+
+
+def test_leaning_look_targets_follow_the_look_the_fit_explains():
+    from flamejax.fit import LOOK_DISAGREEMENT, leaning_look_targets, look_disagreement, two_look_targets
+    from flamejax.flame._layout import IBUG68_FROM_MEDIAPIPE
+
+    rng = np.random.default_rng(2)
+    size = 256
+    good = rng.uniform(60.0, 200.0, (478, 2)).astype(np.float32)
+    broken = _folded(good, 0.9)
+    assert look_disagreement(good, broken) > LOOK_DISAGREEMENT
+    near_good = IBUG68_FROM_MEDIAPIPE @ (0.8 * good + 0.2 * broken)  # a first fit pulled a little off by the mean
+    for first, second, expected in ((good, broken, good), (broken, good, good)):
+        leaning = leaning_look_targets(first, second, near_good, size)
+        np.testing.assert_allclose(leaning.mediapipe, expected * 2 / size - 1.0, atol=1e-4)
+        for field in ("lmk68_weight", "mediapipe_weight", "iris_weight"):
+            assert np.all(np.asarray(getattr(leaning, field)) == 1.0), field
+    # A fit exactly between the looks explains both alike: the mean of the looks, as two_look_targets has it.
+    between = leaning_look_targets(good, broken, IBUG68_FROM_MEDIAPIPE @ ((good + broken) / 2), size)
+    np.testing.assert_allclose(between.mediapipe, two_look_targets(good, broken, size).mediapipe, atol=1e-5)
+
+
+def test_a_second_fit_only_for_the_images_whose_looks_disagree():
+    from flamejax.fitter import lean_on_explained_looks, rows_from, targets_of
+    from flamejax.flame._layout import IBUG68_FROM_MEDIAPIPE
+
+    rng = np.random.default_rng(3)
+    size = 128
+    good = rng.uniform(30.0, 100.0, (478, 2)).astype(np.float32)
+
+    def item(mirrored, annotated68=None):
+        return SimpleNamespace(image=np.zeros((size, size, 3), np.float32), points478=good, mirrored478=mirrored,
+                               person=None, annotated68=annotated68)
+
+    items = [item(good + rng.normal(0.0, 0.3, good.shape).astype(np.float32)), item(None), item(_folded(good, 0.9)),
+             item(_folded(good, 0.9), annotated68=IBUG68_FROM_MEDIAPIPE @ good)]
+    targets = [targets_of(it) for it in items]
+    fitted = np.stack([np.asarray(t.lmk68) for t in targets])
+    fitted[2] = IBUG68_FROM_MEDIAPIPE @ good / size * 2 - 1  # the first fit of image 2 found the good look
+    leaning, changed = lean_on_explained_looks(items, targets, fitted)
+    assert changed == [2]
+    assert all(leaning[i] is targets[i] for i in (0, 1, 3))
+    np.testing.assert_allclose(leaning[2].mediapipe, good * 2 / size - 1.0, atol=1e-4)
+    first, second = stack_targets(targets), stack_targets(leaning)
+    merged = rows_from(np.array([False, False, True, False]), second, first)
+    np.testing.assert_array_equal(merged.mediapipe[2], second.mediapipe[2])
+    np.testing.assert_array_equal(merged.mediapipe[np.array([0, 1, 3])], first.mediapipe[np.array([0, 1, 3])])

@@ -10,7 +10,9 @@ Pure functions on one image (``jax.vmap`` batches them), meant to scale the per-
 * :func:`fit_confidence`: one number in [0, 1] per image from the normalised residuals and the weights (times
   :func:`target_agreement`, the share of the face the detector's two looks agree on, in the fit's confidence).
 * :func:`two_look_targets`: targets from FaceMesh's two looks at a face (the crop and its mirror image), each point
-  weighted by how well the looks agree: where they disagree at least one is wrong (host side, NumPy).
+  weighted by how well the looks agree: where they disagree at least one is wrong (host side, NumPy);
+  :func:`leaning_look_targets`: where they disagree throughout, a second fit's targets, leaning to the look a
+  first fit explains.
 * :func:`silhouette_contour` and :func:`contour_conventions`: the 68 points with the jaw contour either on the
   visible outline of the head (300-W style) or as fixed 3D points projected (AFLW2000-3D style).
 
@@ -184,6 +186,52 @@ def two_look_targets(points478: Float[np.ndarray, "478 2"], mirrored478: Float[n
                                mediapipe_weight=jnp.asarray(agreement478, jnp.float32))
 
 
+LOOK_DISAGREEMENT = 0.08
+"""Mean distance between the two looks' inner 51 points, over the face size, above which one look is taken to be
+broken (FaceMesh folding the far half of a turned face in one look): :func:`leaning_look_targets` then picks the
+look a first fit explains. The looks of a face turned less than 45 degrees stay within about 0.06."""
+
+LOOK_SHARPNESS = 8.0
+"""Exponent of the residual ratio in :func:`leaning_look_targets`: a look with 1.2x the other's residual gets
+weight 0.19, with 1.5x 0.04."""
+
+
+def look_disagreement(points478: Float[np.ndarray, "478 2"], mirrored478: Float[np.ndarray, "478 2"] | None
+                      ) -> float:
+    """Mean distance between the two looks' inner 51 iBUG points over the face size of their mean (0 without a
+    second look, or with a look that is not finite)."""
+    if mirrored478 is None or not np.all(np.isfinite(mirrored478)) or not np.all(np.isfinite(points478)):
+        return 0.0
+    first = IBUG68_FROM_MEDIAPIPE[INNER_68] @ np.asarray(points478, np.float32)
+    second = IBUG68_FROM_MEDIAPIPE[INNER_68] @ np.asarray(mirrored478, np.float32)
+    size = float(face_size(jnp.asarray((first + second) / 2)))
+    return float(np.mean(np.linalg.norm(first - second, axis=-1)) / size)
+
+
+def leaning_look_targets(points478: Float[np.ndarray, "478 2"], mirrored478: Float[np.ndarray, "478 2"],
+                         fitted68: Float[np.ndarray, "68 2"], image_size: int,
+                         sharpness: float = LOOK_SHARPNESS, person: Float[np.ndarray, "S S"] | None = None,
+                         profile: tuple[np.ndarray, np.ndarray] | None = None) -> LandmarkTargets:
+    """Targets for a second fit of a face whose two looks disagree (:func:`look_disagreement` above
+    :data:`LOOK_DISAGREEMENT`), leaning to the look that a first fit to :func:`two_look_targets` explains.
+
+    ``fitted68``: that fit's 68 points in pixels of the crop. Each look's residual is the mean distance of its
+    inner 51 points to the fitted ones; the look weights are ``r_other^s / (r_a^s + r_b^s)`` (``s`` =
+    ``sharpness``), and every point's target is the weighted mean of the looks at full weight: which look is wrong
+    is now known, so the per-point agreement weights of :func:`two_look_targets` (which keep pulling towards the
+    broken look's half of the face) are dropped. Equal residuals give the plain mean. ``person`` / ``profile`` as
+    in :meth:`LandmarkTargets.from_pixels`."""
+    points478, mirrored478 = np.asarray(points478, np.float32), np.asarray(mirrored478, np.float32)
+    fitted51 = np.asarray(fitted68, np.float32)[INNER_68]
+    residuals = [float(np.mean(np.linalg.norm(IBUG68_FROM_MEDIAPIPE[INNER_68] @ look - fitted51, axis=-1)))
+                 for look in (points478, mirrored478)]
+    scaled = np.asarray(residuals) / max(max(residuals), 1e-12)
+    first_weight = scaled[1] ** sharpness / max(scaled[0] ** sharpness + scaled[1] ** sharpness, 1e-12)
+    leaning478 = (first_weight * points478 + (1.0 - first_weight) * mirrored478).astype(np.float32)
+    return LandmarkTargets.from_pixels(leaning478, IBUG68_FROM_MEDIAPIPE @ leaning478, image_size, person=person,
+                                       profile=profile)
+
+
 def target_agreement(lmk68_weight: Float[Array, "68"]) -> Float[Array, ""]:
     """Mean weight of the inner 51 targets that have any: 1 for a detector's single look (every weight 1); for
     :func:`two_look_targets` the share of the face its two looks agree on. A factor of the fit's confidence: a fit
@@ -322,7 +370,8 @@ def landmark_conventions(model: FlameModel, params: FlameParams, camera: Camera)
 
 
 __all__ = ["contour_conventions", "face_size", "facing_cosine", "fit_confidence", "geman_mcclure_weights",
-           "INNER_LIP_PROXY", "LandmarkConventions", "landmark_conventions", "LandmarkWeights", "lip_normals_from_outer",
+           "INNER_LIP_PROXY", "LandmarkConventions", "landmark_conventions", "LandmarkWeights", "leaning_look_targets",
+           "lip_normals_from_outer", "look_disagreement", "LOOK_DISAGREEMENT", "LOOK_SHARPNESS",
            "normalised_residuals", "point_normals", "pose_weights", "robust_weights", "silhouette_contour",
            "target_agreement", "triangle_normals", "tukey_weights", "two_look_targets", "TWO_LOOK_SCALE",
            "visibility_weights", "weighed_landmarks"]

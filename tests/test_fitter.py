@@ -1,0 +1,52 @@
+"""The Fitter's second landmark fit for photographs whose two MediaPipe looks disagree throughout."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import flamejax.fitter as fitter_module
+from flamejax.fit import LOOK_DISAGREEMENT, look_disagreement, quick_config
+from flamejax.fitter import Fitter
+from flamejax.perception import preprocess
+from tests.conftest import SHARED, requires_flame
+
+pytestmark = [requires_flame, pytest.mark.skipif(not (SHARED / "images").is_dir(), reason="no ../shared/images")]
+
+
+def _folded(points: np.ndarray, by: float) -> np.ndarray:
+    """The face's left half (x below its centre) pulled towards the centre: FaceMesh folding a far side."""
+    folded = points.copy()
+    centre = np.median(points[:, 0])
+    left = points[:, 0] < centre
+    folded[left, 0] = centre + (1.0 - by) * (points[left, 0] - centre)
+    return folded
+
+
+def test_only_the_photograph_with_disagreeing_looks_is_fitted_again(flame_model, monkeypatch):
+    photo = preprocess(SHARED / "images" / "ffhq_00000.png")
+    assert look_disagreement(photo.points478, photo.mirrored478) < LOOK_DISAGREEMENT
+    folded = dataclasses.replace(photo, mirrored478=_folded(photo.points478, 0.8))
+    assert look_disagreement(folded.points478, folded.mirrored478) > LOOK_DISAGREEMENT
+    calls = []
+    real_fit = fitter_module.fit_landmarks_batch
+
+    def counting_fit(model, targets, config, start=None):
+        calls.append(np.asarray(targets.mediapipe))
+        return real_fit(model, targets, config, start)
+
+    monkeypatch.setattr(fitter_module, "fit_landmarks_batch", counting_fit)
+    fitter = Fitter.create(flame_model, quick_config(rigid_steps=60, landmark_steps=40), batch_size=2,
+                           uv_layout=None)
+    agreeing = fitter.fit_batch([photo], ["photo"])
+    assert len(calls) == 1
+    both = fitter.fit_batch([photo, folded], ["photo", "folded"])
+    assert len(calls) == 3
+    # The second fit moved the folded photograph's targets off the mean of its looks, and only its own.
+    np.testing.assert_array_equal(calls[2][0], calls[1][0])
+    assert np.abs(calls[2][1] - calls[1][1]).max() > 0.01
+    # The photograph beside it keeps its first fit, the same as fitted alone.
+    np.testing.assert_allclose(both[0].vertices, agreeing[0].vertices, atol=1e-5)
+    assert both[1].written and np.all(np.isfinite(both[1].vertices))
