@@ -167,6 +167,42 @@ def test_same_person_photos_gives_one_shape_for_several_photographs(flame_model)
         fit_same_person_photos(flame_model, photos[:1])
 
 
+def test_same_person_photos_lean_to_the_look_the_joint_fit_explains(flame_model, monkeypatch):
+    """A photograph whose two looks disagree throughout is fitted again, leaning to one look; the others keep
+    their targets."""
+    import dataclasses
+
+    import flamejax.track._photos as photos_module
+    from flamejax.fit import LOOK_DISAGREEMENT, look_disagreement
+    from flamejax.perception import PreprocessConfig, preprocess
+    from flamejax.track import fit_same_person_photos
+
+    image = VIDEOS.parent / "images" / "ffhq_00000.png"
+    if not image.is_file():
+        pytest.skip("no shared images")
+    photo = preprocess(image, PreprocessConfig(use_parsing=False))
+    folded_mirror = photo.points478.copy()
+    centre = np.median(photo.points478[:, 0])
+    left = photo.points478[:, 0] < centre
+    folded_mirror[left, 0] = centre + 0.2 * (photo.points478[left, 0] - centre)
+    folded = dataclasses.replace(photo, mirrored478=folded_mirror)
+    assert look_disagreement(folded.points478, folded.mirrored478) > LOOK_DISAGREEMENT
+    monkeypatch.setattr(photos_module, "preprocess", lambda path, config: {"a": photo, "b": folded}[path])
+    calls = []
+    real_fit = photos_module.fit_same_person
+
+    def counting_fit(model, targets, *args, **kwargs):
+        calls.append(np.asarray(targets.mediapipe))
+        return real_fit(model, targets, *args, **kwargs)
+
+    monkeypatch.setattr(photos_module, "fit_same_person", counting_fit)
+    result, _ = fit_same_person_photos(flame_model, ["a", "b"], TINY.identity, init_config=TINY.init)
+    assert len(calls) == 2
+    np.testing.assert_array_equal(calls[1][0], calls[0][0])
+    assert np.abs(calls[1][1] - calls[0][1]).max() > 0.01
+    assert np.all(np.isfinite(result.params.shape))
+
+
 @pytest.fixture(scope="module")
 def synthetic_clip(flame_model):
     seq = synthetic_sequence(flame_model, 14, np.random.default_rng(1), noise_px=0.5)
