@@ -165,12 +165,15 @@ def lean_on_explained_looks(items: Sequence, targets: Sequence[LandmarkTargets],
     ``len(items)`` rows). Where :func:`flamejax.fit.look_disagreement` exceeds
     :data:`flamejax.fit.LOOK_DISAGREEMENT` (one look folded the far half of a turned face), the item's targets
     become :func:`flamejax.fit.leaning_look_targets`: mostly the look that fit explains. Returns the targets and
-    the indices that changed (none: no second fit needed). Hand-annotated items keep their annotations."""
+    the indices that changed (none: no second fit needed). Hand-annotated items keep their annotations, and items
+    whose first fit has no finite points keep theirs."""
     targets, changed = list(targets), []
     for i, item in enumerate(items):
         if getattr(item, "annotated68", None) is not None:
             continue
         if look_disagreement(item.points478, item.mirrored478) <= LOOK_DISAGREEMENT:
+            continue
+        if not np.all(np.isfinite(fitted68[i])):  # a failed first fit cannot say which look is right
             continue
         size = item.image.shape[0]
         targets[i] = leaning_look_targets(item.points478, item.mirrored478,

@@ -301,6 +301,7 @@ def test_a_second_fit_only_for_the_images_whose_looks_disagree():
     fitted[2] = IBUG68_FROM_MEDIAPIPE @ good / size * 2 - 1  # the first fit of image 2 found the good look
     leaning, changed = lean_on_explained_looks(items, targets, fitted)
     assert changed == [2]
+    assert lean_on_explained_looks(items, targets, np.full_like(fitted, np.nan))[1] == []
     assert all(leaning[i] is targets[i] for i in (0, 1, 3))
     np.testing.assert_allclose(leaning[2].mediapipe, good * 2 / size - 1.0, atol=1e-4)
     first, second = stack_targets(targets), stack_targets(leaning)
