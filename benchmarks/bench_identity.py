@@ -48,7 +48,7 @@ from flamejax.fit import (AMBIENT_SH, FitConfig, FitResult, LandmarkTargets, Pho
                           aligned_vertex_error_mm, fit_landmarks_batch, fit_photometric_batch,
                           fit_photometric_same_person, precise_landmarks_config, quick_config, stack_targets,
                           two_look_targets)
-from flamejax.fitter import QualityConfig, lean_on_explained_looks, rows_from
+from flamejax.fitter import QualityConfig, fit_with_look_choice
 from flamejax.flame import FlameParams, barycentric_points, flame_forward, load_flame, safe_load_pickle
 from flamejax.perception import PerceptionError, PreprocessConfig, landmark_face_mask, preprocess, to_68
 from flamejax.render import RasterConfig, load_uv_layout, render_mesh, shade_for_display
@@ -392,7 +392,7 @@ class Variant:
     """An oracle instead of MediaPipe: the truth's inner 51 points, projected (``two_looks`` is then unused)."""
     lean: bool = True
     """As the library's :class:`Fitter`: a second fit of the views whose two looks disagree throughout, leaning
-    to the look the first fit explains (:func:`lean_on_explained_looks`); else the first fit alone."""
+    to the look the first fit explains (:func:`fit_with_look_choice`); else the first fit alone."""
 
 
 def default_variants(config: FitConfig) -> dict[str, Variant]:
@@ -424,15 +424,13 @@ def fit_views(model, items: list[View], variant: Variant, oracle_targets: Landma
     looks disagree when ``variant.lean``)."""
     if variant.truth_points:
         return fit_landmarks_batch(model, oracle_targets, variant.config)
+    def fit(targets: list[LandmarkTargets]) -> FitResult:
+        return fit_landmarks_batch(model, stack_targets(targets), variant.config)
+
     per_view = view_target_list(items, variant.two_looks)
-    fitted = fit_landmarks_batch(model, stack_targets(per_view), variant.config)
     if not (variant.lean and variant.two_looks):
-        return fitted
-    per_view, changed = lean_on_explained_looks(items, per_view, np.asarray(fitted.landmarks.lmk68))
-    if not changed:
-        return fitted
-    again = fit_landmarks_batch(model, stack_targets(per_view), variant.config)
-    return rows_from(np.isin(np.arange(len(items)), changed), again, fitted)
+        return fit(per_view)
+    return fit_with_look_choice(items, per_view, fit)[1]
 
 
 def truth_targets(items: list[View], truths_fit_px: list[np.ndarray]) -> LandmarkTargets:
@@ -712,7 +710,7 @@ def run(quick: bool, pictures_dir: Path | None = None, sampled_heads: int | None
             "silhouette_weight) and, at strong yaw, reaching the silhouette's edge on the side the face turns to "
             "(LandmarkTargets.profile, profile_weight); where the two looks disagree throughout (look_disagreement "
             "above LOOK_DISAGREEMENT = 0.08: one look folded the far half of the face), a second fit to targets "
-            "leaning to the look the first fit explains (lean_on_explained_looks, as the library's Fitter does); "
+            "leaning to the look the first fit explains (fit_with_look_choice, as the library's Fitter does); "
             "no look choice: without that second fit (the library before); no profile: the library default "
             "without the profile term; no silhouette: without either term; "
             "one look: the same fit on the crop's look alone (the library before); earlier default: one look, no "

@@ -7,7 +7,7 @@ A Fitter holds everything that stays fixed over a run: the model and its landmar
 devices), the fit configuration, the photometric bundle (configuration, UV layout, albedo model), the networks
 that start the fit, and the device mesh. Its call pads the items to fixed-size batches (one compilation per
 run), runs the start, the landmark fit (twice for the images whose two MediaPipe looks disagree throughout, see
-:func:`lean_on_explained_looks`) and, in photometric mode, the photometric stage, and judges each result
+:func:`fit_with_look_choice`) and, in photometric mode, the photometric stage, and judges each result
 (:class:`Verdict`). ``flamejax fit``, ``fit-dir`` and library users all go through it.
 """
 
@@ -33,7 +33,7 @@ from flamejax.fit import (LOOK_DISAGREEMENT, FitConfig, FitResult, FitStart, Lan
 from flamejax.flame import FlameModel, flame_forward
 
 __all__ = ["Fitter", "ImageFit", "Networks", "PhotometricBundle", "QualityConfig", "find_uv_layout", "judge",
-           "lean_on_explained_looks", "rows_from", "targets_of"]
+           "fit_with_look_choice", "lean_on_explained_looks", "rows_from", "targets_of"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,6 +189,25 @@ def rows_from(take: Bool[np.ndarray, "batch"], new, old):
     return jax.tree.map(lambda a, b: jnp.where(take.reshape(take.shape + (1,) * (a.ndim - 1)), a, b), new, old)
 
 
+def fit_with_look_choice(items: Sequence, targets: Sequence[LandmarkTargets],
+                         fit: Callable[[list[LandmarkTargets]], FitResult],
+                         on_second_fit: Callable[[], None] | None = None) -> tuple[list[LandmarkTargets], FitResult]:
+    """The landmark fit of ``items`` and, where an item's two looks disagree throughout, a second fit leaning to
+    the look the first explains (:func:`lean_on_explained_looks`); only those rows are taken from the second.
+
+    ``targets``: each item's; ``fit``: stacks (and pads) a list of per-item targets and fits them as one batch (the
+    same compiled program both times). ``on_second_fit`` is called before a second fit. Returns the per-item
+    targets of the result and the result."""
+    result = fit(list(targets))
+    leaning, changed = lean_on_explained_looks(items, targets, np.asarray(result.landmarks.lmk68))
+    if not changed:
+        return list(targets), result
+    if on_second_fit is not None:
+        on_second_fit()
+    rows = np.asarray(result.landmarks.lmk68).shape[0]
+    return leaning, rows_from(np.isin(np.arange(rows), changed), fit(leaning), result)
+
+
 def judge(result: FitResult, vertices: np.ndarray, quality: QualityConfig = QualityConfig()) -> tuple[str, str]:
     """(verdict, reason) of one un-batched result: failed stages, then plausibility checks."""
     status = Status(int(result.status))
@@ -319,7 +338,7 @@ class Fitter:
     def fit_batch(self, items: Sequence, names: Sequence[str],
                   on_stage: Callable[[str], None] | None = None) -> list[ImageFit]:
         """At most ``batch_size`` images as one padded batch: start, landmark fit (a second one where an image's
-        two looks disagree, :func:`lean_on_explained_looks`), photometric fit, meshes.
+        two looks disagree, :func:`fit_with_look_choice`), photometric fit, meshes.
 
         ``on_stage`` is called with each stage's name as it begins (progress display).
         """
@@ -328,19 +347,16 @@ class Fitter:
             raise ValueError(f"fit_batch takes 1 to {self.batch_size} images, got {len(items)}")
         started = time.perf_counter()
         with CompileClock() as clock:
-            per_item = [targets_of(it) for it in items]
-            targets = self._place_batch(stack_targets(per_item, self.batch_size))
             report(f"start ({self.networks.method})")
             start, method = _start_from_networks(self.networks, self.model, items, self.batch_size)
             start = None if start is None else self._place_batch(start)
             report("landmark fit")
-            result = jax.block_until_ready(fit_landmarks_batch(self.fit_model, targets, self.config, start))
-            per_item, changed = lean_on_explained_looks(items, per_item, np.asarray(result.landmarks.lmk68))
-            if changed:  # the same compiled program again; only the changed rows are taken from it
-                report("landmark fit, leaning to the look it explains")
-                targets = self._place_batch(stack_targets(per_item, self.batch_size))
-                again = fit_landmarks_batch(self.fit_model, targets, self.config, start)
-                result = jax.block_until_ready(rows_from(np.isin(np.arange(self.batch_size), changed), again, result))
+            per_item, result = fit_with_look_choice(
+                items, [targets_of(it) for it in items],
+                lambda targets: jax.block_until_ready(fit_landmarks_batch(
+                    self.fit_model, self._place_batch(stack_targets(targets, self.batch_size)), self.config, start)),
+                lambda: report("landmark fit, leaning to the look it explains"))
+            targets = self._place_batch(stack_targets(per_item, self.batch_size))
             if self.photometric is not None:
                 report("photometric fit")
                 result = self._photometric(items, targets, result)

@@ -308,3 +308,31 @@ def test_a_second_fit_only_for_the_images_whose_looks_disagree():
     merged = rows_from(np.array([False, False, True, False]), second, first)
     np.testing.assert_array_equal(merged.mediapipe[2], second.mediapipe[2])
     np.testing.assert_array_equal(merged.mediapipe[np.array([0, 1, 3])], first.mediapipe[np.array([0, 1, 3])])
+
+    # fit_with_look_choice: a stand-in fit that "finds" the good look and marks each call's rows.
+    from typing import NamedTuple
+
+    from flamejax.fitter import fit_with_look_choice
+
+    class Landmarks(NamedTuple):
+        lmk68: np.ndarray
+
+    class Result(NamedTuple):
+        landmarks: Landmarks
+        call: np.ndarray
+
+    calls = []
+
+    def fit(batch):
+        calls.append(batch)
+        return Result(Landmarks(np.stack([np.asarray(t.lmk68) for t in batch] + [np.zeros((68, 2))])),
+                      np.full(len(batch) + 1, len(calls)))  # one padding row, as a Fitter's batch may have
+
+    fitted_good = dataclasses.replace(targets[2], lmk68=jnp.asarray(fitted[2]))
+    chosen, result = fit_with_look_choice(items, targets[:2] + [targets[2]] + targets[3:], lambda b: fit(
+        [fitted_good if t is targets[2] else t for t in b]))
+    assert len(calls) == 2 and chosen[2] is not targets[2] and all(chosen[i] is targets[i] for i in (0, 1, 3))
+    np.testing.assert_array_equal(result.call, [1, 1, 2, 1, 1])
+    calls.clear()
+    chosen, result = fit_with_look_choice(items[:2], targets[:2], fit)
+    assert len(calls) == 1 and chosen == targets[:2]
