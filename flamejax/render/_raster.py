@@ -18,7 +18,6 @@ after front-facing ones when a tile overflows. Faces crossing the near plane are
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 
 import jax
@@ -324,7 +323,6 @@ def map_row_blocks(fn, face_index: Int[Array, "h w k"], inside: Bool[Array, "h w
     return jax.tree.map(lambda y: y.reshape(h, *y.shape[2:]), out)
 
 
-@functools.partial(jax.jit, static_argnames=("config",))  # eagerly, its loops would compile on every call
 def rasterize(screen_verts: Float[Array, "v 3"], faces: Int[Array, "f 3"], config: RasterConfig) -> Fragments:
     """Rasterize one triangle mesh to ``config.image_size``² fragments.
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Literal
 
 import jax
@@ -62,7 +61,6 @@ def _shade(fragments: Fragments, normals, face_uvs, texture, sh_coeffs) -> Float
     return colors
 
 
-@functools.partial(jax.jit, static_argnames=("config", "mode"))  # eagerly, its loops would compile on every call
 def render_mesh(
     verts_world: Float[Array, "v 3"],
     faces: Int[Array, "f 3"],
@@ -130,7 +128,6 @@ def _render_visible(screen, faces, normals, face_uvs, texture, sh_coeffs, face_i
     return RenderResult(image, covered.astype(image.dtype), jnp.where(covered[..., None], normal, 0.0), fragments)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "color"))
 def shade_for_display(
     verts_world: Float[Array, "v 3"],
     faces: Int[Array, "f 3"],

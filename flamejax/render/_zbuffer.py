@@ -20,8 +20,6 @@ at a pixel are ordered by face id. Faces crossing the near or far plane are drop
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 
@@ -65,7 +63,6 @@ def task_count(screen_verts: Float[Array, "v 3"], faces: Int[Array, "f 3"], conf
     return jnp.sum(jnp.where(valid, extent[:, 0] * extent[:, 1], 0))
 
 
-@functools.partial(jax.jit, static_argnames=("config", "chunk"))  # called eagerly its loop would compile each call
 def visible_faces(
     screen_verts: Float[Array, "v 3"], faces: Int[Array, "f 3"], config: RasterConfig, chunk: int | None = None
 ) -> Int[Array, "h w"]:
