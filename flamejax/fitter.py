@@ -199,13 +199,13 @@ def fit_with_look_choice(items: Sequence, targets: Sequence[LandmarkTargets],
     same compiled program both times). ``on_second_fit`` is called before a second fit. Returns the per-item
     targets of the result and the result."""
     result = fit(list(targets))
-    leaning, changed = lean_on_explained_looks(items, targets, np.asarray(result.landmarks.lmk68))
+    fitted68 = np.asarray(result.landmarks.lmk68)
+    leaning, changed = lean_on_explained_looks(items, targets, fitted68)
     if not changed:
         return list(targets), result
     if on_second_fit is not None:
         on_second_fit()
-    rows = np.asarray(result.landmarks.lmk68).shape[0]
-    return leaning, rows_from(np.isin(np.arange(rows), changed), fit(leaning), result)
+    return leaning, rows_from(np.isin(np.arange(fitted68.shape[0]), changed), fit(leaning), result)
 
 
 def judge(result: FitResult, vertices: np.ndarray, quality: QualityConfig = QualityConfig()) -> tuple[str, str]:
@@ -356,10 +356,9 @@ class Fitter:
                 lambda targets: jax.block_until_ready(fit_landmarks_batch(
                     self.fit_model, self._place_batch(stack_targets(targets, self.batch_size)), self.config, start)),
                 lambda: report("landmark fit, leaning to the look it explains"))
-            targets = self._place_batch(stack_targets(per_item, self.batch_size))
             if self.photometric is not None:
                 report("photometric fit")
-                result = self._photometric(items, targets, result)
+                result = self._photometric(items, self._place_batch(stack_targets(per_item, self.batch_size)), result)
             report("meshes")
             result, (vertices, conventions) = jax.tree.map(np.asarray, (
                 result, _meshes_and_conventions(self.model, result.params, result.camera)))

@@ -47,3 +47,14 @@ def assert_directional_derivatives(value_and_grad, args, rng, rtol: float, atol:
         numeric = (value_and_grad(*moved[0])[0] - value_and_grad(*moved[1])[0]) / (2 * eps)
         np.testing.assert_allclose(jnp.vdot(grads[i], direction), numeric, rtol=rtol, atol=atol)
     return grads
+
+
+def folded_look(points: np.ndarray, by: float) -> np.ndarray:
+    """``points`` (MediaPipe's, pixels) with the face's left half (x below the median) pulled towards the median
+    by the share ``by``: FaceMesh folding the far half of a turned face in one of its looks."""
+    folded = np.array(points, copy=True)
+    centre = np.median(points[:, 0])
+    left = points[:, 0] < centre
+    folded[left, 0] = centre + (1.0 - by) * (points[left, 0] - centre)
+    return folded
+

@@ -19,7 +19,7 @@ from flamejax.fit._visibility import facing_cosine, lip_normals_from_outer, pose
 from flamejax.flame import FlameParams, barycentric_points, flame_forward
 from flamejax.render import vertex_normals
 from flamejax.rotation import euler_to_matrix, matrix_to_axis_angle
-from tests.conftest import requires_flame
+from tests.conftest import folded_look, requires_flame
 
 pytestmark = requires_flame
 CONFIG = quick_config(rigid_steps=90, landmark_steps=60)
@@ -236,15 +236,6 @@ def test_two_look_targets_weigh_points_by_agreement():
     np.testing.assert_allclose(both.iris_weight, weight[468:])
 
 
-def _folded(look: np.ndarray, by: float) -> np.ndarray:
-    """``look`` with its left half (x below the centre) pulled towards the centre: FaceMesh folding a far side."""
-    folded = look.copy()
-    centre = look[:, 0].mean()
-    left = look[:, 0] < centre
-    folded[left, 0] = centre + (1.0 - by) * (look[left, 0] - centre)
-    return folded
-
-
 def test_look_disagreement_is_the_mean_distance_over_the_face_size():
     from flamejax.fit import look_disagreement
 
@@ -259,7 +250,7 @@ def test_look_disagreement_is_the_mean_distance_over_the_face_size():
     inner = IBUG68_FROM_MEDIAPIPE[17:] @ look
     size = np.sqrt(np.prod(inner.max(0) - inner.min(0)))
     np.testing.assert_allclose(look_disagreement(look, look + [3.0, 4.0]), 5.0 / size, rtol=1e-4)
-    assert look_disagreement(look, _folded(look, 0.6)) > 2 * look_disagreement(look, _folded(look, 0.2))
+    assert look_disagreement(look, folded_look(look, 0.6)) > 2 * look_disagreement(look, folded_look(look, 0.2))
 
 
 def test_leaning_look_targets_follow_the_look_the_fit_explains():
@@ -269,7 +260,7 @@ def test_leaning_look_targets_follow_the_look_the_fit_explains():
     rng = np.random.default_rng(2)
     size = 256
     good = rng.uniform(60.0, 200.0, (478, 2)).astype(np.float32)
-    broken = _folded(good, 0.9)
+    broken = folded_look(good, 0.9)
     assert look_disagreement(good, broken) > LOOK_DISAGREEMENT
     near_good = IBUG68_FROM_MEDIAPIPE @ (0.8 * good + 0.2 * broken)  # a first fit pulled a little off by the mean
     for first, second, expected in ((good, broken, good), (broken, good, good)):
@@ -294,8 +285,8 @@ def test_a_second_fit_only_for_the_images_whose_looks_disagree():
         return SimpleNamespace(image=np.zeros((size, size, 3), np.float32), points478=good, mirrored478=mirrored,
                                person=None, annotated68=annotated68)
 
-    items = [item(good + rng.normal(0.0, 0.3, good.shape).astype(np.float32)), item(None), item(_folded(good, 0.9)),
-             item(_folded(good, 0.9), annotated68=IBUG68_FROM_MEDIAPIPE @ good)]
+    items = [item(good + rng.normal(0.0, 0.3, good.shape).astype(np.float32)), item(None), item(folded_look(good, 0.9)),
+             item(folded_look(good, 0.9), annotated68=IBUG68_FROM_MEDIAPIPE @ good)]
     targets = [targets_of(it) for it in items]
     fitted = np.stack([np.asarray(t.lmk68) for t in targets])
     fitted[2] = IBUG68_FROM_MEDIAPIPE @ good / size * 2 - 1  # the first fit of image 2 found the good look

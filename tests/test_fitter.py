@@ -11,24 +11,15 @@ import flamejax.fitter as fitter_module
 from flamejax.fit import LOOK_DISAGREEMENT, look_disagreement, quick_config
 from flamejax.fitter import Fitter
 from flamejax.perception import preprocess
-from tests.conftest import SHARED, requires_flame
+from tests.conftest import SHARED, folded_look, requires_flame
 
 pytestmark = [requires_flame, pytest.mark.skipif(not (SHARED / "images").is_dir(), reason="no ../shared/images")]
-
-
-def _folded(points: np.ndarray, by: float) -> np.ndarray:
-    """The face's left half (x below its centre) pulled towards the centre: FaceMesh folding a far side."""
-    folded = points.copy()
-    centre = np.median(points[:, 0])
-    left = points[:, 0] < centre
-    folded[left, 0] = centre + (1.0 - by) * (points[left, 0] - centre)
-    return folded
 
 
 def test_only_the_photograph_with_disagreeing_looks_is_fitted_again(flame_model, monkeypatch):
     photo = preprocess(SHARED / "images" / "ffhq_00000.png")
     assert look_disagreement(photo.points478, photo.mirrored478) < LOOK_DISAGREEMENT
-    folded = dataclasses.replace(photo, mirrored478=_folded(photo.points478, 0.8))
+    folded = dataclasses.replace(photo, mirrored478=folded_look(photo.points478, 0.8))
     assert look_disagreement(folded.points478, folded.mirrored478) > LOOK_DISAGREEMENT
     calls = []
     real_fit = fitter_module.fit_landmarks_batch

@@ -18,6 +18,7 @@ from flamejax.track import (FrameSource, JointConfig, TemporalPrior, TrackConfig
                             track_video)
 from flamejax.track._joint import FrameStates
 from flamejax.track._sequence import STATUS_LOST, STATUS_OK, _blend_weights
+from tests.conftest import folded_look
 from tests.test_fit_units import silhouette_to, turned_face
 
 VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "videos"
@@ -181,11 +182,7 @@ def test_same_person_photos_lean_to_the_look_the_joint_fit_explains(flame_model,
     if not image.is_file():
         pytest.skip("no shared images")
     photo = preprocess(image, PreprocessConfig(use_parsing=False))
-    folded_mirror = photo.points478.copy()
-    centre = np.median(photo.points478[:, 0])
-    left = photo.points478[:, 0] < centre
-    folded_mirror[left, 0] = centre + 0.2 * (photo.points478[left, 0] - centre)
-    folded = dataclasses.replace(photo, mirrored478=folded_mirror)
+    folded = dataclasses.replace(photo, mirrored478=folded_look(photo.points478, 0.8))
     assert look_disagreement(folded.points478, folded.mirrored478) > LOOK_DISAGREEMENT
     monkeypatch.setattr(photos_module, "preprocess", lambda path, config: {"a": photo, "b": folded}[path])
     calls = []

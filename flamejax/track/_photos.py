@@ -17,8 +17,14 @@ from flamejax.track._joint import SAME_PERSON, JointConfig, SamePersonResult, fi
 def photo_targets(photos: list[str | Path], config: PreprocessConfig = PreprocessConfig()
                   ) -> tuple[LandmarkTargets, list[Preprocessed]]:
     """Landmark targets (batched, NDC of each aligned crop) and the preprocessing of each photograph."""
+    per_photo, prepared = _photo_target_list(photos, config)
+    return stack_targets(per_photo), prepared
+
+
+def _photo_target_list(photos: list[str | Path], config: PreprocessConfig
+                       ) -> tuple[list[LandmarkTargets], list[Preprocessed]]:
     prepared = [preprocess(photo, config) for photo in photos]
-    return stack_targets([targets_of(p) for p in prepared]), prepared
+    return [targets_of(p) for p in prepared], prepared
 
 
 def fit_same_person_photos(model: FlameModel, photos: list[str | Path], config: JointConfig = SAME_PERSON,
@@ -32,19 +38,22 @@ def fit_same_person_photos(model: FlameModel, photos: list[str | Path], config: 
     """
     if len(photos) < 2:
         raise ValueError(f"--same-person needs at least two photographs, got {len(photos)}")
-    targets, prepared = photo_targets(photos, preprocess_config)
-    joint = fit_same_person(model, targets, config, init_config=init_config)
-    leaning, changed = _leaning_targets(prepared, joint)
+    per_photo, prepared = _photo_target_list(photos, preprocess_config)
+    joint = fit_same_person(model, stack_targets(per_photo), config, init_config=init_config)
+    leaning, changed = _leaning_targets(prepared, joint, per_photo)
     if changed:
         joint = fit_same_person(model, stack_targets(leaning), config, init_config=init_config)
     return joint, prepared
 
 
-def _leaning_targets(items: list[Preprocessed], joint: SamePersonResult) -> tuple[list[LandmarkTargets], list[int]]:
-    """Each photograph's targets; for those whose two looks disagree throughout, leaning to the look ``joint``
-    explains (as the single-photograph :class:`flamejax.fitter.Fitter` does, see
-    :func:`flamejax.fitter.lean_on_explained_looks`), and which those were."""
-    return lean_on_explained_looks(items, [targets_of(item) for item in items], np.asarray(joint.lmk68))
+def _leaning_targets(items: list[Preprocessed], joint: SamePersonResult,
+                     targets: list[LandmarkTargets] | None = None) -> tuple[list[LandmarkTargets], list[int]]:
+    """Each photograph's targets (``targets``: their :func:`targets_of`, made here when not given); for those whose
+    two looks disagree throughout, leaning to the look ``joint`` explains (as the single-photograph
+    :class:`flamejax.fitter.Fitter` does, see :func:`flamejax.fitter.lean_on_explained_looks`), and which those
+    were."""
+    targets = [targets_of(item) for item in items] if targets is None else targets
+    return lean_on_explained_looks(items, targets, np.asarray(joint.lmk68))
 
 
 def refine_same_person_photometric(model: FlameModel, uv_layout, joint: SamePersonResult, items: list[Preprocessed],
