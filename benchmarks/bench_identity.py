@@ -245,16 +245,12 @@ def render_views(model, heads, plan, uv, photos, rng):
 # ---------------------------------------------------------------------------------------------- pictures to look at
 
 
-_shade = jax.jit(shade_for_display, static_argnames=("config",))
-"""Called eagerly, the renderer's loops compile again on every call, and a few hundred overlays exhaust memory."""
-
-
 def save_overlay(path: Path, item, result_i, model, truth_fit_px: np.ndarray, label: str) -> None:
     """The aligned crop, the fitted mesh over it, targets (red), truth (green), fitted points (blue)."""
     size = item.image.shape[0]
     params = jax.tree.map(lambda a: a, result_i.params)
     v = flame_forward(model, params).vertices
-    shaded = np.asarray(_shade(v, jnp.asarray(model.faces), result_i.camera, RasterConfig(image_size=size)))
+    shaded = np.asarray(shade_for_display(v, jnp.asarray(model.faces), result_i.camera, RasterConfig(image_size=size)))
     crop = item.image.copy()
     overlay = crop * (1 - 0.6 * shaded[..., 3:]) + shaded[..., :3] * 0.6
     panels = [crop, overlay]

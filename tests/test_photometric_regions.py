@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from flamejax.fit import AMBIENT_SH, PhotometricConfig, PhotometricTargets, start_appearance
-from flamejax.fit._photometric import _inside_polygon, _level_targets, _pixel_weights, _smoothness, level_steps
+from flamejax.fit._photometric import (_asymmetry, _inside_polygon, _level_targets, _mirrored_columns, _pixel_weights,
+                                       _smoothness, level_steps, texel_prior)
 from flamejax.fit._targets import LandmarkTargets
-from flamejax.render import (REGION_EYEBALL, REGION_FACE, REGION_FOREHEAD, REGION_OTHER, face_regions,
-                             load_uv_layout, texel_regions)
+from flamejax.render import (REGION_EYEBALL, REGION_FACE, REGION_FOREHEAD, REGION_OTHER, UVLayout, face_regions,
+                             load_uv_layout, texel_regions, uv_mirror_axis)
 from tests.conftest import shared_flame_dir
 
 
@@ -125,3 +126,72 @@ def test_start_appearance_gives_eyeballs_the_colour_inside_the_eye_openings():
     assert np.asarray(start.light)[0, 0] == np.float32(AMBIENT_SH) and start.texture_coeffs.shape == (0,)
     plain = np.asarray(start_appearance(load_uv_layout(masks=False), _targets(size, image), config).texels)
     np.testing.assert_allclose(plain, np.broadcast_to(plain[0, 0], plain.shape))
+
+
+def test_mirrored_columns_reflect_about_the_axis_between_texels():
+    columns = jnp.broadcast_to(jnp.arange(8, dtype=jnp.float32)[None, :, None], (2, 8, 1))
+    np.testing.assert_allclose(np.asarray(_mirrored_columns(columns, 0.5))[0, :, 0], np.arange(8)[::-1])
+    # axis a quarter texel left of the middle: column j's mirror is 6.5 - j (clamped at the border)
+    np.testing.assert_allclose(np.asarray(_mirrored_columns(columns, 0.5 - 0.25 / 8))[0, :, 0],
+                               np.clip(6.5 - np.arange(8), 0, 7))
+
+
+def test_asymmetry_counts_mirrored_pairs_of_one_modelled_region():
+    regions = np.full((4, 8), REGION_FACE, np.int32)
+    regions[:, 0] = REGION_OTHER  # its mirror, column 7, pairs with nothing
+    regions[0, 6] = REGION_EYEBALL  # mirror of a skin texel: not a pair
+    texels = np.full((4, 8, 3), 0.5, np.float32)
+    assert float(_asymmetry(jnp.asarray(texels), 0.5, jnp.asarray(regions))) == 0.0
+    texels[:, 7] = 0.9  # unpaired column
+    texels[0, 1] = 0.1  # its mirror is the eyeball texel
+    assert float(_asymmetry(jnp.asarray(texels), 0.5, jnp.asarray(regions))) == 0.0
+    assert float(_asymmetry(jnp.asarray(texels), 0.5, None)) > 0.0
+    texels[2, 2] = 0.8  # a skin texel unlike its mirror (2, 5)
+    both = 2 * 3 * 0.3**2 / (4 * 6 - 2)
+    np.testing.assert_allclose(float(_asymmetry(jnp.asarray(texels), 0.5, jnp.asarray(regions))), both, rtol=1e-5)
+
+
+def test_texel_prior_adds_symmetry_only_on_a_mirrored_layout():
+    texels = jnp.asarray(np.random.default_rng(0).uniform(size=(8, 8, 3)), jnp.float32)
+    uv = jnp.zeros((3, 2), jnp.float32)
+    faces = jnp.zeros((1, 3), jnp.int32)
+    mirrored, plain = UVLayout(uv, faces, faces, None, 0.5), UVLayout(uv, faces, faces)
+    config = PhotometricConfig(texel_smoothness=2.0, texel_symmetry=3.0)
+    smooth = 2.0 * float(_smoothness(texels, None))
+    np.testing.assert_allclose(float(texel_prior(texels, None, plain, config)), smooth, rtol=1e-6)
+    np.testing.assert_allclose(float(texel_prior(texels, None, mirrored, config)),
+                               smooth + 3.0 * float(_asymmetry(texels, 0.5, None)), rtol=1e-6)
+
+
+def test_uv_mirror_axis_needs_a_symmetric_mesh_and_layout():
+    # a strip of quads mirrored about x = 2 (a shifted copy, as in FLAME's UV OBJ), uvs mirrored about u = 0.45
+    xs = np.array([0.0, 1.0, 1.5, 2.5, 3.0, 4.0])
+    vertices = np.array([[x, y, 0.0] for y in (0.0, 1.0) for x in xs])
+    uv = np.array([[0.45 + (x - 2.0) * 0.1, 0.2 + 0.5 * y] for y in (0.0, 1.0) for x in xs])
+    quads = [(i, i + 1, i + 7, i + 6) for i in range(5)]
+    faces = np.array([t for a, b, c, d in quads for t in ((a, b, c), (a, c, d))])
+    corners = np.stack([faces, faces], -1)
+    assert uv_mirror_axis(vertices, uv, corners) == pytest.approx(0.45)
+    skewed = uv.copy()
+    skewed[:, 0] += 0.05 * skewed[:, 1]  # not mirrored at one v
+    assert uv_mirror_axis(vertices, skewed, corners) is None
+    lopsided = vertices.copy()
+    right = vertices[:, 0] > 2.0
+    lopsided[right, 0] = 2.0 + (vertices[right, 0] - 2.0) * 1.5  # the right half stretched: no mirror plane
+    assert uv_mirror_axis(lopsided, uv, corners) is None
+
+
+def test_flame_uv_layout_is_mirrored_about_its_middle():
+    layout = load_uv_layout(masks=False)
+    assert layout.mirror_u is not None and abs(layout.mirror_u - 0.5) < 0.01
+
+
+def test_uv_layout_without_vertices_has_no_axis_and_a_broken_vertex_line_is_named(tmp_path):
+    lines = ["vt 0.1 0.2", "vt 0.9 0.2", "vt 0.5 0.8", "f 1/1 2/2 3/3"]
+    plain = tmp_path / "plain.obj"
+    plain.write_text("\n".join(lines) + "\n")
+    assert load_uv_layout(plain, masks=False).mirror_u is None
+    broken = tmp_path / "broken.obj"
+    broken.write_text("\n".join(["v 0.0 1.0"] + lines) + "\n")
+    with pytest.raises(ValueError, match="broken.obj: a vertex needs x, y and z"):
+        load_uv_layout(broken, masks=False)

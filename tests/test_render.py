@@ -375,3 +375,50 @@ def test_render_mesh_hard_and_soft(flame_template):
     np.testing.assert_allclose(np.asarray(hard.image)[inside], 0.5 * 2 * 0.2820948, rtol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(np.asarray(hard.normals)[inside], axis=-1), 1.0, rtol=1e-4)
     assert np.abs(np.asarray(soft.alpha) - inside).mean() < 0.1
+
+
+@pytest.mark.parametrize("rasterizer", ["zbuffer", "tiled"])
+def test_rendering_called_eagerly_compiles_once_not_per_call(rasterizer):
+    """Overlays and users call the renderer outside ``jax.jit``: its loops must not compile again on each call
+    (a compile per picture once ran a 500-picture run out of memory)."""
+    from jax import monitoring
+
+    from flamejax.render import render_mesh, shade_for_display
+
+    compiles = []
+
+    def listen(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    monitoring.register_event_duration_secs_listener(listen)
+    try:
+        verts = jnp.array([[-0.1, -0.1, 0.0], [0.1, -0.1, 0.0], [0.0, 0.1, 0.0], [0.0, 0.0, 0.05]], jnp.float32)
+        faces = jnp.array([[0, 1, 2], [0, 1, 3], [1, 2, 3]], jnp.int32)
+        config = RasterConfig(image_size=24, hard_rasterizer=rasterizer, faces_per_tile=8)
+        sh = jnp.zeros((9, 3), jnp.float32).at[0].set(1.0)
+        counts = []
+        for turn in (0.1, -0.2, 0.3):
+            camera = Camera(jnp.array([0.0, turn, 0.0], jnp.float32), jnp.array([0.0, 0.0, -1.0], jnp.float32),
+                            jnp.float32(20.0))
+            shaded = shade_for_display(verts, faces, camera, config)
+            image = render_mesh(verts, faces, camera, None, None, sh, config).image
+            assert float(shaded[..., 3].sum()) > 0 and np.all(np.isfinite(np.asarray(image)))
+            counts.append(len(compiles))
+        assert counts[0] == counts[1] == counts[2], counts
+    finally:
+        monitoring.unregister_event_duration_listener(listen)
+
+
+def test_rendering_inside_a_callers_jit_is_inlined_not_a_nested_program():
+    """Traced calls run the renderer itself: a caller's program holds no inner jitted call of it."""
+    from flamejax.render import render_mesh
+
+    verts = jnp.array([[-0.1, -0.1, 0.0], [0.1, -0.1, 0.0], [0.0, 0.1, 0.0]], jnp.float32)
+    faces = jnp.array([[0, 1, 2]], jnp.int32)
+    config = RasterConfig(image_size=8)
+    sh = jnp.zeros((9, 3), jnp.float32).at[0].set(1.0)
+    camera = Camera(jnp.zeros(3, jnp.float32), jnp.array([0.0, 0.0, -1.0], jnp.float32), jnp.float32(20.0))
+    jaxpr = jax.make_jaxpr(lambda v: render_mesh(v, faces, camera, None, None, sh, config).image)(verts)
+    inner = {eqn.params.get("name") for eqn in jaxpr.jaxpr.eqns if eqn.primitive.name in ("pjit", "jit")}
+    assert not inner & {"render_mesh", "visible_faces", "rasterize", "shade_for_display"}, inner

@@ -19,7 +19,7 @@ from flamejax.fit._landmark_fit import Geometry, camera_labels, params_labels
 from flamejax.fit._optim import FROZEN
 from flamejax.fit._photometric import (Appearance, PhotometricConfig, PhotometricTargets, PhotometricVariables,
                                        _level_targets, _photometric_error, _render_view, _run_pyramid, _sanitised,
-                                       _smoothness, _texture, _view_data_loss, mean_colour, start_appearance)
+                                       _texture, _view_data_loss, mean_colour, start_appearance, texel_prior)
 from flamejax.fit._result import PhotometricReport
 from flamejax.fit._targets import nme_inner
 from flamejax.flame import FlameModel, FlameParams, ProjectedLandmarks
@@ -102,7 +102,7 @@ def _refine_shared(model: FlameModel, uv_layout: UVLayout, targets: PhotometricT
     def loss_fn(v: _SharedVariables, levels) -> Float[Array, ""]:
         prior = config.shape_offset_l2 * 0.5 * jnp.sum((v.shape - shape) ** 2)
         if albedo is None:
-            prior = prior + config.texel_smoothness * _smoothness(v.appearance.texels, texel_region)
+            prior = prior + texel_prior(v.appearance.texels, texel_region, uv_layout, config)
         return jnp.sum(weight * views_loss(v, levels)) + prior
 
     labels = _SharedVariables("shape", Geometry(params_labels(params, FROZEN, "pose", "pose", "pose"),

@@ -9,6 +9,10 @@ hard mode: :func:`rasterize_visible`, a scatter-min z-buffer :func:`visible_face
 Conventions: pixels as in :mod:`flamejax.camera` (u right, v down, pixel (i, j) centred at (j + 0.5, i + 0.5));
 ``Fragments.signed_dist`` in pixels (negative inside); ``RasterConfig.sigma`` in NDC² (PyTorch3D's);
 UVs with v pointing down like image rows (see :mod:`flamejax.render._texture`).
+
+Called outside ``jax.jit``, :func:`rasterize`, :func:`visible_faces`, :func:`render_mesh` and
+:func:`shade_for_display` run one compiled program per config and shapes (their loops would otherwise compile
+again on every call); inside a caller's ``jit``, ``vmap`` or ``grad`` they are traced into the caller's program.
 """
 
 from flamejax.render._blend import hard_blend, interpolate, soft_blend, soft_coverage
@@ -25,6 +29,7 @@ from flamejax.render._texture import (
     load_uv_layout,
     sample_texture,
     uniform_texture,
+    uv_mirror_axis,
 )
 from flamejax.render._zbuffer import rasterize_visible, task_count, visible_faces, visible_fragments
 
@@ -34,5 +39,5 @@ __all__ = [
     "hard_blend", "interpolate", "load_albedo_model", "load_face_regions", "load_uv_layout", "rasterize",
     "rasterize_visible", "render_mesh", "sample_texture", "screen_vertices", "sh_basis", "sh_shading",
     "shade_for_display", "soft_blend", "soft_coverage", "task_count", "texel_regions", "uniform_texture",
-    "vertex_normals", "visible_faces", "visible_fragments",
+    "uv_mirror_axis", "vertex_normals", "visible_faces", "visible_fragments",
 ]

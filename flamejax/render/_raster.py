@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from flamejax._typing import Array, Bool, Float, Int
+from flamejax.render._eager import compiled_when_eager
 
 _MIN_AREA = 1e-8
 """Faces whose doubled screen area (px²) is below this are skipped (they cover no pixel centre robustly)."""
@@ -323,6 +324,7 @@ def map_row_blocks(fn, face_index: Int[Array, "h w k"], inside: Bool[Array, "h w
     return jax.tree.map(lambda y: y.reshape(h, *y.shape[2:]), out)
 
 
+@compiled_when_eager("config")
 def rasterize(screen_verts: Float[Array, "v 3"], faces: Int[Array, "f 3"], config: RasterConfig) -> Fragments:
     """Rasterize one triangle mesh to ``config.image_size``² fragments.
 

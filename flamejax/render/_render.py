@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from flamejax._typing import Array, Float, Int
 from flamejax.camera import Camera, project
 from flamejax.render._blend import hard_blend, interpolate, soft_blend
+from flamejax.render._eager import compiled_when_eager
 from flamejax.render._raster import Fragments, RasterConfig, fragments_in_rows, map_row_blocks, rasterize, select_faces
 from flamejax.render._shading import _unit, sh_shading, vertex_normals
 from flamejax.render._texture import UVLayout, sample_texture
@@ -61,6 +62,7 @@ def _shade(fragments: Fragments, normals, face_uvs, texture, sh_coeffs) -> Float
     return colors
 
 
+@compiled_when_eager("config", "mode")
 def render_mesh(
     verts_world: Float[Array, "v 3"],
     faces: Int[Array, "f 3"],
@@ -128,6 +130,7 @@ def _render_visible(screen, faces, normals, face_uvs, texture, sh_coeffs, face_i
     return RenderResult(image, covered.astype(image.dtype), jnp.where(covered[..., None], normal, 0.0), fragments)
 
 
+@compiled_when_eager("config")
 def shade_for_display(
     verts_world: Float[Array, "v 3"],
     faces: Int[Array, "f 3"],

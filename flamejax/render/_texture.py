@@ -43,6 +43,9 @@ class UVLayout:
     face_region: Int[Array, "f"] | None = None
     """Region label of each face (``flamejax.render.REGION_*``: face skin, forehead, eyeball, or not modelled),
     or ``None`` when unknown: the photometric loss then counts every face and has no separate eye albedo."""
+    mirror_u: float | None = dataclasses.field(default=None, metadata=dict(static=True))
+    """The u about which the layout is mirror-symmetric (a vertex and its left-right mirror have uvs ``u`` and
+    ``2 * mirror_u - u`` at one v), or ``None`` when it is not or is unknown (see :func:`uv_mirror_axis`)."""
 
     def face_uvs(self) -> Float[Array, "f 3 2"]:
         """Per face-corner uvs, ready for :func:`flamejax.render.interpolate`."""
@@ -61,10 +64,39 @@ def _corner_ids(token: str) -> tuple[int, int]:
     return int(parts[0]), int(parts[1])
 
 
+def uv_mirror_axis(vertices: np.ndarray, uv: np.ndarray, corners: np.ndarray, agree: float = 0.6) -> float | None:
+    """The u axis of a left-right mirrored UV layout, from the mesh the layout belongs to, or ``None``.
+
+    ``vertices`` (v, 3): the mesh, symmetric about a plane ``x = const`` (FLAME's template, or a scaled and shifted
+    copy of it as in FLAME's UV OBJ); ``corners`` (f, 3, 2): vertex and uv row of each face corner. Each vertex
+    is paired with the vertex nearest to its mirror image; the axis is the median of the pairs' mean u. ``None``
+    unless the mesh is symmetric (pairs within 1 % of its width) and at least ``agree`` of the pairs sit on the
+    axis and at one v within one texel of a 256² texture (seams make the rest).
+    """
+    from scipy.spatial import cKDTree
+
+    if len(vertices) < 3 or not len(corners):
+        return None
+    centre = np.median(vertices[:, 0])
+    distance, pair = cKDTree(vertices).query(vertices * [-1.0, 1.0, 1.0] + [2.0 * centre, 0.0, 0.0])
+    vertex_uv = np.full((len(vertices), 2), np.nan)
+    vertex_uv[corners[..., 0].ravel()] = uv[corners[..., 1].ravel()]
+    matched = (distance < 0.01 * np.ptp(vertices[:, 0])) & np.isfinite(vertex_uv[:, 0]) & np.isfinite(
+        vertex_uv[pair, 0])
+    if matched.mean() < agree:
+        return None
+    middle = (vertex_uv[matched, 0] + vertex_uv[pair[matched], 0]) / 2.0
+    axis = float(np.median(middle))
+    level = np.abs(vertex_uv[matched, 1] - vertex_uv[pair[matched], 1]) < 1 / 256
+    on_axis = (np.abs(middle - axis) < 1 / 256) & level
+    return axis if on_axis.sum() >= agree * len(vertices) else None
+
+
 def load_uv_layout(path: str | Path | None = None, masks: str | Path | None | bool = None) -> UVLayout:
     """Read ``vt`` and ``f v/vt`` lines of an OBJ with UVs (default: the ``uv_template`` file, FLAME's
     ``head_template_mesh.obj``). Nothing is merged or reordered: row i of ``uv`` is the i-th ``vt``.
 
+    ``mirror_u`` comes from the OBJ's own vertices (:func:`uv_mirror_axis`; ``None`` without ``v`` lines).
     ``face_region`` comes from FLAME's vertex masks (:func:`flamejax.render.load_face_regions`): ``masks`` is
     that file, ``None`` to look it up in the weights folders (absent: no regions, with a warning), ``False`` for
     no regions.
@@ -73,13 +105,17 @@ def load_uv_layout(path: str | Path | None = None, masks: str | Path | None | bo
       MissingFileError: no such file; ValueError: a face without uvs or not a triangle.
     """
     path = find_file("uv_template", path)
-    uv, corners = [], []
+    vertices, uv, corners = [], [], []
     with open(path) as f:
         for line in f:
             fields = line.split()
             if not fields:
                 continue
-            if fields[0] == "vt":
+            if fields[0] == "v":
+                if len(fields) < 4:
+                    raise ValueError(f"{path}: a vertex needs x, y and z, got {line.strip()!r}")
+                vertices.append(tuple(float(x) for x in fields[1:4]))
+            elif fields[0] == "vt":
                 uv.append((float(fields[1]), float(fields[2])))
             elif fields[0] == "f":
                 if len(fields) != 4:
@@ -91,8 +127,10 @@ def load_uv_layout(path: str | Path | None = None, masks: str | Path | None | bo
         raise ValueError(f"{path}: face indices must be positive (1-based) and refer to existing vt lines")
     faces = ids[..., 0]
     regions = None if masks is False or not len(faces) else load_face_regions(faces, masks)
+    points = np.asarray(vertices, np.float64).reshape(-1, 3)
+    mirror_u = uv_mirror_axis(points, uv_arr, ids) if len(points) > ids[..., 0].max(initial=-1) else None
     return UVLayout(jnp.asarray(uv_arr), jnp.asarray(ids[..., 1], jnp.int32), jnp.asarray(faces, jnp.int32),
-                    None if regions is None else jnp.asarray(regions, jnp.int32))
+                    None if regions is None else jnp.asarray(regions, jnp.int32), mirror_u)
 
 
 def sample_texture(texture: Float[Array, "th tw c"], uv: Float[Array, "... 2"]) -> Float[Array, "... c"]:

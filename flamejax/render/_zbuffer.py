@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from flamejax._typing import Array, Float, Int
+from flamejax.render._eager import compiled_when_eager
 from flamejax.render._raster import _MIN_AREA, _SQRT_EPS, Fragments, RasterConfig, _face_data, _segment_dist2
 
 _EMPTY = 0xFFFFFFFF
@@ -63,6 +64,7 @@ def task_count(screen_verts: Float[Array, "v 3"], faces: Int[Array, "f 3"], conf
     return jnp.sum(jnp.where(valid, extent[:, 0] * extent[:, 1], 0))
 
 
+@compiled_when_eager("config", "chunk")
 def visible_faces(
     screen_verts: Float[Array, "v 3"], faces: Int[Array, "f 3"], config: RasterConfig, chunk: int | None = None
 ) -> Int[Array, "h w"]:
