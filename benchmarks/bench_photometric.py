@@ -124,22 +124,23 @@ def run(quick: bool) -> dict:
     for name, (uv, config) in stages.items():
         synthetic[name], _, _, compile_seconds[name] = _photometric(model, uv, targets, landmark, images, masks, config)
         errors[name] = _face_errors(model, samples, synthetic[name].params, face)
+    def new_stage_errors(pictures, alphas, config):
+        return _face_errors(model, samples, _photometric(model, stages["new"][0], targets, landmark, pictures, alphas,
+                                                         config)[0].params, face)
+
     no_symmetry = dataclasses.replace(PhotometricConfig(), texel_symmetry=0.0)
-    errors["new, no symmetry"] = _face_errors(model, samples, _photometric(
-        model, stages["new"][0], targets, landmark, images, masks, no_symmetry)[0].params, face)
+    errors["new, no symmetry"] = new_stage_errors(images, masks, no_symmetry)
     rows = [[i, *(errors[k][i] for k in errors), *(synthetic[k].photometric.photometric_final[i] for k in stages)]
             for i in range(batch)]
     for label, reduce in (("mean", np.mean), ("median", np.median)):
         rows.append([label, *(reduce(errors[k]) for k in errors),
                      *(reduce(synthetic[k].photometric.photometric_final) for k in stages)])
     mirrored_images, mirrored_masks = _synthetic_pictures(model, stages["new"][0], samples, mirrored=True)
-    mirrored = {"landmark": errors["landmark"]}
+    mirrored_errors = {"landmark": errors["landmark"]}
     for name, config in (("new, no symmetry", no_symmetry), ("new", PhotometricConfig())):
-        mirrored[name] = _face_errors(model, samples, _photometric(model, stages["new"][0], targets, landmark,
-                                                                   mirrored_images, mirrored_masks, config)[0].params,
-                                      face)
-    mirrored_rows = [[i, *(mirrored[k][i] for k in mirrored)] for i in range(batch)]
-    mirrored_rows += [[label, *(reduce(mirrored[k]) for k in mirrored)]
+        mirrored_errors[name] = new_stage_errors(mirrored_images, mirrored_masks, config)
+    mirrored_rows = [[i, *(mirrored_errors[k][i] for k in mirrored_errors)] for i in range(batch)]
+    mirrored_rows += [[label, *(reduce(mirrored_errors[k]) for k in mirrored_errors)]
                       for label, reduce in (("mean", np.mean), ("median", np.median))]
     mirrored_table = table(
         "Synthetic heads, albedo mirrored across the face (the same heads, light and wave, cos(6 (u - mirror_u)))",
@@ -203,7 +204,7 @@ def run(quick: bool) -> dict:
                 "new stage": f"PhotometricConfig(): {PhotometricConfig().steps} steps, texel albedo from step "
                              f"{PhotometricConfig().texel_start}, pyramid {PhotometricConfig().pyramid}"}
     data = {k + "_mm": v.tolist() for k, v in errors.items()}
-    data.update({f"mirrored albedo, {k}_mm": v.tolist() for k, v in mirrored.items()})
+    data.update({f"mirrored albedo, {k}_mm": v.tolist() for k, v in mirrored_errors.items()})
     data.update({f"{k}_seconds_per_image": {"wall": w, "cpu": c} for k, (w, c) in seconds.items()})
     data.update({f"{k}_compile_seconds": v for k, v in compile_seconds.items()})
     return result(NAME, TITLE, "quick" if quick else "full", settings, [speed, synthetic_table, mirrored_table, photographs],
