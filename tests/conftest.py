@@ -16,6 +16,46 @@ if (SHARED / "flame").is_dir():  # a set FLAMEJAX_WEIGHTS must name existing fol
 os.environ.setdefault("FLAMEJAX_COMPILE_CACHE", "0")
 
 
+def _memory_maps() -> int | None:
+    try:
+        with open("/proc/self/maps") as maps:
+            return sum(1 for _ in maps)
+    except OSError:  # not Linux
+        return None
+
+
+def _map_limit() -> int:
+    try:
+        return int(Path("/proc/sys/vm/max_map_count").read_text())
+    except (OSError, ValueError):
+        return 65530
+
+
+MAP_LIMIT = _map_limit()
+_caches_dropped = []
+
+
+@pytest.fixture(autouse=True)
+def _release_compiled_programs_near_the_map_limit():
+    """Every compiled XLA CPU program holds about 18 memory mappings, every eager op's about 9. A full run compiles
+    thousands; past ``vm.max_map_count`` (65530 by default) LLVM cannot map the next program and XLA segfaults
+    (it did, in the last tests to run). Near the limit JAX's caches are dropped, which unmaps them; what a later
+    test needs compiles again."""
+    yield
+    count = _memory_maps()
+    if count is not None and count > 0.6 * MAP_LIMIT:
+        import jax
+
+        jax.clear_caches()
+        _caches_dropped.append((count, _memory_maps()))
+
+
+def pytest_terminal_summary(terminalreporter):
+    for before, after in _caches_dropped:
+        terminalreporter.write_line(f"JAX caches dropped near the memory-map limit: {before} -> {after} maps "
+                                    f"(vm.max_map_count {MAP_LIMIT})")
+
+
 def shared_flame_dir() -> Path:
     return Path(os.environ.get("FLAMEJAX_WEIGHTS", str(SHARED / "flame")).split(os.pathsep)[0])
 
