@@ -97,4 +97,3 @@ def folded_look(points: np.ndarray, by: float) -> np.ndarray:
     left = points[:, 0] < centre
     folded[left, 0] = centre + (1.0 - by) * (points[left, 0] - centre)
     return folded
-

@@ -119,7 +119,7 @@ def test_symmetric_albedo_leaves_a_side_light_to_the_shading(flame_model, synthe
     """Under a side light the shading differs between the face's halves. With the light held at the start's
     ambient, a free per-texel albedo takes that difference up; the symmetry prior keeps the two halves' albedo
     alike. Same static settings as the test above: one compilation for both."""
-    from flamejax.fit._photometric import _asymmetry
+    from flamejax.fit._photometric import _asymmetry, _mirror_pairs
     from flamejax.render import texel_regions
 
     problem, uv, _ = synthetic
@@ -134,11 +134,12 @@ def test_symmetric_albedo_leaves_a_side_light_to_the_shading(flame_model, synthe
     texels_only = PhotometricConfig(steps=6, texel_start=0, pyramid=((1, 1.0),), texture_size=64,
                                     raster=RasterConfig(image_size=SIZE), pose=frozen, camera=frozen, light=frozen,
                                     shape=frozen, texture=frozen, texel=GroupSchedule(0.05))
-    regions = None if uv.face_region is None else texel_regions(uv.uv, uv.face_uv_index, uv.face_region, 64)
+    pairs = (None if uv.face_region is None
+             else _mirror_pairs(texel_regions(uv.uv, uv.face_uv_index, uv.face_region, 64), uv.mirror_u))
     asymmetry = {}
     for weight in (0.0, 100.0):
         config = dataclasses.replace(texels_only, texel_symmetry=weight)
         photo = fit_photometric(flame_model, uv, targets, landmark, config).photometric
         assert photo.stage.final_loss < photo.stage.losses[0]  # the texels moved
-        asymmetry[weight] = float(_asymmetry(photo.texture, uv.mirror_u, regions))
+        asymmetry[weight] = float(_asymmetry(photo.texture, uv.mirror_u, pairs))
     assert asymmetry[100.0] < 0.3 * asymmetry[0.0], asymmetry

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from flamejax.fit import AMBIENT_SH, PhotometricConfig, PhotometricTargets, start_appearance
-from flamejax.fit._photometric import (_asymmetry, _inside_polygon, _level_targets, _mirrored_columns, _pixel_weights,
-                                       _smoothness, level_steps, texel_prior)
+from flamejax.fit._photometric import (_asymmetry, _inside_polygon, _level_targets, _mirror_pairs, _mirrored_columns,
+                                       _pixel_weights, _smoothness, level_steps, texel_prior)
 from flamejax.fit._targets import LandmarkTargets
 from flamejax.render import (REGION_EYEBALL, REGION_FACE, REGION_FOREHEAD, REGION_OTHER, UVLayout, face_regions,
                              load_uv_layout, texel_regions, uv_mirror_axis)
@@ -141,14 +141,15 @@ def test_asymmetry_counts_mirrored_pairs_of_one_modelled_region():
     regions[:, 0] = REGION_OTHER  # its mirror, column 7, pairs with nothing
     regions[0, 6] = REGION_EYEBALL  # mirror of a skin texel: not a pair
     texels = np.full((4, 8, 3), 0.5, np.float32)
-    assert float(_asymmetry(jnp.asarray(texels), 0.5, jnp.asarray(regions))) == 0.0
+    assert float(_asymmetry(jnp.asarray(texels), 0.5, _mirror_pairs(jnp.asarray(regions), 0.5))) == 0.0
     texels[:, 7] = 0.9  # unpaired column
     texels[0, 1] = 0.1  # its mirror is the eyeball texel
-    assert float(_asymmetry(jnp.asarray(texels), 0.5, jnp.asarray(regions))) == 0.0
+    assert float(_asymmetry(jnp.asarray(texels), 0.5, _mirror_pairs(jnp.asarray(regions), 0.5))) == 0.0
     assert float(_asymmetry(jnp.asarray(texels), 0.5, None)) > 0.0
     texels[2, 2] = 0.8  # a skin texel unlike its mirror (2, 5)
     both = 2 * 3 * 0.3**2 / (4 * 6 - 2)
-    np.testing.assert_allclose(float(_asymmetry(jnp.asarray(texels), 0.5, jnp.asarray(regions))), both, rtol=1e-5)
+    pairs = _mirror_pairs(jnp.asarray(regions), 0.5)
+    np.testing.assert_allclose(float(_asymmetry(jnp.asarray(texels), 0.5, pairs)), both, rtol=1e-5)
 
 
 def test_texel_prior_adds_symmetry_only_on_a_mirrored_layout():
@@ -158,8 +159,8 @@ def test_texel_prior_adds_symmetry_only_on_a_mirrored_layout():
     mirrored, plain = UVLayout(uv, faces, faces, None, 0.5), UVLayout(uv, faces, faces)
     config = PhotometricConfig(texel_smoothness=2.0, texel_symmetry=3.0)
     smooth = 2.0 * float(_smoothness(texels, None))
-    np.testing.assert_allclose(float(texel_prior(texels, None, plain, config)), smooth, rtol=1e-6)
-    np.testing.assert_allclose(float(texel_prior(texels, None, mirrored, config)),
+    np.testing.assert_allclose(float(texel_prior(plain, config)(texels)), smooth, rtol=1e-6)
+    np.testing.assert_allclose(float(texel_prior(mirrored, config)(texels)),
                                smooth + 3.0 * float(_asymmetry(texels, 0.5, None)), rtol=1e-6)
 
 

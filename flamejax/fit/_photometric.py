@@ -16,7 +16,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from flamejax._typing import Array, Float, Int
+from flamejax._typing import Array, Bool, Float, Int
 from flamejax.fit._checks import check_camera, check_params
 from flamejax.fit._config import GroupSchedule, LandmarkStageConfig, _config_pytree
 from flamejax.fit._landmark_fit import Geometry, camera_labels, landmark_data_loss, params_labels, sanitised
@@ -258,25 +258,37 @@ def _mirrored_columns(texels: Float[Array, "t t c"], mirror_u: float) -> Float[A
     return texels[:, left] * (1.0 - right_share) + texels[:, left + 1] * right_share
 
 
-def _asymmetry(texels: Float[Array, "t t 3"], mirror_u: float,
-               texel_region: Int[Array, "t t"] | None) -> Float[Array, ""]:
-    """Mean squared difference between texels and their mirror texels, over the modelled regions that the mirror
-    maps onto the same region (all texels without regions)."""
-    difference = jnp.sum((texels - _mirrored_columns(texels, mirror_u)) ** 2, axis=-1)
-    if texel_region is None:
-        return jnp.mean(difference)
+def _mirror_pairs(texel_region: Int[Array, "t t"], mirror_u: float) -> Bool[Array, "t t"]:
+    """Texels of a modelled region whose mirror texel lies in the same region."""
     region = texel_region.astype(jnp.float32)[..., None]
-    paired = (texel_region != REGION_OTHER) & (_mirrored_columns(region, mirror_u)[..., 0] == texel_region)
+    return (texel_region != REGION_OTHER) & (_mirrored_columns(region, mirror_u)[..., 0] == texel_region)
+
+
+def _asymmetry(texels: Float[Array, "t t 3"], mirror_u: float, paired: Bool[Array, "t t"] | None) -> Float[Array, ""]:
+    """Mean squared difference between texels and their mirror texels over the ``paired`` ones (all texels when
+    ``None``: no regions)."""
+    difference = jnp.sum((texels - _mirrored_columns(texels, mirror_u)) ** 2, axis=-1)
+    if paired is None:
+        return jnp.mean(difference)
     return jnp.sum(jnp.where(paired, difference, 0.0)) / jnp.maximum(jnp.sum(paired), 1)
 
 
-def texel_prior(texels: Float[Array, "t t 3"], texel_region: Int[Array, "t t"] | None, uv_layout: UVLayout,
-                config: PhotometricConfig) -> Float[Array, ""]:
-    """The per-texel albedo's prior without a PCA albedo model: smoothness, and symmetry where the layout has an
-    axis."""
-    prior = config.texel_smoothness * _smoothness(texels, texel_region)
-    if uv_layout.mirror_u is not None:
-        prior = prior + config.texel_symmetry * _asymmetry(texels, uv_layout.mirror_u, texel_region)
+def texel_prior(uv_layout: UVLayout, config: PhotometricConfig) -> Callable[[Float[Array, "t t 3"]], Float[Array, ""]]:
+    """The per-texel albedo's prior without a PCA albedo model, as a function of the texels: smoothness, and
+    symmetry where the layout has an axis. The texels' regions and mirror pairs are worked out here, once, not in
+    every step of the loss."""
+    texel_region = (None if uv_layout.face_region is None
+                    else texel_regions(uv_layout.uv, uv_layout.face_uv_index, uv_layout.face_region,
+                                       config.texture_size))
+    mirror_u = uv_layout.mirror_u
+    paired = None if texel_region is None or mirror_u is None else _mirror_pairs(texel_region, mirror_u)
+
+    def prior(texels: Float[Array, "t t 3"]) -> Float[Array, ""]:
+        value = config.texel_smoothness * _smoothness(texels, texel_region)
+        if mirror_u is not None:
+            value = value + config.texel_symmetry * _asymmetry(texels, mirror_u, paired)
+        return value
+
     return prior
 
 
@@ -363,8 +375,7 @@ def _refine_one(model: FlameModel, uv_layout: UVLayout, targets: PhotometricTarg
     size = config.texture_size
     full_size = targets.image.shape[0]
     regions = uv_layout.face_region
-    texel_region = (None if regions is None
-                    else texel_regions(uv_layout.uv, uv_layout.face_uv_index, regions, size))
+    albedo_prior = texel_prior(uv_layout, config)
     skin = mean_colour(targets.image, targets.mask)
     full = _level_targets(targets, skin, full_size, config)
     shape0 = landmark_fit.params.shape
@@ -381,7 +392,7 @@ def _refine_one(model: FlameModel, uv_layout: UVLayout, targets: PhotometricTarg
         prior = (config.expression_l2 * 0.5 * jnp.sum(p.expression**2)
                  + config.shape_offset_l2 * 0.5 * jnp.sum((p.shape - shape0) ** 2))
         if albedo is None:
-            prior = prior + texel_prior(v.appearance.texels, texel_region, uv_layout, config)
+            prior = prior + albedo_prior(v.appearance.texels)
         return valid * data + prior
 
     variables = PhotometricVariables(

@@ -23,7 +23,7 @@ from flamejax.fit._photometric import (Appearance, PhotometricConfig, Photometri
 from flamejax.fit._result import PhotometricReport
 from flamejax.fit._targets import nme_inner
 from flamejax.flame import FlameModel, FlameParams, ProjectedLandmarks
-from flamejax.render import AlbedoModel, UVLayout, texel_regions
+from flamejax.render import AlbedoModel, UVLayout
 
 
 @jax.tree_util.register_dataclass
@@ -83,9 +83,7 @@ def _refine_shared(model: FlameModel, uv_layout: UVLayout, targets: PhotometricT
 
     full = levels_at(full_size)
     starts = jax.vmap(start_appearance, in_axes=(None, 0, None, None))(uv_layout, targets, config, albedo)
-    texel_region = (None if uv_layout.face_region is None
-                    else texel_regions(uv_layout.uv, uv_layout.face_uv_index, uv_layout.face_region,
-                                       config.texture_size))
+    albedo_prior = texel_prior(uv_layout, config)
     n_tex = 0 if albedo is None else albedo.basis.shape[-1]
     variables = _SharedVariables(shape, Geometry(params, camera), Appearance(
         starts.light, starts.texture_coeffs[0],
@@ -102,7 +100,7 @@ def _refine_shared(model: FlameModel, uv_layout: UVLayout, targets: PhotometricT
     def loss_fn(v: _SharedVariables, levels) -> Float[Array, ""]:
         prior = config.shape_offset_l2 * 0.5 * jnp.sum((v.shape - shape) ** 2)
         if albedo is None:
-            prior = prior + texel_prior(v.appearance.texels, texel_region, uv_layout, config)
+            prior = prior + albedo_prior(v.appearance.texels)
         return jnp.sum(weight * views_loss(v, levels)) + prior
 
     labels = _SharedVariables("shape", Geometry(params_labels(params, FROZEN, "pose", "pose", "pose"),
