@@ -59,7 +59,7 @@ def test_photometric_fit_reduces_pixel_error_and_keeps_stage_order_of_failures(f
     # Two pyramid levels (32², 64²); identity held as in the reference: this head's start has the true identity.
     config = PhotometricConfig(steps=40, texel_start=20, pyramid=((2, 0.5), (1, 0.5)), texture_size=64,
                                raster=RasterConfig(image_size=SIZE), pose=GroupSchedule(0.02),
-                               shape=GroupSchedule(0.001), shape_offset_l2=0.1)
+                               shape=GroupSchedule(0.001), shape_offset_l2=0.1, shape_anchor=1.0)
     result = jax.tree.map(np.asarray, fit_photometric_batch(flame_model, uv, targets, landmark, config))
     assert [Status(int(s)) for s in result.status] == [Status.OK, Status.DIVERGED_PHOTOMETRIC, Status.DIVERGED_RIGID]
     photo = result.photometric
@@ -113,6 +113,27 @@ def test_result_render_and_errors_belong_to_the_start_and_the_fitted_head(flame_
     np.testing.assert_allclose(results["still"].photometric_final, results["still"].photometric_start, rtol=1e-6)
     np.testing.assert_allclose(results["moving"].photometric_start, results["still"].photometric_start, rtol=1e-6)
     assert results["moving"].photometric_final < 0.9 * results["moving"].photometric_start
+
+
+def test_identity_prior_pulls_towards_its_anchor(flame_model, synthetic):
+    """``shape_anchor`` 0 pulls the identity towards the mean head, 1 holds it at the landmark fit's. Pixels and
+    landmarks switched off, everything but identity frozen; same static settings as the test above: one
+    compilation for all."""
+    problem, uv, picture = synthetic
+    landmark = landmark_fit_of(flame_model, problem.params, problem.camera, problem.targets, Status.OK)
+    targets = PhotometricTargets(picture.image, picture.alpha, problem.targets)
+    frozen = GroupSchedule(0.0)
+    config = PhotometricConfig(steps=6, texel_start=0, pyramid=((1, 1.0),), texture_size=64,
+                               raster=RasterConfig(image_size=SIZE), pose=frozen, camera=frozen, light=frozen,
+                               shape=GroupSchedule(0.05), texture=frozen, texel=frozen, photometric_weight=0.0,
+                               landmark_scale=0.0, shape_offset_l2=1.0, texel_smoothness=0.0, texel_symmetry=0.0)
+    start = np.asarray(problem.params.shape)
+    fitted = {anchor: np.asarray(fit_photometric(flame_model, uv, targets, landmark,
+                                                 dataclasses.replace(config, shape_anchor=anchor)).params.shape)
+              for anchor in (0.0, 1.0)}
+    np.testing.assert_allclose(fitted[1.0], start, atol=1e-6)
+    far = np.abs(start) > 0.3  # Adam moves each coefficient about its rate per step: 6 x 0.05
+    assert far.sum() > 10 and np.all(np.abs(fitted[0.0][far]) < np.abs(start[far]) - 0.2)
 
 
 def test_symmetric_albedo_leaves_a_side_light_to_the_shading(flame_model, synthetic):

@@ -98,7 +98,7 @@ def _refine_shared(model: FlameModel, uv_layout: UVLayout, targets: PhotometricT
         return jax.vmap(one)(v.views.params, v.views.camera, v.appearance.light, levels, targets.landmarks, gate)
 
     def loss_fn(v: _SharedVariables, levels) -> Float[Array, ""]:
-        prior = config.shape_offset_l2 * 0.5 * jnp.sum((v.shape - shape) ** 2)
+        prior = config.shape_offset_l2 * 0.5 * jnp.sum((v.shape - config.shape_anchor * shape) ** 2)
         if albedo is None:
             prior = prior + albedo_prior(v.appearance.texels)
         return jnp.sum(weight * views_loss(v, levels)) + prior
@@ -144,8 +144,9 @@ def fit_photometric_same_person(model: FlameModel, uv_layout: UVLayout, photo_ta
     ``photo_targets`` is batched over the images (each its own aligned crop, mask and landmarks); ``used``
     (default: all) marks the images whose pixels shape the identity and albedo (an outlier of the joint fit
     should not): the others are refined under them (their own pose, expression and light) but do not pull them.
-    ``config`` is the single-image stage's, its ``shape_offset_l2`` the prior on identity's move from ``shape``. A
-    stage that was not finite says so in ``photometric.stage.finite``: keep the landmark fit then.
+    ``config`` is the single-image stage's, its ``shape_offset_l2`` the prior on identity's offset from
+    ``shape_anchor`` times ``shape``. A stage that was not finite says so in ``photometric.stage.finite``: keep the
+    landmark fit then.
     """
     if model.num_vertices != 5023 or model.faces.shape[0] == 0:
         raise ValueError("model: the photometric stage renders the full FLAME mesh; pass the model from load_flame, "
