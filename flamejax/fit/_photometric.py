@@ -298,6 +298,18 @@ def texel_prior(uv_layout: UVLayout, config: PhotometricConfig) -> Callable[[Flo
     return prior
 
 
+def identity_prior(start_shape: Float[Array, "n_shape"], config: PhotometricConfig
+                   ) -> Callable[[Float[Array, "n_shape"]], Float[Array, ""]]:
+    """The identity's prior as a function of the identity: L2 (``shape_offset_l2``) on its offset from
+    ``shape_anchor`` times ``start_shape`` (the landmark fit's identity), the anchor worked out once per fit."""
+    anchor = config.shape_anchor * start_shape
+
+    def prior(shape: Float[Array, "n_shape"]) -> Float[Array, ""]:
+        return config.shape_offset_l2 * 0.5 * jnp.sum((shape - anchor) ** 2)
+
+    return prior
+
+
 def start_appearance(uv_layout: UVLayout, targets: PhotometricTargets, config: PhotometricConfig,
                      albedo: AlbedoModel | None = None) -> Appearance:
     """The photometric stage's default start for one picture: ambient light and the mean PCA albedo; without an
@@ -384,7 +396,7 @@ def _refine_one(model: FlameModel, uv_layout: UVLayout, targets: PhotometricTarg
     albedo_prior = texel_prior(uv_layout, config)
     skin = mean_colour(targets.image, targets.mask)
     full = _level_targets(targets, skin, full_size, config)
-    shape_anchor = config.shape_anchor * landmark_fit.params.shape
+    shape_prior = identity_prior(landmark_fit.params.shape, config)
 
     def render(v: PhotometricVariables, image_size: int):
         return _render_view(model, uv_layout, config, albedo, v, image_size, full_size)
@@ -395,8 +407,7 @@ def _refine_one(model: FlameModel, uv_layout: UVLayout, targets: PhotometricTarg
     def loss_fn(v: PhotometricVariables, level: _LevelTargets):
         p = v.geometry.params
         data = _view_data_loss(model, uv_layout, config, albedo, v, level, lmk, full_size)
-        prior = (config.expression_l2 * 0.5 * jnp.sum(p.expression**2)
-                 + config.shape_offset_l2 * 0.5 * jnp.sum((p.shape - shape_anchor) ** 2))
+        prior = config.expression_l2 * 0.5 * jnp.sum(p.expression**2) + shape_prior(p.shape)
         if albedo is None:
             prior = prior + albedo_prior(v.appearance.texels)
         return valid * data + prior

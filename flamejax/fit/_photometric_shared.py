@@ -19,7 +19,8 @@ from flamejax.fit._landmark_fit import Geometry, camera_labels, params_labels
 from flamejax.fit._optim import FROZEN
 from flamejax.fit._photometric import (Appearance, PhotometricConfig, PhotometricTargets, PhotometricVariables,
                                        _level_targets, _photometric_error, _render_view, _run_pyramid, _sanitised,
-                                       _texture, _view_data_loss, mean_colour, start_appearance, texel_prior)
+                                       _texture, _view_data_loss, identity_prior, mean_colour, start_appearance,
+                                       texel_prior)
 from flamejax.fit._result import PhotometricReport
 from flamejax.fit._targets import nme_inner
 from flamejax.flame import FlameModel, FlameParams, ProjectedLandmarks
@@ -84,6 +85,7 @@ def _refine_shared(model: FlameModel, uv_layout: UVLayout, targets: PhotometricT
     full = levels_at(full_size)
     starts = jax.vmap(start_appearance, in_axes=(None, 0, None, None))(uv_layout, targets, config, albedo)
     albedo_prior = texel_prior(uv_layout, config)
+    shape_prior = identity_prior(shape, config)
     n_tex = 0 if albedo is None else albedo.basis.shape[-1]
     variables = _SharedVariables(shape, Geometry(params, camera), Appearance(
         starts.light, starts.texture_coeffs[0],
@@ -98,7 +100,7 @@ def _refine_shared(model: FlameModel, uv_layout: UVLayout, targets: PhotometricT
         return jax.vmap(one)(v.views.params, v.views.camera, v.appearance.light, levels, targets.landmarks, gate)
 
     def loss_fn(v: _SharedVariables, levels) -> Float[Array, ""]:
-        prior = config.shape_offset_l2 * 0.5 * jnp.sum((v.shape - config.shape_anchor * shape) ** 2)
+        prior = shape_prior(v.shape)
         if albedo is None:
             prior = prior + albedo_prior(v.appearance.texels)
         return jnp.sum(weight * views_loss(v, levels)) + prior
