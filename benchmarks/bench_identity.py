@@ -16,9 +16,10 @@ default on the truth's projected inner 51 points: the fit's share of the error),
 fitted with ``precise_landmarks_config()`` (weak identity prior). Rendered, preprocessed views are
 cached in ``--cache`` (keyed by view plan, seed and model), so fitting experiments skip rendering and MediaPipe.
 
-``--single-photometric``: instead, each view at nominal |yaw| <= 40 fitted alone in photometric mode (the library
-default landmark fit, then ``fit_photometric_batch`` with ``PhotometricConfig()``, as ``flamejax fit --mode
-photometric``), its identity against the landmark fit's and the mean head's (issue 16 item 2 in photometric mode).
+``--single-photometric``: instead, each view fitted alone in photometric mode (the library default landmark fit,
+then ``fit_photometric_batch`` with ``PhotometricConfig()``, as ``flamejax fit --mode photometric``, and the same
+stage as it was before its landmark weights and yaw limit on the identity), its identity and landmark error
+against the landmark fit's and the mean head's, per yaw bin (issue 16 items 2 and 4 in photometric mode).
 
     python3 -m benchmarks.bench_identity [--quick] [--pictures /tmp/identity] [--cache DIR]
     python3 -m benchmarks.bench_identity --single-photometric
@@ -46,8 +47,8 @@ from flamejax.camera import Camera, project, yaw_pitch_roll
 from flamejax.files import find_file
 from flamejax.fit import (AMBIENT_SH, FitConfig, FitResult, LandmarkTargets, PhotometricConfig, PhotometricTargets,
                           aligned_vertex_error_mm, fit_landmarks_batch, fit_photometric_batch,
-                          fit_photometric_same_person, precise_landmarks_config, quick_config, stack_targets,
-                          two_look_targets)
+                          WeightingConfig, fit_photometric_same_person, precise_landmarks_config, quick_config,
+                          stack_targets, two_look_targets)
 from flamejax.fitter import QualityConfig, fit_with_look_choice
 from flamejax.flame import FlameParams, barycentric_points, flame_forward, load_flame, safe_load_pickle
 from flamejax.perception import PerceptionError, PreprocessConfig, landmark_face_mask, preprocess, to_68
@@ -512,44 +513,70 @@ def same_person(model, subjects, plan, detected, items, single_fit, score) -> di
     return scores
 
 
+SINGLE_PHOTOMETRIC = {"photometric before (unweighted landmarks, identity free at any yaw)": PhotometricConfig(
+                          weighting=WeightingConfig(visibility=False, robust=False), identity_max_yaw=180.0),
+                      "photometric (PhotometricConfig())": PhotometricConfig()}
+"""``--single-photometric``'s photometric stages: the library's, and the same as it was before
+``PhotometricConfig.weighting`` and ``identity_max_yaw``."""
+
+
 def run_single_photometric(cache: Path | None, batch: int = 8) -> dict:
-    """``--single-photometric`` (module docstring): NoW median per view of the landmark and photometric fits."""
+    """``--single-photometric`` (module docstring): per view, NoW median and inner-51 NME of the landmark fit and
+    of each stage in :data:`SINGLE_PHOTOMETRIC` after it, in both yaw bins."""
     model, (heads, mean_v, mean_l51, face_ids), plan, views = prepare(False, None, cache)
-    _, _, detected, items, _ = views
+    _, truths, detected, items, _ = views
     now_of, shape_now = now_scorer(model, heads, mean_v, face_ids)
     mean_head = mean_head_medians(now_of, mean_v, mean_l51, len(heads))
-    frontal = [k for k, v in enumerate(detected) if abs(plan[v]["nominal_yaw"]) <= BINS[0][2]]
+    fits = ["landmark mode (FitConfig())", *SINGLE_PHOTOMETRIC]
     uv, rows, start = load_uv_layout(), [], time.perf_counter()
-    for first in range(0, len(frontal), batch):  # one batch size: one compiled program
-        picked = frontal[first:first + batch]
-        chosen = [items[k] for k in picked + [picked[-1]] * (batch - len(picked))]
-        targets = view_targets(chosen, True)
-        landmark = fit_landmarks_batch(model, targets, FitConfig())
-        photo = PhotometricTargets(jnp.asarray(np.stack([v.image for v in chosen]), jnp.float32),
-                                   jnp.asarray(np.stack([landmark_face_mask(v.points478, v.image.shape[0])
-                                                         for v in chosen]), jnp.float32), targets)
-        photometric = fit_photometric_batch(model, uv, photo, landmark, PhotometricConfig())
-        for j, k in enumerate(picked):
-            h = plan[detected[k]]["head"]
-            rows.append(dict(subject=heads[h].name, yaw=float(plan[detected[k]]["angles"][0]),
-                             mean_head=mean_head[h],
-                             landmark=float(np.median(shape_now(h, np.asarray(landmark.params.shape[j])))),
-                             photometric=float(np.median(shape_now(h, np.asarray(photometric.params.shape[j]))))))
+
+    def fit(targets: list[LandmarkTargets]) -> FitResult:
+        return fit_landmarks_batch(model, stack_targets(targets), FitConfig())
+
+    for bin_name, low, high in BINS:
+        views_in_bin = [k for k, v in enumerate(detected) if low <= abs(plan[v]["nominal_yaw"]) <= high]
+        for first in range(0, len(views_in_bin), batch):  # one batch size: one compiled program
+            picked = views_in_bin[first:first + batch]
+            chosen = [items[k] for k in picked + [picked[-1]] * (batch - len(picked))]
+            targets, landmark = fit_with_look_choice(chosen, view_target_list(chosen, True), fit)
+            photo = PhotometricTargets(jnp.asarray(np.stack([v.image for v in chosen]), jnp.float32),
+                                       jnp.asarray(np.stack([landmark_face_mask(v.points478, v.image.shape[0])
+                                                             for v in chosen]), jnp.float32), stack_targets(targets))
+            results = [landmark] + [fit_photometric_batch(model, uv, photo, landmark, config)
+                                    for config in SINGLE_PHOTOMETRIC.values()]
+            for j, k in enumerate(picked):
+                v = detected[k]
+                h = plan[v]["head"]
+                to_pixels = items[k].image.shape[0] / 2.0
+                nme = [nme_face_box(to_original((np.asarray(r.landmarks.lmk68[j][17:]) + 1.0) * to_pixels,
+                                                items[k].fit_to_original), truths[v]) for r in results]
+                rows.append(dict(bin=bin_name, subject=heads[h].name, yaw=float(plan[v]["angles"][0]),
+                                 mean_head=mean_head[h], nme=nme,
+                                 now=[float(np.median(shape_now(h, np.asarray(r.params.shape[j])))) for r in results]))
     seconds = time.perf_counter() - start
-    keys = ("mean_head", "landmark", "photometric")
-    body = [[name, len(sel), *(float(np.median([r[key] for r in sel])) for key in keys)]
-            for name in [h.name for h in heads] if (sel := [r for r in rows if r["subject"] == name])]
-    medians = [float(np.median([r[key] for r in rows])) for key in keys]
-    body.append(["all views", len(rows), *medians])
-    body.append(["ratio of medians to the mean head", None, 1.0, medians[1] / medians[0], medians[2] / medians[0]])
-    tables = [table(f"One photograph at a time, nominal |yaw| <= {BINS[0][2]:g}: NoW median of per-view medians, mm",
-                    ["subject", "views", "mean head (unfitted)", "landmark mode (FitConfig())",
-                     "photometric mode (then PhotometricConfig())"], body)]
+    tables = []
+    for bin_name, _, _ in BINS:
+        in_bin = [r for r in rows if r["bin"] == bin_name]
+        per_fit = lambda sel: [float(np.median([r["now"][i] for r in sel])) for i in range(len(fits))]  # noqa: E731
+        body = [[name, len(sel), float(np.median([r["mean_head"] for r in sel])), *per_fit(sel)]
+                for name in [h.name for h in heads] if (sel := [r for r in in_bin if r["subject"] == name])]
+        mean_median = float(np.median([r["mean_head"] for r in in_bin]))
+        medians = per_fit(in_bin)
+        body.append(["all views", len(in_bin), mean_median, *medians])
+        body.append(["ratio of medians to the mean head", None, 1.0, *(m / mean_median for m in medians)])
+        nme = np.array([r["nme"] for r in in_bin]) * 100.0
+        body.append(["NME median % (inner 51, face box)", None, None, *np.median(nme, axis=0).tolist()])
+        body.append(["NME max %", None, None, *nme.max(axis=0).tolist()])
+        body.append([f"NME > {100 * NME_LIMIT:g}%", None, None, *(nme > 100 * NME_LIMIT).sum(axis=0).tolist()])
+        tables.append(table(f"One photograph at a time, nominal {bin_name}: NoW median of per-view medians, mm",
+                            ["subject", "views", "mean head (unfitted)", *fits], body))
     settings = {"views": len(rows), "model": f"test model, {N_SHAPE} identity / {N_EXPRESSION} expression",
-                "photometric": "fit_photometric_batch, PhotometricConfig(), batch 8, landmark face mask",
-                "fit s (both modes, incl. compile)": round(seconds, 1)}
+                "photometric": "fit_photometric_batch after the library's landmark fit, batch 8, landmark face mask",
+                "fit s (all fits, incl. compile)": round(seconds, 1)}
     note = ("NoW as in the identity section (similarity on 7 landmarks, rigid ICP, truth face crop to the fitted "
-            "neutral surface). Targets: MediaPipe's two looks and the person's silhouette (library default).")
+            "neutral surface). Targets: MediaPipe's two looks and the person's silhouette, with the library's "
+            "second fit where the looks disagree (fit_with_look_choice); the photometric stages start from that "
+            "fit and its targets. NME as in the identity section.")
     return result(f"{NAME}_single_photometric", "Single-photograph identity in photometric mode (rendered heads, NoW)",
                   "full", settings, tables, data={"rows": rows}, note=note)
 

@@ -134,6 +134,24 @@ def test_identity_prior_pulls_towards_its_anchor(flame_model, synthetic):
     np.testing.assert_allclose(fitted[1.0], start, atol=1e-6)
     far = np.abs(start) > 0.3  # Adam moves each coefficient about its rate per step: 6 x 0.05
     assert far.sum() > 10 and np.all(np.abs(fitted[0.0][far]) < np.abs(start[far]) - 0.2)
+    # A photograph turned further than identity_max_yaw leaves the identity where the landmark fit put it.
+    turned_away = dataclasses.replace(config, shape_anchor=0.0, identity_max_yaw=-10.0)
+    held = np.asarray(fit_photometric(flame_model, uv, targets, landmark, turned_away).params.shape)
+    np.testing.assert_array_equal(held, start)
+
+
+def test_identity_share_falls_off_around_the_yaw_limit():
+    from flamejax.camera import Camera
+    from flamejax.fit._photometric import identity_share
+
+    def share(yaw_deg):
+        camera = Camera(rotation=jnp.array([0.0, np.deg2rad(yaw_deg), 0.0], jnp.float32),
+                        translation=jnp.array([0.0, 0.0, -1.0]), fov_deg=jnp.asarray(20.0))
+        return float(identity_share(camera, PhotometricConfig(identity_max_yaw=45.0)))
+
+    assert share(0.0) == 1.0 and share(-40.0) == 1.0
+    assert abs(share(45.0) - 0.5) < 1e-3 and abs(share(-45.0) - 0.5) < 1e-3
+    assert share(50.5) == 0.0 and share(-75.0) == 0.0
 
 
 def test_symmetric_albedo_leaves_a_side_light_to_the_shading(flame_model, synthetic):
@@ -164,3 +182,36 @@ def test_symmetric_albedo_leaves_a_side_light_to_the_shading(flame_model, synthe
         assert photo.stage.final_loss < photo.stage.losses[0]  # the texels moved
         asymmetry[weight] = float(_asymmetry(photo.texture, uv.mirror_u, pairs))
     assert asymmetry[100.0] < 0.3 * asymmetry[0.0], asymmetry
+
+
+def test_landmarks_no_pose_explains_hold_little_weight(flame_model, synthetic):
+    """The landmark term carries the landmark fit's per-point weights (``PhotometricConfig.weighting``): mouth
+    targets dragged far below the mouth of a head at its true pose are outliers the robust weights turn down, so
+    the stage's loss hardly counts them; with a robust scale so large that every weight is 1 (the targets' own
+    weights; a traced number, so the same compilation) it counts them in full. On clean targets both agree.
+    Pixels off, everything frozen; same static settings as the tests above: one compilation for all."""
+    from flamejax.fit._photometric import weighted_landmarks
+
+    problem, uv, picture = synthetic
+    dragged = dataclasses.replace(problem.targets, lmk68=problem.targets.lmk68.at[48:68, 1].add(-0.4))
+    frozen = GroupSchedule(0.0)
+    weighted = PhotometricConfig(steps=6, texel_start=0, pyramid=((1, 1.0),), texture_size=64,
+                                 raster=RasterConfig(image_size=SIZE), pose=frozen, camera=frozen, light=frozen,
+                                 shape=frozen, texture=frozen, texel=frozen, photometric_weight=0.0)
+    configs = {"weighted": weighted, "unweighted": dataclasses.replace(
+        weighted, weighting=dataclasses.replace(weighted.weighting, robust_scale=1e6))}
+    weights = {name: np.asarray(weighted_landmarks(flame_model, problem.params, problem.camera, dragged,
+                                                   config).lmk68_weight / dragged.lmk68_weight)
+               for name, config in configs.items()}
+    assert np.all(weights["weighted"][48:68] < 0.2) and np.all(weights["weighted"][17:48] > 0.8)
+    np.testing.assert_allclose(weights["unweighted"][17:], 1.0, atol=0.02)  # every point seen at this pose
+
+    def start_loss(landmark_targets, config):
+        landmark = landmark_fit_of(flame_model, problem.params, problem.camera, landmark_targets, Status.OK)
+        targets = PhotometricTargets(picture.image, picture.alpha, landmark_targets)
+        return float(fit_photometric(flame_model, uv, targets, landmark, config).photometric.stage.losses[0])
+
+    outliers = {name: start_loss(dragged, config) for name, config in configs.items()}
+    assert outliers["weighted"] < 0.2 * outliers["unweighted"], outliers
+    clean = {name: start_loss(problem.targets, config) for name, config in configs.items()}
+    np.testing.assert_allclose(clean["weighted"], clean["unweighted"], rtol=0.05)

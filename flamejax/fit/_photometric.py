@@ -18,12 +18,14 @@ import jax.numpy as jnp
 
 from flamejax._typing import Array, Bool, Float, Int
 from flamejax.fit._checks import check_camera, check_params
-from flamejax.fit._config import GroupSchedule, LandmarkStageConfig, _config_pytree
+from flamejax.fit._config import GroupSchedule, LandmarkStageConfig, WeightingConfig, _config_pytree
 from flamejax.fit._landmark_fit import Geometry, camera_labels, landmark_data_loss, params_labels, sanitised
 from flamejax.fit._optim import FROZEN, partitioned_adam, run_stage
 from flamejax.fit._result import FitResult, PhotometricReport, StageReport, Status, first_failure
 from flamejax.fit._targets import LandmarkTargets, check_targets, nme_inner
-from flamejax.flame import FlameModel, contour_bin, embedded_points, flame_forward, project_landmarks
+from flamejax.fit._visibility import pose_weights
+from flamejax.camera import Camera, yaw_pitch_roll
+from flamejax.flame import FlameModel, FlameParams, contour_bin, embedded_points, flame_forward, project_landmarks
 from flamejax.flame._layout import CONTOUR_68, EYES_68, MOUTH_68, NUM_IBUG68
 from flamejax.render import (REGION_EYEBALL, REGION_FACE, REGION_FOREHEAD, REGION_OTHER, AlbedoModel, RasterConfig,
                              UVLayout, render_mesh, texel_regions)
@@ -66,6 +68,13 @@ class PhotometricConfig:
     noisy landmarks hold the geometry and the pixels barely move it; 100 and 0.1 let the shading refine it
     (synthetic face error lower than landmark mode's; benchmarks/RESULTS.md)."""
     landmarks: LandmarkStageConfig = LandmarkStageConfig()
+    weighting: WeightingConfig = WeightingConfig()
+    """flamejax addition: the landmark term's per-point weights (visibility x robust, as the landmark fit's at its
+    final pose), worked out at the stage's start and held. A point on the far side of the face, or one no pose
+    near the start explains, is the detector's guess; at full weight it pulls the identity at hard poses (rendered
+    heads with 3D truth, |yaw| 50-75: 1.25x -> 1.18x the mean head's error, |yaw| <= 40 unchanged;
+    benchmarks/RESULTS.md). ``WeightingConfig(visibility=False, robust=False)`` is the reference (every point at
+    the targets' own weight)."""
     contour_weight: float = 0.5 / 1.5
     inner_weight: float = 1.0
     eye_weight: float = 3.0 / 1.5
@@ -82,6 +91,12 @@ class PhotometricConfig:
     head (FLAME's own prior), 1 the landmark fit's identity (the reference). The landmark fit's identity carries the
     detector's bias; on the rendered heads with 3D truth 0 gave one photograph 0.952x -> 0.921x the mean head's
     error, five photographs 0.592x -> 0.580x, synthetic heads 1.58 -> 1.57 mm (benchmarks/RESULTS.md)."""
+    identity_max_yaw: float = 45.0
+    """flamejax addition (single-image stage): a photograph whose landmark fit is turned further than this
+    (|yaw|, degrees) leaves the identity to the landmark fit; the pixels' pull on it falls off linearly from 5
+    degrees below to 5 above. On the rendered heads with 3D truth at |yaw| 50-75 every setting tried moved the
+    identity away from the truth: one cheek's shading, the nose's only in profile (benchmarks/RESULTS.md). 180
+    turns it off."""
     texel_smoothness: float = 20.0
     """flamejax addition: squared-gradient prior on the per-texel albedo (without a PCA model)."""
     texel_symmetry: float = 1000.0
@@ -298,6 +313,28 @@ def texel_prior(uv_layout: UVLayout, config: PhotometricConfig) -> Callable[[Flo
     return prior
 
 
+def weighted_landmarks(model: FlameModel, params: FlameParams, camera: Camera, targets: LandmarkTargets,
+                       config: PhotometricConfig) -> LandmarkTargets:
+    """``targets`` with the per-point weights at the pose of ``params`` and ``camera`` multiplied in
+    (``config.weighting``, :func:`flamejax.fit._visibility.pose_weights`); as they are with both switches off."""
+    if not (config.weighting.visibility or config.weighting.robust):
+        return targets
+    weights = pose_weights(model, params, camera, targets, config.weighting)
+    return weights.applied_to(targets, model.landmarks.mediapipe_ids)
+
+
+def scaled_gradient(x: Array, scale: Float[Array, ""]) -> Array:
+    """``x`` itself, with the gradient through it multiplied by ``scale`` (0: a constant to the optimiser)."""
+    return jax.lax.stop_gradient(x) + scale * (x - jax.lax.stop_gradient(x))
+
+
+def identity_share(camera: Camera, config: PhotometricConfig) -> Float[Array, ""]:
+    """How much of the pixels' and priors' gradient reaches the identity of a photograph seen by ``camera``
+    (:attr:`PhotometricConfig.identity_max_yaw`): 1 up to 5 degrees below the limit, 0 from 5 above."""
+    yaw = jnp.abs(yaw_pitch_roll(camera)[0])
+    return jnp.clip((config.identity_max_yaw + 5.0 - yaw) / 10.0, 0.0, 1.0)
+
+
 def identity_prior(start_shape: Float[Array, "n_shape"], config: PhotometricConfig
                    ) -> Callable[[Float[Array, "n_shape"]], Float[Array, ""]]:
     """The identity's prior as a function of the identity: L2 (``shape_offset_l2``) on its offset from
@@ -387,7 +424,7 @@ def _refine_one(model: FlameModel, uv_layout: UVLayout, targets: PhotometricTarg
     """Pure single-image photometric refinement of ``landmark_fit`` (see :func:`fit_photometric`); ``appearance``
     replaces the start's light and albedo when given."""
     targets = _sanitised(targets)
-    lmk = targets.landmarks
+    lmk = weighted_landmarks(model, landmark_fit.params, landmark_fit.camera, targets.landmarks, config)
     valid = lmk.valid.astype(jnp.float32)
     n_tex = 0 if albedo is None else albedo.basis.shape[-1]
     size = config.texture_size
@@ -397,6 +434,7 @@ def _refine_one(model: FlameModel, uv_layout: UVLayout, targets: PhotometricTarg
     skin = mean_colour(targets.image, targets.mask)
     full = _level_targets(targets, skin, full_size, config)
     shape_prior = identity_prior(landmark_fit.params.shape, config)
+    share = identity_share(landmark_fit.camera, config)
 
     def render(v: PhotometricVariables, image_size: int):
         return _render_view(model, uv_layout, config, albedo, v, image_size, full_size)
@@ -405,7 +443,8 @@ def _refine_one(model: FlameModel, uv_layout: UVLayout, targets: PhotometricTarg
         return _photometric_error(out, level, regions, config)
 
     def loss_fn(v: PhotometricVariables, level: _LevelTargets):
-        p = v.geometry.params
+        p = dataclasses.replace(v.geometry.params, shape=scaled_gradient(v.geometry.params.shape, share))
+        v = dataclasses.replace(v, geometry=dataclasses.replace(v.geometry, params=p))
         data = _view_data_loss(model, uv_layout, config, albedo, v, level, lmk, full_size)
         prior = config.expression_l2 * 0.5 * jnp.sum(p.expression**2) + shape_prior(p.shape)
         if albedo is None:

@@ -20,7 +20,7 @@ from flamejax.fit._optim import FROZEN
 from flamejax.fit._photometric import (Appearance, PhotometricConfig, PhotometricTargets, PhotometricVariables,
                                        _level_targets, _photometric_error, _render_view, _run_pyramid, _sanitised,
                                        _texture, _view_data_loss, identity_prior, mean_colour, start_appearance,
-                                       texel_prior)
+                                       scaled_gradient, texel_prior, weighted_landmarks)
 from flamejax.fit._result import PhotometricReport
 from flamejax.fit._targets import nme_inner
 from flamejax.flame import FlameModel, FlameParams, ProjectedLandmarks
@@ -63,7 +63,7 @@ class _SharedVariables:
     def gated(self, gate: Float[Array, ""]) -> _SharedVariables:
         """The same values; the gradient through the shared identity and albedo scaled by ``gate`` (0: a view
         that is fitted under them but does not move them)."""
-        keep = lambda x: jax.lax.stop_gradient(x) + gate * (x - jax.lax.stop_gradient(x))  # noqa: E731
+        keep = lambda x: scaled_gradient(x, gate)  # noqa: E731
         albedo = dataclasses.replace(self.appearance, texture_coeffs=keep(self.appearance.texture_coeffs),
                                      texels=keep(self.appearance.texels))
         return dataclasses.replace(self, shape=keep(self.shape), appearance=albedo)
@@ -86,6 +86,8 @@ def _refine_shared(model: FlameModel, uv_layout: UVLayout, targets: PhotometricT
     starts = jax.vmap(start_appearance, in_axes=(None, 0, None, None))(uv_layout, targets, config, albedo)
     albedo_prior = texel_prior(uv_layout, config)
     shape_prior = identity_prior(shape, config)
+    landmarks = jax.vmap(lambda p, cam, lmk: weighted_landmarks(model, dataclasses.replace(p, shape=shape), cam, lmk,
+                                                                config))(params, camera, targets.landmarks)
     n_tex = 0 if albedo is None else albedo.basis.shape[-1]
     variables = _SharedVariables(shape, Geometry(params, camera), Appearance(
         starts.light, starts.texture_coeffs[0],
@@ -97,13 +99,17 @@ def _refine_shared(model: FlameModel, uv_layout: UVLayout, targets: PhotometricT
             expression = view.geometry.params.expression
             return (_view_data_loss(model, uv_layout, config, albedo, view, level, landmarks, full_size)
                     + config.expression_l2 * 0.5 * jnp.sum(expression**2))
-        return jax.vmap(one)(v.views.params, v.views.camera, v.appearance.light, levels, targets.landmarks, gate)
+        return jax.vmap(one)(v.views.params, v.views.camera, v.appearance.light, levels, landmarks, gate)
 
     def loss_fn(v: _SharedVariables, levels) -> Float[Array, ""]:
         prior = shape_prior(v.shape)
         if albedo is None:
             prior = prior + albedo_prior(v.appearance.texels)
-        return jnp.sum(weight * views_loss(v, levels)) + prior
+        views = views_loss(v, levels)
+        # The views that do not shape the identity count in the gradient (their own pose, expression and light)
+        # but not in the value, so that they cannot decide which iterate is the best either.
+        counted = jnp.where(gate > 0, views, views - jax.lax.stop_gradient(views))
+        return jnp.sum(weight * counted) + prior
 
     labels = _SharedVariables("shape", Geometry(params_labels(params, FROZEN, "pose", "pose", "pose"),
                                                 camera_labels("camera")),
@@ -145,7 +151,8 @@ def fit_photometric_same_person(model: FlameModel, uv_layout: UVLayout, photo_ta
 
     ``photo_targets`` is batched over the images (each its own aligned crop, mask and landmarks); ``used``
     (default: all) marks the images whose pixels shape the identity and albedo (an outlier of the joint fit
-    should not): the others are refined under them (their own pose, expression and light) but do not pull them.
+    should not): the others are refined under them (their own pose, expression and light) but do not pull them,
+    nor count in the stage's losses (the best iterate is the used images').
     ``config`` is the single-image stage's, its ``shape_offset_l2`` the prior on identity's offset from
     ``shape_anchor`` times ``shape``. A stage that was not finite says so in ``photometric.stage.finite``: keep the
     landmark fit then.
