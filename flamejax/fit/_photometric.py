@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from flamejax._typing import Array, Bool, Float, Int
+from flamejax.camera import Camera, yaw_pitch_roll
 from flamejax.fit._checks import check_camera, check_params
 from flamejax.fit._config import GroupSchedule, LandmarkStageConfig, WeightingConfig, _config_pytree
 from flamejax.fit._landmark_fit import Geometry, camera_labels, landmark_data_loss, params_labels, sanitised
@@ -24,7 +25,6 @@ from flamejax.fit._optim import FROZEN, partitioned_adam, run_stage
 from flamejax.fit._result import FitResult, PhotometricReport, StageReport, Status, first_failure
 from flamejax.fit._targets import LandmarkTargets, check_targets, nme_inner
 from flamejax.fit._visibility import pose_weights
-from flamejax.camera import Camera, yaw_pitch_roll
 from flamejax.flame import FlameModel, FlameParams, contour_bin, embedded_points, flame_forward, project_landmarks
 from flamejax.flame._layout import CONTOUR_68, EYES_68, MOUTH_68, NUM_IBUG68
 from flamejax.render import (REGION_EYEBALL, REGION_FACE, REGION_FOREHEAD, REGION_OTHER, AlbedoModel, RasterConfig,
@@ -72,9 +72,10 @@ class PhotometricConfig:
     """flamejax addition: the landmark term's per-point weights (visibility x robust, as the landmark fit's at its
     final pose), worked out at the stage's start and held. A point on the far side of the face, or one no pose
     near the start explains, is the detector's guess; at full weight it pulls the identity at hard poses (rendered
-    heads with 3D truth, |yaw| 50-75: 1.25x -> 1.18x the mean head's error, |yaw| <= 40 unchanged;
-    benchmarks/RESULTS.md). ``WeightingConfig(visibility=False, robust=False)`` is the reference (every point at
-    the targets' own weight)."""
+    heads with 3D truth, |yaw| 50-75: 1.25x -> 1.18x the mean head's error, NME max 10.2 -> 9.2 %; |yaw| <= 40
+    unchanged; synthetic heads with unbiased landmarks 1.57 -> 1.62 mm; benchmarks/RESULTS.md).
+    ``WeightingConfig(visibility=False, robust=False)`` is the reference (every point at the targets' own
+    weight)."""
     contour_weight: float = 0.5 / 1.5
     inner_weight: float = 1.0
     eye_weight: float = 3.0 / 1.5
@@ -94,9 +95,9 @@ class PhotometricConfig:
     identity_max_yaw: float = 45.0
     """flamejax addition (single-image stage): a photograph whose landmark fit is turned further than this
     (|yaw|, degrees) leaves the identity to the landmark fit; the pixels' pull on it falls off linearly from 5
-    degrees below to 5 above. On the rendered heads with 3D truth at |yaw| 50-75 every setting tried moved the
-    identity away from the truth: one cheek's shading, the nose's only in profile (benchmarks/RESULTS.md). 180
-    turns it off."""
+    degrees below to 5 above. On the rendered heads with 3D truth at |yaw| 50-75 the pixels, which show one cheek
+    and the nose only in profile, moved the identity away from the truth with every setting tried (1.25x the mean
+    head's error with the landmark fit's 1.04x; benchmarks/RESULTS.md). 180 turns it off."""
     texel_smoothness: float = 20.0
     """flamejax addition: squared-gradient prior on the per-texel albedo (without a PCA model)."""
     texel_symmetry: float = 1000.0
