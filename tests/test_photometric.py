@@ -190,7 +190,7 @@ def test_landmarks_no_pose_explains_hold_little_weight(flame_model, synthetic):
     the stage's loss hardly counts them; with a robust scale so large that every weight is 1 (the targets' own
     weights; a traced number, so the same compilation) it counts them in full. On clean targets both agree.
     Pixels off, everything frozen; same static settings as the tests above: one compilation for all."""
-    from flamejax.fit._photometric import weighted_landmarks
+    from flamejax.fit._visibility import weighted_targets
 
     problem, uv, picture = synthetic
     dragged = dataclasses.replace(problem.targets, lmk68=problem.targets.lmk68.at[48:68, 1].add(-0.4))
@@ -200,8 +200,8 @@ def test_landmarks_no_pose_explains_hold_little_weight(flame_model, synthetic):
                                  shape=frozen, texture=frozen, texel=frozen, photometric_weight=0.0)
     configs = {"weighted": weighted, "unweighted": dataclasses.replace(
         weighted, weighting=dataclasses.replace(weighted.weighting, robust_scale=1e6))}
-    weights = {name: np.asarray(weighted_landmarks(flame_model, problem.params, problem.camera, dragged,
-                                                   config).lmk68_weight / dragged.lmk68_weight)
+    weights = {name: np.asarray(weighted_targets(flame_model, problem.params, problem.camera, dragged,
+                                                 config.weighting).lmk68_weight / dragged.lmk68_weight)
                for name, config in configs.items()}
     assert np.all(weights["weighted"][48:68] < 0.2) and np.all(weights["weighted"][17:48] > 0.8)
     np.testing.assert_allclose(weights["unweighted"][17:], 1.0, atol=0.02)  # every point seen at this pose

@@ -23,7 +23,7 @@ from flamejax.fit._init import linear_initialisation
 from flamejax.fit._optim import FROZEN, all_finite, partitioned_adam, run_stage
 from flamejax.fit._result import FitResult, FitStart, Status, StageReport, first_failure
 from flamejax.fit._targets import LandmarkTargets, check_targets, nme_inner
-from flamejax.fit._visibility import pose_weights, weighed_landmarks
+from flamejax.fit._visibility import weighed_landmarks, weighted_targets
 from flamejax.flame import (FlameModel, FlameParams, LandmarkPoints3D, ProjectedLandmarks, landmark_points,
                             posed_landmarks, project_landmarks)
 from flamejax.flame._layout import CONTOUR_68, INNER_68
@@ -215,10 +215,9 @@ def weighted_stages(model: FlameModel, start: Geometry, targets: LandmarkTargets
     pose it starts from (:func:`pose_weights`: visibility x robust IRLS, held fixed within it); without either
     weighting, on the targets as given. Returns the fitted geometry and both stages' reports."""
     weighting = config.weighting
-    ids = model.landmarks.mediapipe_ids
 
     def reweighted(geometry: Geometry) -> LandmarkTargets:
-        return pose_weights(model, geometry.params, geometry.camera, targets, weighting).applied_to(targets, ids)
+        return weighted_targets(model, geometry.params, geometry.camera, targets, weighting)
 
     weighted = weighting.visibility or weighting.robust
     camera, rigid = rigid_stage(model, start.camera, landmark_points(model, start.params), targets, config.rigid,

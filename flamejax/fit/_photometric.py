@@ -24,8 +24,8 @@ from flamejax.fit._landmark_fit import Geometry, camera_labels, landmark_data_lo
 from flamejax.fit._optim import FROZEN, partitioned_adam, run_stage
 from flamejax.fit._result import FitResult, PhotometricReport, StageReport, Status, first_failure
 from flamejax.fit._targets import LandmarkTargets, check_targets, nme_inner
-from flamejax.fit._visibility import pose_weights
-from flamejax.flame import FlameModel, FlameParams, contour_bin, embedded_points, flame_forward, project_landmarks
+from flamejax.fit._visibility import weighted_targets
+from flamejax.flame import FlameModel, contour_bin, embedded_points, flame_forward, project_landmarks
 from flamejax.flame._layout import CONTOUR_68, EYES_68, MOUTH_68, NUM_IBUG68
 from flamejax.render import (REGION_EYEBALL, REGION_FACE, REGION_FOREHEAD, REGION_OTHER, AlbedoModel, RasterConfig,
                              UVLayout, render_mesh, texel_regions)
@@ -314,16 +314,6 @@ def texel_prior(uv_layout: UVLayout, config: PhotometricConfig) -> Callable[[Flo
     return prior
 
 
-def weighted_landmarks(model: FlameModel, params: FlameParams, camera: Camera, targets: LandmarkTargets,
-                       config: PhotometricConfig) -> LandmarkTargets:
-    """``targets`` with the per-point weights at the pose of ``params`` and ``camera`` multiplied in
-    (``config.weighting``, :func:`flamejax.fit._visibility.pose_weights`); as they are with both switches off."""
-    if not (config.weighting.visibility or config.weighting.robust):
-        return targets
-    weights = pose_weights(model, params, camera, targets, config.weighting)
-    return weights.applied_to(targets, model.landmarks.mediapipe_ids)
-
-
 def scaled_gradient(x: Array, scale: Float[Array, ""]) -> Array:
     """``x`` itself, with the gradient through it multiplied by ``scale`` (0: a constant to the optimiser)."""
     return jax.lax.stop_gradient(x) + scale * (x - jax.lax.stop_gradient(x))
@@ -425,7 +415,7 @@ def _refine_one(model: FlameModel, uv_layout: UVLayout, targets: PhotometricTarg
     """Pure single-image photometric refinement of ``landmark_fit`` (see :func:`fit_photometric`); ``appearance``
     replaces the start's light and albedo when given."""
     targets = _sanitised(targets)
-    lmk = weighted_landmarks(model, landmark_fit.params, landmark_fit.camera, targets.landmarks, config)
+    lmk = weighted_targets(model, landmark_fit.params, landmark_fit.camera, targets.landmarks, config.weighting)
     valid = lmk.valid.astype(jnp.float32)
     n_tex = 0 if albedo is None else albedo.basis.shape[-1]
     size = config.texture_size

@@ -20,9 +20,10 @@ from flamejax.fit._optim import FROZEN
 from flamejax.fit._photometric import (Appearance, PhotometricConfig, PhotometricTargets, PhotometricVariables,
                                        _level_targets, _photometric_error, _render_view, _run_pyramid, _sanitised,
                                        _texture, _view_data_loss, identity_prior, mean_colour, start_appearance,
-                                       scaled_gradient, texel_prior, weighted_landmarks)
+                                       scaled_gradient, texel_prior)
 from flamejax.fit._result import PhotometricReport
 from flamejax.fit._targets import nme_inner
+from flamejax.fit._visibility import weighted_targets
 from flamejax.flame import FlameModel, FlameParams, ProjectedLandmarks
 from flamejax.render import AlbedoModel, UVLayout
 
@@ -86,8 +87,8 @@ def _refine_shared(model: FlameModel, uv_layout: UVLayout, targets: PhotometricT
     starts = jax.vmap(start_appearance, in_axes=(None, 0, None, None))(uv_layout, targets, config, albedo)
     albedo_prior = texel_prior(uv_layout, config)
     shape_prior = identity_prior(shape, config)
-    landmarks = jax.vmap(lambda p, cam, lmk: weighted_landmarks(model, dataclasses.replace(p, shape=shape), cam, lmk,
-                                                                config))(params, camera, targets.landmarks)
+    landmarks = jax.vmap(lambda p, cam, lmk: weighted_targets(model, dataclasses.replace(p, shape=shape), cam, lmk,
+                                                              config.weighting))(params, camera, targets.landmarks)
     n_tex = 0 if albedo is None else albedo.basis.shape[-1]
     variables = _SharedVariables(shape, Geometry(params, camera), Appearance(
         starts.light, starts.texture_coeffs[0],

@@ -297,6 +297,15 @@ class LandmarkWeights:
             mediapipe_weight=targets.mediapipe_weight.at[mediapipe_ids].multiply(self.mediapipe))
 
 
+def weighted_targets(model: FlameModel, params: FlameParams, camera: Camera, targets: LandmarkTargets,
+                     cfg: WeightingConfig) -> LandmarkTargets:
+    """``targets`` with :func:`pose_weights` at the pose of ``params`` and ``camera`` multiplied into their weights;
+    as they are when ``cfg`` turns both weightings off."""
+    if not (cfg.visibility or cfg.robust):
+        return targets
+    return pose_weights(model, params, camera, targets, cfg).applied_to(targets, model.landmarks.mediapipe_ids)
+
+
 def pose_weights(model: FlameModel, params: FlameParams, camera: Camera, targets: LandmarkTargets,
                  cfg: WeightingConfig) -> LandmarkWeights:
     """Landmark weights of one image under a fitted pose: visibility (``cfg.visibility``) × Geman-McClure IRLS
