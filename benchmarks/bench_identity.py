@@ -164,6 +164,13 @@ def to_original(points_fit_pixels: np.ndarray, affine: np.ndarray) -> np.ndarray
     return points_fit_pixels @ np.asarray(affine)[:, :2].T + np.asarray(affine)[:, 2]
 
 
+def fitted_nme(lmk68_ndc: np.ndarray, item, truth_px: np.ndarray) -> float:
+    """:func:`nme_face_box` of a fit's 68 points (NDC of ``item``'s fit crop) against the truth's inner 51 points
+    (pixels of the original picture)."""
+    fit_px = (np.asarray(lmk68_ndc)[17:] + 1.0) * item.image.shape[0] / 2.0
+    return nme_face_box(to_original(fit_px, item.fit_to_original), truth_px)
+
+
 # ---------------------------------------------------------------------------------------------- the views
 
 
@@ -547,9 +554,7 @@ def run_single_photometric(cache: Path | None, batch: int = 8) -> dict:
             for j, k in enumerate(picked):
                 v = detected[k]
                 h = plan[v]["head"]
-                to_pixels = items[k].image.shape[0] / 2.0
-                nme = [nme_face_box(to_original((np.asarray(r.landmarks.lmk68[j][17:]) + 1.0) * to_pixels,
-                                                items[k].fit_to_original), truths[v]) for r in results]
+                nme = [fitted_nme(r.landmarks.lmk68[j], items[k], truths[v]) for r in results]
                 rows.append(dict(bin=bin_name, subject=heads[h].name, yaw=float(plan[v]["angles"][0]),
                                  mean_head=mean_head[h], nme=nme,
                                  now=[float(np.median(shape_now(h, np.asarray(r.params.shape[j])))) for r in results]))
@@ -623,10 +628,8 @@ def run(quick: bool, pictures_dir: Path | None = None, sampled_heads: int | None
             shape = res.params.shape[k]
             fitted_v = neutral_vertices(model, shape)
             d = shape_now(view["head"], shape)
-            fitted_fit_px = (res.landmarks.lmk68[k][17:] + 1.0) * item.image.shape[0] / 2.0
-            fitted_px = to_original(fitted_fit_px, item.fit_to_original)
             row[f"{name}_now_median"], row[f"{name}_now_mean"] = float(np.median(d)), float(d.mean())
-            row[f"{name}_nme"] = nme_face_box(fitted_px, truth_px)
+            row[f"{name}_nme"] = fitted_nme(res.landmarks.lmk68[k], item, truth_px)
             row[f"{name}_status"] = int(res.status[k])
             if head.kind != "raw":
                 row[f"{name}_v2v"] = float(aligned_vertex_error_mm(fitted_v, head.vertices, face_ids).mean())

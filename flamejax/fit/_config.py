@@ -137,6 +137,11 @@ class WeightingConfig:
     confidence_scale: float = 0.05
     """Mean residual over the face size at which :attr:`FitResult.confidence` falls to 1/e (all points kept)."""
 
+    @property
+    def enabled(self) -> bool:
+        """Whether either weighting is on (otherwise the targets keep their own weights)."""
+        return self.visibility or self.robust
+
 
 @_config_pytree()
 class FitConfig:

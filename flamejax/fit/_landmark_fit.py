@@ -219,12 +219,11 @@ def weighted_stages(model: FlameModel, start: Geometry, targets: LandmarkTargets
     def reweighted(geometry: Geometry) -> LandmarkTargets:
         return weighted_targets(model, geometry.params, geometry.camera, targets, weighting)
 
-    weighted = weighting.visibility or weighting.robust
     camera, rigid = rigid_stage(model, start.camera, landmark_points(model, start.params), targets, config.rigid,
-                                (lambda cam: reweighted(Geometry(start.params, cam))) if weighted else None,
+                                (lambda cam: reweighted(Geometry(start.params, cam))) if weighting.enabled else None,
                                 weighting.segments)
     fitted, landmark = landmark_stage(model, Geometry(start.params, camera), targets, config.landmark, shape_anchor,
-                                      reweighted if weighted else None, weighting.segments)
+                                      reweighted if weighting.enabled else None, weighting.segments)
     return fitted, rigid, landmark
 
 

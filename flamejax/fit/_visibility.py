@@ -301,7 +301,7 @@ def weighted_targets(model: FlameModel, params: FlameParams, camera: Camera, tar
                      cfg: WeightingConfig) -> LandmarkTargets:
     """``targets`` with :func:`pose_weights` at the pose of ``params`` and ``camera`` multiplied into their weights;
     as they are when ``cfg`` turns both weightings off."""
-    if not (cfg.visibility or cfg.robust):
+    if not cfg.enabled:
         return targets
     return pose_weights(model, params, camera, targets, cfg).applied_to(targets, model.landmarks.mediapipe_ids)
 
