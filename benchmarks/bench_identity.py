@@ -382,8 +382,15 @@ def without_silhouette(config: FitConfig) -> FitConfig:
                           landmark=dataclasses.replace(config.landmark, silhouette_weight=0.0))
 
 
+def without_face_silhouette(config: FitConfig) -> FitConfig:
+    """``config`` without the face region's vertices held inside the silhouette (the library before it)."""
+    return config.replace(landmark=dataclasses.replace(config.landmark, face_silhouette_weight=0.0))
+
+
 def without_profile(config: FitConfig) -> FitConfig:
-    """``config`` without the silhouette's profile term (the one-sided outline alone: the library before it)."""
+    """``config`` without the face region's silhouette term and the profile term (the landmarks' one-sided outline
+    alone: the library before the profile)."""
+    config = without_face_silhouette(config)
     return config.replace(rigid=dataclasses.replace(config.rigid, profile_weight=0.0),
                           landmark=dataclasses.replace(config.landmark, profile_weight=0.0))
 
@@ -406,7 +413,9 @@ class Variant:
 def default_variants(config: FitConfig) -> dict[str, Variant]:
     return {"earlier default": Variant(earlier_default(config), two_looks=False),
             "one look": Variant(config, two_looks=False), "library default": Variant(config),
-            "no look choice": Variant(config, lean=False), "no profile": Variant(without_profile(config)),
+            "no look choice": Variant(config, lean=False),
+            "no face silhouette": Variant(without_face_silhouette(config)),
+            "no profile": Variant(without_profile(config)),
             "no silhouette": Variant(without_silhouette(config)),
             "truth points (oracle)": Variant(config, truth_points=True),
             "precise-landmarks config": Variant(precise_landmarks_config(config)),
@@ -737,12 +746,14 @@ def run(quick: bool, pictures_dir: Path | None = None, sampled_heads: int | None
             "visibility x Geman-McClure IRLS, FitConfig.weighting) on targets from MediaPipe's two looks, the crop "
             "and its mirror image (each point at their mean, weighted by their agreement: two_look_targets), the "
             "fitted points held inside the person's silhouette (MediaPipe's selfie segmentation, Preprocessed.person; "
-            "silhouette_weight) and, at strong yaw, reaching the silhouette's edge on the side the face turns to "
+            "silhouette_weight), and so are the vertices of FLAME's face region in stage 2 (face_silhouette_weight), "
+            "and, at strong yaw, reaching the silhouette's edge on the side the face turns to "
             "(LandmarkTargets.profile, profile_weight); where the two looks disagree throughout (look_disagreement "
             "above LOOK_DISAGREEMENT = 0.08: one look folded the far half of the face), a second fit to targets "
             "leaning to the look the first fit explains (fit_with_look_choice, as the library's Fitter does); "
-            "no look choice: without that second fit (the library before); no profile: the library default "
-            "without the profile term; no silhouette: without either term; "
+            "no look choice: without that second fit (the library before); no face silhouette: without the face "
+            "region's vertices held inside (the library before); no profile: without that and the profile term; "
+            "no silhouette: without any of the silhouette's terms; "
             "one look: the same fit on the crop's look alone (the library before); earlier default: one look, no "
             "weighting, the identity priors of before (init 2e-4, landmark stage 0.05). "
             "truth points (oracle): the library default fitted to the truth's projected inner 51 points alone "

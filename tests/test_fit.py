@@ -114,8 +114,8 @@ def _in_both_stages(**weights):
 
 def test_the_person_silhouette_keeps_the_face_inside(flame_model, problems):
     """Targets moved 0.15 NDC right of the true face, a silhouette ending just right of it: the fit follows the
-    targets without the silhouette term and stays near the outline with a strong one (same compiled program:
-    weights are numbers)."""
+    targets without the silhouette terms and stays near the outline with a strong one on the landmarks, or with
+    the face region's vertices held inside at the default weight (same compiled program: weights are numbers)."""
     def beyond(result):  # how far the fitted face reaches past the silhouette's edge
         return result.landmarks.lmk68[..., 0].max(1) - edges
 
@@ -129,11 +129,15 @@ def test_the_person_silhouette_keeps_the_face_inside(flame_model, problems):
         edges.append(edge)
     edges = np.asarray(edges)
     # A whole face moved is a harder contradiction than the fold of a few points the default weight is set for.
-    free = fit_batch(flame_model, moved, _in_both_stages(silhouette_weight=0.0))
+    no_landmarks = _in_both_stages(silhouette_weight=0.0)
+    free = fit_batch(flame_model, moved, no_landmarks.replace(
+        landmark=dataclasses.replace(no_landmarks.landmark, face_silhouette_weight=0.0)))
     held = fit_batch(flame_model, moved, _in_both_stages(silhouette_weight=5e4))
+    face_held = fit_batch(flame_model, moved, no_landmarks)
     assert np.all(free.status == Status.OK) and np.all(held.status == Status.OK)
     assert np.all(beyond(free) > 0.1)
     assert np.all(beyond(held) < 0.3 * beyond(free))
+    assert np.all(face_held.status == Status.OK) and np.all(beyond(face_held) < 0.5 * beyond(free))
 
 
 def test_the_silhouette_s_profile_draws_a_folded_face_out(flame_model, problems):

@@ -14,8 +14,8 @@ from absl.testing import parameterized  # noqa: F401  (chex.variants needs absl'
 from flamejax.camera import Camera, project_ndc
 from flamejax.fit import LandmarkTargets, Status, stack_targets
 from flamejax.fit._init import _orthonormal_rows, _scaled_orthographic_pose, _solve_spd3
-from flamejax.fit._landmark_fit import (PROFILE_CAP, PROFILE_MARGIN, SILHOUETTE_CAP, SILHOUETTE_MARGIN, mean_l1,
-                                        mean_l2, profile_loss, silhouette_loss)
+from flamejax.fit._landmark_fit import (PROFILE_CAP, PROFILE_MARGIN, SILHOUETTE_CAP, SILHOUETTE_MARGIN,
+                                        face_silhouette_loss, mean_l1, mean_l2, profile_loss, silhouette_loss)
 from flamejax.fit._targets import PROFILE_SAMPLES, PROFILE_TURN, SILHOUETTE_SIZE, profile_edge, silhouette_distance
 from flamejax.flame import ProjectedLandmarks
 from flamejax.fit._result import first_failure
@@ -55,6 +55,32 @@ class LossTest(chex.TestCase):
                                    SILHOUETTE_CAP * np.tanh((0.25 - SILHOUETTE_MARGIN) / SILHOUETTE_CAP), rtol=0.03)
         grad = jax.grad(lambda p: silhouette_loss(projected(p), outside))(beyond)
         self.assertTrue(np.all(grad[:, 0] > 0) and np.allclose(grad[:, 1], 0.0, atol=1e-6))
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_face_silhouette_loss_holds_the_face_vertices_inside(self):
+        """The face region's vertices cost what the landmarks would (mean over the vertices, one-sided), with the
+        landmarks themselves inside; the gradient moves only the vertices outside; no vertices or no silhouette
+        cost nothing."""
+        person = np.zeros((256, 256), np.float32)
+        person[:, :128] = 1.0
+        outside = jnp.asarray(silhouette_distance(person))
+        landmarks = jnp.full((183, 2), -0.5)
+
+        def projected(face):
+            return ProjectedLandmarks(lmk68=landmarks[:68], iris=landmarks[68:78], mediapipe=landmarks[78:],
+                                      face=face)
+
+        face = jnp.full((40, 2), -0.5).at[:10, 0].set(0.25)  # a quarter of the vertices a quarter NDC outside
+        loss = self.variant(face_silhouette_loss)
+        np.testing.assert_allclose(silhouette_loss(projected(face), outside), 0.0, atol=1e-6)
+        np.testing.assert_allclose(loss(projected(face), outside),
+                                   0.25 * SILHOUETTE_CAP * np.tanh((0.25 - SILHOUETTE_MARGIN) / SILHOUETTE_CAP),
+                                   rtol=0.03)
+        grad = jax.grad(lambda f: face_silhouette_loss(projected(f), outside))(face)
+        self.assertTrue(np.all(grad[:10, 0] > 0) and np.allclose(grad[10:], 0.0, atol=1e-7))
+        np.testing.assert_allclose(loss(projected(jnp.zeros((0, 2))), outside), 0.0)
+        np.testing.assert_allclose(loss(projected(None), outside), 0.0)
+        np.testing.assert_allclose(face_silhouette_loss(projected(face), None), 0.0)
 
     @chex.variants(with_jit=True, without_jit=True)
     def test_profile_loss_pulls_the_nearest_landmark_to_the_edge(self):

@@ -184,3 +184,29 @@ def test_flame_source_is_a_frozen_record():
     with pytest.raises(dataclasses.FrozenInstanceError):
         source.n_shape = 3
     assert hash(source) == hash(dataclasses.replace(source))
+
+
+def test_face_region_comes_from_the_masks_file_and_degrades_with_a_warning(flame_model, tmp_path, caplog):
+    """The embedding carries the masks file's face region (kept through the landmark-only model); a masks file
+    without a usable face region gives a warning naming it and no face vertices, not an error."""
+    from flamejax.fit import landmark_model
+    from flamejax.flame import safe_load_pickle
+
+    masks = safe_load_pickle(shared_flame_dir() / "FLAME_masks.pkl")
+    np.testing.assert_array_equal(flame_model.landmarks.face_vertices, np.unique(masks["face"]))
+    subset = landmark_model(flame_model)
+    np.testing.assert_allclose(subset.v_template[subset.landmarks.face_vertices],
+                               flame_model.v_template[flame_model.landmarks.face_vertices])
+    without = landmark_model(flame_model, face=False)  # what a fit without a silhouette needs
+    assert without.landmarks.face_vertices.shape == (0,) and without.num_vertices < subset.num_vertices / 2
+    faces = np.asarray(flame_model.faces)
+    landmarks = shared_flame_dir() / "landmark_embedding.npy"
+    for name, content in {"no_face.pkl": {"forehead": masks["forehead"]},
+                          "out_of_range.pkl": {"face": np.asarray([0, 99999])}, "a_list.pkl": [1, 2, 3]}.items():
+        (tmp_path / name).write_bytes(pickle.dumps(content))
+        caplog.clear()
+        embedding = load_landmark_embedding(faces, landmarks, masks_path=tmp_path / name)
+        assert embedding.face_vertices.shape == (0,)
+        assert name in caplog.text and "silhouette" in caplog.text
+    with pytest.raises(MissingFileError):
+        load_landmark_embedding(faces, landmarks, masks_path=tmp_path / "absent.pkl")

@@ -29,14 +29,20 @@ from flamejax.flame import (FlameModel, FlameParams, LandmarkPoints3D, Projected
 from flamejax.flame._layout import CONTOUR_68, INNER_68
 
 
-def landmark_model(model: FlameModel) -> FlameModel:
-    """The model restricted to the vertices landmarks read: the same landmarks, ~10x less work.
+def landmark_model(model: FlameModel, face: bool = True) -> FlameModel:
+    """The model restricted to the vertices landmarks read: the same landmarks, ~3x less work (~10x without
+    ``face``).
 
-    Returns ``model`` itself when it is already a subset, or when called under a JAX transformation that traces
-    the model's arrays (the subset needs concrete vertex ids).
+    ``face``: keep the face region's vertices (``LandmarkEmbedding.face_vertices``), which only the silhouette term
+    reads (:func:`face_silhouette_loss`); a fit whose targets have no silhouette does not need them. Returns
+    ``model`` itself (without the face vertices' term when ``face`` is false) when it is already a subset, or when
+    called under a JAX transformation that traces the model's arrays (the subset needs concrete vertex ids).
     """
     if model.landmarks is None:
         raise ValueError("the model has no landmark embedding: load it with load_flame(landmarks=True)")
+    if not face:
+        emb = model.landmarks
+        model = dataclasses.replace(model, landmarks=dataclasses.replace(emb, face_vertices=emb.face_vertices[:0]))
     if model.num_vertices != 5023 or any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(model.landmarks)):
         return model
     return model.subset(model.landmarks.all_vertex_ids())
@@ -65,6 +71,16 @@ is not exact, and the face's outline lies on it. Without it, frontal fits of bal
 towards a slightly tight silhouette (identity section of benchmarks/RESULTS.md)."""
 
 
+def _outside_cost(points: Float[Array, "n 2"], outside: Float[Array, "s s"]) -> Float[Array, "n"]:
+    """How far each NDC point lies outside the person's silhouette (``outside``, bilinear), beyond
+    :data:`SILHOUETTE_MARGIN` and capped softly at :data:`SILHOUETTE_CAP`."""
+    cells = outside.shape[0]
+    rows_cols = ((points[:, ::-1] + 1.0) * (cells / 2.0) - 0.5).T
+    distance = jax.scipy.ndimage.map_coordinates(outside, list(rows_cols), order=1, mode="nearest")
+    distance = jnp.maximum(distance - SILHOUETTE_MARGIN, 0.0)
+    return SILHOUETTE_CAP * jnp.tanh(distance / SILHOUETTE_CAP)
+
+
 def silhouette_loss(proj: ProjectedLandmarks, outside: Float[Array, "s s"] | None) -> Float[Array, ""]:
     """Mean over the projected landmarks (68, irises, embedded MediaPipe points) of how far each lies outside the
     person's silhouette (``LandmarkTargets.outside``, bilinear), beyond :data:`SILHOUETTE_MARGIN` and capped softly
@@ -75,12 +91,17 @@ def silhouette_loss(proj: ProjectedLandmarks, outside: Float[Array, "s s"] | Non
     does. Zero when no silhouette is known (``None`` or zeros)."""
     if outside is None:
         return jnp.zeros((), proj.lmk68.dtype)
-    points = jnp.concatenate([proj.lmk68, proj.iris, proj.mediapipe])
-    cells = outside.shape[0]
-    rows_cols = ((points[:, ::-1] + 1.0) * (cells / 2.0) - 0.5).T
-    distance = jax.scipy.ndimage.map_coordinates(outside, list(rows_cols), order=1, mode="nearest")
-    distance = jnp.maximum(distance - SILHOUETTE_MARGIN, 0.0)
-    return jnp.mean(SILHOUETTE_CAP * jnp.tanh(distance / SILHOUETTE_CAP))
+    return jnp.mean(_outside_cost(jnp.concatenate([proj.lmk68, proj.iris, proj.mediapipe]), outside))
+
+
+def face_silhouette_loss(proj: ProjectedLandmarks, outside: Float[Array, "s s"] | None) -> Float[Array, ""]:
+    """:func:`silhouette_loss` over the face region's vertices (``ProjectedLandmarks.face``) instead of the
+    landmarks: the whole face's outline (jaw, chin, nose, lips and brows in profile) must stay inside the
+    person's silhouette, not only the points a detector names. The face region leaves out the skull, ears and
+    neck, whose outline on a photograph is hair, not skin. Zero without a silhouette or face vertices."""
+    if outside is None or proj.face is None or proj.face.shape[0] == 0:
+        return jnp.zeros((), proj.lmk68.dtype)
+    return jnp.mean(_outside_cost(proj.face, outside))
 
 
 PROFILE_MARGIN = 0.015
@@ -130,7 +151,8 @@ def rigid_loss(model: FlameModel, proj: ProjectedLandmarks, targets: LandmarkTar
 def landmark_data_loss(model: FlameModel, proj: ProjectedLandmarks, targets: LandmarkTargets,
                        cfg: LandmarkStageConfig, lmk68_weight: Float[Array, "68"] | None = None) -> Float[Array, ""]:
     """Stage 2's landmark term on projected landmarks: L1 on the inner 51, the jaw contour, the irises and the
-    MediaPipe points, and the person's silhouette (:func:`silhouette_loss`, :func:`profile_loss`). ``lmk68_weight`` re-weights the 68
+    MediaPipe points, and the person's silhouette (:func:`silhouette_loss`, :func:`face_silhouette_loss`,
+    :func:`profile_loss`). ``lmk68_weight`` re-weights the 68
     points on top of the targets' own weights (the photometric stage's grouping)."""
     mp_target, mp_weight = _mediapipe_targets(model, targets)
     weight = targets.lmk68_weight if lmk68_weight is None else targets.lmk68_weight * lmk68_weight
@@ -139,6 +161,7 @@ def landmark_data_loss(model: FlameModel, proj: ProjectedLandmarks, targets: Lan
             + cfg.iris_weight * mean_l1(proj.iris, targets.iris, targets.iris_weight)
             + cfg.mediapipe_weight * mean_l1(proj.mediapipe, mp_target, mp_weight)
             + cfg.silhouette_weight * silhouette_loss(proj, targets.outside)
+            + cfg.face_silhouette_weight * face_silhouette_loss(proj, targets.outside)
             + cfg.profile_weight * profile_loss(proj, targets.profile, targets.profile_weight))
 
 
@@ -164,6 +187,8 @@ def rigid_stage(model: FlameModel, camera: Camera, points: LandmarkPoints3D, tar
     With ``reweigh``, the stage runs in ``segments`` parts, each on ``reweigh(camera)`` at the camera it starts
     from (:func:`flamejax.fit._optim.run_stage`); otherwise on ``targets`` throughout."""
     valid = targets.valid.astype(jnp.float32)
+
+    points = dataclasses.replace(points, face=None)  # stage 1 has no term on them
 
     def loss_fn(cam: Camera, weighted: LandmarkTargets):
         return valid * rigid_loss(model, project_landmarks(cam, points), weighted, cfg)
@@ -271,7 +296,7 @@ def fit_landmarks(model: FlameModel, targets: LandmarkTargets, config: FitConfig
     check_model(model)
     check_targets(targets, 0)
     check_start(start, model, 0)
-    return _fit_one_jit(landmark_model(model), targets, config, start)
+    return _fit_one_jit(landmark_model(model, face=targets.outside is not None), targets, config, start)
 
 
 def fit_landmarks_batch(model: FlameModel, targets: LandmarkTargets, config: FitConfig = FitConfig(),
@@ -282,4 +307,4 @@ def fit_landmarks_batch(model: FlameModel, targets: LandmarkTargets, config: Fit
     check_model(model)
     check_targets(targets, 1)
     check_start(start, model, 1, batch=targets.valid.shape[0])
-    return _fit_batch_jit(landmark_model(model), targets, config, start)
+    return _fit_batch_jit(landmark_model(model, face=targets.outside is not None), targets, config, start)

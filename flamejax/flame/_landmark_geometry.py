@@ -32,6 +32,8 @@ class LandmarkPoints3D:
     """The embedded MediaPipe points, in the order of ``LandmarkEmbedding.mediapipe_ids``."""
     iris: Float[Array, "10 3"]
     """Iris centres and rings, MediaPipe order 468..477."""
+    face: Float[Array, "n_face 3"] | None = None
+    """The face region's vertices (``LandmarkEmbedding.face_vertices``), for the silhouette term."""
 
     def ibug68(self, head_to_camera: Float[Array, "3 3"]) -> Float[Array, "68 3"]:
         """The 68 iBUG points with the jaw contour of the yaw of ``head_to_camera`` (the only row if there is one)."""
@@ -50,6 +52,8 @@ class ProjectedLandmarks:
     """The embedded MediaPipe points, in the order of ``LandmarkEmbedding.mediapipe_ids``."""
     iris: Float[Array, "10 2"]
     """MediaPipe iris points 468..477."""
+    face: Float[Array, "n_face 2"] | None = None
+    """The face region's vertices (``LandmarkEmbedding.face_vertices``), for the silhouette term."""
 
     def to_pixels(self, image_size: int) -> "ProjectedLandmarks":
         """The same landmarks in pixels of a square ``image_size`` image (pixel centres at ``+0.5``)."""
@@ -89,6 +93,7 @@ def embedded_points(embedding: LandmarkEmbedding, vertices: Float[Array, "verts 
         contour=barycentric_points(vertices, contour_vertices, contour_bary),
         mediapipe=barycentric_points(vertices, embedding.mediapipe_vertices, embedding.mediapipe_bary),
         iris=vertices[embedding.iris_vertices],
+        face=vertices[embedding.face_vertices],
     )
 
 
@@ -106,6 +111,7 @@ def project_landmarks(camera: Camera, points: LandmarkPoints3D) -> ProjectedLand
         lmk68=project_ndc(camera, points.ibug68(camera.rotation_matrix())),
         mediapipe=project_ndc(camera, points.mediapipe),
         iris=project_ndc(camera, points.iris),
+        face=None if points.face is None else project_ndc(camera, points.face),
     )
 
 

@@ -4,6 +4,7 @@ geometry of posed landmarks is in :mod:`flamejax.flame._landmark_geometry`."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ import numpy as np
 from flamejax._typing import Array, Float, Int
 from flamejax.files import CorruptFileError, find_file
 from flamejax.flame._safe_pickle import safe_load_npy, safe_load_npz, safe_load_pickle
+
+logger = logging.getLogger(__name__)
 
 NUM_CONTOUR_BINS = 79
 MAX_CONTOUR_YAW_DEG = 39
@@ -43,6 +46,9 @@ class LandmarkEmbedding:
     """Index of each embedded point in MediaPipe's 478."""
     iris_vertices: Int[Array, "10"]
     """Vertices matching MediaPipe iris points 468..477."""
+    face_vertices: Int[Array, "n_face"]
+    """FLAME's face region (the ``flame_masks`` file's ``"face"``: cheeks, chin, nose, lips, eyes, brows), the part
+    of the head that must project inside the person's silhouette; empty without a masks file."""
 
     @property
     def num_mediapipe(self) -> int:
@@ -51,13 +57,14 @@ class LandmarkEmbedding:
     def all_vertex_ids(self) -> np.ndarray:
         """Every vertex any landmark reads (to build a landmark-only model with ``FlameModel.subset``)."""
         parts = [self.static_vertices, self.contour_vertices, self.full_vertices, self.mediapipe_vertices,
-                 self.iris_vertices]
+                 self.iris_vertices, self.face_vertices]
         return np.unique(np.concatenate([np.asarray(p).ravel() for p in parts]))
 
     def remap_vertices(self, remap: np.ndarray) -> "LandmarkEmbedding":
         remap = jnp.asarray(remap)
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        for name in ("static_vertices", "contour_vertices", "full_vertices", "mediapipe_vertices", "iris_vertices"):
+        for name in ("static_vertices", "contour_vertices", "full_vertices", "mediapipe_vertices", "iris_vertices",
+                     "face_vertices"):
             fields[name] = remap[fields[name]]
         return LandmarkEmbedding(**fields)
 
@@ -197,10 +204,31 @@ def _check_ibug_layout(arrays: dict, template: np.ndarray, path: Path) -> None:
             "the file is damaged, for another mesh, or its rows are reordered. Use DECA's landmark_embedding.npy.")
 
 
+def _read_face_vertices(path: Path | None, num_vertices: int) -> np.ndarray:
+    """The face region of the ``flame_masks`` file at ``path`` (vertex ids), or none, with a warning, when there
+    is no file or it holds no usable face mask."""
+    none = np.zeros(0, np.int32)
+    if path is None:
+        logger.warning("no FLAME_masks.pkl found: the fit cannot hold the whole face inside the person's silhouette, "
+                       "only its landmarks; add the file to the weights folder")
+        return none
+    masks = safe_load_pickle(path)
+    face = masks.get("face") if isinstance(masks, dict) else None
+    ids = None if face is None else np.asarray(face)
+    if ids is None or ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer) or not ids.size or (
+            ids.min() < 0 or ids.max() >= num_vertices):
+        logger.warning("%s: no face mask of vertex ids in 0..%d; the fit holds only the landmarks inside the "
+                       "person's silhouette", path, num_vertices - 1)
+        return none
+    return np.unique(ids).astype(np.int32)
+
+
 def load_landmark_embedding(faces: np.ndarray, path: str | Path | None = None,
                             mediapipe_path: str | Path | None = None, *,
-                            template: np.ndarray | None = None) -> LandmarkEmbedding:
-    """Read the 68-point embedding (required) and the MediaPipe embedding (optional) for a FLAME mesh.
+                            template: np.ndarray | None = None,
+                            masks_path: str | Path | None = None) -> LandmarkEmbedding:
+    """Read the 68-point embedding (required), the MediaPipe embedding (optional) and the face region of the
+    ``flame_masks`` file (optional) for a FLAME mesh.
 
     Args:
       faces: the mesh's triangles.
@@ -218,4 +246,6 @@ def load_landmark_embedding(faces: np.ndarray, path: str | Path | None = None,
     mediapipe_file = find_file("mediapipe_embedding", mediapipe_path, required=mediapipe_path is not None)
     arrays |= _read_mediapipe(faces, mediapipe_file)
     arrays["iris_vertices"] = np.asarray(IRIS_VERTICES, np.int32)
+    arrays["face_vertices"] = _read_face_vertices(find_file("flame_masks", masks_path, required=masks_path is not None),
+                                                  int(faces.max()) + 1)
     return LandmarkEmbedding(**{k: jnp.asarray(v) for k, v in arrays.items()})

@@ -147,7 +147,7 @@ def _project_frames(model: FlameModel, frames: FrameStates, shape, fov):
 def project_frames(model: FlameModel, frames: FrameStates, shape: Float[Array, "n_shape"],
                    fov_deg: float | Float[Array, ""]) -> Float[Array, "frames 68 2"]:
     """The 68 landmarks (NDC) of ``frames`` with identity ``shape``; compiles once per number of frames."""
-    return _project_frames(landmark_model(model), frames, jnp.asarray(shape, jnp.float32),
+    return _project_frames(landmark_model(model, face=False), frames, jnp.asarray(shape, jnp.float32),
                            jnp.asarray(fov_deg, jnp.float32))
 
 
@@ -219,7 +219,7 @@ def fit_joint(model: FlameModel, targets: LandmarkTargets, init: FrameStates, sh
     """
     frames = targets.valid.shape[0]
     weight = jnp.ones(frames, jnp.float32) if frame_weight is None else jnp.asarray(frame_weight, jnp.float32)
-    return _fit_joint(landmark_model(model), targets, init, jnp.asarray(shape, jnp.float32),
+    return _fit_joint(landmark_model(model, face=targets.outside is not None), targets, init, jnp.asarray(shape, jnp.float32),
                       jnp.asarray(fov_deg, jnp.float32), weight, config)
 
 

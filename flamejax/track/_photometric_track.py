@@ -230,7 +230,7 @@ def refine_photometric(model: FlameModel, uv_layout, fit: SequenceFit, targets: 
     usable = np.array([s == STATUS_OK for s in fit.status])
     store = _Checkpoints(checkpoint_dir, targets, config, _fit_digest(fit))
     batch = photometric.batch_frames
-    landmarks_only = landmark_model(model)
+    landmarks_only = landmark_model(model, face=False)
 
     saved = store.load("photometric_appearance")
     if saved is None:

@@ -194,7 +194,7 @@ def track_landmarks(model: FlameModel, targets: list[LandmarkTargets | None], co
     missing = np.zeros(n, bool) if missing is None else np.asarray(missing, bool)
     chunk, overlap = config.chunk_frames, config.chunk_overlap
     store = _Checkpoints(checkpoint_dir, targets, config.replace(photometric=None))
-    model = landmark_model(model)  # once: every step below reads landmarks only
+    model = landmark_model(model, face=False)  # once: every step below reads landmarks only (no silhouettes)
     # Every frame's targets stacked once, padded to whole chunks (numpy: slicing a chunk costs no dispatch).
     stacked = _numpy(_pad_targets(targets, -(-n // chunk) * chunk))
     chunk_targets = lambda start: jax.tree.map(lambda a: a[start:start + chunk], stacked)  # noqa: E731
