@@ -30,6 +30,7 @@ from flamejax.fit import (LOOK_DISAGREEMENT, FitConfig, FitResult, FitStart, Lan
                           PhotometricConfig, PhotometricTargets, Status, fit_landmarks_batch, fit_photometric_batch,
                           landmark_conventions, landmark_model, leaning_look_targets, look_disagreement,
                           stack_targets, two_look_targets)
+from flamejax.fit._landmark_fit import reads_face
 from flamejax.flame import FlameModel, flame_forward
 
 __all__ = ["Fitter", "ImageFit", "Networks", "PhotometricBundle", "QualityConfig", "find_uv_layout", "judge",
@@ -310,7 +311,8 @@ class Fitter:
             raise ValueError("photometric mode needs the FLAME UV layout (uv_template: head_template_mesh.obj)")
         mesh = local_mesh(devices)
         place = functools.partial(replicate, mesh=mesh) if mesh.size > 1 else _unchanged
-        return Fitter(model=place(model), fit_model=place(landmark_model(model)), config=config,
+        return Fitter(model=place(model), fit_model=place(landmark_model(model, face=reads_face(None, config))),
+                      config=config,
                       batch_size=round_batch_size(batch_size, mesh), mesh=mesh, networks=networks,
                       photometric=photometric, uv_layout=uv_layout, quality=quality)
 

@@ -3,6 +3,8 @@ of the initialisation against the SVD / least-squares solutions they replace, th
 
 from __future__ import annotations
 
+import dataclasses
+
 import chex
 import cv2
 import jax
@@ -268,3 +270,17 @@ def test_targets_with_and_without_a_silhouette_stack_into_one_batch():
     assert batch.profile.shape == (3, PROFILE_SAMPLES, 2) and not np.asarray(batch.profile_weight[1:]).any()
     unseen_batch = stack_targets([unseen], batch_size=2)
     assert unseen_batch.outside is None and unseen_batch.profile is None  # video frames: no field, no cost
+
+
+def test_the_face_vertices_are_read_only_where_their_term_can_act():
+    """A fit reads the face region's vertices when its targets have a silhouette (or are not known yet) and the
+    term's weight is not 0; otherwise it leaves them out (a third of the vertices)."""
+    import types
+
+    from flamejax.fit import FitConfig
+    from flamejax.fit._landmark_fit import reads_face
+
+    off = FitConfig().replace(landmark=dataclasses.replace(FitConfig().landmark, face_silhouette_weight=0.0))
+    with_silhouette, without = types.SimpleNamespace(outside=jnp.zeros((4, 4))), types.SimpleNamespace(outside=None)
+    assert reads_face(with_silhouette, FitConfig()) and reads_face(None, FitConfig())
+    assert not reads_face(without, FitConfig()) and not reads_face(with_silhouette, off) and not reads_face(None, off)

@@ -109,7 +109,9 @@ class LandmarkStageConfig:
     """flamejax addition: the same for every vertex of FLAME's face region (``face_silhouette_loss``), a mean over
     about 1800 vertices of which few reach the outline. It gives the jaw's, chin's and a profile's outline to the
     identity (rendered heads with 3D truth: NoW error a mean 0.03 mm lower at |yaw| 50-75 and 0.01 mm frontally;
-    benchmarks/RESULTS.md). Needs the ``flame_masks`` file; nothing without it or without a silhouette."""
+    benchmarks/RESULTS.md). Needs the ``flame_masks`` file; nothing without it or without a silhouette. It costs
+    2-4x the landmark fit's CPU time on photographs (the fit reads ~1800 more vertices); 0 turns it off and leaves
+    those vertices out."""
     profile_weight: float = 2000.0
     """flamejax addition: as :attr:`RigidStageConfig.profile_weight`."""
     expression_l2: float = 0.025

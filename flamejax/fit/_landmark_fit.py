@@ -48,6 +48,15 @@ def landmark_model(model: FlameModel, face: bool = True) -> FlameModel:
     return model.subset(model.landmarks.all_vertex_ids())
 
 
+def reads_face(targets: LandmarkTargets | None, config: FitConfig) -> bool:
+    """Whether a fit of ``targets`` under ``config`` needs the face region's vertices: its targets have a silhouette
+    (``None``: unknown yet, assume so) and :attr:`LandmarkStageConfig.face_silhouette_weight` is not 0. Without
+    them the fit reads about a third of the vertices (2-4x faster on a CPU)."""
+    weight = config.landmark.face_silhouette_weight
+    zero = not isinstance(weight, jax.core.Tracer) and float(weight) == 0.0
+    return not zero and (targets is None or targets.outside is not None)
+
+
 def _weighted_mean(per_point: Float[Array, "n"], weight: Float[Array, "n"]) -> Float[Array, ""]:
     return jnp.sum(per_point * weight) / jnp.maximum(jnp.sum(weight), 1.0)
 
@@ -296,7 +305,7 @@ def fit_landmarks(model: FlameModel, targets: LandmarkTargets, config: FitConfig
     check_model(model)
     check_targets(targets, 0)
     check_start(start, model, 0)
-    return _fit_one_jit(landmark_model(model, face=targets.outside is not None), targets, config, start)
+    return _fit_one_jit(landmark_model(model, face=reads_face(targets, config)), targets, config, start)
 
 
 def fit_landmarks_batch(model: FlameModel, targets: LandmarkTargets, config: FitConfig = FitConfig(),
@@ -307,4 +316,4 @@ def fit_landmarks_batch(model: FlameModel, targets: LandmarkTargets, config: Fit
     check_model(model)
     check_targets(targets, 1)
     check_start(start, model, 1, batch=targets.valid.shape[0])
-    return _fit_batch_jit(landmark_model(model, face=targets.outside is not None), targets, config, start)
+    return _fit_batch_jit(landmark_model(model, face=reads_face(targets, config)), targets, config, start)
