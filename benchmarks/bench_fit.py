@@ -23,12 +23,11 @@ import numpy as np
 
 from benchmarks._common import median_seconds, result, shared_photos, table
 from flamejax._runtime import CompileClock
-from flamejax.files import find_file
 from flamejax.fit import (FitConfig, aligned_vertex_error_mm, fit_landmarks_batch, landmark_model,
                           linear_initialisation, precise_landmarks_config, rotation_error_deg, sample_problem,
                           stack_targets)
 from flamejax.fit._targets import SILHOUETTE_SIZE
-from flamejax.flame import FlameModel, flame_forward, load_flame, safe_load_pickle
+from flamejax.flame import FlameModel, flame_forward, load_flame, load_vertex_masks
 
 NAME = "fit"
 TITLE = "Landmark fit"
@@ -121,7 +120,7 @@ def _errors(model, samples, cameras, params, face) -> tuple[np.ndarray, np.ndarr
 
 
 def synthetic_recovery(model: FlameModel, config: FitConfig, count: int) -> tuple[dict, dict]:
-    face = np.asarray(safe_load_pickle(find_file("flame_masks"))["face"])
+    face = load_vertex_masks(required=True)["face"]
     rng = np.random.default_rng(2026)
     samples = [sample_problem(model, rng) for _ in range(count)]
     errors = {"init": ([], []), "fit": ([], []), "precise": ([], []), "mean": ([], [])}

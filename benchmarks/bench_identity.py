@@ -44,13 +44,12 @@ from benchmarks._common import RESULTS_DIR, result, save_and_report, shared_phot
 
 # Every flamejax name this benchmark uses (repoint here when internals move).
 from flamejax.camera import Camera, project, yaw_pitch_roll
-from flamejax.files import find_file
 from flamejax.fit import (AMBIENT_SH, FitConfig, FitResult, LandmarkTargets, PhotometricConfig, PhotometricTargets,
                           aligned_vertex_error_mm, fit_landmarks_batch, fit_photometric_batch,
                           WeightingConfig, fit_photometric_same_person, precise_landmarks_config, quick_config,
                           stack_targets, two_look_targets)
 from flamejax.fitter import QualityConfig, fit_with_look_choice
-from flamejax.flame import FlameParams, barycentric_points, flame_forward, load_flame, safe_load_pickle
+from flamejax.flame import FlameParams, barycentric_points, flame_forward, load_flame, load_vertex_masks
 from flamejax.perception import PerceptionError, PreprocessConfig, landmark_face_mask, preprocess, to_68
 from flamejax.render import RasterConfig, load_uv_layout, render_mesh, shade_for_display
 from flamejax.rotation import euler_to_matrix, matrix_to_axis_angle
@@ -177,7 +176,7 @@ def fitted_nme(lmk68_ndc: np.ndarray, item, truth_px: np.ndarray) -> float:
 def make_subjects(model, rng, n_flame: int):
     mean_v = neutral_vertices(model, np.zeros(model.num_shape))
     mean_l51 = np.asarray(landmarks51(model, jnp.asarray(mean_v)))
-    masks = safe_load_pickle(find_file("flame_masks"))
+    masks = load_vertex_masks(required=True)
     albedo_of = lambda v, l51: _scans.flame_albedo(v, l51, masks, rng)  # noqa: E731
     faces = np.asarray(model.faces)
     heads = _scans.load_scans(mean_v, mean_l51, albedo_of,

@@ -27,12 +27,11 @@ import numpy as np
 
 from benchmarks._common import RESULTS_DIR, result, shared_photos, table
 from flamejax._runtime import CompileClock
-from flamejax.files import find_file
 from flamejax.fit import (AMBIENT_SH, FitConfig, GroupSchedule, PhotometricConfig, PhotometricTargets,
                           WeightingConfig, aligned_vertex_error_mm, fit_landmarks_batch, fit_photometric_batch,
                           sample_problem, stack_targets)
 from flamejax.fit._photometric import level_steps
-from flamejax.flame import flame_forward, load_flame, safe_load_pickle
+from flamejax.flame import flame_forward, load_flame, load_vertex_masks
 from flamejax.render import RasterConfig, load_uv_layout, render_mesh
 
 NAME = "photometric"
@@ -113,7 +112,7 @@ def run(quick: bool) -> dict:
     model = load_flame(n_shape=N_SHAPE, n_expression=N_EXPRESSION)
     stages = {"reference": (load_uv_layout(masks=False), REFERENCE), "new": (load_uv_layout(), PhotometricConfig())}
     batch = 4 if quick else 8
-    face = np.asarray(safe_load_pickle(find_file("flame_masks"))["face"])
+    face = load_vertex_masks(required=True)["face"]
 
     rng = np.random.default_rng(11)
     samples = [sample_problem(model, rng, image_size=SIZE, max_yaw_deg=30.0) for _ in range(batch)]

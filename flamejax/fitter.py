@@ -311,8 +311,8 @@ class Fitter:
             raise ValueError("photometric mode needs the FLAME UV layout (uv_template: head_template_mesh.obj)")
         mesh = local_mesh(devices)
         place = functools.partial(replicate, mesh=mesh) if mesh.size > 1 else _unchanged
-        return Fitter(model=place(model), fit_model=place(landmark_model(model, face=reads_face(None, config))),
-                      config=config,
+        fit_model = landmark_model(model, face=reads_face(None, config.landmark))
+        return Fitter(model=place(model), fit_model=place(fit_model), config=config,
                       batch_size=round_batch_size(batch_size, mesh), mesh=mesh, networks=networks,
                       photometric=photometric, uv_layout=uv_layout, quality=quality)
 

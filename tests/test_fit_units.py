@@ -280,7 +280,11 @@ def test_the_face_vertices_are_read_only_where_their_term_can_act():
     from flamejax.fit import FitConfig
     from flamejax.fit._landmark_fit import reads_face
 
-    off = FitConfig().replace(landmark=dataclasses.replace(FitConfig().landmark, face_silhouette_weight=0.0))
+    from flamejax.track import JointConfig
+
+    on = FitConfig().landmark
+    off = dataclasses.replace(on, face_silhouette_weight=0.0)
     with_silhouette, without = types.SimpleNamespace(outside=jnp.zeros((4, 4))), types.SimpleNamespace(outside=None)
-    assert reads_face(with_silhouette, FitConfig()) and reads_face(None, FitConfig())
-    assert not reads_face(without, FitConfig()) and not reads_face(with_silhouette, off) and not reads_face(None, off)
+    assert reads_face(with_silhouette, on) and reads_face(None, on)
+    assert not reads_face(without, on) and not reads_face(with_silhouette, off) and not reads_face(None, off)
+    assert reads_face(with_silhouette, JointConfig().stage) == (JointConfig().stage.face_silhouette_weight != 0)

@@ -127,20 +127,19 @@ def test_contour_conventions(mean_head):
 def test_now_metric_is_pose_and_scale_free_and_sees_a_changed_nose(flame_model):
     from benchmarks import _scans
     from benchmarks.bench_identity import face_crop, landmarks51, now_distances
-    from flamejax.files import find_file
-    from flamejax.flame import safe_load_pickle
+    from flamejax.flame import load_vertex_masks
 
     v = np.asarray(flame_forward(flame_model, FlameParams.for_model(flame_model)).vertices, np.float64)
     faces = np.asarray(flame_model.faces)
     seven = np.asarray(landmarks51(flame_model, jnp.asarray(v, jnp.float32)))[[i - 17 for i in _scans.NOW_SEVEN]]
-    face_ids = np.asarray(safe_load_pickle(find_file("flame_masks"))["face"])
+    face_ids = load_vertex_masks(required=True)["face"]
     truth = face_crop(v, v, face_ids, np.random.default_rng(0), 1500)
     angle = np.deg2rad(25.0)
     rot = np.array([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]])
     moved = 1.07 * v @ rot.T + [0.01, -0.02, 0.3]
     same = now_distances(moved, 1.07 * seven @ rot.T + [0.01, -0.02, 0.3], faces, truth, seven)
     assert np.median(same) < 0.05 and same.max() < 0.5
-    nose = np.asarray(safe_load_pickle(find_file("flame_masks"))["nose"])
+    nose = load_vertex_masks(required=True)["nose"]
     longer = v.copy()
     longer[nose, 2] += 0.004
     changed = now_distances(longer, seven, faces, truth, seven)

@@ -48,11 +48,11 @@ def landmark_model(model: FlameModel, face: bool = True) -> FlameModel:
     return model.subset(model.landmarks.all_vertex_ids())
 
 
-def reads_face(targets: LandmarkTargets | None, config: FitConfig) -> bool:
-    """Whether a fit of ``targets`` under ``config`` needs the face region's vertices: its targets have a silhouette
-    (``None``: unknown yet, assume so) and :attr:`LandmarkStageConfig.face_silhouette_weight` is not 0. Without
+def reads_face(targets: LandmarkTargets | None, stage: LandmarkStageConfig) -> bool:
+    """Whether a fit of ``targets`` with the data term of ``stage`` needs the face region's vertices: its targets
+    have a silhouette (``None``: unknown yet, assume so) and ``stage.face_silhouette_weight`` is not 0. Without
     them the fit reads about a third of the vertices (2-4x faster on a CPU)."""
-    weight = config.landmark.face_silhouette_weight
+    weight = stage.face_silhouette_weight
     zero = not isinstance(weight, jax.core.Tracer) and float(weight) == 0.0
     return not zero and (targets is None or targets.outside is not None)
 
@@ -285,7 +285,7 @@ def _fit_one(model: FlameModel, targets: LandmarkTargets, config: FitConfig, sta
     nme = nme_inner(projected.lmk68, targets.lmk68)
     nme = jnp.where(targets.valid & jnp.isfinite(nme), nme, jnp.nan)
     confidence = jnp.where(status == int(Status.OK), final_weights.confidence, 0.0)
-    return FitResult(params=fitted.params, camera=fitted.camera, landmarks=projected, nme=nme, status=status,
+    return FitResult(params=fitted.params, camera=fitted.camera, landmarks=projected.points(), nme=nme, status=status,
                      rigid=rigid, landmark=landmark, confidence=confidence, weights=final_weights)
 
 
@@ -305,7 +305,7 @@ def fit_landmarks(model: FlameModel, targets: LandmarkTargets, config: FitConfig
     check_model(model)
     check_targets(targets, 0)
     check_start(start, model, 0)
-    return _fit_one_jit(landmark_model(model, face=reads_face(targets, config)), targets, config, start)
+    return _fit_one_jit(landmark_model(model, face=reads_face(targets, config.landmark)), targets, config, start)
 
 
 def fit_landmarks_batch(model: FlameModel, targets: LandmarkTargets, config: FitConfig = FitConfig(),
@@ -316,4 +316,4 @@ def fit_landmarks_batch(model: FlameModel, targets: LandmarkTargets, config: Fit
     check_model(model)
     check_targets(targets, 1)
     check_start(start, model, 1, batch=targets.valid.shape[0])
-    return _fit_batch_jit(landmark_model(model, face=reads_face(targets, config)), targets, config, start)
+    return _fit_batch_jit(landmark_model(model, face=reads_face(targets, config.landmark)), targets, config, start)

@@ -468,7 +468,7 @@ def _refine_one(model: FlameModel, uv_layout: UVLayout, targets: PhotometricTarg
                                photometric_start=start_error, photometric_final=error,
                                stage=stage)
     return dataclasses.replace(
-        landmark_fit, params=best.geometry.params, camera=best.geometry.camera, landmarks=projected,
+        landmark_fit, params=best.geometry.params, camera=best.geometry.camera, landmarks=projected.points(),
         nme=jnp.where(jnp.isnan(landmark_fit.nme), jnp.nan, nme), status=status, photometric=report)
 
 

@@ -135,7 +135,7 @@ def _refine_shared(model: FlameModel, uv_layout: UVLayout, targets: PhotometricT
         photometric_start=start_error, photometric_final=error, stage=jax.tree.map(repeated, stage))
     return SharedPhotometricResult(
         shape=best.shape, params=jax.vmap(lambda p: dataclasses.replace(p, shape=best.shape))(best.views.params),
-        camera=best.views.camera, landmarks=projected,
+        camera=best.views.camera, landmarks=projected.points(),
         nme=jax.vmap(nme_inner)(projected.lmk68, targets.landmarks.lmk68), photometric=report)
 
 

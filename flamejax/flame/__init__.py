@@ -12,6 +12,7 @@ from flamejax.flame._landmark_geometry import (
     project_landmarks,
 )
 from flamejax.flame._landmarks import IRIS_VERTICES, LandmarkEmbedding, load_landmark_embedding
+from flamejax.flame._masks import load_vertex_masks
 from flamejax.flame._model import (
     JOINT_NAMES,
     MAX_EXPRESSION,
@@ -30,6 +31,6 @@ __all__ = [
     "JOINT_NAMES", "LandmarkEmbedding", "LandmarkPoints3D", "MAX_EXPRESSION", "MAX_SHAPE", "NUM_FACES",
     "NUM_VERTICES", "ProjectedLandmarks", "UnsafePickleError", "barycentric_points", "contour_bin",
     "embedded_points", "flame_forward", "landmark_points", "load_flame", "load_landmark_embedding",
-    "posed_landmarks", "project_landmarks", "read_flame_arrays", "safe_load_npy", "safe_load_npz",
-    "safe_load_pickle", "shape_model",
+    "load_vertex_masks", "posed_landmarks", "project_landmarks", "read_flame_arrays", "safe_load_npy",
+    "safe_load_npz", "safe_load_pickle", "shape_model",
 ]

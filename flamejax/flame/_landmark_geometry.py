@@ -53,7 +53,12 @@ class ProjectedLandmarks:
     iris: Float[Array, "10 2"]
     """MediaPipe iris points 468..477."""
     face: Float[Array, "n_face 2"] | None = None
-    """The face region's vertices (``LandmarkEmbedding.face_vertices``), for the silhouette term."""
+    """The face region's vertices (``LandmarkEmbedding.face_vertices``), for the silhouette term; fit results
+    leave them out (:meth:`points`)."""
+
+    def points(self) -> "ProjectedLandmarks":
+        """The landmarks alone, without the face region's vertices: what a fit result keeps."""
+        return dataclasses.replace(self, face=None)
 
     def to_pixels(self, image_size: int) -> "ProjectedLandmarks":
         """The same landmarks in pixels of a square ``image_size`` image (pixel centres at ``+0.5``)."""

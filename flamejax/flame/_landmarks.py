@@ -14,6 +14,7 @@ import numpy as np
 
 from flamejax._typing import Array, Float, Int
 from flamejax.files import CorruptFileError, find_file
+from flamejax.flame._masks import load_vertex_masks
 from flamejax.flame._safe_pickle import safe_load_npy, safe_load_npz, safe_load_pickle
 
 logger = logging.getLogger(__name__)
@@ -204,23 +205,21 @@ def _check_ibug_layout(arrays: dict, template: np.ndarray, path: Path) -> None:
             "the file is damaged, for another mesh, or its rows are reordered. Use DECA's landmark_embedding.npy.")
 
 
-def _read_face_vertices(path: Path | None, num_vertices: int) -> np.ndarray:
-    """The face region of the ``flame_masks`` file at ``path`` (vertex ids), or none, with a warning, when there
-    is no file or it holds no usable face mask."""
+def _read_face_vertices(masks_path: str | Path | None, num_vertices: int) -> np.ndarray:
+    """The face region of the ``flame_masks`` file (vertex ids), or none, with a warning, when there is no file or
+    it holds no usable face mask."""
     none = np.zeros(0, np.int32)
-    if path is None:
+    masks = load_vertex_masks(masks_path)
+    if masks is None:
         logger.warning("no FLAME_masks.pkl found: the fit cannot hold the whole face inside the person's silhouette, "
                        "only its landmarks; add the file to the weights folder")
         return none
-    masks = safe_load_pickle(path)
-    face = masks.get("face") if isinstance(masks, dict) else None
-    ids = None if face is None else np.asarray(face)
-    if ids is None or ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer) or not ids.size or (
-            ids.min() < 0 or ids.max() >= num_vertices):
+    ids = masks.get("face")
+    if ids is None or not ids.size or ids.min() < 0 or ids.max() >= num_vertices:
         logger.warning("%s: no face mask of vertex ids in 0..%d; the fit holds only the landmarks inside the "
-                       "person's silhouette", path, num_vertices - 1)
+                       "person's silhouette", find_file("flame_masks", masks_path), num_vertices - 1)
         return none
-    return np.unique(ids).astype(np.int32)
+    return np.unique(ids)
 
 
 def load_landmark_embedding(faces: np.ndarray, path: str | Path | None = None,
@@ -246,6 +245,5 @@ def load_landmark_embedding(faces: np.ndarray, path: str | Path | None = None,
     mediapipe_file = find_file("mediapipe_embedding", mediapipe_path, required=mediapipe_path is not None)
     arrays |= _read_mediapipe(faces, mediapipe_file)
     arrays["iris_vertices"] = np.asarray(IRIS_VERTICES, np.int32)
-    arrays["face_vertices"] = _read_face_vertices(find_file("flame_masks", masks_path, required=masks_path is not None),
-                                                  int(faces.max()) + 1)
+    arrays["face_vertices"] = _read_face_vertices(masks_path, int(faces.max()) + 1)
     return LandmarkEmbedding(**{k: jnp.asarray(v) for k, v in arrays.items()})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +19,7 @@ import numpy as np
 
 from flamejax._typing import Array, Int
 from flamejax.files import find_file
-from flamejax.flame._safe_pickle import safe_load_pickle
+from flamejax.flame._masks import load_vertex_masks
 from flamejax.render._raster import RasterConfig
 from flamejax.render._zbuffer import visible_faces
 
@@ -28,7 +29,7 @@ REGION_OTHER, REGION_FACE, REGION_FOREHEAD, REGION_EYEBALL = 0, 1, 2, 3
 """Face labels: not modelled in photographs (hair, ears, neck, back), face skin, forehead skin, eyeball."""
 
 
-def face_regions(faces: np.ndarray, masks: dict) -> Int[np.ndarray, "f"]:
+def face_regions(faces: np.ndarray, masks: Mapping[str, np.ndarray]) -> Int[np.ndarray, "f"]:
     """Per-face region label from FLAME's vertex masks (keys ``face``, ``forehead``, ``left_eyeball``,
     ``right_eyeball``); later regions win: eyeball over forehead over face."""
     faces = np.asarray(faces)
@@ -47,15 +48,15 @@ def face_regions(faces: np.ndarray, masks: dict) -> Int[np.ndarray, "f"]:
 def load_face_regions(faces: np.ndarray, path: str | Path | None = None) -> Int[np.ndarray, "f"] | None:
     """:func:`face_regions` from the ``flame_masks`` file, or ``None`` (with a warning) when there is none or it
     lacks a region."""
-    found = find_file("flame_masks", path, required=False)
-    if found is None:
+    masks = load_vertex_masks(path)
+    if masks is None:
         logger.warning("no FLAME_masks.pkl found: the photometric loss cannot leave out hair, ears and neck, "
                        "nor treat the eyeballs apart; add it to the weights folder")
         return None
-    masks = safe_load_pickle(found)
     missing = [k for k in ("face", "forehead", "left_eyeball", "right_eyeball") if k not in masks]
     if missing:
-        logger.warning("%s: no %s mask; photometric regions not used", found, ", ".join(missing))
+        logger.warning("%s: no %s mask; photometric regions not used", find_file("flame_masks", path),
+                       ", ".join(missing))
         return None
     return face_regions(faces, masks)
 

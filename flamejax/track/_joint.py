@@ -23,8 +23,9 @@ import numpy as np
 
 from flamejax._typing import Array, Bool, Float
 from flamejax.track._core import (FROZEN, Camera, FitConfig, FlameModel, FlameParams, GroupSchedule,
-                                  LandmarkStageConfig, LandmarkTargets, fit_landmarks_batch, landmark_data_loss, landmark_model,
-                                  nme_inner, partitioned_adam, posed_landmarks, quick_config, run_stage)
+                                  LandmarkStageConfig, LandmarkTargets, fit_landmarks_batch, landmark_data_loss,
+                                  landmark_model, nme_inner, partitioned_adam, posed_landmarks, quick_config,
+                                  reads_face, run_stage)
 
 _HI = jax.lax.Precision.HIGHEST
 
@@ -219,8 +220,9 @@ def fit_joint(model: FlameModel, targets: LandmarkTargets, init: FrameStates, sh
     """
     frames = targets.valid.shape[0]
     weight = jnp.ones(frames, jnp.float32) if frame_weight is None else jnp.asarray(frame_weight, jnp.float32)
-    return _fit_joint(landmark_model(model, face=targets.outside is not None), targets, init, jnp.asarray(shape, jnp.float32),
-                      jnp.asarray(fov_deg, jnp.float32), weight, config)
+    fit_model = landmark_model(model, face=reads_face(targets, config.stage))
+    return _fit_joint(fit_model, targets, init, jnp.asarray(shape, jnp.float32), jnp.asarray(fov_deg, jnp.float32),
+                      weight, config)
 
 
 def initial_fits(model: FlameModel, targets: LandmarkTargets, init_config: FitConfig):
