@@ -327,3 +327,18 @@ def test_a_second_fit_only_for_the_images_whose_looks_disagree():
     calls.clear()
     chosen, result = fit_with_look_choice(items[:2], targets[:2], fit)
     assert len(calls) == 1 and chosen == targets[:2]
+
+
+
+def test_the_outline_follows_the_turning_head_without_jumps(flame_model):
+    """Turned in 4-degree steps from -80 to +80 (pitched 10), each outline jaw point moves a little at every step,
+    as the head's outline does. The candidate seen most edge-on (the rule before) jumped across the face, to folds
+    inside the cheek and back, by 0.7-1.8 face widths on these heads."""
+    yaws = jnp.arange(-80.0, 81.0, 4.0)
+    for seed in (2, 3):
+        params = _head(flame_model, seed)
+        outline = np.asarray(jax.vmap(lambda yaw: landmark_conventions(flame_model, params, _camera(yaw, 10.0))
+                                      .outline68[:17])(yaws))
+        face_width = np.ptp(outline[:, :, 0], axis=1)[1:, None]
+        step = np.linalg.norm(np.diff(outline, axis=0), axis=-1) / face_width
+        assert step.max() < 0.12, (seed, np.unravel_index(step.argmax(), step.shape))

@@ -246,13 +246,27 @@ def silhouette_contour(camera: Camera, contour_rows: Float[Array, "rows 17 3"],
                        contour_normals: Float[Array, "rows 17 3"]) -> tuple[Float[Array, "17 3"], Float[Array, "17 3"]]:
     """The 17 jaw points on the visible outline (300-W style) for any yaw, and their normals, head space.
 
-    ``contour_rows`` hold each contour point's candidates (e.g. the rows of FLAME's dynamic embedding, one per
-    yaw); for every point the candidate seen most edge-on (facing cosine nearest 0, hidden ones penalised) is the
-    outline. Unlike a table indexed by yaw it keeps following the outline beyond the table's last row.
+    ``contour_rows`` hold each contour point's candidates, row 0 the frontal one (e.g. the rows of FLAME's dynamic
+    embedding, one per yaw). Each point's candidates lie on a line across its side of the face; the outline is the
+    candidate that reaches furthest out of the face in the image, along the point's outward direction as the
+    camera sees it: away from the face's midline and down from the jaw's top ends, and on the side turned away
+    from the camera also forwards (out of the head, towards the face's profile). That is where the line meets the
+    head's occluding contour, or the end of the line where it does not reach it. Unlike a table indexed by yaw it
+    keeps following the outline beyond the table's last row, and unlike the candidate seen most edge-on it is
+    never a fold inside the face (a cheek's hollow seen at a grazing angle), nor jumps across the face between two
+    nearby poses.
     """
-    cosines = jax.vmap(lambda p, n: facing_cosine(camera, p, n))(contour_rows, contour_normals)
-    cost = jnp.where(cosines < 0.0, -4.0 * cosines, cosines)
-    best = jnp.argmin(cost, axis=0)[None, :, None]
+    front = contour_rows[0]
+    centre = jnp.stack([jnp.mean(front[:, 0]), 0.5 * (front[0, 1] + front[-1, 1]), jnp.min(front[:, 2])])
+    sideways = (front - centre).at[:, 2].set(0.0)
+    turned_away = jnp.clip(-2.0 * facing_cosine(camera, front, sideways / jnp.maximum(
+        jnp.linalg.norm(sideways, axis=-1, keepdims=True), 1e-9)), 0.0, 1.0)
+    outward = jnp.stack([sideways[:, 0], (1.0 - turned_away) * sideways[:, 1], turned_away * (front[:, 2] - centre[2])],
+                        axis=-1)
+    image_outward = project_ndc(camera, front + outward) - project_ndc(camera, front)
+    reach = jnp.einsum("rpk,pk->rp", jax.vmap(lambda r: project_ndc(camera, r))(contour_rows), image_outward,
+                       precision=_HI)
+    best = jnp.argmax(reach, axis=0)[None, :, None]
     return jnp.take_along_axis(contour_rows, best, axis=0)[0], jnp.take_along_axis(contour_normals, best, axis=0)[0]
 
 
