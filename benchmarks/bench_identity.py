@@ -392,6 +392,11 @@ def without_face_silhouette(config: FitConfig) -> FitConfig:
     return config.replace(landmark=dataclasses.replace(config.landmark, face_silhouette_weight=0.0))
 
 
+def with_contour_identity(config: FitConfig) -> FitConfig:
+    """``config`` whose jaw contour pulls on the identity at every yaw (the library before contour_identity)."""
+    return config.replace(landmark=dataclasses.replace(config.landmark, contour_identity=1.0))
+
+
 def without_profile(config: FitConfig) -> FitConfig:
     """``config`` without the face region's silhouette term and the profile term (the landmarks' one-sided outline
     alone: the library before the profile)."""
@@ -419,6 +424,7 @@ def default_variants(config: FitConfig) -> dict[str, Variant]:
     return {"earlier default": Variant(earlier_default(config), two_looks=False),
             "one look": Variant(config, two_looks=False), "library default": Variant(config),
             "no look choice": Variant(config, lean=False),
+            "contour shapes identity": Variant(with_contour_identity(config)),
             "no face silhouette": Variant(without_face_silhouette(config)),
             "no profile": Variant(without_profile(config)),
             "no silhouette": Variant(without_silhouette(config)),
@@ -847,7 +853,9 @@ def run(quick: bool, pictures_dir: Path | None = None, sampled_heads: int | None
             "(LandmarkTargets.profile, profile_weight); where the two looks disagree throughout (look_disagreement "
             "above LOOK_DISAGREEMENT = 0.08: one look folded the far half of the face), a second fit to targets "
             "leaning to the look the first fit explains (fit_with_look_choice, as the library's Fitter does); "
-            "no look choice: without that second fit (the library before); no face silhouette: without the face "
+            "no look choice: without that second fit (the library before); contour shapes identity: the jaw "
+            "contour's term pulls on the identity at every yaw (LandmarkStageConfig.contour_identity 1, the library "
+            "before; by default it does not below 40 degrees of yaw); no face silhouette: without the face "
             "region's vertices held inside (the library before); no profile: without that and the profile term; "
             "no silhouette: without any of the silhouette's terms; "
             "one look: the same fit on the crop's look alone (the library before); earlier default: one look, no "

@@ -342,3 +342,42 @@ def test_the_outline_follows_the_turning_head_without_jumps(flame_model):
         face_width = np.ptp(outline[:, :, 0], axis=1)[1:, None]
         step = np.linalg.norm(np.diff(outline, axis=0), axis=-1) / face_width
         assert step.max() < 0.12, (seed, np.unravel_index(step.argmax(), step.shape))
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.5, 1.0])
+def test_the_jaw_contour_passes_only_its_share_of_gradient_to_the_identity(flame_model, scale):
+    """LandmarkStageConfig.contour_identity: the contour's points keep their values, the identity gets ``scale``
+    of their gradient, jaw, expression and camera all of it (the 51 vertices' own forward pass agrees with the
+    model's)."""
+    from flamejax.fit import landmark_model
+    from flamejax.fit._landmark_fit import contour_identity_scaled
+    from flamejax.flame import posed_landmarks
+
+    model = landmark_model(flame_model, face=False)
+    params = dataclasses.replace(_head(model, 4), jaw_pose=jnp.array([0.12, 0.0, 0.0], jnp.float32))
+    camera = _camera(35.0, 8.0)
+
+    def contour(p, cam, share):
+        proj = posed_landmarks(model, p, cam)
+        return contour_identity_scaled(model, p, cam, proj, share).lmk68[:17]
+
+    np.testing.assert_allclose(contour(params, camera, scale), contour(params, camera, 1.0), atol=1e-6)
+    loss = lambda p, cam, share: jnp.sum(jnp.sin(7.0 * contour(p, cam, share)))  # noqa: E731
+    (full_params, full_camera), (params_grad, camera_grad) = (
+        jax.grad(loss, argnums=(0, 1))(params, camera, 1.0), jax.grad(loss, argnums=(0, 1))(params, camera, scale))
+    assert float(jnp.abs(full_params.shape).max()) > 1e-3
+    np.testing.assert_allclose(params_grad.shape, scale * full_params.shape, atol=1e-5)
+    for name in ("jaw_pose", "expression"):
+        np.testing.assert_allclose(getattr(params_grad, name), getattr(full_params, name), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(camera_grad.rotation, full_camera.rotation, rtol=1e-4, atol=1e-6)
+
+
+def test_the_contour_s_share_of_the_identity_rises_with_the_turn():
+    from flamejax.fit import LandmarkStageConfig
+    from flamejax.fit._landmark_fit import contour_identity_share
+
+    stage = LandmarkStageConfig()
+    shares = [float(contour_identity_share(_camera(yaw), stage)) for yaw in (0.0, -30.0, 47.5, -60.0)]
+    np.testing.assert_allclose(shares, [0.0, 0.0, 0.5, 1.0], atol=1e-4)
+    half = dataclasses.replace(stage, contour_identity=0.5)
+    assert abs(float(contour_identity_share(_camera(10.0), half)) - 0.5) < 1e-6

@@ -101,6 +101,20 @@ class LandmarkStageConfig:
     iris_weight: float = 500.0
     contour_weight: float = 200.0
     """flamejax addition (the reference drops the contour in stage 2; it constrains face width)."""
+    contour_identity: float = 0.0
+    """flamejax: the share of the jaw contour's gradient that reaches the identity in a face seen from the front
+    (1: all of it, as before; pose, jaw, expression and camera always get all of it). A detector's jaw line is its
+    least reliable part (MediaPipe's 68 conversion: 7.5 % of the face box from the truth's frontally, against
+    2.5 % for the inner points), and what it gets wrong is a face width or a chin FLAME can make; the face's
+    outline comes from the person's silhouette instead (:attr:`face_silhouette_weight`). Rendered heads with 3D
+    truth: NoW error 1.12 -> 1.06 mm at |yaw| <= 40, below the mean head's 1.08 (benchmarks/RESULTS.md, identity
+    section). :func:`precise_landmarks_config` sets 1 (hand-annotated jaws). Read by the landmark fit's stage 2 and
+    the joint fit (``flamejax.track.JOINT_STAGE`` sets 1); the photometric stages' landmark term ignores it."""
+    contour_identity_turned: tuple[float, float] = (40.0, 55.0)
+    """|yaw| (degrees, at the stage's start) over which that share rises linearly to 1. At |yaw| 50-75 the share
+    0 left the identity where it was (within the spread of the views) and raised the landmark error (mean NME
+    4.34 -> 4.43 %, one view 6.3 -> 9.6 %): there the jaw line, the near side's down to the chin, holds the turned
+    face's identity and pose together."""
     mediapipe_weight: float = 400.0
     """flamejax addition: the 105 MediaPipe points embedded on FLAME."""
     silhouette_weight: float = 2000.0
@@ -189,5 +203,5 @@ def precise_landmarks_config(base: FitConfig = FitConfig(), landmark_steps: int 
     smaller than one pixel of noise leaves), and a weak prior fits them into the identity — 1.4x the mean head's
     error on the rendered heads with 3D truth, against 1.05x with ``FitConfig()`` (benchmarks/RESULTS.md)."""
     steps = 2 * base.landmark.steps if landmark_steps is None else landmark_steps
-    landmark = _landmark_stage_of(base.landmark, steps, shape_l2=base.landmark.shape_l2 / 16)
+    landmark = _landmark_stage_of(base.landmark, steps, shape_l2=base.landmark.shape_l2 / 16, contour_identity=1.0)
     return base.replace(init=dataclasses.replace(base.init, shape_prior=base.init.shape_prior / 10), landmark=landmark)

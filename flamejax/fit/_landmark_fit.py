@@ -24,8 +24,9 @@ from flamejax.fit._optim import FROZEN, all_finite, partitioned_adam, run_stage
 from flamejax.fit._result import FitResult, FitStart, Status, StageReport, first_failure
 from flamejax.fit._targets import LandmarkTargets, check_targets, nme_inner
 from flamejax.fit._visibility import weighed_landmarks, weighted_targets
-from flamejax.flame import (FlameModel, FlameParams, LandmarkPoints3D, ProjectedLandmarks, landmark_points,
-                            posed_landmarks, project_landmarks)
+from flamejax.camera import project_ndc, yaw_pitch_roll
+from flamejax.flame import (FlameModel, FlameParams, LandmarkPoints3D, ProjectedLandmarks, contour_bin,
+                            flame_forward, landmark_points, posed_landmarks, project_landmarks)
 from flamejax.flame._layout import CONTOUR_68, INNER_68
 
 
@@ -220,6 +221,41 @@ class Geometry:
     camera: Camera
 
 
+def _contour_without_identity(model: FlameModel, params: FlameParams, camera: Camera) -> Float[Array, "17 2"]:
+    """The jaw contour's 17 points as :func:`posed_landmarks` projects them, with no gradient into the identity;
+    computed on the 51 vertices they interpolate only."""
+    emb = model.landmarks
+    row = contour_bin(camera.rotation_matrix())
+    ids = emb.contour_vertices[row].reshape(-1)
+    part = dataclasses.replace(model, v_template=model.v_template[ids], shapedirs=model.shapedirs[ids],
+                               exprdirs=model.exprdirs[ids], posedirs=model.posedirs[ids],
+                               lbs_weights=model.lbs_weights[ids])
+    held = dataclasses.replace(params, shape=jax.lax.stop_gradient(params.shape))
+    vertices = flame_forward(part, held).vertices.reshape(17, 3, 3)
+    points = jnp.einsum("pc,pcx->px", emb.contour_bary[row], vertices, precision=jax.lax.Precision.HIGHEST)
+    return project_ndc(camera, points)
+
+
+def contour_identity_scaled(model: FlameModel, params: FlameParams, camera: Camera, proj: ProjectedLandmarks,
+                            scale: Float[Array, ""] | float) -> ProjectedLandmarks:
+    """``proj`` (:func:`posed_landmarks` of ``params``) whose jaw contour passes only ``scale`` of its gradient
+    into the identity (:attr:`LandmarkStageConfig.contour_identity`); the same values, and the full gradient
+    into pose, jaw, expression and camera."""
+    full, held = proj.lmk68[CONTOUR_68], _contour_without_identity(model, params, camera)
+    change = lambda a: a - jax.lax.stop_gradient(a)  # noqa: E731  zero, with a's gradient
+    contour = held + scale * (change(full) - change(held))
+    return dataclasses.replace(proj, lmk68=proj.lmk68.at[CONTOUR_68].set(contour))
+
+
+def contour_identity_share(camera: Camera, cfg: LandmarkStageConfig) -> Float[Array, ""]:
+    """The share of the jaw contour's gradient that reaches the identity for a head ``camera`` sees:
+    :attr:`LandmarkStageConfig.contour_identity`, rising linearly to 1 over ``contour_identity_turned`` (|yaw|)."""
+    low, high = cfg.contour_identity_turned
+    yaw = jnp.abs(yaw_pitch_roll(jax.lax.stop_gradient(camera))[0])
+    turned = jnp.clip((yaw - low) / (high - low), 0.0, 1.0)
+    return cfg.contour_identity + (1.0 - cfg.contour_identity) * turned
+
+
 def landmark_stage(model: FlameModel, start: Geometry, targets: LandmarkTargets, cfg: LandmarkStageConfig,
                    shape_anchor: Float[Array, "n_shape"], reweigh: Reweigh | None = None, segments: int = 1
                    ) -> tuple[Geometry, StageReport]:
@@ -227,10 +263,12 @@ def landmark_stage(model: FlameModel, start: Geometry, targets: LandmarkTargets,
 
     ``reweigh`` and ``segments`` as in :func:`rigid_stage` (``reweigh`` takes the stage's :class:`Geometry`)."""
     valid = targets.valid.astype(jnp.float32)
+    contour_share = contour_identity_share(start.camera, cfg)
 
     def loss_fn(v: Geometry, weighted: LandmarkTargets):
         p = v.params
-        data = landmark_data_loss(model, posed_landmarks(model, p, v.camera), weighted, cfg)
+        proj = contour_identity_scaled(model, p, v.camera, posed_landmarks(model, p, v.camera), contour_share)
+        data = landmark_data_loss(model, proj, weighted, cfg)
         prior = (cfg.expression_l2 * jnp.sum(p.expression**2) + cfg.shape_l2 * jnp.sum((p.shape - shape_anchor) ** 2)
                  + cfg.jaw_l2 * jnp.sum(p.jaw_pose**2))
         return valid * data + prior

@@ -24,18 +24,20 @@ import numpy as np
 from flamejax._typing import Array, Bool, Float
 from flamejax.track._core import (FROZEN, Camera, FitConfig, FlameModel, FlameParams, GroupSchedule,
                                   LandmarkStageConfig, LandmarkTargets, fit_landmarks_batch, landmark_data_loss,
-                                  landmark_model, nme_inner, partitioned_adam, posed_landmarks, quick_config,
-                                  reads_face, run_stage)
+                                  contour_identity_scaled, contour_identity_share, landmark_model, nme_inner,
+                                  partitioned_adam, posed_landmarks, quick_config, reads_face, run_stage)
 
 _HI = jax.lax.Precision.HIGHEST
 
 
 JOINT_STAGE = LandmarkStageConfig(steps=200, expression=GroupSchedule(0.03, 0.01, 100),
                                   shape=GroupSchedule(0.03, 0.01, 100), camera=GroupSchedule(0.003, 0.001, 100),
-                                  shape_l2=0.05)
+                                  shape_l2=0.05, contour_identity=1.0)
 """The landmark stage's loss with faster learning rates: joint fits start from a rigid-only warm start (zero
 expression), one photograph's stage 2 from a converged stage 1. The identity prior is the weaker one a single
-image used to have: here it weighs against the data of every frame or view together."""
+image used to have: here it weighs against the data of every frame or view together. The jaw contour pulls on the
+identity at every yaw (``contour_identity`` 1, as before): its share 0, one photograph's default, is not measured
+on clips and several views yet."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,19 +125,26 @@ def with_identity(model: FlameModel, shape: Float[Array, "n_shape"]) -> FlameMod
         shapedirs=model.shapedirs[..., :0], j_shapedirs=model.j_shapedirs[..., :0])
 
 
+def _frame_params(frame: FrameStates) -> FlameParams:
+    """One frame's FLAME parameters for a model with its identity folded in."""
+    zeros = jnp.zeros(3, frame.jaw.dtype)
+    return FlameParams(shape=jnp.zeros(0, frame.jaw.dtype), expression=frame.expression, head_pose=zeros,
+                       neck_pose=zeros, jaw_pose=frame.jaw, left_eye_pose=frame.eyes[:3],
+                       right_eye_pose=frame.eyes[3:], translation=zeros)
+
+
 def _projected(model: FlameModel, frame: FrameStates, fov: Float[Array, ""]):
     """Projected landmarks of one frame (``model`` has its identity folded in)."""
-    zeros = jnp.zeros(3, frame.jaw.dtype)
-    params = FlameParams(shape=jnp.zeros(0, frame.jaw.dtype), expression=frame.expression, head_pose=zeros,
-                         neck_pose=zeros, jaw_pose=frame.jaw, left_eye_pose=frame.eyes[:3],
-                         right_eye_pose=frame.eyes[3:], translation=zeros)
-    return posed_landmarks(model, params, Camera(frame.rotation, frame.translation, fov))
+    return posed_landmarks(model, _frame_params(frame), Camera(frame.rotation, frame.translation, fov))
 
 
-def _frame_fit(model: FlameModel, frame: FrameStates, fov: Float[Array, ""], targets: LandmarkTargets,
-               stage: LandmarkStageConfig):
-    """Data loss and projected 68 points of one frame (``model`` has its identity folded in)."""
-    proj = _projected(model, frame, fov)
+def _frame_fit(model: FlameModel, held: FlameModel, frame: FrameStates, fov: Float[Array, ""],
+               targets: LandmarkTargets, contour_share: Float[Array, ""], stage: LandmarkStageConfig):
+    """Data loss and projected 68 points of one frame (``model`` has its identity folded in, ``held`` the same
+    identity without its gradient: the jaw contour passes only ``contour_share`` of its gradient to the
+    identity, :attr:`LandmarkStageConfig.contour_identity`)."""
+    camera = Camera(frame.rotation, frame.translation, fov)
+    proj = contour_identity_scaled(held, _frame_params(frame), camera, _projected(model, frame, fov), contour_share)
     return landmark_data_loss(model, proj, targets, stage), proj.lmk68
 
 
@@ -176,14 +185,16 @@ def _optimiser(config: JointConfig):
 @functools.partial(jax.jit, static_argnames=("config",))
 def _fit_joint(model: FlameModel, targets: LandmarkTargets, init: FrameStates, shape, fov, frame_weight,
                config: JointConfig) -> JointResult:
-    frame_fit = jax.vmap(_frame_fit, in_axes=(None, 0, None, 0, None))
+    frame_fit = jax.vmap(_frame_fit, in_axes=(None, None, 0, None, 0, 0, None))
+    contour_share = jax.vmap(lambda camera: contour_identity_share(camera, config.stage))(init.cameras(fov))
 
     def unpack(v: _JointVariables):
         return v.frames, v.shape, v.fov
 
     def frame_losses(v):
         frames, shape_, fov_ = unpack(v)
-        data, lmk68 = frame_fit(with_identity(model, shape_), frames, fov_, targets, config.stage)
+        data, lmk68 = frame_fit(with_identity(model, shape_), with_identity(model, jax.lax.stop_gradient(shape_)),
+                                frames, fov_, targets, contour_share, config.stage)
         return data, lmk68, jax.vmap(nme_inner)(lmk68, targets.lmk68)
 
     def inliers(nme):
