@@ -215,6 +215,17 @@ def view_plan(heads, quick: bool, rng):
     return plan
 
 
+def flame_view_truth(model, head, view: dict) -> tuple[FlameParams, np.ndarray, np.ndarray]:
+    """A FLAME-topology head's true parameters in ``view`` (its identity, the view's expression and jaw), its posed
+    vertices and their 51 landmarks."""
+    base = FlameParams.for_model(model)
+    params = FlameParams(jnp.asarray(head.shape), jnp.asarray(view["expression"]), base.head_pose, base.neck_pose,
+                         jnp.asarray([view["jaw"], 0.0, 0.0], jnp.float32), base.left_eye_pose, base.right_eye_pose,
+                         base.translation)
+    posed = np.asarray(flame_forward(model, params).vertices)
+    return params, posed, np.asarray(landmarks51(model, jnp.asarray(posed)))
+
+
 def render_views(model, heads, plan, uv, photos, rng):
     faces = jnp.asarray(model.faces)
     config = RasterConfig(image_size=SIZE)
@@ -224,12 +235,7 @@ def render_views(model, heads, plan, uv, photos, rng):
     for view in plan:
         head = heads[view["head"]]
         if head.kind == "flame":
-            base = FlameParams.for_model(model)
-            params = FlameParams(jnp.asarray(head.shape), jnp.asarray(view["expression"]), base.head_pose,
-                                 base.neck_pose, jnp.asarray([view["jaw"], 0.0, 0.0], jnp.float32),
-                                 base.left_eye_pose, base.right_eye_pose, base.translation)
-            posed = np.asarray(flame_forward(model, params).vertices)
-            lmk = np.asarray(landmarks51(model, jnp.asarray(posed)))
+            _, posed, lmk = flame_view_truth(model, head, view)
         else:
             posed, lmk = head.vertices, head.landmarks51
         camera = camera_for(view["angles"], lmk.mean(0), view["distance"])
@@ -645,13 +651,9 @@ def run_jaw_conventions(cache: Path | None, batch: int = 8) -> dict:
         truth_params, truth_cameras = [], []
         for k in picked + [picked[-1]] * (batch - len(picked)):
             view = plan[detected[k]]
-            base = FlameParams.for_model(model)
-            params = dataclasses.replace(base, shape=jnp.asarray(heads[view["head"]].shape, jnp.float32),
-                                         expression=jnp.asarray(view["expression"], jnp.float32),
-                                         jaw_pose=jnp.asarray([view["jaw"], 0.0, 0.0], jnp.float32))
-            centre = np.asarray(landmarks51(model, flame_forward(model, params).vertices)).mean(0)
+            params, _, lmk = flame_view_truth(model, heads[view["head"]], view)
             truth_params.append(params)
-            truth_cameras.append(camera_for(view["angles"], centre, view["distance"]))
+            truth_cameras.append(camera_for(view["angles"], lmk.mean(0), view["distance"]))
         stack = lambda trees: jax.tree.map(lambda *a: jnp.stack(a), *trees)  # noqa: E731
         truth = jax.tree.map(np.asarray, conventions(stack(truth_params), stack(truth_cameras)))
         fit_jaw = jax.tree.map(np.asarray, conventions(fitted.params, fitted.camera))

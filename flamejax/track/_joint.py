@@ -138,14 +138,16 @@ def _projected(model: FlameModel, frame: FrameStates, fov: Float[Array, ""]):
     return posed_landmarks(model, _frame_params(frame), Camera(frame.rotation, frame.translation, fov))
 
 
-def _frame_fit(model: FlameModel, held: FlameModel, frame: FrameStates, fov: Float[Array, ""],
-               targets: LandmarkTargets, contour_share: Float[Array, ""], stage: LandmarkStageConfig):
-    """Data loss and projected 68 points of one frame (``model`` has its identity folded in, ``held`` the same
-    identity without its gradient: the jaw contour passes only ``contour_share`` of its gradient to the
-    identity, :attr:`LandmarkStageConfig.contour_identity`)."""
-    camera = Camera(frame.rotation, frame.translation, fov)
-    proj = contour_identity_scaled(held, _frame_params(frame), camera, _projected(model, frame, fov), contour_share)
-    return landmark_data_loss(model, proj, targets, stage), proj.lmk68
+def _frame_fit(folded: FlameModel, model: FlameModel, shape: Float[Array, "n_shape"], frame: FrameStates,
+               fov: Float[Array, ""], targets: LandmarkTargets, contour_share: Float[Array, ""],
+               stage: LandmarkStageConfig):
+    """Data loss and projected 68 points of one frame (``folded``: ``model`` with ``shape`` folded in). The jaw
+    contour passes only ``contour_share`` of its gradient to the identity
+    (:attr:`LandmarkStageConfig.contour_identity`), held on ``model``'s own contour vertices."""
+    proj = _projected(folded, frame, fov)
+    params = dataclasses.replace(_frame_params(frame), shape=shape)
+    proj = contour_identity_scaled(model, params, Camera(frame.rotation, frame.translation, fov), proj, contour_share)
+    return landmark_data_loss(folded, proj, targets, stage), proj.lmk68
 
 
 @jax.jit
@@ -185,7 +187,7 @@ def _optimiser(config: JointConfig):
 @functools.partial(jax.jit, static_argnames=("config",))
 def _fit_joint(model: FlameModel, targets: LandmarkTargets, init: FrameStates, shape, fov, frame_weight,
                config: JointConfig) -> JointResult:
-    frame_fit = jax.vmap(_frame_fit, in_axes=(None, None, 0, None, 0, 0, None))
+    frame_fit = jax.vmap(_frame_fit, in_axes=(None, None, None, 0, None, 0, 0, None))
     contour_share = jax.vmap(lambda camera: contour_identity_share(camera, config.stage))(init.cameras(fov))
 
     def unpack(v: _JointVariables):
@@ -193,8 +195,8 @@ def _fit_joint(model: FlameModel, targets: LandmarkTargets, init: FrameStates, s
 
     def frame_losses(v):
         frames, shape_, fov_ = unpack(v)
-        data, lmk68 = frame_fit(with_identity(model, shape_), with_identity(model, jax.lax.stop_gradient(shape_)),
-                                frames, fov_, targets, contour_share, config.stage)
+        data, lmk68 = frame_fit(with_identity(model, shape_), model, shape_, frames, fov_, targets, contour_share,
+                                config.stage)
         return data, lmk68, jax.vmap(nme_inner)(lmk68, targets.lmk68)
 
     def inliers(nme):
