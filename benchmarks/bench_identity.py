@@ -24,10 +24,15 @@ against the landmark fit's and the mean head's, per yaw bin (issue 16 items 2 an
     python3 -m benchmarks.bench_identity [--quick] [--pictures /tmp/identity] [--cache DIR]
     python3 -m benchmarks.bench_identity --single-photometric
     python3 -m benchmarks.bench_identity --jaw-conventions
+    python3 -m benchmarks.bench_identity --beyond-75
 
 ``--jaw-conventions``: instead, the jaw's 17 points of the library's fit and of MediaPipe against the truth's, in
 both conventions (the visible outline and the projected 3D contour), on the FLAME-topology heads' views, with the
 library's outline rule beside the one it had before (issue 16 item 4).
+
+``--beyond-75``: instead, each subject at 70, 80 and 88° of yaw: how many views MediaPipe finds a face in, the
+library's fit on them, and the same fit with the person's silhouette trusted by the rule before (all of FaceMesh's
+points inside it, the guessed hidden half of a turned face included).
 """
 
 from __future__ import annotations
@@ -56,7 +61,10 @@ from flamejax.fit import (AMBIENT_SH, FitConfig, FitResult, LandmarkTargets, Pho
 from flamejax.fit._visibility import facing_cosine, triangle_normals
 from flamejax.fitter import QualityConfig, fit_with_look_choice
 from flamejax.flame import FlameParams, barycentric_points, flame_forward, load_flame, load_vertex_masks
-from flamejax.perception import PerceptionError, PreprocessConfig, landmark_face_mask, preprocess, to_68
+from flamejax.perception import (PerceptionError, PreprocessConfig, landmark_face_mask, points_inside, preprocess,
+                                 to_68)
+from flamejax.perception._landmarks import face_confidence, points_box
+from flamejax.perception._mask import MIN_POINTS_INSIDE
 from flamejax.render import RasterConfig, load_uv_layout, render_mesh, shade_for_display
 from flamejax.rotation import euler_to_matrix, matrix_to_axis_angle
 
@@ -311,8 +319,8 @@ _VIEW_ARRAYS = [f.name for f in dataclasses.fields(View)]
 
 
 def cache_key(quick: bool, n_sampled: int) -> str:
-    """Names the pictures a run would render: view plan, seed, model size, image size."""
-    return f"{'quick' if quick else 'full'}_h{n_sampled}_s{N_SHAPE}e{N_EXPRESSION}_{SIZE}px_seed{SEED}_v4"
+    """Names the pictures a run would render: view plan, seed, model size, image size, preprocessing (v)."""
+    return f"{'quick' if quick else 'full'}_h{n_sampled}_s{N_SHAPE}e{N_EXPRESSION}_{SIZE}px_seed{SEED}_v5"
 
 
 def save_views(folder: Path, pictures, truths, detected, views: list[View], timing: dict) -> None:
@@ -612,6 +620,91 @@ def run_single_photometric(cache: Path | None, batch: int = 8) -> dict:
                   "full", settings, tables, data={"rows": rows}, note=note)
 
 
+BEYOND_YAWS = (70.0, 80.0, 88.0)
+"""``--beyond-75``: nominal yaws of each subject's views (signs alternating between subjects), pitch within ±15°."""
+
+
+def silhouette_trusted_as_before(item: View) -> View:
+    """``item`` with the person's silhouette dropped where the rule before issue 16's profile fix dropped it: when it
+    left more than 5 % of all FaceMesh's points out, the guessed hidden half of a turned face included."""
+    if item.person.max() > 0 and points_inside(item.person, item.points478) < MIN_POINTS_INSIDE:
+        return dataclasses.replace(item, person=np.zeros_like(item.person))
+    return item
+
+
+def run_beyond_75(cache: Path | None) -> dict:
+    """``--beyond-75`` (module docstring): views at 70, 80, 88° of yaw; how many MediaPipe finds, and the library's
+    fit on them beside the one that trusted the person's silhouette as before."""
+    rng = np.random.default_rng(SEED + 75)
+    model = load_flame(n_shape=N_SHAPE, n_expression=N_EXPRESSION)
+    heads, *_ = make_subjects(model, np.random.default_rng(SEED), 6)
+    plan = []
+    for h_index, head in enumerate(heads):
+        for yaw in BEYOND_YAWS:
+            sign = 1.0 if h_index % 2 else -1.0
+            expression, jaw = np.zeros(N_EXPRESSION, np.float32), 0.0
+            if head.kind == "flame":
+                expression, jaw = (rng.normal(size=N_EXPRESSION) * 0.8).astype(np.float32), float(rng.uniform(0, 0.2))
+            angles = (sign * yaw, rng.uniform(-15, 15), rng.uniform(-5, 5))
+            plan.append(dict(head=h_index, angles=angles, nominal_yaw=sign * yaw, expression=expression, jaw=jaw,
+                             distance=float(rng.uniform(0.9, 1.2))))
+    key = f"beyond75_h6_s{N_SHAPE}e{N_EXPRESSION}_{SIZE}px_seed{SEED}_v5"
+    pictures, truths, detected, items, timing = pictures_and_targets(model, heads, plan, rng, cache, key)
+    config, start = FitConfig(), time.perf_counter()
+    fits = {"library default": fit_views(model, items, Variant(config), None),
+            "silhouette trusted as before": fit_views(model, [silhouette_trusted_as_before(it) for it in items],
+                                                      Variant(config), None)}
+    fits = {name: jax.tree.map(np.asarray, res) for name, res in fits.items()}
+    seconds = time.perf_counter() - start
+    quality = QualityConfig()
+    rows = []
+    for k, v in enumerate(detected):
+        box = points_box(to_original(items[k].points478, items[k].fit_to_original))
+        row = dict(view=v, subject=heads[plan[v]["head"]].name, yaw=float(plan[v]["angles"][0]),
+                   detection_score=face_confidence(pictures[v], box),
+                   nominal=abs(plan[v]["nominal_yaw"]), trusted=bool(items[k].person.max() > 0),
+                   trusted_before=bool(silhouette_trusted_as_before(items[k]).person.max() > 0),
+                   nme_detector=nme_face_box(to_original(items[k].lmk68[17:], items[k].fit_to_original), truths[v]))
+        for name, res in fits.items():
+            fitted_yaw = float(yaw_pitch_roll(jax.tree.map(lambda a: a[k], res.camera))[0])
+            row[name] = dict(nme=fitted_nme(res.landmarks.lmk68[k], items[k], truths[v]),
+                             confidence=float(res.confidence[k]), yaw_short=abs(row["yaw"]) - abs(fitted_yaw))
+        rows.append(row)
+    body = []
+    for yaw in BEYOND_YAWS:
+        in_bin = [r for r in rows if r["nominal"] == yaw]
+        views = sum(abs(view["nominal_yaw"]) == yaw for view in plan)
+        mediapipe = [100 * r["nme_detector"] for r in in_bin]
+        scores = [r["detection_score"] for r in in_bin]
+        body.append([f"{yaw:g}", views, len(in_bin), float(min(scores)) if in_bin else None,
+                     sum(r["trusted_before"] for r in in_bin), sum(r["trusted"] for r in in_bin),
+                     float(np.median(mediapipe)) if in_bin else None])
+        for name in fits:
+            nme = np.array([100 * r[name]["nme"] for r in in_bin])
+            flagged = np.array([r[name]["confidence"] < quality.min_confidence
+                                or r["detection_score"] < quality.min_detection_score for r in in_bin], bool)
+            body[-1] += [float(np.median(nme)) if in_bin else None, int((nme > 100 * NME_LIMIT).sum()),
+                         int((flagged & (nme > 100 * NME_LIMIT)).sum()),
+                         float(np.median([r[name]["yaw_short"] for r in in_bin])) if in_bin else None]
+    columns = ["nominal |yaw|", "views", "MediaPipe found a face", "lowest detector's score",
+               "silhouette trusted before", "silhouette trusted now", "MediaPipe NME median %"]
+    for name in fits:
+        columns += [f"{name}: NME median %", f"{name}: NME > {100 * NME_LIMIT:g}%",
+                    f"{name}: of those flagged suspect (confidence < {quality.min_confidence} or detector's "
+                    f"score < {quality.min_detection_score})",
+                    f"{name}: fitted |yaw| short of the truth, median °"]
+    settings = {"subjects": len(heads), "views": len(plan), "detected": len(detected), **timing,
+                "fit s (both variants, incl. compile)": round(seconds, 1)}
+    note = ("Views rendered as in the identity section, each subject at 70, 80 and 88 degrees of yaw (pitch within "
+            "15). NME: inner 51 points against the truth's projected 3D points, over the truth's face box. "
+            "silhouette trusted as before: the person's silhouette dropped when it left more than 5 % of all "
+            "FaceMesh's points out (the rule before: at a turned face FaceMesh's guessed hidden half sticks out past "
+            "the profile); now only the near half and the midline count beyond 40 degrees or so.")
+    return result(f"{NAME}_beyond_75", "Beyond 75 degrees of yaw: what MediaPipe finds and the fit makes of it",
+                  "full", settings, [table("Views at 70-88 degrees of yaw", columns, body)], data={"rows": rows},
+                  note=note)
+
+
 def _edge_on_outline(camera: Camera, rows: jax.Array, normals: jax.Array) -> jax.Array:
     """The outline rule before 2026-12-02, for the side-by-side columns: each jaw point's candidate seen most
     edge-on (facing cosine nearest 0, hidden ones penalised)."""
@@ -895,7 +988,13 @@ def main() -> None:
                         "(FLAME-topology heads, full view plan)")
     parser.add_argument("--single-photometric", action="store_true",
                         help="instead: each view at |yaw| <= 40 fitted alone in photometric mode (full view plan)")
+    parser.add_argument("--beyond-75", action="store_true",
+                        help="instead: views at 70, 80 and 88 degrees of yaw: detections, fits, the silhouette's trust")
     args = parser.parse_args()
+    if args.beyond_75:
+        payload = run_beyond_75(args.cache)
+        save_and_report(payload, RESULTS_DIR / f"{payload['benchmark']}.json")
+        return
     if args.jaw_conventions:
         payload = run_jaw_conventions(args.cache)
         save_and_report(payload, RESULTS_DIR / f"{payload['benchmark']}.json")

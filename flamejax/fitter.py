@@ -51,6 +51,10 @@ class QualityConfig:
     """Fitted landmarks must stay within this many half-image-widths of the centre (NDC)."""
     min_confidence: float = 0.25
     """:attr:`FitResult.confidence` below this: too many points unexplained, or explained too loosely."""
+    min_detection_score: float = 0.6
+    """The face detector's score (``Preprocessed.confidence``, BlazeFace) below this: it is unsure the face is one.
+    At 80-90° of yaw MediaPipe finds faces on an ear or the back of a head at 0.55, and every point of theirs
+    is explained; real faces score 0.75 and more, rendered ones 0.7 and more (``benchmarks/RESULTS.md``)."""
 
 
 FIND_UV_LAYOUT = object()
@@ -209,8 +213,10 @@ def fit_with_look_choice(items: Sequence, targets: Sequence[LandmarkTargets],
     return leaning, rows_from(np.isin(np.arange(fitted68.shape[0]), changed), fit(leaning), result)
 
 
-def judge(result: FitResult, vertices: np.ndarray, quality: QualityConfig = QualityConfig()) -> tuple[str, str]:
-    """(verdict, reason) of one un-batched result: failed stages, then plausibility checks."""
+def judge(result: FitResult, vertices: np.ndarray, quality: QualityConfig = QualityConfig(),
+          detection_score: float | None = None) -> tuple[str, str]:
+    """(verdict, reason) of one un-batched result: failed stages, then plausibility checks. ``detection_score``:
+    the face detector's score of the face (``Preprocessed.confidence``; ``None``: not judged)."""
     status = Status(int(result.status))
     if status != Status.OK:
         return "failed", status.reason
@@ -233,6 +239,9 @@ def judge(result: FitResult, vertices: np.ndarray, quality: QualityConfig = Qual
         reasons.append(f"head tipped by pitch {pitch:+.0f} / roll {roll:+.0f} degrees (upside down?)")
     if np.max(np.abs(np.asarray(result.landmarks.lmk68))) > quality.max_landmark_extent:
         reasons.append("fitted landmarks fall outside the image")
+    if detection_score is not None and detection_score < quality.min_detection_score:
+        reasons.append(f"face detector's score {detection_score:.2f} (less than {quality.min_detection_score}): it "
+                       "may have taken something else for a face (an ear or the back of a head seen in profile)")
     if result.confidence is not None and float(result.confidence) < quality.min_confidence:
         reasons.append(f"confidence {float(result.confidence):.2f} (less than {quality.min_confidence}): the "
                        "landmarks disagree with every head pose near the fit, or the detector's two looks at the "
@@ -370,7 +379,7 @@ class Fitter:
         fits = []
         for i, name in enumerate(names):
             row = jax.tree.map(lambda a: a[i], result)
-            verdict, reason = judge(row, vertices[i], self.quality)
+            verdict, reason = judge(row, vertices[i], self.quality, getattr(items[i], "confidence", None))
             fits.append(ImageFit(name=name, result=row, vertices=vertices[i], verdict=verdict, reason=reason,
                                  init_method=method, fit_seconds=fit_share, compile_seconds=compile_share,
                                  conventions=jax.tree.map(lambda a: a[i], conventions)))

@@ -33,6 +33,11 @@ def test_only_the_photograph_with_disagreeing_looks_is_fitted_again(flame_model,
                            uv_layout=None)
     agreeing = fitter.fit_batch([photo], ["photo"])
     assert len(calls) == 1
+    assert "detector" not in agreeing[0].reason  # a real face: BlazeFace is sure of it
+    fit = agreeing[0]
+    for score, doubted in ((None, False), (0.9, False), (0.55, True)):
+        verdict, reason = fitter_module.judge(fit.result, fit.vertices, fitter.quality, score)
+        assert ("detector's score 0.55" in reason and verdict == "suspect") if doubted else "detector" not in reason
     both = fitter.fit_batch([photo, folded], ["photo", "folded"])
     assert len(calls) == 3
     # The second fit moved the folded photograph's targets off the mean of its looks, and only its own.

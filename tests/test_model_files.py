@@ -214,5 +214,6 @@ def test_face_region_comes_from_the_masks_file_and_degrades_with_a_warning(flame
 
     read = load_vertex_masks()  # one reader, once per file: the embedding and the UV layout's regions share it
     assert read is load_vertex_masks(shared_flame_dir() / "FLAME_masks.pkl")
+    assert read.path == (shared_flame_dir() / "FLAME_masks.pkl").resolve()
     assert not read["face"].flags.writeable and read["face"].dtype == np.int32
     assert dict(load_vertex_masks(tmp_path / "a_list.pkl")) == {}

@@ -676,6 +676,48 @@ def test_an_untrusted_or_switched_off_silhouette_is_not_used():
     assert len(notes) == 1
 
 
+
+def symmetric_face(turn: float) -> np.ndarray:
+    """478 points of an upright face whose mirror pairs (MEDIAPIPE_MIRROR) lie symmetric about x = 128, the
+    midline's points on it, and whose nose tip lies ``turn`` half face widths off the cheeks' middle towards +x."""
+    rng = np.random.default_rng(0)
+    mirror = fp.MEDIAPIPE_MIRROR
+    points = np.stack([128 + rng.uniform(-50, 50, 478), rng.uniform(40, 200, 478)], axis=-1)
+    for i, j in enumerate(mirror):
+        if i < j:
+            points[j] = [256 - points[i, 0], points[i, 1]]
+        elif i == j:
+            points[i, 0] = 128.0
+    points[[10, 152]] = [[128, 40], [128, 200]]
+    points[234], points[454] = [78, 120], [178, 120]
+    points[1] = [128 + 50 * turn, 130]
+    return points.astype(np.float32)
+
+
+def test_a_turned_face_s_silhouette_need_not_cover_the_hidden_half():
+    from flamejax.perception._mask import TURNED_AWAY, points_a_silhouette_covers
+    from flamejax.perception._preprocess import _person
+
+    near_half = np.zeros((256, 256), np.float32)
+    near_half[:, :131] = 1.0  # the profile: no point beyond the midline in the turn's direction (+x) is inside
+    crop = np.zeros((64, 64, 3), np.uint8)
+    for turn, trusted in ((0.5, False), (TURNED_AWAY - 0.05, False), (TURNED_AWAY + 0.05, True), (2.5, True)):
+        points = symmetric_face(turn)
+        covered = points_a_silhouette_covers(points)
+        assert fp.points_inside(near_half, points) < 0.6
+        if trusted:  # the near half, the midline and the nose tip, which lies beyond it but is a midline point
+            assert 250 <= len(covered) < 260 and np.all((covered[:, 0] <= 128.01) | (covered[:, 0] == points[1, 0]))
+        else:
+            np.testing.assert_array_equal(covered, points)
+        notes: list[str] = []
+        assert (_person(crop, near_half, points, fp.PreprocessConfig(), notes) is not None) == trusted, turn
+        mirrored = points.copy()
+        mirrored[:, 0] = 256 - mirrored[:, 0]  # turned the other way: the near half is then on the right
+        np.testing.assert_array_equal(np.sort(points_a_silhouette_covers(mirrored)[:, 0]),
+                                      np.sort(256 - covered[:, 0]))
+    assert len(points_a_silhouette_covers(np.full((478, 2), np.nan, np.float32))) == 478
+
+
 # ---------------------------------------------------------------------------------------------- preprocess
 
 

@@ -12,9 +12,8 @@ import numpy as np
 
 from flamejax._typing import Array, Bool, Float
 from flamejax.camera import pixels_to_ndc
-from flamejax.flame._layout import (INNER_68, IRIS, MEDIAPIPE_BETWEEN_BROWS, MEDIAPIPE_CHEEKS, MEDIAPIPE_CHIN,
-                                    MEDIAPIPE_FOREHEAD_TOP, MEDIAPIPE_LOWER_LIP, MEDIAPIPE_NOSE_TIP, NUM_IBUG68,
-                                    NUM_POINTS, OUTER_EYE_CORNERS)
+from flamejax.flame._layout import (INNER_68, IRIS, MEDIAPIPE_BETWEEN_BROWS, MEDIAPIPE_LOWER_LIP, NUM_IBUG68,
+                                    NUM_POINTS, OUTER_EYE_CORNERS, face_turn)
 
 SILHOUETTE_SIZE = 128
 """Side of :attr:`LandmarkTargets.outside`, whatever the size of the fit image (one compiled program for all)."""
@@ -149,17 +148,10 @@ def _face_axes(points: Float[np.ndarray, "478 2"]) -> tuple[np.ndarray, np.ndarr
     """``(up, side, height, weight)`` of MediaPipe's points: the face's upward and sideways (towards where it
     turns) unit vectors, its height (forehead top to chin) and the profile's weight from the turn over
     :data:`PROFILE_TURN`; None where the points are not finite or the face is smaller than a pixel."""
-    if not np.all(np.isfinite(points)):
+    axes = face_turn(points)
+    if axes is None:
         return None
-    up = points[MEDIAPIPE_FOREHEAD_TOP] - points[MEDIAPIPE_CHIN]
-    height = float(np.linalg.norm(up))
-    cheeks = points[list(MEDIAPIPE_CHEEKS)]
-    half_width = float(np.linalg.norm(cheeks[1] - cheeks[0])) / 2
-    if height < 1.0 or half_width < 1.0:
-        return None
-    up = up / height
-    across = np.array([-up[1], up[0]], np.float32)
-    turn = float(np.dot(points[MEDIAPIPE_NOSE_TIP] - cheeks.mean(0), across)) / half_width
+    up, across, height, turn = axes
     weight = float(np.clip((abs(turn) - PROFILE_TURN[0]) / (PROFILE_TURN[1] - PROFILE_TURN[0]), 0.0, 1.0))
     return up, np.sign(turn) * across, height, weight
 

@@ -217,7 +217,7 @@ def _read_face_vertices(masks_path: str | Path | None, num_vertices: int) -> np.
     ids = masks.get("face")
     if ids is None or not ids.size or ids.min() < 0 or ids.max() >= num_vertices:
         logger.warning("%s: no face mask of vertex ids in 0..%d; the fit holds only the landmarks inside the "
-                       "person's silhouette", find_file("flame_masks", masks_path), num_vertices - 1)
+                       "person's silhouette", masks.path, num_vertices - 1)
         return none
     return np.unique(ids)
 

@@ -61,6 +61,29 @@ MEDIAPIPE_CHEEKS = (234, 454)
 MEDIAPIPE_NOSE_TIP, MEDIAPIPE_BETWEEN_BROWS, MEDIAPIPE_LOWER_LIP = 1, 9, 17
 """Midline points: how far the nose tip lies off the cheeks' middle says how far the head turns."""
 
+
+def face_turn(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float] | None:
+    """``(up, across, height, turn)`` of a face from MediaPipe's 478 (or 468) points in pixels: the unit vector
+    from the chin up to the forehead's top, the unit vector across the face (``up`` turned a quarter, towards the
+    image's +x on an upright face), the face's height, and how far the nose tip lies off the cheeks' middle along
+    ``across``, in half face widths (signed: about 1 at 40° of yaw, beyond the far cheek; 2 at 60°). ``None``
+    where the points are not finite or the face is smaller than a pixel. Computed in the points' float type."""
+    points = np.asarray(points)
+    if not np.issubdtype(points.dtype, np.floating):
+        points = points.astype(np.float64)
+    if not np.all(np.isfinite(points)):
+        return None
+    up = points[MEDIAPIPE_FOREHEAD_TOP] - points[MEDIAPIPE_CHIN]
+    height = float(np.linalg.norm(up))
+    cheeks = points[list(MEDIAPIPE_CHEEKS)]
+    half_width = float(np.linalg.norm(cheeks[1] - cheeks[0])) / 2
+    if height < 1.0 or half_width < 1.0:
+        return None
+    up = up / height
+    across = np.array([-up[1], up[0]], up.dtype)
+    turn = float(np.dot(points[MEDIAPIPE_NOSE_TIP] - cheeks.mean(0), across)) / half_width
+    return up, across, height, turn
+
 IBUG68_MIRROR = np.array([*range(16, -1, -1), *range(26, 21, -1), *range(21, 16, -1), 27, 28, 29, 30,
                           35, 34, 33, 32, 31, 45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40,
                           54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55, 64, 63, 62, 61, 60, 67, 66, 65])

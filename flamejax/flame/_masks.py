@@ -5,9 +5,8 @@ benchmarks their error regions; this is the one reader, and it reads a file once
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from types import MappingProxyType
-from typing import Mapping
 
 import numpy as np
 
@@ -15,10 +14,27 @@ from flamejax.files import find_file
 from flamejax.flame._safe_pickle import safe_load_pickle
 
 
-def load_vertex_masks(path: str | Path | None = None, *, required: bool = False) -> Mapping[str, np.ndarray] | None:
-    """The masks of the ``flame_masks`` file at ``path`` (or found in the weights folders): each name to its
-    vertex ids (int32, 1-D, read-only). Entries that are not 1-D integer arrays are left out; a file that is not
-    a dict of them gives an empty mapping. ``None`` when there is no file and it is not ``required``.
+class VertexMasks(Mapping[str, np.ndarray]):
+    """FLAME's vertex masks as read from :attr:`path`: each name to its vertex ids (int32, 1-D, read-only)."""
+
+    def __init__(self, path: Path, masks: dict[str, np.ndarray]):
+        self.path = path
+        self._masks = masks
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._masks[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._masks)
+
+    def __len__(self) -> int:
+        return len(self._masks)
+
+
+def load_vertex_masks(path: str | Path | None = None, *, required: bool = False) -> VertexMasks | None:
+    """The :class:`VertexMasks` of the ``flame_masks`` file at ``path`` (or found in the weights folders). Entries
+    that are not 1-D integer arrays are left out; a file that is not a dict of them gives no masks. ``None`` when
+    there is no file and it is not ``required``.
 
     Raises:
       MissingFileError (``required`` or an explicit ``path`` that does not exist), CorruptFileError,
@@ -32,7 +48,7 @@ def load_vertex_masks(path: str | Path | None = None, *, required: bool = False)
 
 
 @functools.lru_cache(maxsize=4)
-def _read_masks(path: str, mtime_ns: int, size: int) -> Mapping[str, np.ndarray]:
+def _read_masks(path: str, mtime_ns: int, size: int) -> VertexMasks:
     del mtime_ns, size  # cache key only: a changed file is read again
     raw = safe_load_pickle(path)
     masks = {}
@@ -45,4 +61,4 @@ def _read_masks(path: str, mtime_ns: int, size: int) -> Mapping[str, np.ndarray]
             ids = ids.astype(np.int32)
             ids.flags.writeable = False
             masks[name] = ids
-    return MappingProxyType(masks)
+    return VertexMasks(Path(path), masks)

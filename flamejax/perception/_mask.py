@@ -9,13 +9,19 @@ import cv2
 import numpy as np
 from jaxtyping import Float, UInt8
 
-from flamejax.perception._layout import FACE_OVAL, LEFT_BROW, LEFT_EYE, LIPS_INNER, RIGHT_BROW, RIGHT_EYE
+from flamejax.flame._layout import face_turn
+from flamejax.perception._layout import (FACE_OVAL, LEFT_BROW, LEFT_EYE, LIPS_INNER, MEDIAPIPE_MIRROR, RIGHT_BROW,
+                                         RIGHT_EYE)
 
 FOREHEAD_KEPT = 0.6
 """Fraction of the forehead (from the brows up to MediaPipe's face outline) the landmark mask keeps."""
 _SUBPIXEL_BITS = 4
 MIN_POINTS_INSIDE = 0.95
-"""Share of FaceMesh's points a person silhouette must cover (:func:`points_inside`) to be trusted."""
+"""Share of FaceMesh's points a person silhouette must cover (:func:`points_inside` of
+:func:`points_a_silhouette_covers`) to be trusted."""
+TURNED_AWAY = 1.0
+"""``turn`` of FaceMesh's points (``face_turn``: the nose tip's offset from the cheeks' middle, in half face
+widths; about 40° of yaw) beyond which FaceMesh's far half of the face is a guess a silhouette need not cover."""
 _local = threading.local()
 
 
@@ -78,6 +84,19 @@ def person_silhouette(crop: UInt8[np.ndarray, "C C 3"], size: int) -> Float[np.n
     [0, 1] resized to ``size`` square: MediaPipe's selfie segmentation, which needs no weights of the user's."""
     mask = _selfie_segmenter().process(np.ascontiguousarray(crop)).segmentation_mask
     return cv2.resize(np.asarray(mask, np.float32), (size, size), interpolation=cv2.INTER_AREA)
+
+
+def points_a_silhouette_covers(points478: Float[np.ndarray, "478 2"]) -> Float[np.ndarray, "N 2"]:
+    """FaceMesh's points a person silhouette must cover to be trusted: all of them, but for a face turned beyond
+    :data:`TURNED_AWAY` only the near half and the midline (each point that lies no farther in the turn's direction
+    than its mirror image). Turned that far, FaceMesh guesses the hidden half, and its guesses stick out past the
+    profile (the nose's bridge, the lips, the chin), where the silhouette rightly ends."""
+    points = np.asarray(points478)
+    axes = face_turn(points)
+    if axes is None or abs(axes[3]) <= TURNED_AWAY:
+        return points
+    along = points @ (np.sign(axes[3]) * axes[1])
+    return points[along <= along[MEDIAPIPE_MIRROR] + 1e-6]
 
 
 def points_inside(silhouette: Float[np.ndarray, "S S"], points: Float[np.ndarray, "N 2"],

@@ -13,7 +13,7 @@ from flamejax.perception._landmarks import (DETECT_MAX_SIDE, FaceLandmarks, dete
                                             redetect_mirrored)
 from flamejax.perception._layout import to_68, to_iris
 from flamejax.perception._mask import (FOREHEAD_KEPT, MIN_POINTS_INSIDE, landmark_face_mask, person_silhouette,
-                                       points_inside)
+                                       points_a_silhouette_covers, points_inside)
 from flamejax.perception._matting import composite_over_white, matte
 from flamejax.perception._onnx import ModelSource
 from flamejax.perception._parsing import parse_face
@@ -182,7 +182,7 @@ def _person(crop: np.ndarray, alpha: np.ndarray | None, points478: np.ndarray, c
     if not config.person_silhouette:
         return None
     person = alpha if alpha is not None else person_silhouette(crop, config.fit_size)
-    inside = points_inside(person, points478)
+    inside = points_inside(person, points_a_silhouette_covers(points478))
     if inside < MIN_POINTS_INSIDE:
         notes.append(f"the person segmentation covers only {100 * inside:.0f}% of the face's landmarks; fitting "
                      "without the silhouette")

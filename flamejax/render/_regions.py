@@ -18,7 +18,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from flamejax._typing import Array, Int
-from flamejax.files import find_file
 from flamejax.flame._masks import load_vertex_masks
 from flamejax.render._raster import RasterConfig
 from flamejax.render._zbuffer import visible_faces
@@ -55,8 +54,7 @@ def load_face_regions(faces: np.ndarray, path: str | Path | None = None) -> Int[
         return None
     missing = [k for k in ("face", "forehead", "left_eyeball", "right_eyeball") if k not in masks]
     if missing:
-        logger.warning("%s: no %s mask; photometric regions not used", find_file("flame_masks", path),
-                       ", ".join(missing))
+        logger.warning("%s: no %s mask; photometric regions not used", masks.path, ", ".join(missing))
         return None
     return face_regions(faces, masks)
 
