@@ -84,6 +84,7 @@ def face_turn(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]
     turn = float(np.dot(points[MEDIAPIPE_NOSE_TIP] - cheeks.mean(0), across)) / half_width
     return up, across, height, turn
 
+
 IBUG68_MIRROR = np.array([*range(16, -1, -1), *range(26, 21, -1), *range(21, 16, -1), 27, 28, 29, 30,
                           35, 34, 33, 32, 31, 45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40,
                           54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55, 64, 63, 62, 61, 60, 67, 66, 65])
