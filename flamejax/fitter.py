@@ -33,8 +33,8 @@ from flamejax.fit import (LOOK_DISAGREEMENT, FitConfig, FitResult, FitStart, Lan
 from flamejax.fit._landmark_fit import reads_face
 from flamejax.flame import FlameModel, flame_forward
 
-__all__ = ["Fitter", "ImageFit", "Networks", "PhotometricBundle", "QualityConfig", "find_uv_layout", "judge",
-           "fit_with_look_choice", "lean_on_explained_looks", "rows_from", "targets_of"]
+__all__ = ["Fitter", "ImageFit", "Networks", "PhotometricBundle", "QualityConfig", "detection_doubt",
+           "find_uv_layout", "judge", "fit_with_look_choice", "lean_on_explained_looks", "rows_from", "targets_of"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,6 +213,14 @@ def fit_with_look_choice(items: Sequence, targets: Sequence[LandmarkTargets],
     return leaning, rows_from(np.isin(np.arange(fitted68.shape[0]), changed), fit(leaning), result)
 
 
+def detection_doubt(detection_score: float | None, quality: QualityConfig = QualityConfig()) -> str | None:
+    """Why a fit is suspect for the face detector's score (``Preprocessed.confidence``), or None."""
+    if detection_score is None or detection_score >= quality.min_detection_score:
+        return None
+    return (f"face detector's score {detection_score:.2f} (less than {quality.min_detection_score}): it may have "
+            "taken something else for a face (an ear or the back of a head seen in profile)")
+
+
 def judge(result: FitResult, vertices: np.ndarray, quality: QualityConfig = QualityConfig(),
           detection_score: float | None = None) -> tuple[str, str]:
     """(verdict, reason) of one un-batched result: failed stages, then plausibility checks. ``detection_score``:
@@ -239,9 +247,8 @@ def judge(result: FitResult, vertices: np.ndarray, quality: QualityConfig = Qual
         reasons.append(f"head tipped by pitch {pitch:+.0f} / roll {roll:+.0f} degrees (upside down?)")
     if np.max(np.abs(np.asarray(result.landmarks.lmk68))) > quality.max_landmark_extent:
         reasons.append("fitted landmarks fall outside the image")
-    if detection_score is not None and detection_score < quality.min_detection_score:
-        reasons.append(f"face detector's score {detection_score:.2f} (less than {quality.min_detection_score}): it "
-                       "may have taken something else for a face (an ear or the back of a head seen in profile)")
+    if (doubt := detection_doubt(detection_score, quality)) is not None:
+        reasons.append(doubt)
     if result.confidence is not None and float(result.confidence) < quality.min_confidence:
         reasons.append(f"confidence {float(result.confidence):.2f} (less than {quality.min_confidence}): the "
                        "landmarks disagree with every head pose near the fit, or the detector's two looks at the "

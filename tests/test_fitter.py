@@ -38,6 +38,8 @@ def test_only_the_photograph_with_disagreeing_looks_is_fitted_again(flame_model,
     for score, doubted in ((None, False), (0.9, False), (0.55, True)):
         verdict, reason = fitter_module.judge(fit.result, fit.vertices, fitter.quality, score)
         assert ("detector's score 0.55" in reason and verdict == "suspect") if doubted else "detector" not in reason
+        assert (fitter_module.detection_doubt(score, fitter.quality) is not None) == doubted
+    assert fitter_module.detection_doubt(fitter.quality.min_detection_score, fitter.quality) is None
     both = fitter.fit_batch([photo, folded], ["photo", "folded"])
     assert len(calls) == 3
     # The second fit moved the folded photograph's targets off the mean of its looks, and only its own.
