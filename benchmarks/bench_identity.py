@@ -650,10 +650,10 @@ def run_beyond_75(cache: Path | None) -> dict:
                              distance=float(rng.uniform(0.9, 1.2))))
     key = f"beyond75_h6_s{N_SHAPE}e{N_EXPRESSION}_{SIZE}px_seed{SEED}_v5"
     pictures, truths, detected, items, timing = pictures_and_targets(model, heads, plan, rng, cache, key)
+    trusted_before = [silhouette_trusted_as_before(it) for it in items]
     config, start = FitConfig(), time.perf_counter()
     fits = {"library default": fit_views(model, items, Variant(config), None),
-            "silhouette trusted as before": fit_views(model, [silhouette_trusted_as_before(it) for it in items],
-                                                      Variant(config), None)}
+            "silhouette trusted as before": fit_views(model, trusted_before, Variant(config), None)}
     fits = {name: jax.tree.map(np.asarray, res) for name, res in fits.items()}
     seconds = time.perf_counter() - start
     quality = QualityConfig()
@@ -663,7 +663,7 @@ def run_beyond_75(cache: Path | None) -> dict:
         row = dict(view=v, subject=heads[plan[v]["head"]].name, yaw=float(plan[v]["angles"][0]),
                    detection_score=face_confidence(pictures[v], box),
                    nominal=abs(plan[v]["nominal_yaw"]), trusted=bool(items[k].person.max() > 0),
-                   trusted_before=bool(silhouette_trusted_as_before(items[k]).person.max() > 0),
+                   trusted_before=bool(trusted_before[k].person.max() > 0),
                    nme_detector=nme_face_box(to_original(items[k].lmk68[17:], items[k].fit_to_original), truths[v]))
         for name, res in fits.items():
             fitted_yaw = float(yaw_pitch_roll(jax.tree.map(lambda a: a[k], res.camera))[0])

@@ -676,7 +676,6 @@ def test_an_untrusted_or_switched_off_silhouette_is_not_used():
     assert len(notes) == 1
 
 
-
 def symmetric_face(turn: float) -> np.ndarray:
     """478 points of an upright face whose mirror pairs (MEDIAPIPE_MIRROR) lie symmetric about x = 128, the
     midline's points on it, and whose nose tip lies ``turn`` half face widths off the cheeks' middle towards +x."""
