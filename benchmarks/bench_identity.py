@@ -63,7 +63,6 @@ from flamejax.fitter import QualityConfig, fit_with_look_choice
 from flamejax.flame import FlameParams, barycentric_points, flame_forward, load_flame, load_vertex_masks
 from flamejax.perception import (PerceptionError, PreprocessConfig, landmark_face_mask, points_inside, preprocess,
                                  to_68)
-from flamejax.perception._landmarks import face_confidence, points_box
 from flamejax.perception._mask import MIN_POINTS_INSIDE
 from flamejax.render import RasterConfig, load_uv_layout, render_mesh, shade_for_display
 from flamejax.rotation import euler_to_matrix, matrix_to_axis_angle
@@ -205,14 +204,19 @@ def make_subjects(model, rng, n_flame: int):
     return heads, mean_v, mean_l51, np.asarray(masks["face"])
 
 
-def view_plan(heads, quick: bool, rng):
-    yaws = (-70.0, -40.0, 0.0, 25.0, 55.0) if quick else (-75.0, -60.0, -40.0, -20.0, 0.0, 20.0, 40.0, 50.0, 65.0)
-    max_pitch = 20.0 if quick else 30.0
+VIEW_YAWS = (-75.0, -60.0, -40.0, -20.0, 0.0, 20.0, 40.0, 50.0, 65.0)
+QUICK_VIEW_YAWS = (-70.0, -40.0, 0.0, 25.0, 55.0)
+
+
+def view_plan(heads, yaws: tuple[float, ...], max_pitch: float, rng, yaw_jitter: float = 3.0) -> list[dict]:
+    """Each head at each nominal yaw (signs flipped between subjects: both sides covered), turned a further
+    ``yaw_jitter`` at most, pitch within ``max_pitch``; the sampled heads get an expression and an open jaw."""
     plan = []
     for h_index, head in enumerate(heads):
         for yaw in yaws:
-            sign = 1.0 if (h_index % 2 == 0) else -1.0  # flip yaw signs between subjects: both sides covered
-            angles = (sign * yaw + rng.uniform(-3, 3), rng.uniform(-max_pitch, max_pitch), rng.uniform(-5, 5))
+            sign = 1.0 if (h_index % 2 == 0) else -1.0
+            angles = (sign * yaw + rng.uniform(-yaw_jitter, yaw_jitter), rng.uniform(-max_pitch, max_pitch),
+                      rng.uniform(-5, 5))
             expression = np.zeros(N_EXPRESSION, np.float32)
             jaw = 0.0
             if head.kind == "flame":
@@ -313,6 +317,8 @@ class View:
     original_to_fit: np.ndarray
     person: np.ndarray
     """``Preprocessed.person`` (selfie segmentation of the crop); zeros where preprocessing did not trust it."""
+    detection_score: np.ndarray
+    """``Preprocessed.confidence``: the face detector's score of the face, a 0-d array."""
 
 
 _VIEW_ARRAYS = [f.name for f in dataclasses.fields(View)]
@@ -320,7 +326,7 @@ _VIEW_ARRAYS = [f.name for f in dataclasses.fields(View)]
 
 def cache_key(quick: bool, n_sampled: int) -> str:
     """Names the pictures a run would render: view plan, seed, model size, image size, preprocessing (v)."""
-    return f"{'quick' if quick else 'full'}_h{n_sampled}_s{N_SHAPE}e{N_EXPRESSION}_{SIZE}px_seed{SEED}_v5"
+    return f"{'quick' if quick else 'full'}_h{n_sampled}_s{N_SHAPE}e{N_EXPRESSION}_{SIZE}px_seed{SEED}_v6"
 
 
 def save_views(folder: Path, pictures, truths, detected, views: list[View], timing: dict) -> None:
@@ -361,7 +367,7 @@ def pictures_and_targets(model, heads, plan, rng, cache: Path | None, key: str):
         mirrored = np.full_like(it.points478, np.nan) if it.mirrored478 is None else it.mirrored478
         person = np.zeros(it.image.shape[:2], np.float32) if it.person is None else it.person
         views.append(View(it.image, it.points478, mirrored, it.lmk68, it.iris, np.asarray(it.fit_to_original),
-                          np.asarray(it.original_to_fit), person))
+                          np.asarray(it.original_to_fit), person, np.asarray(it.confidence, np.float32)))
         detected.append(i)
     timing = {"render s": round(render_s, 1), "preprocess s": round(time.perf_counter() - start, 1)}
     if cache is not None:
@@ -375,7 +381,7 @@ def prepare(quick: bool, sampled_heads: int | None = None, cache: Path | None = 
     model = load_flame(n_shape=N_SHAPE, n_expression=N_EXPRESSION)
     n_sampled = sampled_heads or (2 if quick else 6)
     heads, mean_v, mean_l51, face_ids = make_subjects(model, rng, n_sampled)
-    plan = view_plan(heads, quick, rng)
+    plan = view_plan(heads, QUICK_VIEW_YAWS if quick else VIEW_YAWS, 20.0 if quick else 30.0, rng)
     views = pictures_and_targets(model, heads, plan, rng, cache, cache_key(quick, n_sampled))
     return model, (heads, mean_v, mean_l51, face_ids), plan, views
 
@@ -638,18 +644,9 @@ def run_beyond_75(cache: Path | None) -> dict:
     rng = np.random.default_rng(SEED + 75)
     model = load_flame(n_shape=N_SHAPE, n_expression=N_EXPRESSION)
     heads, *_ = make_subjects(model, np.random.default_rng(SEED), 6)
-    plan = []
-    for h_index, head in enumerate(heads):
-        for yaw in BEYOND_YAWS:
-            sign = 1.0 if h_index % 2 else -1.0
-            expression, jaw = np.zeros(N_EXPRESSION, np.float32), 0.0
-            if head.kind == "flame":
-                expression, jaw = (rng.normal(size=N_EXPRESSION) * 0.8).astype(np.float32), float(rng.uniform(0, 0.2))
-            angles = (sign * yaw, rng.uniform(-15, 15), rng.uniform(-5, 5))
-            plan.append(dict(head=h_index, angles=angles, nominal_yaw=sign * yaw, expression=expression, jaw=jaw,
-                             distance=float(rng.uniform(0.9, 1.2))))
-    key = f"beyond75_h6_s{N_SHAPE}e{N_EXPRESSION}_{SIZE}px_seed{SEED}_v5"
-    pictures, truths, detected, items, timing = pictures_and_targets(model, heads, plan, rng, cache, key)
+    plan = view_plan(heads, BEYOND_YAWS, 15.0, rng, yaw_jitter=0.0)
+    key = f"beyond75_h6_s{N_SHAPE}e{N_EXPRESSION}_{SIZE}px_seed{SEED}_v6"
+    _, truths, detected, items, timing = pictures_and_targets(model, heads, plan, rng, cache, key)
     trusted_before = [silhouette_trusted_as_before(it) for it in items]
     config, start = FitConfig(), time.perf_counter()
     fits = {"library default": fit_views(model, items, Variant(config), None),
@@ -659,9 +656,8 @@ def run_beyond_75(cache: Path | None) -> dict:
     quality = QualityConfig()
     rows = []
     for k, v in enumerate(detected):
-        box = points_box(to_original(items[k].points478, items[k].fit_to_original))
         row = dict(view=v, subject=heads[plan[v]["head"]].name, yaw=float(plan[v]["angles"][0]),
-                   detection_score=face_confidence(pictures[v], box),
+                   detection_score=float(items[k].detection_score),
                    nominal=abs(plan[v]["nominal_yaw"]), trusted=bool(items[k].person.max() > 0),
                    trusted_before=bool(trusted_before[k].person.max() > 0),
                    nme_detector=nme_face_box(to_original(items[k].lmk68[17:], items[k].fit_to_original), truths[v]))

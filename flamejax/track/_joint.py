@@ -32,12 +32,13 @@ _HI = jax.lax.Precision.HIGHEST
 
 JOINT_STAGE = LandmarkStageConfig(steps=200, expression=GroupSchedule(0.03, 0.01, 100),
                                   shape=GroupSchedule(0.03, 0.01, 100), camera=GroupSchedule(0.003, 0.001, 100),
-                                  shape_l2=0.05, contour_identity=1.0)
+                                  shape_l2=0.05)
 """The landmark stage's loss with faster learning rates: joint fits start from a rigid-only warm start (zero
 expression), one photograph's stage 2 from a converged stage 1. The identity prior is the weaker one a single
-image used to have: here it weighs against the data of every frame or view together. The jaw contour pulls on the
-identity at every yaw (``contour_identity`` 1, as before): its share 0, one photograph's default, is not measured
-on clips and several views yet."""
+image used to have: here it weighs against the data of every frame or view together. As in one photograph's fit,
+the jaw contour does not pull on the identity of a frame or view turned less than 40° (``contour_identity``):
+MediaPipe's jaw line is the same wrong width in every frame of a face (benchmarks/RESULTS.md, the video
+tracker's identity)."""
 
 
 @dataclasses.dataclass(frozen=True)
