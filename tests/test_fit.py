@@ -92,12 +92,17 @@ def test_single_fit_equals_batched_fit(flame_model, problems, batch_result):
 
 
 def test_fit_is_independent_of_batch_mates_and_slot(flame_model, problems, batch_result):
-    """The same image fitted in slot 3 beside other images, and in slot 0 of a padded batch: bitwise equal."""
+    """The same image fitted in slot 3 beside other images, and in slot 0 of a padded batch: the same fit. Bitwise
+    on some CPUs (an Intel Xeon); on others (an AMD EPYC) XLA's vectorised code rounds a slot's float32 reductions
+    in its last bits, which the fit must not amplify (as it once did: 1e-7 in the init became 0.02 in identity)."""
     moved = fit_batch(flame_model, [p.targets for p in problems[BATCH:BATCH + 3]] + [problems[0].targets])
     padded = fit_batch(flame_model, [problems[0].targets])
     for other, slot in ((moved, 3), (padded, 0)):
-        for a, b in zip(jax.tree.leaves(batch_result), jax.tree.leaves(other)):
-            np.testing.assert_array_equal(a[0], b[slot])
+        for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(batch_result), jax.tree.leaves(other)):
+            if np.issubdtype(np.asarray(a).dtype, np.floating):
+                np.testing.assert_allclose(a[0], b[slot], rtol=1e-4, atol=1e-4, err_msg=jax.tree_util.keystr(path))
+            else:
+                np.testing.assert_array_equal(a[0], b[slot], err_msg=jax.tree_util.keystr(path))
 
 
 def _shifted(targets, dx: float, **fields):

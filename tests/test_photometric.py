@@ -215,3 +215,29 @@ def test_landmarks_no_pose_explains_hold_little_weight(flame_model, synthetic):
     assert outliers["weighted"] < 0.2 * outliers["unweighted"], outliers
     clean = {name: start_loss(problem.targets, config) for name, config in configs.items()}
     np.testing.assert_allclose(clean["weighted"], clean["unweighted"], rtol=0.05)
+
+
+def test_the_jaw_contour_does_not_shape_a_frontal_face_s_identity(flame_model, synthetic):
+    """The photometric stage's landmark term follows ``landmarks.contour_identity`` as the landmark fit does: with
+    the contour the only data (moved outwards) and only the identity free, share 0 leaves a frontal face's identity
+    where it was, share 1 lets the contour widen it."""
+    from flamejax.fit import LandmarkStageConfig
+
+    problem, uv, picture = synthetic
+    wider = problem.targets.lmk68.at[:17, 0].multiply(1.15)
+    targets = PhotometricTargets(picture.image, picture.alpha, dataclasses.replace(problem.targets, lmk68=wider))
+    landmark = landmark_fit_of(flame_model, problem.params, problem.camera, problem.targets, Status.OK)
+    frozen = GroupSchedule(0.0)
+    contour_only = LandmarkStageConfig(inner_weight=0.0, iris_weight=0.0, mediapipe_weight=0.0, silhouette_weight=0.0,
+                                       face_silhouette_weight=0.0, profile_weight=0.0)
+    config = PhotometricConfig(steps=6, texel_start=0, pyramid=((1, 1.0),), texture_size=64,
+                               raster=RasterConfig(image_size=SIZE), pose=frozen, camera=frozen, light=frozen,
+                               shape=GroupSchedule(0.05), texture=frozen, texel=frozen, photometric_weight=0.0,
+                               landmark_scale=1.0, shape_offset_l2=0.0, shape_anchor=1.0, texel_smoothness=0.0,
+                               texel_symmetry=0.0, landmarks=contour_only)
+    start = np.asarray(problem.params.shape)
+    fitted = {share: np.asarray(fit_photometric(flame_model, uv, targets, landmark, dataclasses.replace(
+        config, landmarks=dataclasses.replace(contour_only, contour_identity=share))).params.shape)
+        for share in (0.0, 1.0)}
+    np.testing.assert_array_equal(fitted[0.0], start)
+    assert np.max(np.abs(fitted[1.0] - start)) > 0.1

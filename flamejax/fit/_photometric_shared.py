@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from flamejax._typing import Array, Bool, Float
 from flamejax.camera import Camera
-from flamejax.fit._landmark_fit import Geometry, camera_labels, params_labels
+from flamejax.fit._landmark_fit import Geometry, camera_labels, contour_identity_share, params_labels
 from flamejax.fit._optim import FROZEN
 from flamejax.fit._photometric import (Appearance, PhotometricConfig, PhotometricTargets, PhotometricVariables,
                                        _level_targets, _photometric_error, _render_view, _run_pyramid, _sanitised,
@@ -94,13 +94,17 @@ def _refine_shared(model: FlameModel, uv_layout: UVLayout, targets: PhotometricT
         starts.light, starts.texture_coeffs[0],
         jnp.einsum("i,i...->...", gate / jnp.maximum(jnp.sum(gate), 1.0), starts.texels)))
 
+    contour_shares = jax.vmap(lambda cam: contour_identity_share(cam, config.landmarks))(camera)
+
     def views_loss(v: _SharedVariables, levels) -> Float[Array, "images"]:
-        def one(p, cam, light, level, landmarks, gated):
+        def one(p, cam, light, level, landmarks, gated, contour_share):
             view = v.gated(gated).view(p, cam, light)
             expression = view.geometry.params.expression
-            return (_view_data_loss(model, uv_layout, config, albedo, view, level, landmarks, full_size)
+            return (_view_data_loss(model, uv_layout, config, albedo, view, level, landmarks, full_size,
+                                    contour_share)
                     + config.expression_l2 * 0.5 * jnp.sum(expression**2))
-        return jax.vmap(one)(v.views.params, v.views.camera, v.appearance.light, levels, landmarks, gate)
+        return jax.vmap(one)(v.views.params, v.views.camera, v.appearance.light, levels, landmarks, gate,
+                             contour_shares)
 
     def loss_fn(v: _SharedVariables, levels) -> Float[Array, ""]:
         prior = shape_prior(v.shape)
