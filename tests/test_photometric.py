@@ -233,8 +233,8 @@ def test_the_jaw_contour_does_not_shape_a_frontal_face_s_identity(flame_model, s
     config = PhotometricConfig(steps=6, texel_start=0, pyramid=((1, 1.0),), texture_size=64,
                                raster=RasterConfig(image_size=SIZE), pose=frozen, camera=frozen, light=frozen,
                                shape=GroupSchedule(0.05), texture=frozen, texel=frozen, photometric_weight=0.0,
-                               landmark_scale=1.0, shape_offset_l2=0.0, shape_anchor=1.0, texel_smoothness=0.0,
-                               texel_symmetry=0.0, landmarks=contour_only)
+                               landmark_scale=1.0, shape_offset_l2=0.0, texel_smoothness=0.0, texel_symmetry=0.0,
+                               landmarks=contour_only)
     start = np.asarray(problem.params.shape)
     fitted = {share: np.asarray(fit_photometric(flame_model, uv, targets, landmark, dataclasses.replace(
         config, landmarks=dataclasses.replace(contour_only, contour_identity=share))).params.shape)
