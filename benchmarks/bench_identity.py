@@ -43,6 +43,7 @@ import json
 import re
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import jax
@@ -204,8 +205,17 @@ def make_subjects(model, rng, n_flame: int):
     return heads, mean_v, mean_l51, np.asarray(masks["face"])
 
 
-VIEW_YAWS = (-75.0, -60.0, -40.0, -20.0, 0.0, 20.0, 40.0, 50.0, 65.0)
-QUICK_VIEW_YAWS = (-70.0, -40.0, 0.0, 25.0, 55.0)
+class ViewSet(NamedTuple):
+    """What a run renders: each subject at each nominal yaw (degrees), pitch within ``max_pitch``."""
+
+    yaws: tuple[float, ...]
+    max_pitch: float
+    sampled_heads: int
+    """Sampled FLAME heads beside the two scans."""
+
+
+FULL_VIEWS = ViewSet((-75.0, -60.0, -40.0, -20.0, 0.0, 20.0, 40.0, 50.0, 65.0), 30.0, 6)
+QUICK_VIEWS = ViewSet((-70.0, -40.0, 0.0, 25.0, 55.0), 20.0, 2)
 
 
 def view_plan(heads, yaws: tuple[float, ...], max_pitch: float, rng, yaw_jitter: float = 3.0) -> list[dict]:
@@ -379,9 +389,10 @@ def prepare(quick: bool, sampled_heads: int | None = None, cache: Path | None = 
     """The model, subjects, view plan and the pictures' targets of a run (rendered or from ``cache``)."""
     rng = np.random.default_rng(SEED)
     model = load_flame(n_shape=N_SHAPE, n_expression=N_EXPRESSION)
-    n_sampled = sampled_heads or (2 if quick else 6)
+    view_set = QUICK_VIEWS if quick else FULL_VIEWS
+    n_sampled = sampled_heads or view_set.sampled_heads
     heads, mean_v, mean_l51, face_ids = make_subjects(model, rng, n_sampled)
-    plan = view_plan(heads, QUICK_VIEW_YAWS if quick else VIEW_YAWS, 20.0 if quick else 30.0, rng)
+    plan = view_plan(heads, view_set.yaws, view_set.max_pitch, rng)
     views = pictures_and_targets(model, heads, plan, rng, cache, cache_key(quick, n_sampled))
     return model, (heads, mean_v, mean_l51, face_ids), plan, views
 
