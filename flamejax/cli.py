@@ -126,7 +126,9 @@ def _add_fit_arguments(p: argparse.ArgumentParser, default_batch: int) -> None:
                    help="fit each photograph's hand-annotated 68 points, read from the file of the same name "
                         "beside it (iBUG / 300-W .pts, else AFLW2000-3D .mat: its inner 51 points), instead of "
                         "MediaPipe's, with the weak identity prior of precise_landmarks_config() (stage 2 twice as "
-                        "long unless --landmark-steps is given)")
+                        "long unless --landmark-steps is given; in photometric mode precise_photometric_config(): "
+                        "the jaw line shapes the identity, which stays near the landmark fit's, and the points weigh "
+                        "3x more)")
     faces = p.add_mutually_exclusive_group()
     faces.add_argument("--face-index", type=_integer(0), default=None,
                        help="which face when several, numbered left to right from 0 (default: the largest)")
@@ -276,10 +278,10 @@ def photometric_from_args(args):
     """The photometric bundle for ``--mode photometric`` (None otherwise)."""
     if args.mode != "photometric":
         return None
-    from flamejax.fit import PhotometricConfig
+    from flamejax.fit import PhotometricConfig, precise_photometric_config
     from flamejax.fitter import PhotometricBundle
 
-    config = PhotometricConfig()
+    config = precise_photometric_config() if args.annotations else PhotometricConfig()
     if args.photometric_steps is not None:
         config = dataclasses.replace(config, steps=args.photometric_steps,
                                      texel_start=min(config.texel_start, args.photometric_steps // 2))

@@ -189,6 +189,22 @@ def test_the_silhouette_can_be_switched_off():
         assert not preprocess_config(off).person_silhouette and preprocess_config(off, 1).face_index == 1
 
 
+def test_annotations_fit_with_the_precise_configurations_in_both_stages():
+    from flamejax.cli import build_parser, fit_config_from_args, photometric_from_args
+    from flamejax.fit import PhotometricConfig, precise_landmarks_config, precise_photometric_config
+
+    for command in (["fit", "a.jpg"], ["fit-dir", "in"]):
+        annotated = build_parser().parse_args([*command, "-o", "out", "--mode", "photometric", "--annotations"])
+        detected = build_parser().parse_args([*command, "-o", "out", "--mode", "photometric"])
+        assert fit_config_from_args(annotated).landmark == precise_landmarks_config().landmark
+        assert photometric_from_args(annotated).config == precise_photometric_config()
+        assert photometric_from_args(detected).config == PhotometricConfig()
+    precise = precise_photometric_config()
+    assert (precise.shape_anchor, precise.landmarks.contour_identity) == (1.0, 1.0)
+    assert (PhotometricConfig().shape_anchor, PhotometricConfig().landmarks.contour_identity) == (0.0, 0.0)
+    assert precise.landmark_scale > PhotometricConfig().landmark_scale
+
+
 def test_several_photographs_of_one_person_share_one_identity(tmp_path):
     photos = [SHARED / "images" / n for n in ("ffhq_00000.png", "ffhq_00043.png")]
     code, stdout, err = run(["fit", *map(str, photos), "-o", str(tmp_path), "--same-person", "--mesh", "obj", *FAST])

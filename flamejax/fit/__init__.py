@@ -10,7 +10,8 @@ from flamejax.fit._config import (FitConfig, GroupSchedule, InitConfig, Landmark
 from flamejax.fit._init import linear_initialisation
 from flamejax.fit._landmark_fit import fit_landmarks, fit_landmarks_batch, landmark_data_loss, landmark_model
 from flamejax.fit._photometric import (AMBIENT_SH, Appearance, PhotometricConfig, PhotometricTargets,
-                                       fit_photometric, fit_photometric_batch, start_appearance)
+                                       fit_photometric, fit_photometric_batch, precise_photometric_config,
+                                       start_appearance)
 from flamejax.fit._photometric_shared import SharedPhotometricResult, fit_photometric_same_person
 from flamejax.fit._result import FitResult, FitStart, PhotometricReport, StageReport, Status
 from flamejax.fit._synthetic import SyntheticSample, aligned_vertex_error_mm, observed_targets, rotation_error_deg, sample_problem
@@ -27,7 +28,8 @@ __all__ = [
     "fit_photometric_batch", "fit_photometric_same_person",
     "landmark_conventions", "landmark_data_loss", "leaning_look_targets", "look_disagreement", "LOOK_DISAGREEMENT",
     "landmark_model", "linear_initialisation", "nme_inner",
-    "observed_targets", "precise_landmarks_config", "quick_config", "rotation_error_deg", "sample_problem",
+    "observed_targets", "precise_landmarks_config", "precise_photometric_config", "quick_config", "rotation_error_deg",
+    "sample_problem",
     "stack_targets", "start_appearance", "two_look_targets",
     "PROFILE_SAMPLES", "PROFILE_TURN", "profile_edge", "profile_turn_weight", "silhouette_distance",
 ]

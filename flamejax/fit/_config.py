@@ -197,7 +197,8 @@ def quick_config(rigid_steps: int = 150, landmark_steps: int = 60) -> FitConfig:
 def precise_landmarks_config(base: FitConfig = FitConfig(), landmark_steps: int | None = None) -> FitConfig:
     """``base`` for landmarks without a detector's shape bias (hand annotations, a calibrated capture rig, synthetic
     heads): identity priors about 10x weaker and stage 2 ``landmark_steps`` long (default: twice ``base``'s), so
-    that identity follows the points.
+    that identity follows the points. In photometric mode pair it with
+    :func:`~flamejax.fit.precise_photometric_config`.
 
     Not for MediaPipe's points: their errors are shapes FLAME can make (a fit explains them with a residual
     smaller than one pixel of noise leaves), and a weak prior fits them into the identity — 1.4x the mean head's

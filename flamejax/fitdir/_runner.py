@@ -91,7 +91,8 @@ class DirectoryConfig:
     annotations: bool = False
     """Fit each image's hand-annotated 68 points from the ``.pts`` file beside it (see
     :func:`flamejax.perception.annotated`); an image without a valid one fails with the reason. Pair it with a
-    :class:`Fitter` on :func:`flamejax.fit.precise_landmarks_config`."""
+    :class:`Fitter` on :func:`flamejax.fit.precise_landmarks_config` (in photometric mode, with
+    :func:`flamejax.fit.precise_photometric_config`)."""
 
     def __post_init__(self) -> None:
         if self.verify not in ("size", "checksum"):
