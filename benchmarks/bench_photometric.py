@@ -124,8 +124,8 @@ def run(quick: bool) -> dict:
     for name, (uv, config) in stages.items():
         synthetic[name], _, _, compile_seconds[name] = _photometric(model, uv, targets, landmark, images, masks, config)
         errors[name] = _face_errors(model, samples, synthetic[name].params, face)
-    def new_stage_errors(pictures, alphas, config):
-        return _face_errors(model, samples, _photometric(model, stages["new"][0], targets, landmark, pictures, alphas,
+    def new_stage_errors(pictures, alphas, config, start=landmark):
+        return _face_errors(model, samples, _photometric(model, stages["new"][0], targets, start, pictures, alphas,
                                                          config)[0].params, face)
 
     no_symmetry = dataclasses.replace(PhotometricConfig(), texel_symmetry=0.0)
@@ -141,9 +141,8 @@ def run(quick: bool) -> dict:
         mirrored_errors[name] = new_stage_errors(mirrored_images, mirrored_masks, config)
     precise = fit_landmarks_batch(model, targets, precise_landmarks_config())
     mirrored_errors["precise landmark"] = _face_errors(model, samples, precise.params, face)
-    precise_photo = _photometric(model, stages["new"][0], targets, precise, mirrored_images, mirrored_masks,
-                                 precise_photometric_config())[0]
-    mirrored_errors["precise new"] = _face_errors(model, samples, precise_photo.params, face)
+    mirrored_errors["precise new"] = new_stage_errors(mirrored_images, mirrored_masks, precise_photometric_config(),
+                                                      precise)
     mirrored_rows = [[i, *(mirrored_errors[k][i] for k in mirrored_errors)] for i in range(batch)]
     mirrored_rows += [[label, *(reduce(mirrored_errors[k]) for k in mirrored_errors)]
                       for label, reduce in (("mean", np.mean), ("median", np.median))]

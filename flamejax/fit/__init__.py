@@ -29,7 +29,6 @@ __all__ = [
     "landmark_conventions", "landmark_data_loss", "leaning_look_targets", "look_disagreement", "LOOK_DISAGREEMENT",
     "landmark_model", "linear_initialisation", "nme_inner",
     "observed_targets", "precise_landmarks_config", "precise_photometric_config", "quick_config", "rotation_error_deg",
-    "sample_problem",
-    "stack_targets", "start_appearance", "two_look_targets",
+    "sample_problem", "stack_targets", "start_appearance", "two_look_targets",
     "PROFILE_SAMPLES", "PROFILE_TURN", "profile_edge", "profile_turn_weight", "silhouette_distance",
 ]
