@@ -405,8 +405,8 @@ def unweighted(config: FitConfig) -> FitConfig:
 
 def earlier_default(config: FitConfig) -> FitConfig:
     """``config`` as the library fitted before issue 16: no weighting, no silhouette, identity priors 100x / 10x
-    weaker."""
-    config = without_silhouette(unweighted(config))
+    weaker and as strong at a turned head as at a frontal one."""
+    config = with_flat_identity_prior(without_silhouette(unweighted(config)))
     return config.replace(init=dataclasses.replace(config.init, shape_prior=config.init.shape_prior / 100),
                           landmark=dataclasses.replace(config.landmark, shape_l2=config.landmark.shape_l2 / 10))
 
@@ -426,6 +426,12 @@ def without_face_silhouette(config: FitConfig) -> FitConfig:
 def with_contour_identity(config: FitConfig) -> FitConfig:
     """``config`` whose jaw contour pulls on the identity at every yaw (the library before contour_identity)."""
     return config.replace(landmark=dataclasses.replace(config.landmark, contour_identity=1.0))
+
+
+def with_flat_identity_prior(config: FitConfig) -> FitConfig:
+    """``config`` whose identity prior is as strong at a turned head as at a frontal one (the library before
+    shape_l2_turned)."""
+    return config.replace(landmark=dataclasses.replace(config.landmark, shape_l2_turned=1.0))
 
 
 def without_profile(config: FitConfig) -> FitConfig:
@@ -456,6 +462,7 @@ def default_variants(config: FitConfig) -> dict[str, Variant]:
             "one look": Variant(config, two_looks=False), "library default": Variant(config),
             "no look choice": Variant(config, lean=False),
             "contour shapes identity": Variant(with_contour_identity(config)),
+            "flat identity prior": Variant(with_flat_identity_prior(config)),
             "no face silhouette": Variant(without_face_silhouette(config)),
             "no profile": Variant(without_profile(config)),
             "no silhouette": Variant(without_silhouette(config)),
@@ -957,11 +964,13 @@ def run(quick: bool, pictures_dir: Path | None = None, sampled_heads: int | None
             "leaning to the look the first fit explains (fit_with_look_choice, as the library's Fitter does); "
             "no look choice: without that second fit (the library before); contour shapes identity: the jaw "
             "contour's term pulls on the identity at every yaw (LandmarkStageConfig.contour_identity 1, the library "
-            "before; by default it does not below 40 degrees of yaw); no face silhouette: without the face "
+            "before; by default it does not below 40 degrees of yaw); flat identity prior: the identity prior as "
+            "strong at a turned head as at a frontal one (the library before; by default it rises to 4x from 45 to "
+            "60 degrees of yaw, LandmarkStageConfig.shape_l2_turned); no face silhouette: without the face "
             "region's vertices held inside (the library before); no profile: without that and the profile term; "
             "no silhouette: without any of the silhouette's terms; "
             "one look: the same fit on the crop's look alone (the library before); earlier default: one look, no "
-            "weighting, the identity priors of before (init 2e-4, landmark stage 0.05). "
+            "weighting, the identity priors of before (init 2e-4, landmark stage 0.05 at any yaw). "
             "truth points (oracle): the library default fitted to the truth's projected inner 51 points alone "
             "(no jaw contour, MediaPipe or iris points): what is left is the fit's and the model's error, not the "
             "detector's. precise-landmarks config: precise_landmarks_config() (identity priors 16x / 10x weaker, "

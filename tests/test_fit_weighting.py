@@ -22,7 +22,10 @@ from flamejax.rotation import euler_to_matrix, matrix_to_axis_angle
 from tests.conftest import folded_look, requires_flame
 
 pytestmark = requires_flame
+# Exact points but for 0.5 px of noise and the corruptions made here: the identity prior stays as strong at 65° as
+# frontally (it rises by default against a detector's guesses), so that the weights alone make the difference.
 CONFIG = quick_config(rigid_steps=90, landmark_steps=60)
+CONFIG = CONFIG.replace(landmark=dataclasses.replace(CONFIG.landmark, shape_l2_turned=1.0))
 UNWEIGHTED = CONFIG.replace(weighting=WeightingConfig(visibility=False, robust=False, segments=1))
 YAW = 65.0
 
@@ -381,3 +384,14 @@ def test_the_contour_s_share_of_the_identity_rises_with_the_turn():
     np.testing.assert_allclose(shares, [0.0, 0.0, 0.5, 1.0], atol=1e-4)
     half = dataclasses.replace(stage, contour_identity=0.5)
     assert abs(float(contour_identity_share(_camera(10.0), half)) - 0.5) < 1e-6
+
+
+def test_the_identity_prior_strengthens_with_the_turn_except_for_precise_points():
+    from flamejax.fit import LandmarkStageConfig, precise_landmarks_config
+    from flamejax.fit._landmark_fit import identity_prior_weight
+
+    stage = LandmarkStageConfig(shape_l2=0.5, shape_l2_turned=4.0)
+    weights = [float(identity_prior_weight(_camera(yaw), stage)) for yaw in (0.0, -42.0, 52.5, -65.0)]
+    np.testing.assert_allclose(weights, [0.5, 0.5, 1.25, 2.0], rtol=1e-4)
+    precise = precise_landmarks_config().landmark
+    assert float(identity_prior_weight(_camera(70.0), precise)) == pytest.approx(precise.shape_l2)

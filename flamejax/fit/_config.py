@@ -132,6 +132,17 @@ class LandmarkStageConfig:
     shape_l2: float = 0.5
     """flamejax: ten times the earlier 0.05, which fitted detector noise into the identity (identity section of
     benchmarks/RESULTS.md)."""
+    shape_l2_turned: float = 4.0
+    """flamejax: the factor on :attr:`shape_l2` for a turned head, reached linearly over :attr:`shape_l2_turned_yaws`.
+    A detector's points on a face turned 50-75° are guesses on the far side and folds on the near one, and the
+    fitted identity carried more of their error than of the face: rendered heads with 3D truth at |yaw| 50-75, NoW
+    error 1.10 -> 1.06 mm (mean of the views' medians; the mean head 1.09), better in 61 % of the views
+    (benchmarks/RESULTS.md, identity section). Read by the landmark fit's stage 2 (the joint fits share one
+    identity over their views instead). :func:`precise_landmarks_config` sets 1."""
+    shape_l2_turned_yaws: tuple[float, float] = (45.0, 60.0)
+    """|yaw| (degrees, at the stage's start) over which the identity prior rises from :attr:`shape_l2` to
+    :attr:`shape_l2_turned` times it. From 40° instead, the views at 40-43° lost a little (NoW median 0.979 ->
+    0.993x the mean head's) and the turned ones gained no more."""
     jaw_l2: float = 0.0
     fit_shape: bool = True
     fit_camera: bool = True
@@ -196,13 +207,14 @@ def quick_config(rigid_steps: int = 150, landmark_steps: int = 60) -> FitConfig:
 
 def precise_landmarks_config(base: FitConfig = FitConfig(), landmark_steps: int | None = None) -> FitConfig:
     """``base`` for landmarks without a detector's shape bias (hand annotations, a calibrated capture rig, synthetic
-    heads): identity priors about 10x weaker and stage 2 ``landmark_steps`` long (default: twice ``base``'s), so
-    that identity follows the points. In photometric mode pair it with
+    heads): identity priors about 10x weaker (and not stronger for a turned head) and stage 2 ``landmark_steps`` long
+    (default: twice ``base``'s), so that identity follows the points. In photometric mode pair it with
     :func:`~flamejax.fit.precise_photometric_config`.
 
     Not for MediaPipe's points: their errors are shapes FLAME can make (a fit explains them with a residual
     smaller than one pixel of noise leaves), and a weak prior fits them into the identity — 1.4x the mean head's
     error on the rendered heads with 3D truth, against 1.05x with ``FitConfig()`` (benchmarks/RESULTS.md)."""
     steps = 2 * base.landmark.steps if landmark_steps is None else landmark_steps
-    landmark = _landmark_stage_of(base.landmark, steps, shape_l2=base.landmark.shape_l2 / 16, contour_identity=1.0)
+    landmark = _landmark_stage_of(base.landmark, steps, shape_l2=base.landmark.shape_l2 / 16, contour_identity=1.0,
+                                  shape_l2_turned=1.0)
     return base.replace(init=dataclasses.replace(base.init, shape_prior=base.init.shape_prior / 10), landmark=landmark)

@@ -247,13 +247,24 @@ def contour_identity_scaled(model: FlameModel, params: FlameParams, camera: Came
     return dataclasses.replace(proj, lmk68=proj.lmk68.at[CONTOUR_68].set(contour))
 
 
+def turned(camera: Camera, yaws: tuple[float, float]) -> Float[Array, ""]:
+    """How far the head ``camera`` sees counts as turned: 0 up to ``yaws``' first |yaw| (degrees), rising
+    linearly to 1 at its second."""
+    low, high = yaws
+    yaw = jnp.abs(yaw_pitch_roll(jax.lax.stop_gradient(camera))[0])
+    return jnp.clip((yaw - low) / (high - low), 0.0, 1.0)
+
+
 def contour_identity_share(camera: Camera, cfg: LandmarkStageConfig) -> Float[Array, ""]:
     """The share of the jaw contour's gradient that reaches the identity for a head ``camera`` sees:
-    :attr:`LandmarkStageConfig.contour_identity`, rising linearly to 1 over ``contour_identity_turned`` (|yaw|)."""
-    low, high = cfg.contour_identity_turned
-    yaw = jnp.abs(yaw_pitch_roll(jax.lax.stop_gradient(camera))[0])
-    turned = jnp.clip((yaw - low) / (high - low), 0.0, 1.0)
-    return cfg.contour_identity + (1.0 - cfg.contour_identity) * turned
+    :attr:`LandmarkStageConfig.contour_identity`, rising to 1 over ``contour_identity_turned`` (:func:`turned`)."""
+    return cfg.contour_identity + (1.0 - cfg.contour_identity) * turned(camera, cfg.contour_identity_turned)
+
+
+def identity_prior_weight(camera: Camera, cfg: LandmarkStageConfig) -> Float[Array, ""]:
+    """The identity prior's weight for a head ``camera`` sees: :attr:`LandmarkStageConfig.shape_l2`, rising to
+    ``shape_l2_turned`` times that over ``shape_l2_turned_yaws`` (:func:`turned`)."""
+    return cfg.shape_l2 * (1.0 + (cfg.shape_l2_turned - 1.0) * turned(camera, cfg.shape_l2_turned_yaws))
 
 
 def landmark_stage(model: FlameModel, start: Geometry, targets: LandmarkTargets, cfg: LandmarkStageConfig,
@@ -264,12 +275,13 @@ def landmark_stage(model: FlameModel, start: Geometry, targets: LandmarkTargets,
     ``reweigh`` and ``segments`` as in :func:`rigid_stage` (``reweigh`` takes the stage's :class:`Geometry`)."""
     valid = targets.valid.astype(jnp.float32)
     contour_share = contour_identity_share(start.camera, cfg)
+    shape_l2 = identity_prior_weight(start.camera, cfg)
 
     def loss_fn(v: Geometry, weighted: LandmarkTargets):
         p = v.params
         proj = contour_identity_scaled(model, p, v.camera, posed_landmarks(model, p, v.camera), contour_share)
         data = landmark_data_loss(model, proj, weighted, cfg)
-        prior = (cfg.expression_l2 * jnp.sum(p.expression**2) + cfg.shape_l2 * jnp.sum((p.shape - shape_anchor) ** 2)
+        prior = (cfg.expression_l2 * jnp.sum(p.expression**2) + shape_l2 * jnp.sum((p.shape - shape_anchor) ** 2)
                  + cfg.jaw_l2 * jnp.sum(p.jaw_pose**2))
         return valid * data + prior
 
