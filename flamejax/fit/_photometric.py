@@ -17,11 +17,11 @@ import jax
 import jax.numpy as jnp
 
 from flamejax._typing import Array, Bool, Float, Int
-from flamejax.camera import Camera, yaw_pitch_roll
+from flamejax.camera import Camera
 from flamejax.fit._checks import check_camera, check_params
 from flamejax.fit._config import GroupSchedule, LandmarkStageConfig, WeightingConfig, _config_pytree
 from flamejax.fit._landmark_fit import (Geometry, camera_labels, contour_identity_scaled, contour_identity_share,
-                                        landmark_data_loss, params_labels, sanitised)
+                                        landmark_data_loss, params_labels, sanitised, turned)
 from flamejax.fit._optim import FROZEN, partitioned_adam, run_stage
 from flamejax.fit._result import FitResult, PhotometricReport, StageReport, Status, first_failure
 from flamejax.fit._targets import LandmarkTargets, check_targets, nme_inner
@@ -339,8 +339,7 @@ def scaled_gradient(x: Array, scale: Float[Array, ""]) -> Array:
 def identity_share(camera: Camera, config: PhotometricConfig) -> Float[Array, ""]:
     """How much of the pixels' and priors' gradient reaches the identity of a photograph seen by ``camera``
     (:attr:`PhotometricConfig.identity_max_yaw`): 1 up to 5 degrees below the limit, 0 from 5 above."""
-    yaw = jnp.abs(yaw_pitch_roll(camera)[0])
-    return jnp.clip((config.identity_max_yaw + 5.0 - yaw) / 10.0, 0.0, 1.0)
+    return 1.0 - turned(camera, (config.identity_max_yaw - 5.0, config.identity_max_yaw + 5.0))
 
 
 def identity_prior(start_shape: Float[Array, "n_shape"], config: PhotometricConfig
