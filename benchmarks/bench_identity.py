@@ -60,7 +60,7 @@ from flamejax.fit import (AMBIENT_SH, FitConfig, FitResult, LandmarkTargets, Pho
                           WeightingConfig, fit_photometric_same_person, landmark_conventions,
                           precise_landmarks_config, quick_config, stack_targets, two_look_targets)
 from flamejax.fit._visibility import facing_cosine, triangle_normals
-from flamejax.fitter import QualityConfig, fit_with_look_choice
+from flamejax.fitter import QualityConfig, detection_doubt, fit_with_look_choice
 from flamejax.flame import FlameParams, barycentric_points, flame_forward, load_flame, load_vertex_masks
 from flamejax.perception import (PerceptionError, PreprocessConfig, landmark_face_mask, points_inside, preprocess,
                                  to_68)
@@ -329,6 +329,8 @@ class View:
     """``Preprocessed.person`` (selfie segmentation of the crop); zeros where preprocessing did not trust it."""
     detection_score: np.ndarray
     """``Preprocessed.confidence``: the face detector's score of the face, a 0-d array."""
+    lost_on_crop: np.ndarray
+    """``Preprocessed.lost_on_crop``: FaceMesh found no face again on the aligned crop, a 0-d bool array."""
 
 
 _VIEW_ARRAYS = [f.name for f in dataclasses.fields(View)]
@@ -336,7 +338,7 @@ _VIEW_ARRAYS = [f.name for f in dataclasses.fields(View)]
 
 def cache_key(quick: bool, n_sampled: int) -> str:
     """Names the pictures a run would render: view plan, seed, model size, image size, preprocessing (v)."""
-    return f"{'quick' if quick else 'full'}_h{n_sampled}_s{N_SHAPE}e{N_EXPRESSION}_{SIZE}px_seed{SEED}_v6"
+    return f"{'quick' if quick else 'full'}_h{n_sampled}_s{N_SHAPE}e{N_EXPRESSION}_{SIZE}px_seed{SEED}_v7"
 
 
 def save_views(folder: Path, pictures, truths, detected, views: list[View], timing: dict) -> None:
@@ -377,7 +379,8 @@ def pictures_and_targets(model, heads, plan, rng, cache: Path | None, key: str):
         mirrored = np.full_like(it.points478, np.nan) if it.mirrored478 is None else it.mirrored478
         person = np.zeros(it.image.shape[:2], np.float32) if it.person is None else it.person
         views.append(View(it.image, it.points478, mirrored, it.lmk68, it.iris, np.asarray(it.fit_to_original),
-                          np.asarray(it.original_to_fit), person, np.asarray(it.confidence, np.float32)))
+                          np.asarray(it.original_to_fit), person, np.asarray(it.confidence, np.float32),
+                          np.asarray(it.lost_on_crop)))
         detected.append(i)
     timing = {"render s": round(render_s, 1), "preprocess s": round(time.perf_counter() - start, 1)}
     if cache is not None:
@@ -517,11 +520,12 @@ def truth_targets(items: list[View], truths_fit_px: list[np.ndarray]) -> Landmar
 
 
 def flagged_table(rows: list[dict], names, min_confidence: float) -> list:
-    """Per variant: how well ``confidence < min_confidence`` finds the fits with NME over the limit."""
+    """Per variant: how well ``confidence < min_confidence`` or a doubted detection (:func:`detection_doubt`: the
+    detector's score, FaceMesh losing the face on the aligned crop) finds the fits with NME over the limit."""
     body = []
     for name in names:
         failed = np.array([r[f"{name}_nme"] > NME_LIMIT for r in rows])
-        flagged = np.array([r[f"{name}_confidence"] < min_confidence for r in rows])
+        flagged = np.array([r[f"{name}_confidence"] < min_confidence or r["detection_doubted"] for r in rows])
         hits = int(np.sum(failed & flagged))
         body.append([name, len(rows), int(failed.sum()), int(flagged.sum()), hits,
                      hits / flagged.sum() if flagged.any() else None, hits / failed.sum() if failed.any() else None])
@@ -663,7 +667,7 @@ def run_beyond_75(cache: Path | None) -> dict:
     model = load_flame(n_shape=N_SHAPE, n_expression=N_EXPRESSION)
     heads, *_ = make_subjects(model, np.random.default_rng(SEED), 6)
     plan = view_plan(heads, BEYOND_YAWS, 15.0, rng, yaw_jitter=0.0)
-    key = f"beyond75_h6_s{N_SHAPE}e{N_EXPRESSION}_{SIZE}px_seed{SEED}_v6"
+    key = f"beyond75_h6_s{N_SHAPE}e{N_EXPRESSION}_{SIZE}px_seed{SEED}_v7"
     _, truths, detected, items, timing = pictures_and_targets(model, heads, plan, rng, cache, key)
     trusted_before = [silhouette_trusted_as_before(it) for it in items]
     config, start = FitConfig(), time.perf_counter()
@@ -675,7 +679,7 @@ def run_beyond_75(cache: Path | None) -> dict:
     rows = []
     for k, v in enumerate(detected):
         row = dict(view=v, subject=heads[plan[v]["head"]].name, yaw=float(plan[v]["angles"][0]),
-                   detection_score=float(items[k].detection_score),
+                   detection_score=float(items[k].detection_score), lost_on_crop=bool(items[k].lost_on_crop),
                    nominal=abs(plan[v]["nominal_yaw"]), trusted=bool(items[k].person.max() > 0),
                    trusted_before=bool(trusted_before[k].person.max() > 0),
                    nme_detector=nme_face_box(to_original(items[k].lmk68[17:], items[k].fit_to_original), truths[v]))
@@ -691,21 +695,23 @@ def run_beyond_75(cache: Path | None) -> dict:
         mediapipe = [100 * r["nme_detector"] for r in in_bin]
         scores = [r["detection_score"] for r in in_bin]
         body.append([f"{yaw:g}", views, len(in_bin), float(min(scores)) if in_bin else None,
-                     sum(r["trusted_before"] for r in in_bin), sum(r["trusted"] for r in in_bin),
-                     float(np.median(mediapipe)) if in_bin else None])
+                     sum(r["lost_on_crop"] for r in in_bin), sum(r["trusted_before"] for r in in_bin),
+                     sum(r["trusted"] for r in in_bin), float(np.median(mediapipe)) if in_bin else None])
+        doubted = np.array([detection_doubt(r["detection_score"], quality, r["lost_on_crop"]) is not None
+                            for r in in_bin], bool)
         for name in fits:
             nme = np.array([100 * r[name]["nme"] for r in in_bin])
-            flagged = np.array([r[name]["confidence"] < quality.min_confidence
-                                or r["detection_score"] < quality.min_detection_score for r in in_bin], bool)
-            body[-1] += [float(np.median(nme)) if in_bin else None, int((nme > 100 * NME_LIMIT).sum()),
-                         int((flagged & (nme > 100 * NME_LIMIT)).sum()),
+            flagged = doubted | np.array([r[name]["confidence"] < quality.min_confidence for r in in_bin], bool)
+            over = nme > 100 * NME_LIMIT
+            body[-1] += [float(np.median(nme)) if in_bin else None, int(over.sum()), int((flagged & over).sum()),
+                         int((flagged & ~over).sum()),
                          float(np.median([r[name]["yaw_short"] for r in in_bin])) if in_bin else None]
     columns = ["nominal |yaw|", "views", "MediaPipe found a face", "lowest detector's score",
-               "silhouette trusted before", "silhouette trusted now", "MediaPipe NME median %"]
+               "FaceMesh lost the face on the aligned crop", "silhouette trusted before", "silhouette trusted now",
+               "MediaPipe NME median %"]
     for name in fits:
         columns += [f"{name}: NME median %", f"{name}: NME > {100 * NME_LIMIT:g}%",
-                    f"{name}: of those flagged suspect (confidence < {quality.min_confidence} or detector's "
-                    f"score < {quality.min_detection_score})",
+                    f"{name}: of those flagged suspect", f"{name}: flagged, NME ≤ {100 * NME_LIMIT:g}%",
                     f"{name}: fitted |yaw| short of the truth, median °"]
     settings = {"subjects": len(heads), "views": len(plan), "detected": len(detected), **timing,
                 "fit s (both variants, incl. compile)": round(seconds, 1)}
@@ -713,7 +719,9 @@ def run_beyond_75(cache: Path | None) -> dict:
             "15). NME: inner 51 points against the truth's projected 3D points, over the truth's face box. "
             "silhouette trusted as before: the person's silhouette dropped when it left more than 5 % of all "
             "FaceMesh's points out (the rule before: at a turned face FaceMesh's guessed hidden half sticks out past "
-            "the profile); now only the near half and the midline count beyond 40 degrees or so.")
+            "the profile); now only the near half and the midline count beyond 40 degrees or so. Flagged suspect: "
+            f"confidence < {quality.min_confidence}, or the detection doubted (detection_doubt: the face detector's "
+            f"score < {quality.min_detection_score}, or FaceMesh finding no face again on the aligned crop).")
     return result(f"{NAME}_beyond_75", "Beyond 75 degrees of yaw: what MediaPipe finds and the fit makes of it",
                   "full", settings, [table("Views at 70-88 degrees of yaw", columns, body)], data={"rows": rows},
                   note=note)
@@ -834,6 +842,8 @@ def run(quick: bool, pictures_dir: Path | None = None, sampled_heads: int | None
         truth_px = truths[view_index]
         row = dict(subject=head.name, kind=head.kind, yaw=float(view["angles"][0]), pitch=float(view["angles"][1]),
                    nominal_yaw=float(view["nominal_yaw"]),
+                   detection_doubted=detection_doubt(float(item.detection_score), QualityConfig(),
+                                                     bool(item.lost_on_crop)) is not None,
                    nme_detector=nme_face_box(to_original(item.lmk68[17:], item.fit_to_original), truth_px))
         if np.all(np.isfinite(item.mirrored478)):
             mean68 = to_68((item.points478 + item.mirrored478) / 2)
@@ -904,7 +914,7 @@ def run(quick: bool, pictures_dir: Path | None = None, sampled_heads: int | None
     hard = [r for r in rows if BINS[1][1] <= abs(r["nominal_yaw"]) <= BINS[1][2]]
     for label, sel in (("all views", rows), (BINS[1][0], hard)):
         tables.append(table(f"{label}: does a low confidence (< QualityConfig.min_confidence = {min_confidence}) "
-                            f"flag the fits with NME > {NME_LIMIT:.0%}?",
+                            f"or a doubted detection flag the fits with NME > {NME_LIMIT:.0%}?",
                             ["fit", "images", f"NME > {NME_LIMIT:.0%}", "flagged", "flagged and over",
                              "precision", "recall"], flagged_table(sel, variants, min_confidence)))
     per_subject = []
@@ -975,8 +985,10 @@ def run(quick: bool, pictures_dir: Path | None = None, sampled_heads: int | None
             "(no jaw contour, MediaPipe or iris points): what is left is the fit's and the model's error, not the "
             "detector's. precise-landmarks config: precise_landmarks_config() (identity priors 16x / 10x weaker, "
             "stage 2 twice as long), on MediaPipe's two looks and on the truth points. confidence: "
-            "FitResult.confidence; a fit is flagged when it is below QualityConfig.min_confidence (the record's "
-            "verdict then says so). Bins are of the view plan's nominal yaw (each view is turned a further ±3° at "
+            "FitResult.confidence; a fit is flagged when it is below QualityConfig.min_confidence, or when its "
+            "detection is doubted (detection_doubt: the face detector's score below QualityConfig.min_detection_score, "
+            "or FaceMesh finding no face again on the aligned crop, Preprocessed.lost_on_crop); the record's verdict "
+            "then says so. Bins are of the view plan's nominal yaw (each view is turned a further ±3° at "
             "random); fitted |yaw| short of the truth: |true yaw| - |fitted yaw|, degrees (positive: the fit turned "
             "the head less than it is).")
     return result(NAME, TITLE, "quick" if quick else "full", settings, tables,

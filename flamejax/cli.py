@@ -439,7 +439,8 @@ def _fit_same_person(args, paths: list[Path], stems: list[str], options) -> int:
     from flamejax.fitter import detection_doubt
     from flamejax.flame import flame_forward
     from flamejax.io import FitRecord, write_image
-    from flamejax.outputs import landmark_record, photometric_record, provenance, write_record_outputs
+    from flamejax.outputs import (detection_record, landmark_record, photometric_record, provenance,
+                                  write_record_outputs)
     from flamejax.track import fit_same_person_photos, refine_same_person_photometric
 
     if len(paths) < 2:
@@ -467,7 +468,8 @@ def _fit_same_person(args, paths: list[Path], stems: list[str], options) -> int:
     failed = suspect = 0
     for i, (path, stem, item) in enumerate(zip(paths, stems, items)):
         verdict, reason = verdicts.get(joint.status[i], ("failed", joint.status[i]))
-        if verdict == "ok" and (doubt := detection_doubt(float(item.confidence), fitter.quality)) is not None:
+        if verdict == "ok" and (doubt := detection_doubt(float(item.confidence), fitter.quality,
+                                                               item.lost_on_crop)) is not None:
             verdict, reason = "suspect", doubt
         nme = float(nmes[i])
         if verdict == "failed":
@@ -486,8 +488,7 @@ def _fit_same_person(args, paths: list[Path], stems: list[str], options) -> int:
             fit_to_original=np.asarray(item.fit_to_original),
             original_size=(item.original_size[1], item.original_size[0]), metrics={"nme_inner51": nme},
             provenance=record_provenance,
-            detection={"confidence": float(item.confidence), "num_faces": int(item.num_faces),
-                       "face_index": int(item.face_index)})
+            detection=detection_record(item))
         write_record_outputs(args.output, stem, record, fitter, options)
         yaw, pitch, roll = np.asarray(cam.yaw_pitch_roll(row[1])).tolist()
         shown = "ok" if verdict == "ok" else f"SUSPECT ({reason})"

@@ -213,18 +213,27 @@ def fit_with_look_choice(items: Sequence, targets: Sequence[LandmarkTargets],
     return leaning, rows_from(np.isin(np.arange(fitted68.shape[0]), changed), fit(leaning), result)
 
 
-def detection_doubt(detection_score: float | None, quality: QualityConfig = QualityConfig()) -> str | None:
-    """Why a fit is suspect for the face detector's score (``Preprocessed.confidence``), or None."""
-    if detection_score is None or detection_score >= quality.min_detection_score:
+def detection_doubt(detection_score: float | None, quality: QualityConfig = QualityConfig(),
+                    lost_on_crop: bool = False) -> str | None:
+    """Why a fit is suspect for its face detection, or None: the face detector's score
+    (``Preprocessed.confidence``) below ``quality.min_detection_score``, or FaceMesh finding no face again on the
+    aligned crop (``Preprocessed.lost_on_crop``)."""
+    doubts = []
+    if detection_score is not None and detection_score < quality.min_detection_score:
+        doubts.append(f"face detector's score {detection_score:.2f} (less than {quality.min_detection_score})")
+    if lost_on_crop:
+        doubts.append("FaceMesh found no face again on the aligned crop around the one it found")
+    if not doubts:
         return None
-    return (f"face detector's score {detection_score:.2f} (less than {quality.min_detection_score}): it may have "
-            "taken something else for a face (an ear or the back of a head seen in profile)")
+    return (" and ".join(doubts) + ": it may have taken something else for a face (an ear or the back of a head "
+            "seen in profile)")
 
 
 def judge(result: FitResult, vertices: np.ndarray, quality: QualityConfig = QualityConfig(),
-          detection_score: float | None = None) -> tuple[str, str]:
+          detection_score: float | None = None, lost_on_crop: bool = False) -> tuple[str, str]:
     """(verdict, reason) of one un-batched result: failed stages, then plausibility checks. ``detection_score``:
-    the face detector's score of the face (``Preprocessed.confidence``; ``None``: not judged)."""
+    the face detector's score of the face (``Preprocessed.confidence``; ``None``: not judged); ``lost_on_crop``:
+    ``Preprocessed.lost_on_crop``."""
     status = Status(int(result.status))
     if status != Status.OK:
         return "failed", status.reason
@@ -247,7 +256,7 @@ def judge(result: FitResult, vertices: np.ndarray, quality: QualityConfig = Qual
         reasons.append(f"head tipped by pitch {pitch:+.0f} / roll {roll:+.0f} degrees (upside down?)")
     if np.max(np.abs(np.asarray(result.landmarks.lmk68))) > quality.max_landmark_extent:
         reasons.append("fitted landmarks fall outside the image")
-    if (doubt := detection_doubt(detection_score, quality)) is not None:
+    if (doubt := detection_doubt(detection_score, quality, lost_on_crop)) is not None:
         reasons.append(doubt)
     if result.confidence is not None and float(result.confidence) < quality.min_confidence:
         reasons.append(f"confidence {float(result.confidence):.2f} (less than {quality.min_confidence}): the "
@@ -386,7 +395,8 @@ class Fitter:
         fits = []
         for i, name in enumerate(names):
             row = jax.tree.map(lambda a: a[i], result)
-            verdict, reason = judge(row, vertices[i], self.quality, getattr(items[i], "confidence", None))
+            verdict, reason = judge(row, vertices[i], self.quality, getattr(items[i], "confidence", None),
+                                    getattr(items[i], "lost_on_crop", False))
             fits.append(ImageFit(name=name, result=row, vertices=vertices[i], verdict=verdict, reason=reason,
                                  init_method=method, fit_seconds=fit_share, compile_seconds=compile_share,
                                  conventions=jax.tree.map(lambda a: a[i], conventions)))

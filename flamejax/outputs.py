@@ -164,6 +164,14 @@ def photometric_record(report) -> dict:
             "l1_final": float(report.photometric_final)}
 
 
+def detection_record(item) -> dict:
+    """How the face of one :class:`flamejax.perception.Preprocessed` was found, as
+    :class:`flamejax.io.FitRecord`'s ``detection``."""
+    return {"confidence": float(item.confidence), "num_faces": int(item.num_faces), "face_index": int(item.face_index),
+            "lost_on_crop": bool(item.lost_on_crop),
+            "lmk68_targets": "mediapipe" if item.annotated68 is None else "annotation"}
+
+
 def fit_record(fit: ImageFit, item, fitter_provenance: dict):
     """The :class:`flamejax.io.FitRecord` of one fitted image."""
     from flamejax.io import FitRecord
@@ -183,9 +191,7 @@ def fit_record(fit: ImageFit, item, fitter_provenance: dict):
         params=result.params, camera=result.camera, image_size=size, vertices=fit.vertices, landmarks=landmarks,
         fit_to_original=np.asarray(item.fit_to_original), original_size=(item.original_size[1], item.original_size[0]),
         metrics=metrics, provenance=fitter_provenance,
-        detection={"confidence": float(item.confidence), "num_faces": int(item.num_faces),
-                   "face_index": int(item.face_index),
-                   "lmk68_targets": "mediapipe" if item.annotated68 is None else "annotation"},
+        detection=detection_record(item),
         photometric=None if result.photometric is None else photometric_record(result.photometric))
 
 

@@ -40,6 +40,11 @@ def test_only_the_photograph_with_disagreeing_looks_is_fitted_again(flame_model,
         assert ("detector's score 0.55" in reason and verdict == "suspect") if doubted else "detector" not in reason
         assert (fitter_module.detection_doubt(score, fitter.quality) is not None) == doubted
     assert fitter_module.detection_doubt(fitter.quality.min_detection_score, fitter.quality) is None
+    # FaceMesh losing the face on its own aligned crop makes a confident detection doubtful too.
+    verdict, reason = fitter_module.judge(fit.result, fit.vertices, fitter.quality, 0.9, lost_on_crop=True)
+    assert verdict == "suspect" and "no face again on the aligned crop" in reason and "score" not in reason
+    both_doubts = fitter_module.detection_doubt(0.55, fitter.quality, lost_on_crop=True)
+    assert "score 0.55" in both_doubts and "no face again" in both_doubts
     both = fitter.fit_batch([photo, folded], ["photo", "folded"])
     assert len(calls) == 3
     # The second fit moved the folded photograph's targets off the mean of its looks, and only its own.

@@ -155,7 +155,8 @@ def test_oracle_targets_are_the_truth_points_alone():
     views = [View(image=np.zeros((size, size, 3), np.float32), points478=rng.uniform(0, size, (478, 2)),
                   mirrored478=np.full((478, 2), np.nan), lmk68=np.zeros((68, 2)), iris=np.zeros((10, 2)),
                   fit_to_original=np.eye(2, 3), original_to_fit=np.eye(2, 3),
-                  person=np.ones((size, size), np.float32), detection_score=np.float32(0.9)) for _ in range(2)]
+                  person=np.ones((size, size), np.float32), detection_score=np.float32(0.9),
+                  lost_on_crop=np.bool_(False)) for _ in range(2)]
     truths = [rng.uniform(0, size, (51, 2)).astype(np.float32) for _ in views]
     targets = truth_targets(views, truths)
     for i, truth in enumerate(truths):

@@ -15,6 +15,7 @@ from PIL import Image
 
 import flamejax.files
 import flamejax.perception as fp
+import flamejax.perception._preprocess as preprocess_module
 from flamejax.files import CorruptFileError, MissingFileError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -736,7 +737,7 @@ def test_preprocess_result(preprocessed, faces, photos):
         np.testing.assert_array_equal(result.iris, result.points478[468:])
         assert result.mask_source == "landmarks" and result.parsing is None and result.alpha is None
         assert any("no face-parsing model" in note for note in result.notes)
-        assert result.redetected and result.source == str(IMAGES / name)
+        assert result.redetected and not result.lost_on_crop and result.source == str(IMAGES / name)
         assert result.original_size == photos[name].shape[:2]
         assert result.confidence == faces[name].confidence and result.num_faces == 1
         np.testing.assert_allclose(fp.compose_affine(result.fit_to_original, result.original_to_fit), np.eye(2, 3),
@@ -757,8 +758,18 @@ def test_preprocess_sources_and_options(photos, faces, no_models):
                                                                  fit_size=128))
     assert from_bytes.source == "<bytes>" and from_array.source == "<array>"
     assert from_array.image.shape == (128, 128, 3) and from_array.crop.shape == (384, 384, 3)
-    assert not from_array.redetected
+    assert not from_array.redetected and not from_array.lost_on_crop  # not looked for, so not lost
     expected = fp.transform_points(from_array.original_to_fit, faces[name].points)
     np.testing.assert_allclose(from_array.points478, expected, atol=1e-3)
     with pytest.raises(ValueError, match="fit_size"):
         fp.PreprocessConfig(crop_size=128, fit_size=256)
+
+
+@needs_photos
+def test_preprocess_reports_a_face_facemesh_loses_on_its_aligned_crop(photos, monkeypatch, no_models):
+    # At 80-90 degrees of yaw FaceMesh finds "faces" on an ear or an eye region that it cannot find again on the
+    # crop aligned to them; the photograph's landmarks are used, and the item says the face was lost.
+    monkeypatch.setattr(preprocess_module, "redetect", lambda crop, expected: None)
+    lost = fp.preprocess(photos[FFHQ[1]])
+    assert lost.lost_on_crop and not lost.redetected
+    assert any("no face found again on the aligned crop" in note for note in lost.notes)

@@ -117,6 +117,10 @@ class Preprocessed:
     """The person's silhouette at fit resolution in [0, 1] (float32): the matting alpha when matting ran, else
     MediaPipe's selfie segmentation; None when ``PreprocessConfig.person_silhouette`` is off or the silhouette
     leaves out more than 5 % of FaceMesh's points (then it is not trusted; see :attr:`notes`)."""
+    lost_on_crop: bool = False
+    """FaceMesh, run again on the aligned crop around the face it found on the photograph
+    (``PreprocessConfig.redetect_on_crop``), found no face there: the face it found may be something else (at
+    80-90° of yaw, an ear or an eye region). The fit is then reported as suspect (``flamejax.fitter.judge``)."""
 
 
 def preprocess(image: ImageSource, config: PreprocessConfig = PreprocessConfig()) -> Preprocessed:
@@ -163,7 +167,8 @@ def preprocess(image: ImageSource, config: PreprocessConfig = PreprocessConfig()
         person=person,
         fit_to_original=invert_affine(original_to_fit), original_to_fit=original_to_fit,
         crop_to_original=aligned.to_original, original_size=original.shape[:2], confidence=found.confidence,
-        num_faces=found.num_faces, face_index=found.face_index, redetected=redetected is not None, source=name,
+        num_faces=found.num_faces, face_index=found.face_index, redetected=redetected is not None,
+        lost_on_crop=config.redetect_on_crop and redetected is None, source=name,
         notes=tuple(notes))
 
 
