@@ -25,6 +25,7 @@ against the landmark fit's and the mean head's, per yaw bin (issue 16 items 2 an
     python3 -m benchmarks.bench_identity --single-photometric
     python3 -m benchmarks.bench_identity --jaw-conventions
     python3 -m benchmarks.bench_identity --beyond-75
+    python3 -m benchmarks.bench_identity --fresh-hard 1234
 
 ``--jaw-conventions``: instead, the jaw's 17 points of the library's fit and of MediaPipe against the truth's, in
 both conventions (the visible outline and the projected 3D contour), on the FLAME-topology heads' views, with the
@@ -33,6 +34,10 @@ library's outline rule beside the one it had before (issue 16 item 4).
 ``--beyond-75``: instead, each subject at 70, 80 and 88° of yaw: how many views MediaPipe finds a face in, the
 library's fit on them, and the same fit with the person's silhouette trusted by the rule before (all of FaceMesh's
 points inside it, the guessed hidden half of a turned face included).
+
+``--fresh-hard SEED``: instead, hard poses (|yaw| 50-75) of the two scans and six heads sampled with ``SEED``, in
+lights, backgrounds and poses drawn with it: views no setting was chosen on, fitted with the library default and
+the variants that turn its hard-pose parts off (issue 16 item 4).
 """
 
 from __future__ import annotations
@@ -995,6 +1000,68 @@ def run(quick: bool, pictures_dir: Path | None = None, sampled_heads: int | None
                   data={"rows": rows, "verdicts": verdicts, "same_person": same_person_scores}, note=note)
 
 
+FRESH_HARD_YAWS = (50.0, 52.0, 55.0, 58.0, 60.0, 62.0, 65.0, 68.0, 70.0, 72.0, 75.0)
+"""``--fresh-hard``: nominal yaws of each subject's views (signs alternating between subjects), pitch within ±30°."""
+
+
+def run_fresh_hard(seed: int, cache: Path | None) -> dict:
+    """``--fresh-hard SEED`` (module docstring): a draw of hard-pose views no setting was chosen on (the two scans
+    and six heads sampled with ``seed``, each at :data:`FRESH_HARD_YAWS`), fitted with the library default and
+    the variants that turn its hard-pose parts off; identity and landmark error beside the mean head's."""
+    rng = np.random.default_rng(seed)
+    model = load_flame(n_shape=N_SHAPE, n_expression=N_EXPRESSION)
+    heads, mean_v, mean_l51, face_ids = make_subjects(model, np.random.default_rng(seed), 6)
+    plan = view_plan(heads, FRESH_HARD_YAWS, 30.0, rng)
+    key = f"hard_h6_s{N_SHAPE}e{N_EXPRESSION}_{SIZE}px_seed{seed}_v7"
+    _, truths, detected, items, timing = pictures_and_targets(model, heads, plan, rng, cache, key)
+    oracle_targets = truth_targets(items, [to_original(truths[i], item.original_to_fit)
+                                           for i, item in zip(detected, items)])
+    config, start = FitConfig(), time.perf_counter()
+    kept = ("library default", "no look choice", "flat identity prior", "no profile", "no silhouette",
+            "truth points (oracle)")
+    variants = {name: v for name, v in default_variants(config).items() if name in kept}
+    fits = {name: jax.tree.map(np.asarray, fit_views(model, items, v, oracle_targets)) for name, v in variants.items()}
+    seconds = time.perf_counter() - start
+    now_of, shape_now = now_scorer(model, heads, mean_v, face_ids)
+    mean_head = mean_head_medians(now_of, mean_v, mean_l51, len(heads))
+    quality = QualityConfig()
+    rows = []
+    for k, v in enumerate(detected):
+        h = plan[v]["head"]
+        doubted = detection_doubt(float(items[k].detection_score), quality, bool(items[k].lost_on_crop)) is not None
+        row = dict(view=v, subject=heads[h].name, yaw=float(plan[v]["angles"][0]), mean_head=mean_head[h])
+        for name, res in fits.items():
+            row[name] = dict(nme=fitted_nme(res.landmarks.lmk68[k], items[k], truths[v]),
+                             now=float(np.median(shape_now(h, np.asarray(res.params.shape[k])))),
+                             flagged=bool(doubted or res.confidence[k] < quality.min_confidence))
+        rows.append(row)
+    mean_median = float(np.median([r["mean_head"] for r in rows]))
+    body = [["mean head (unfitted)", len(rows), mean_median, 1.0, float(np.mean([r["mean_head"] for r in rows])),
+             None, None, None, None, None, None, None]]
+    for name in fits:
+        now = np.array([r[name]["now"] for r in rows])
+        nme = np.array([100 * r[name]["nme"] for r in rows])
+        over, flagged = nme > 100 * NME_LIMIT, np.array([r[name]["flagged"] for r in rows])
+        body.append([name, len(rows), float(np.median(now)), float(np.median(now)) / mean_median, float(now.mean()),
+                     float(np.mean(now < np.array([r["mean_head"] for r in rows]))), float(np.median(nme)),
+                     float(nme.mean()), float(nme.max()), int(over.sum()), int((flagged & over).sum()),
+                     int((flagged & ~over).sum())])
+    columns = ["fit", "images", "NoW median of medians", "ratio to the mean head", "NoW mean of medians",
+               "share better than the mean head", "NME median %", "NME mean %", "NME max %",
+               f"NME > {100 * NME_LIMIT:g}%", "of those flagged suspect", f"flagged, NME ≤ {100 * NME_LIMIT:g}%"]
+    missed = len(plan) - len(detected)
+    settings = {"seed": seed, "subjects": f"{len(heads)} ({', '.join(h.name for h in heads)})", "views": len(plan),
+                "detected": len(detected), **timing, "fit s (all variants, incl. compile)": round(seconds, 1)}
+    note = ("A check on views no setting was chosen on: rendered as in the identity section, but the sampled heads, "
+            "expressions, lights, backgrounds and poses drawn with another seed, each subject at nominal |yaw| "
+            f"{', '.join(f'{y:g}' for y in FRESH_HARD_YAWS)} (±3°, pitch within ±30°). Variants and scores as in the "
+            "identity section; flagged suspect: confidence < QualityConfig.min_confidence or the detection doubted "
+            f"(detection_doubt). {missed} views without a MediaPipe detection.")
+    return result(f"{NAME}_fresh_hard", "Hard poses on a fresh draw of rendered heads (identity and landmarks)",
+                  "full", settings, [table(f"Nominal |yaw| 50-75, seed {seed}", columns, body)], data={"rows": rows},
+                  note=note)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="4 subjects x 5 views, short fits (about 10 minutes on 2 "
@@ -1018,7 +1085,14 @@ def main() -> None:
                         help="instead: each view at |yaw| <= 40 fitted alone in photometric mode (full view plan)")
     parser.add_argument("--beyond-75", action="store_true",
                         help="instead: views at 70, 80 and 88 degrees of yaw: detections, fits, the silhouette's trust")
+    parser.add_argument("--fresh-hard", type=int, default=None, metavar="SEED",
+                        help="instead: hard poses (|yaw| 50-75) of heads, lights and poses drawn with SEED, views no "
+                        "setting was chosen on: the library default and its hard-pose variants")
     args = parser.parse_args()
+    if args.fresh_hard is not None:
+        payload = run_fresh_hard(args.fresh_hard, args.cache)
+        save_and_report(payload, RESULTS_DIR / f"{payload['benchmark']}.json")
+        return
     if args.beyond_75:
         payload = run_beyond_75(args.cache)
         save_and_report(payload, RESULTS_DIR / f"{payload['benchmark']}.json")
