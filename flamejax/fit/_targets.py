@@ -12,13 +12,16 @@ import numpy as np
 
 from flamejax._typing import Array, Bool, Float
 from flamejax.camera import pixels_to_ndc
-from flamejax.flame._layout import (INNER_68, IRIS, MEDIAPIPE_BETWEEN_BROWS, MEDIAPIPE_LOWER_LIP, NUM_IBUG68,
+from flamejax.flame._layout import (INNER_68, IRIS, MEDIAPIPE_BETWEEN_BROWS, MEDIAPIPE_NOSE_BASE, NUM_IBUG68,
                                     NUM_POINTS, OUTER_EYE_CORNERS, face_turn)
 
 SILHOUETTE_SIZE = 128
 """Side of :attr:`LandmarkTargets.outside`, whatever the size of the fit image (one compiled program for all)."""
 PROFILE_SAMPLES = 24
-"""Levels of the face, between the brows and the lower lip, at which :func:`profile_edge` looks for the profile."""
+"""Levels of the face, between the brows and the nose's base, at which :func:`profile_edge` looks for the profile.
+Down to the lower lip instead, the lips' outline (open, pursed, or hidden by the upper lip) pulled the fitted mouth
+along the silhouette's edge: hard-pose fits above 8 % NME 8 -> 5 of 84 and 5 -> 4 of 85 on two draws of rendered
+heads no setting was chosen on, 2 of 31 either way on the identity section's (benchmarks/RESULTS.md)."""
 PROFILE_TURN = (1.4, 1.7)
 """How far the nose tip lies off the middle of the cheeks, in half face widths (:func:`profile_edge`), where the
 profile's weight starts to rise from 0 and where it reaches 1: about 45° and 55° of yaw on MediaPipe's points.
@@ -166,7 +169,7 @@ def profile_turn_weight(points478: Float[np.ndarray, "478 2"]) -> float:
 def profile_edge(person: Float[np.ndarray, "S S"], points478: Float[np.ndarray, "478 2"]
                  ) -> tuple[Float[np.ndarray, "24 2"], Float[np.ndarray, "24"]]:
     """The person's profile at strong yaw: where the silhouette ends on the side the face turns to, at
-    :data:`PROFILE_SAMPLES` levels of the face from the brows down to the lower lip (pixels of the square crop that
+    :data:`PROFILE_SAMPLES` levels of the face from the brows down to the nose's base (pixels of the square crop that
     ``person`` and ``points478`` are on), and a weight per point.
 
     Each level's ray starts at the middle of FaceMesh's points and runs across the face, in the face's own axes
@@ -174,7 +177,7 @@ def profile_edge(person: Float[np.ndarray, "S S"], points478: Float[np.ndarray, 
     on both sides of it (at least 0.75 a few pixels in, at most 0.25 a few pixels out: a segmentation unsure of a
     dark background is not an edge) and where it lies at most :data:`PROFILE_REACH` face heights beyond FaceMesh's
     farthest point at that level. The weights rise with the turn over :data:`PROFILE_TURN`: at a profile the edge
-    there is the nose, the lips and the brow, which FLAME models; facing the camera it is a cheek or hair."""
+    there is the nose and the brow, which FLAME models; facing the camera it is a cheek or hair."""
     points = np.asarray(points478, np.float32)
     size = person.shape[0]
     none = np.zeros((PROFILE_SAMPLES, 2), np.float32), np.zeros(PROFILE_SAMPLES, np.float32)
@@ -184,7 +187,7 @@ def profile_edge(person: Float[np.ndarray, "S S"], points478: Float[np.ndarray, 
     up, side, height, weight = axes
     middle = points.mean(0)
     level_of = lambda p: np.dot(p - middle, up)  # noqa: E731
-    levels = np.linspace(level_of(points[MEDIAPIPE_LOWER_LIP]), level_of(points[MEDIAPIPE_BETWEEN_BROWS]),
+    levels = np.linspace(level_of(points[MEDIAPIPE_NOSE_BASE]), level_of(points[MEDIAPIPE_BETWEEN_BROWS]),
                          PROFILE_SAMPLES)
     starts = middle + levels[:, None] * up
     steps = np.arange(0.0, height, 0.5, dtype=np.float32)

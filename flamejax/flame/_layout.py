@@ -58,8 +58,9 @@ MEDIAPIPE_FOREHEAD_TOP, MEDIAPIPE_CHIN = 10, 152
 """The face oval's top and bottom on the midline: the face's up axis and height."""
 MEDIAPIPE_CHEEKS = (234, 454)
 """The face oval's widest points, subject's right then left: the face's width and middle."""
-MEDIAPIPE_NOSE_TIP, MEDIAPIPE_BETWEEN_BROWS, MEDIAPIPE_LOWER_LIP = 1, 9, 17
-"""Midline points: how far the nose tip lies off the cheeks' middle says how far the head turns."""
+MEDIAPIPE_NOSE_TIP, MEDIAPIPE_BETWEEN_BROWS, MEDIAPIPE_NOSE_BASE = 1, 9, 2
+"""Midline points: how far the nose tip lies off the cheeks' middle says how far the head turns; the profile is
+looked for between the brows and the nose's base."""
 
 
 def face_turn(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float] | None:
