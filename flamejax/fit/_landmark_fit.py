@@ -129,9 +129,10 @@ def profile_loss(proj: ProjectedLandmarks, profile: Float[Array, "p 2"] | None,
     :data:`PROFILE_MARGIN` and capped softly at :data:`PROFILE_CAP`.
 
     The other side of :func:`silhouette_loss`: at strong yaw the face's profile is the silhouette's edge, so the
-    fitted nose, lips and brows must reach it. FaceMesh often folds the far half of a turned face inwards, onto
-    the cheek; the folded points lie inside the silhouette, where the one-sided term cannot see them. The jaw
-    contour is left out: a less-turned face would bring it to the same edge. Zero without profile points."""
+    fitted nose and brows must reach it (:func:`flamejax.fit.profile_edge` looks from the brows to the nose's
+    base). FaceMesh often folds the far half of a turned face inwards, onto the cheek; the folded points lie inside
+    the silhouette, where the one-sided term cannot see them. The jaw contour is left out: a less-turned face would
+    bring it to the same edge. Zero without profile points."""
     if profile is None or weight is None:
         return jnp.zeros((), proj.lmk68.dtype)
     landmarks = jnp.concatenate([proj.lmk68[INNER_68], proj.mediapipe])
