@@ -339,11 +339,19 @@ class View:
 
 
 _VIEW_ARRAYS = [f.name for f in dataclasses.fields(View)]
+VIEWS_VERSION = 7
+"""Ends every view cache's key: bumped whenever :class:`View` or how its pictures are made changes."""
+
+
+def detection_doubted(view: View, quality: QualityConfig) -> bool:
+    """Whether the library's :func:`detection_doubt` reports this view's detection (its score, FaceMesh losing the
+    face on the aligned crop)."""
+    return detection_doubt(float(view.detection_score), quality, bool(view.lost_on_crop)) is not None
 
 
 def cache_key(quick: bool, n_sampled: int) -> str:
     """Names the pictures a run would render: view plan, seed, model size, image size, preprocessing (v)."""
-    return f"{'quick' if quick else 'full'}_h{n_sampled}_s{N_SHAPE}e{N_EXPRESSION}_{SIZE}px_seed{SEED}_v7"
+    return f"{'quick' if quick else 'full'}_h{n_sampled}_s{N_SHAPE}e{N_EXPRESSION}_{SIZE}px_seed{SEED}_v{VIEWS_VERSION}"
 
 
 def save_views(folder: Path, pictures, truths, detected, views: list[View], timing: dict) -> None:
@@ -672,7 +680,7 @@ def run_beyond_75(cache: Path | None) -> dict:
     model = load_flame(n_shape=N_SHAPE, n_expression=N_EXPRESSION)
     heads, *_ = make_subjects(model, np.random.default_rng(SEED), 6)
     plan = view_plan(heads, BEYOND_YAWS, 15.0, rng, yaw_jitter=0.0)
-    key = f"beyond75_h6_s{N_SHAPE}e{N_EXPRESSION}_{SIZE}px_seed{SEED}_v7"
+    key = f"beyond75_h6_s{N_SHAPE}e{N_EXPRESSION}_{SIZE}px_seed{SEED}_v{VIEWS_VERSION}"
     _, truths, detected, items, timing = pictures_and_targets(model, heads, plan, rng, cache, key)
     trusted_before = [silhouette_trusted_as_before(it) for it in items]
     config, start = FitConfig(), time.perf_counter()
@@ -685,6 +693,7 @@ def run_beyond_75(cache: Path | None) -> dict:
     for k, v in enumerate(detected):
         row = dict(view=v, subject=heads[plan[v]["head"]].name, yaw=float(plan[v]["angles"][0]),
                    detection_score=float(items[k].detection_score), lost_on_crop=bool(items[k].lost_on_crop),
+                   doubted=detection_doubted(items[k], quality),
                    nominal=abs(plan[v]["nominal_yaw"]), trusted=bool(items[k].person.max() > 0),
                    trusted_before=bool(trusted_before[k].person.max() > 0),
                    nme_detector=nme_face_box(to_original(items[k].lmk68[17:], items[k].fit_to_original), truths[v]))
@@ -702,8 +711,7 @@ def run_beyond_75(cache: Path | None) -> dict:
         body.append([f"{yaw:g}", views, len(in_bin), float(min(scores)) if in_bin else None,
                      sum(r["lost_on_crop"] for r in in_bin), sum(r["trusted_before"] for r in in_bin),
                      sum(r["trusted"] for r in in_bin), float(np.median(mediapipe)) if in_bin else None])
-        doubted = np.array([detection_doubt(r["detection_score"], quality, r["lost_on_crop"]) is not None
-                            for r in in_bin], bool)
+        doubted = np.array([r["doubted"] for r in in_bin], bool)
         for name in fits:
             nme = np.array([100 * r[name]["nme"] for r in in_bin])
             flagged = doubted | np.array([r[name]["confidence"] < quality.min_confidence for r in in_bin], bool)
@@ -847,8 +855,7 @@ def run(quick: bool, pictures_dir: Path | None = None, sampled_heads: int | None
         truth_px = truths[view_index]
         row = dict(subject=head.name, kind=head.kind, yaw=float(view["angles"][0]), pitch=float(view["angles"][1]),
                    nominal_yaw=float(view["nominal_yaw"]),
-                   detection_doubted=detection_doubt(float(item.detection_score), QualityConfig(),
-                                                     bool(item.lost_on_crop)) is not None,
+                   detection_doubted=detection_doubted(item, QualityConfig()),
                    nme_detector=nme_face_box(to_original(item.lmk68[17:], item.fit_to_original), truth_px))
         if np.all(np.isfinite(item.mirrored478)):
             mean68 = to_68((item.points478 + item.mirrored478) / 2)
@@ -1012,7 +1019,7 @@ def run_fresh_hard(seed: int, cache: Path | None) -> dict:
     model = load_flame(n_shape=N_SHAPE, n_expression=N_EXPRESSION)
     heads, mean_v, mean_l51, face_ids = make_subjects(model, np.random.default_rng(seed), 6)
     plan = view_plan(heads, FRESH_HARD_YAWS, 30.0, rng)
-    key = f"hard_h6_s{N_SHAPE}e{N_EXPRESSION}_{SIZE}px_seed{seed}_v7"
+    key = f"hard_h6_s{N_SHAPE}e{N_EXPRESSION}_{SIZE}px_seed{seed}_v{VIEWS_VERSION}"
     _, truths, detected, items, timing = pictures_and_targets(model, heads, plan, rng, cache, key)
     oracle_targets = truth_targets(items, [to_original(truths[i], item.original_to_fit)
                                            for i, item in zip(detected, items)])
@@ -1028,7 +1035,7 @@ def run_fresh_hard(seed: int, cache: Path | None) -> dict:
     rows = []
     for k, v in enumerate(detected):
         h = plan[v]["head"]
-        doubted = detection_doubt(float(items[k].detection_score), quality, bool(items[k].lost_on_crop)) is not None
+        doubted = detection_doubted(items[k], quality)
         row = dict(view=v, subject=heads[h].name, yaw=float(plan[v]["angles"][0]), mean_head=mean_head[h])
         for name, res in fits.items():
             row[name] = dict(nme=fitted_nme(res.landmarks.lmk68[k], items[k], truths[v]),
