@@ -55,6 +55,11 @@ class QualityConfig:
     """The face detector's score (``Preprocessed.confidence``, BlazeFace) below this: it is unsure the face is one.
     At 80-90° of yaw MediaPipe finds faces on an ear or the back of a head at 0.55, and every point of theirs
     is explained; real faces score 0.75 and more, rendered ones 0.7 and more (``benchmarks/RESULTS.md``)."""
+    max_look_disagreement: float = LOOK_DISAGREEMENT
+    """:func:`flamejax.fit.look_disagreement` of MediaPipe's two looks at the face (the photograph and its mirror
+    image) above this: one of them folded the face, and the fit leans to the look it explains, a guess. On two
+    fresh draws of rendered heads at 50-75° of yaw a third of those fits (6 of 18) were above 8 % NME, against 5 of
+    the other 151; the shared photographs' looks differ by 0.03 at most (``benchmarks/RESULTS.md``)."""
 
 
 FIND_UV_LAYOUT = object()
@@ -174,9 +179,7 @@ def lean_on_explained_looks(items: Sequence, targets: Sequence[LandmarkTargets],
     whose first fit has no finite points keep theirs."""
     targets, changed = list(targets), []
     for i, item in enumerate(items):
-        if getattr(item, "annotated68", None) is not None:
-            continue
-        if look_disagreement(item.points478, item.mirrored478) <= LOOK_DISAGREEMENT:
+        if looks_of(item) <= LOOK_DISAGREEMENT:
             continue
         if not np.all(np.isfinite(fitted68[i])):  # a failed first fit cannot say which look is right
             continue
@@ -213,27 +216,41 @@ def fit_with_look_choice(items: Sequence, targets: Sequence[LandmarkTargets],
     return leaning, rows_from(np.isin(np.arange(fitted68.shape[0]), changed), fit(leaning), result)
 
 
+def looks_of(item) -> float:
+    """:func:`flamejax.fit.look_disagreement` of an item's two MediaPipe looks; 0 for hand-annotated items (their
+    targets are the annotation) and for items without MediaPipe's points (targets built elsewhere)."""
+    if getattr(item, "annotated68", None) is not None or getattr(item, "points478", None) is None:
+        return 0.0
+    return look_disagreement(item.points478, getattr(item, "mirrored478", None))
+
+
 def detection_doubt(detection_score: float | None, quality: QualityConfig = QualityConfig(),
-                    lost_on_crop: bool = False) -> str | None:
+                    lost_on_crop: bool = False, look_disagreement: float = 0.0) -> str | None:
     """Why a fit is suspect for its face detection, or None: the face detector's score
-    (``Preprocessed.confidence``) below ``quality.min_detection_score``, or FaceMesh finding no face again on the
-    aligned crop (``Preprocessed.lost_on_crop``)."""
+    (``Preprocessed.confidence``) below ``quality.min_detection_score``, FaceMesh finding no face again on the
+    aligned crop (``Preprocessed.lost_on_crop``), or MediaPipe's two looks at the face disagreeing by more than
+    ``quality.max_look_disagreement`` (:func:`looks_of`)."""
     doubts = []
     if detection_score is not None and detection_score < quality.min_detection_score:
         doubts.append(f"face detector's score {detection_score:.2f} (less than {quality.min_detection_score})")
     if lost_on_crop:
         doubts.append("FaceMesh found no face again on the aligned crop around the one it found")
-    if not doubts:
-        return None
-    return (" and ".join(doubts) + ": it may have taken something else for a face (an ear or the back of a head "
-            "seen in profile)")
+    if doubts:
+        doubts = [" and ".join(doubts) + ": it may have taken something else for a face (an ear or the back of a "
+                  "head seen in profile)"]
+    if look_disagreement > quality.max_look_disagreement:
+        doubts.append(f"MediaPipe's looks at the photograph and its mirror image disagree by {look_disagreement:.2f} "
+                      f"of the face size (more than {quality.max_look_disagreement}): one of them folded the face, "
+                      "and the fit leans to the one it explains")
+    return "; ".join(doubts) if doubts else None
 
 
 def judge(result: FitResult, vertices: np.ndarray, quality: QualityConfig = QualityConfig(),
-          detection_score: float | None = None, lost_on_crop: bool = False) -> tuple[str, str]:
+          detection_score: float | None = None, lost_on_crop: bool = False,
+          look_disagreement: float = 0.0) -> tuple[str, str]:
     """(verdict, reason) of one un-batched result: failed stages, then plausibility checks. ``detection_score``:
     the face detector's score of the face (``Preprocessed.confidence``; ``None``: not judged); ``lost_on_crop``:
-    ``Preprocessed.lost_on_crop``."""
+    ``Preprocessed.lost_on_crop``; ``look_disagreement``: :func:`looks_of` the item."""
     status = Status(int(result.status))
     if status != Status.OK:
         return "failed", status.reason
@@ -256,7 +273,7 @@ def judge(result: FitResult, vertices: np.ndarray, quality: QualityConfig = Qual
         reasons.append(f"head tipped by pitch {pitch:+.0f} / roll {roll:+.0f} degrees (upside down?)")
     if np.max(np.abs(np.asarray(result.landmarks.lmk68))) > quality.max_landmark_extent:
         reasons.append("fitted landmarks fall outside the image")
-    if (doubt := detection_doubt(detection_score, quality, lost_on_crop)) is not None:
+    if (doubt := detection_doubt(detection_score, quality, lost_on_crop, look_disagreement)) is not None:
         reasons.append(doubt)
     if result.confidence is not None and float(result.confidence) < quality.min_confidence:
         reasons.append(f"confidence {float(result.confidence):.2f} (less than {quality.min_confidence}): the "
@@ -396,7 +413,7 @@ class Fitter:
         for i, name in enumerate(names):
             row = jax.tree.map(lambda a: a[i], result)
             verdict, reason = judge(row, vertices[i], self.quality, getattr(items[i], "confidence", None),
-                                    getattr(items[i], "lost_on_crop", False))
+                                    getattr(items[i], "lost_on_crop", False), looks_of(items[i]))
             fits.append(ImageFit(name=name, result=row, vertices=vertices[i], verdict=verdict, reason=reason,
                                  init_method=method, fit_seconds=fit_share, compile_seconds=compile_share,
                                  conventions=jax.tree.map(lambda a: a[i], conventions)))
