@@ -734,7 +734,8 @@ def run_beyond_75(cache: Path | None) -> dict:
             "FaceMesh's points out (the rule before: at a turned face FaceMesh's guessed hidden half sticks out past "
             "the profile); now only the near half and the midline count beyond 40 degrees or so. Flagged suspect: "
             f"confidence < {quality.min_confidence}, or the detection doubted (detection_doubt: the face detector's "
-            f"score < {quality.min_detection_score}, or FaceMesh finding no face again on the aligned crop).")
+            f"score < {quality.min_detection_score}, FaceMesh finding no face again on the aligned crop, or "
+            "MediaPipe's two looks disagreeing).")
     return result(f"{NAME}_beyond_75", "Beyond 75 degrees of yaw: what MediaPipe finds and the fit makes of it",
                   "full", settings, [table("Views at 70-88 degrees of yaw", columns, body)], data={"rows": rows},
                   note=note)
@@ -1063,7 +1064,8 @@ def run_fresh_hard(seed: int, cache: Path | None) -> dict:
             "expressions, lights, backgrounds and poses drawn with another seed, each subject at nominal |yaw| "
             f"{', '.join(f'{y:g}' for y in FRESH_HARD_YAWS)} (±3°, pitch within ±30°). Variants and scores as in the "
             "identity section; flagged suspect: confidence < QualityConfig.min_confidence or the detection doubted "
-            f"(detection_doubt). {missed} views without a MediaPipe detection.")
+            "(detection_doubt: its score, FaceMesh losing the face on the crop, the two looks disagreeing). "
+            f"{missed} views without a MediaPipe detection.")
     return result(f"{NAME}_fresh_hard", "Hard poses on a fresh draw of rendered heads (identity and landmarks)",
                   "full", settings, [table(f"Nominal |yaw| 50-75, seed {seed}", columns, body)], data={"rows": rows},
                   note=note)
