@@ -65,7 +65,7 @@ from flamejax.fit import (AMBIENT_SH, FitConfig, FitResult, LandmarkTargets, Pho
                           WeightingConfig, fit_photometric_same_person, landmark_conventions,
                           precise_landmarks_config, quick_config, stack_targets, two_look_targets)
 from flamejax.fit._visibility import facing_cosine, triangle_normals
-from flamejax.fitter import QualityConfig, detection_doubt, fit_with_look_choice, looks_of
+from flamejax.fitter import QualityConfig, detection_doubt, fit_with_look_choice, look_disagreement_of
 from flamejax.flame import FlameParams, barycentric_points, flame_forward, load_flame, load_vertex_masks
 from flamejax.perception import (PerceptionError, PreprocessConfig, landmark_face_mask, points_inside, preprocess,
                                  to_68)
@@ -346,7 +346,8 @@ VIEWS_VERSION = 8
 def detection_doubted(view: View, quality: QualityConfig) -> bool:
     """Whether the library's :func:`detection_doubt` reports this view's detection (its score, FaceMesh losing the
     face on the aligned crop, MediaPipe's two looks disagreeing)."""
-    return detection_doubt(float(view.detection_score), quality, bool(view.lost_on_crop), looks_of(view)) is not None
+    doubt = detection_doubt(float(view.detection_score), quality, bool(view.lost_on_crop), look_disagreement_of(view))
+    return doubt is not None
 
 
 def cache_key(quick: bool, n_sampled: int) -> str:

@@ -179,7 +179,7 @@ def lean_on_explained_looks(items: Sequence, targets: Sequence[LandmarkTargets],
     whose first fit has no finite points keep theirs."""
     targets, changed = list(targets), []
     for i, item in enumerate(items):
-        if looks_of(item) <= LOOK_DISAGREEMENT:
+        if look_disagreement_of(item) <= LOOK_DISAGREEMENT:
             continue
         if not np.all(np.isfinite(fitted68[i])):  # a failed first fit cannot say which look is right
             continue
@@ -216,7 +216,7 @@ def fit_with_look_choice(items: Sequence, targets: Sequence[LandmarkTargets],
     return leaning, rows_from(np.isin(np.arange(fitted68.shape[0]), changed), fit(leaning), result)
 
 
-def looks_of(item) -> float:
+def look_disagreement_of(item) -> float:
     """:func:`flamejax.fit.look_disagreement` of an item's two MediaPipe looks; 0 for hand-annotated items (their
     targets are the annotation) and for items without MediaPipe's points (targets built elsewhere)."""
     if getattr(item, "annotated68", None) is not None or getattr(item, "points478", None) is None:
@@ -229,7 +229,7 @@ def detection_doubt(detection_score: float | None, quality: QualityConfig = Qual
     """Why a fit is suspect for its face detection, or None: the face detector's score
     (``Preprocessed.confidence``) below ``quality.min_detection_score``, FaceMesh finding no face again on the
     aligned crop (``Preprocessed.lost_on_crop``), or MediaPipe's two looks at the face disagreeing by more than
-    ``quality.max_look_disagreement`` (:func:`looks_of`)."""
+    ``quality.max_look_disagreement`` (:func:`look_disagreement_of`)."""
     doubts = []
     if detection_score is not None and detection_score < quality.min_detection_score:
         doubts.append(f"face detector's score {detection_score:.2f} (less than {quality.min_detection_score})")
@@ -250,7 +250,7 @@ def judge(result: FitResult, vertices: np.ndarray, quality: QualityConfig = Qual
           look_disagreement: float = 0.0) -> tuple[str, str]:
     """(verdict, reason) of one un-batched result: failed stages, then plausibility checks. ``detection_score``:
     the face detector's score of the face (``Preprocessed.confidence``; ``None``: not judged); ``lost_on_crop``:
-    ``Preprocessed.lost_on_crop``; ``look_disagreement``: :func:`looks_of` the item."""
+    ``Preprocessed.lost_on_crop``; ``look_disagreement``: :func:`look_disagreement_of` the item."""
     status = Status(int(result.status))
     if status != Status.OK:
         return "failed", status.reason
@@ -413,7 +413,7 @@ class Fitter:
         for i, name in enumerate(names):
             row = jax.tree.map(lambda a: a[i], result)
             verdict, reason = judge(row, vertices[i], self.quality, getattr(items[i], "confidence", None),
-                                    getattr(items[i], "lost_on_crop", False), looks_of(items[i]))
+                                    getattr(items[i], "lost_on_crop", False), look_disagreement_of(items[i]))
             fits.append(ImageFit(name=name, result=row, vertices=vertices[i], verdict=verdict, reason=reason,
                                  init_method=method, fit_seconds=fit_share, compile_seconds=compile_share,
                                  conventions=jax.tree.map(lambda a: a[i], conventions)))

@@ -56,9 +56,9 @@ def test_only_the_photograph_with_disagreeing_looks_is_fitted_again(flame_model,
     # A folded look makes the fit that leans away from it suspect, with its reason; the photograph beside is not.
     assert both[1].verdict == "suspect" and "mirror image disagree" in both[1].reason
     assert "mirror image disagree" not in both[0].reason
-    disagreement = fitter_module.looks_of(folded)
+    disagreement = fitter_module.look_disagreement_of(folded)
     assert disagreement == look_disagreement(folded.points478, folded.mirrored478)
-    assert fitter_module.looks_of(dataclasses.replace(folded, annotated68=folded.lmk68)) == 0.0
+    assert fitter_module.look_disagreement_of(dataclasses.replace(folded, annotated68=folded.lmk68)) == 0.0
     assert fitter_module.detection_doubt(0.9, fitter.quality, look_disagreement=LOOK_DISAGREEMENT) is None
     doubt = fitter_module.detection_doubt(0.9, fitter.quality, look_disagreement=disagreement)
     assert f"disagree by {disagreement:.2f}" in doubt and "something else for a face" not in doubt
