@@ -188,8 +188,9 @@ WIDE_CONTEXT_COVERAGE = 0.7
 """Share of the aligned crop the selfie segmentation marks as the person above which it is segmented again on a
 crop twice as wide (:func:`wide_context_silhouette`). The segmentation is made for head and shoulders; on the tight
 face crop it sometimes takes the whole background for the person (0.3-0.5 of the crop is usual). On two draws of
-rendered heads at 50-75° of yaw this happened in 13 of 169 views, and segmented wider the fits' NME fell or stayed
-in all of them (13.2 -> 5.5 %, 7.7 -> 3.0 %; ``benchmarks/RESULTS.md``)."""
+rendered heads at 50-75° of yaw this happened in 13 of 169 views; segmented wider, most of their fits improved
+(7.7 -> 3.0 %, 6.3 -> 4.0 %) and the draws' NME median fell; one view whose MediaPipe points are wrong in both looks
+stayed above 8 % (``benchmarks/RESULTS.md``)."""
 
 
 def wide_context_silhouette(original: UInt8[np.ndarray, "H W 3"], to_crop: Affine, crop_size: int,
@@ -202,11 +203,12 @@ def wide_context_silhouette(original: UInt8[np.ndarray, "H W 3"], to_crop: Affin
 
 
 def _person(crop: np.ndarray, alpha: np.ndarray | None, points478: np.ndarray, config: PreprocessConfig,
-            notes: list[str], wide_context: Callable[[], np.ndarray]) -> np.ndarray | None:
+            notes: list[str], wide_context: Callable[[], np.ndarray] | None = None) -> np.ndarray | None:
     if not config.person_silhouette:
         return None
     person = alpha if alpha is not None else person_silhouette(crop, config.fit_size)
-    if alpha is None and (covered := float(np.mean(person >= 0.5))) > WIDE_CONTEXT_COVERAGE:
+    covered = float(np.mean(person >= 0.5))
+    if wide_context is not None and alpha is None and covered > WIDE_CONTEXT_COVERAGE:
         notes.append(f"the person segmentation covered {100 * covered:.0f}% of the aligned crop; segmented again on "
                      "a crop twice as wide")
         person = wide_context()
