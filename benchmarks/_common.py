@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
@@ -107,6 +109,22 @@ def first_call_seconds(fn: Callable[[], object]) -> float:
 
 
 # ---------------------------------------------------------------------------------------------- results
+
+
+def separation_auc(scores: np.ndarray, bad: np.ndarray) -> float | None:
+    """Share of (bad, good) pairs in which the bad item scores lower (ties count half): how well a confidence
+    tells the bad items; 0.5 is chance. None without both kinds."""
+    scores, bad = np.asarray(scores, np.float64), np.asarray(bad, bool)
+    if bad.all() or not bad.any():
+        return None
+    low, high = scores[bad][:, None], scores[~bad][None, :]
+    return float(np.mean((low < high) + 0.5 * (low == high)))
+
+
+def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation of two equally long samples (ties ranked by order)."""
+    ranks = [np.argsort(np.argsort(np.asarray(x, np.float64))) for x in (a, b)]
+    return float(np.corrcoef(*ranks)[0, 1])
 
 
 def result(name: str, title: str, mode: str, settings: dict, tables: list[dict], data: dict | None = None,

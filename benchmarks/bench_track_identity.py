@@ -35,7 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import _scans
-from benchmarks._common import RESULTS_DIR, result, save_and_report, shared_photos, table
+from benchmarks._common import (RESULTS_DIR, rank_correlation, result, save_and_report, separation_auc, shared_photos,
+                                table)
 from benchmarks.bench_identity import (N_EXPRESSION, N_SHAPE, SEED, SIZE, identity_error_mm, make_subjects,
                                        mean_head_medians, nme_face_box, now_scorer, render_views)
 from benchmarks.bench_track import save_overlay_frames
@@ -181,7 +182,8 @@ def run_landmark_variants(frames: int, yaw_deg: float, sampled_heads: int, confi
                               hard_frames=int(hard.sum()),
                               nme_hard=float(np.median(nme[hard])) if hard.any() else None,
                               nme_hard_max=float(nme[hard].max()) if hard.any() else None,
-                              hard_over_8=int(np.sum(nme[hard] > 0.08)))
+                              hard_over_8=int(np.sum(nme[hard] > 0.08)),
+                              frame_nme=nme.tolist(), frame_confidence=tracked.fit.confidence.tolist())
         rows.append(row)
         print(json.dumps(row), flush=True)
     keys = [("now", "NoW median mm", 1), ("nme_truth", "NME vs true points %", 100),
@@ -201,7 +203,7 @@ def run_landmark_variants(frames: int, yaw_deg: float, sampled_heads: int, confi
                  *(summary(label, key) * times for label in configs for key, _, times in keys)])
     columns = [f"{label}: {what}" for label in configs for _, what, _ in keys]
     tables = [table(f"{caption} ({frames} frames, yaw ±{yaw_deg:g}°)", ["subject", "mean head NoW mm", *columns],
-                    body)]
+                    body), _confidence_table(rows, list(configs))]
     settings = {"subjects": f"{len(heads)} ({', '.join(h.name for h in heads)})", "frames per clip": frames,
                 "model": f"test model, {N_SHAPE} identity / {N_EXPRESSION} expression"}
     note = ("NME: inner 51 points over sqrt(w h) of the true points' box, median over frames; against the renders' "
@@ -209,6 +211,25 @@ def run_landmark_variants(frames: int, yaw_deg: float, sampled_heads: int, confi
             "(the tracker's targets). Frames the tracker fills from their neighbours (lost, hard pose) count with "
             "their filled values.")
     return result(name, title, "full", settings, tables, data={"rows": rows}, note=note)
+
+
+def _confidence_table(rows: list[dict], labels: list[str]) -> dict:
+    """How well each variant's per-frame confidence (``tracking.npz`` ``confidence``) tells its frames' NME against
+    the true points, every frame of every clip pooled (frames without one left out)."""
+    body = []
+    for label in labels:
+        nme = np.concatenate([r[label]["frame_nme"] for r in rows])
+        confidence = np.concatenate([r[label]["frame_confidence"] for r in rows])
+        seen = np.isfinite(confidence)
+        nme, confidence = nme[seen], confidence[seen]
+        body.append([label, int(seen.sum()), rank_correlation(confidence, nme),
+                     *(value for limit in (0.05, 0.08)
+                       for value in (int(np.sum(nme > limit)), separation_auc(confidence, nme > limit))),
+                     float(np.median(confidence))])
+    return table("Per-frame confidence against the frame's NME vs true points (all clips' frames pooled)",
+                 ["variant", "frames", "rank correlation (confidence, NME)", "frames over 5 %",
+                  "AUC: confidence lower over 5 %", "frames over 8 %", "AUC: confidence lower over 8 %",
+                  "confidence median"], body)
 
 
 def run_priors(frames: int, yaw_deg: float, sampled_heads: int) -> dict:

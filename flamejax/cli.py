@@ -436,7 +436,7 @@ def _fit_same_person(args, paths: list[Path], stems: list[str], options) -> int:
     import numpy as np
 
     from flamejax import camera as cam
-    from flamejax.fitter import detection_doubt, look_disagreement_of
+    from flamejax.fitter import detection_doubt_of
     from flamejax.flame import flame_forward
     from flamejax.io import FitRecord, write_image
     from flamejax.outputs import (detection_record, landmark_record, photometric_record, provenance,
@@ -468,8 +468,7 @@ def _fit_same_person(args, paths: list[Path], stems: list[str], options) -> int:
     failed = suspect = 0
     for i, (path, stem, item) in enumerate(zip(paths, stems, items)):
         verdict, reason = verdicts.get(joint.status[i], ("failed", joint.status[i]))
-        if verdict == "ok" and (doubt := detection_doubt(float(item.confidence), fitter.quality, item.lost_on_crop,
-                                                         look_disagreement_of(item))) is not None:
+        if verdict == "ok" and (doubt := detection_doubt_of(item, fitter.quality)) is not None:
             verdict, reason = "suspect", doubt
         nme = float(nmes[i])
         if verdict == "failed":

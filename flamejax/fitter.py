@@ -29,12 +29,13 @@ from flamejax.distributed import local_mesh, replicate, round_batch_size, shard_
 from flamejax.fit import (LOOK_DISAGREEMENT, FitConfig, FitResult, FitStart, LandmarkConventions, LandmarkTargets,
                           PhotometricConfig, PhotometricTargets, Status, fit_landmarks_batch, fit_photometric_batch,
                           landmark_conventions, landmark_model, leaning_look_targets, look_disagreement,
-                          stack_targets, two_look_targets)
+                          stack_targets, target_agreement, two_look_targets)
 from flamejax.fit._landmark_fit import reads_face
 from flamejax.flame import FlameModel, flame_forward
 
 __all__ = ["Fitter", "ImageFit", "Networks", "PhotometricBundle", "QualityConfig", "detection_doubt",
-           "find_uv_layout", "judge", "fit_with_look_choice", "lean_on_explained_looks", "rows_from", "targets_of"]
+           "detection_doubt_of", "find_uv_layout", "fit_with_look_choice", "judge", "lean_on_explained_looks",
+           "look_disagreement_of", "rows_from", "targets_of"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,7 +206,12 @@ def fit_with_look_choice(items: Sequence, targets: Sequence[LandmarkTargets],
 
     ``targets``: each item's; ``fit``: stacks (and pads) a list of per-item targets and fits them as one batch (the
     same compiled program both times). ``on_second_fit`` is called before a second fit. Returns the per-item
-    targets of the result and the result."""
+    targets of the result and the result.
+
+    A second fit's confidence keeps the first targets' :func:`flamejax.fit.target_agreement` as a factor: its
+    own targets weigh every point fully, but the detector's looks still disagreed. At 50-75° of yaw the fits'
+    confidence told the fits above 8 % NME no better than chance before (AUC 0.46 / 0.58 on two draws of rendered
+    heads) and 0.81 / 0.85 with it (``benchmarks/RESULTS.md``)."""
     result = fit(list(targets))
     fitted68 = np.asarray(result.landmarks.lmk68)
     leaning, changed = lean_on_explained_looks(items, targets, fitted68)
@@ -213,7 +219,12 @@ def fit_with_look_choice(items: Sequence, targets: Sequence[LandmarkTargets],
         return list(targets), result
     if on_second_fit is not None:
         on_second_fit()
-    return leaning, rows_from(np.isin(np.arange(fitted68.shape[0]), changed), fit(leaning), result)
+    second = fit(leaning)
+    if second.confidence is not None:
+        agreement = np.ones(fitted68.shape[0], np.float32)
+        agreement[changed] = [float(target_agreement(targets[i].lmk68_weight)) for i in changed]
+        second = dataclasses.replace(second, confidence=second.confidence * jnp.asarray(agreement))
+    return leaning, rows_from(np.isin(np.arange(fitted68.shape[0]), changed), second, result)
 
 
 def look_disagreement_of(item) -> float:
@@ -245,12 +256,17 @@ def detection_doubt(detection_score: float | None, quality: QualityConfig = Qual
     return "; ".join(doubts) if doubts else None
 
 
+def detection_doubt_of(item, quality: QualityConfig = QualityConfig()) -> str | None:
+    """:func:`detection_doubt` of a preprocessed item (``Preprocessed`` or one of its kind): its face detector's
+    score (``confidence``; not judged where the item has none), ``lost_on_crop`` and :func:`look_disagreement_of`."""
+    return detection_doubt(getattr(item, "confidence", None), quality, bool(getattr(item, "lost_on_crop", False)),
+                           look_disagreement_of(item))
+
+
 def judge(result: FitResult, vertices: np.ndarray, quality: QualityConfig = QualityConfig(),
-          detection_score: float | None = None, lost_on_crop: bool = False,
-          look_disagreement: float = 0.0) -> tuple[str, str]:
-    """(verdict, reason) of one un-batched result: failed stages, then plausibility checks. ``detection_score``:
-    the face detector's score of the face (``Preprocessed.confidence``; ``None``: not judged); ``lost_on_crop``:
-    ``Preprocessed.lost_on_crop``; ``look_disagreement``: :func:`look_disagreement_of` the item."""
+          doubt: str | None = None) -> tuple[str, str]:
+    """(verdict, reason) of one un-batched result: failed stages, then plausibility checks; ``doubt``: why the
+    face's detection is doubted (:func:`detection_doubt_of` the item), or None."""
     status = Status(int(result.status))
     if status != Status.OK:
         return "failed", status.reason
@@ -273,7 +289,7 @@ def judge(result: FitResult, vertices: np.ndarray, quality: QualityConfig = Qual
         reasons.append(f"head tipped by pitch {pitch:+.0f} / roll {roll:+.0f} degrees (upside down?)")
     if np.max(np.abs(np.asarray(result.landmarks.lmk68))) > quality.max_landmark_extent:
         reasons.append("fitted landmarks fall outside the image")
-    if (doubt := detection_doubt(detection_score, quality, lost_on_crop, look_disagreement)) is not None:
+    if doubt is not None:
         reasons.append(doubt)
     if result.confidence is not None and float(result.confidence) < quality.min_confidence:
         reasons.append(f"confidence {float(result.confidence):.2f} (less than {quality.min_confidence}): the "
@@ -412,8 +428,7 @@ class Fitter:
         fits = []
         for i, name in enumerate(names):
             row = jax.tree.map(lambda a: a[i], result)
-            verdict, reason = judge(row, vertices[i], self.quality, getattr(items[i], "confidence", None),
-                                    getattr(items[i], "lost_on_crop", False), look_disagreement_of(items[i]))
+            verdict, reason = judge(row, vertices[i], self.quality, detection_doubt_of(items[i], self.quality))
             fits.append(ImageFit(name=name, result=row, vertices=vertices[i], verdict=verdict, reason=reason,
                                  init_method=method, fit_seconds=fit_share, compile_seconds=compile_share,
                                  conventions=jax.tree.map(lambda a: a[i], conventions)))

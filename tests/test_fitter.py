@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import flamejax.fitter as fitter_module
-from flamejax.fit import LOOK_DISAGREEMENT, look_disagreement, quick_config
+from flamejax.fit import LOOK_DISAGREEMENT, look_disagreement, quick_config, target_agreement
 from flamejax.fitter import Fitter
 from flamejax.perception import preprocess
 from tests.conftest import SHARED, folded_look, requires_flame
@@ -24,9 +24,13 @@ def test_only_the_photograph_with_disagreeing_looks_is_fitted_again(flame_model,
     calls = []
     real_fit = fitter_module.fit_landmarks_batch
 
+    confidences = []
+
     def counting_fit(model, targets, config, start=None):
         calls.append(np.asarray(targets.mediapipe))
-        return real_fit(model, targets, config, start)
+        result = real_fit(model, targets, config, start)
+        confidences.append(np.asarray(result.confidence))
+        return result
 
     monkeypatch.setattr(fitter_module, "fit_landmarks_batch", counting_fit)
     fitter = Fitter.create(flame_model, quick_config(rigid_steps=60, landmark_steps=40), batch_size=2,
@@ -36,12 +40,14 @@ def test_only_the_photograph_with_disagreeing_looks_is_fitted_again(flame_model,
     assert "detector" not in agreeing[0].reason  # a real face: BlazeFace is sure of it
     fit = agreeing[0]
     for score, doubted in ((None, False), (0.9, False), (0.55, True)):
-        verdict, reason = fitter_module.judge(fit.result, fit.vertices, fitter.quality, score)
+        verdict, reason = fitter_module.judge(fit.result, fit.vertices, fitter.quality,
+                                              fitter_module.detection_doubt(score, fitter.quality))
         assert ("detector's score 0.55" in reason and verdict == "suspect") if doubted else "detector" not in reason
         assert (fitter_module.detection_doubt(score, fitter.quality) is not None) == doubted
     assert fitter_module.detection_doubt(fitter.quality.min_detection_score, fitter.quality) is None
     # FaceMesh losing the face on its own aligned crop makes a confident detection doubtful too.
-    verdict, reason = fitter_module.judge(fit.result, fit.vertices, fitter.quality, 0.9, lost_on_crop=True)
+    verdict, reason = fitter_module.judge(fit.result, fit.vertices, fitter.quality,
+                                          fitter_module.detection_doubt(0.9, fitter.quality, lost_on_crop=True))
     assert verdict == "suspect" and "no face again on the aligned crop" in reason and "score" not in reason
     both_doubts = fitter_module.detection_doubt(0.55, fitter.quality, lost_on_crop=True)
     assert "score 0.55" in both_doubts and "no face again" in both_doubts
@@ -55,6 +61,11 @@ def test_only_the_photograph_with_disagreeing_looks_is_fitted_again(flame_model,
     assert both[1].written and np.all(np.isfinite(both[1].vertices))
     # A folded look makes the fit that leans away from it suspect, with its reason; the photograph beside is not.
     assert both[1].verdict == "suspect" and "mirror image disagree" in both[1].reason
+    # Its confidence keeps the share of the face its looks agreed on, though the second fit weighs every point fully.
+    agreed = float(target_agreement(fitter_module.targets_of(folded).lmk68_weight))
+    assert agreed < 0.9
+    assert float(both[1].result.confidence) == pytest.approx(agreed * float(confidences[2][1]), rel=1e-5)
+    assert float(both[0].result.confidence) == pytest.approx(float(agreeing[0].result.confidence), abs=1e-5)
     assert "mirror image disagree" not in both[0].reason
     disagreement = fitter_module.look_disagreement_of(folded)
     assert disagreement == look_disagreement(folded.points478, folded.mirrored478)
@@ -64,3 +75,7 @@ def test_only_the_photograph_with_disagreeing_looks_is_fitted_again(flame_model,
     assert f"disagree by {disagreement:.2f}" in doubt and "something else for a face" not in doubt
     lenient = dataclasses.replace(fitter.quality, max_look_disagreement=1.0)
     assert fitter_module.detection_doubt(0.9, lenient, look_disagreement=disagreement) is None
+    # An item's own facts: the folded photograph's looks, the real one's none.
+    assert "mirror image disagree" in fitter_module.detection_doubt_of(folded, fitter.quality)
+    assert fitter_module.detection_doubt_of(photo, fitter.quality) is None
+    assert "score 0.55" in fitter_module.detection_doubt_of(dataclasses.replace(photo, confidence=0.55))

@@ -11,12 +11,12 @@ import jax
 import numpy as np
 import pytest
 
-from flamejax.fit import LandmarkStageConfig, aligned_vertex_error_mm, nme_inner, quick_config
+from flamejax.fit import LandmarkStageConfig, aligned_vertex_error_mm, nme_inner, quick_config, stack_targets
 from flamejax.track import (FrameSource, JointConfig, TemporalPrior, TrackConfig, VideoReadError,
                             chunk_starts, fill_from_neighbours, fit_same_person, smooth_states, smooth_trajectory,
                             synthetic_sequence, synthetic_views, temporal_loss, track_landmarks,
                             track_video)
-from flamejax.track._joint import FrameStates
+from flamejax.track._joint import FrameStates, frame_confidences
 from flamejax.track._sequence import STATUS_LOST, STATUS_OK, _blend_weights
 from tests.conftest import folded_look
 from tests.test_fit_units import silhouette_to, turned_face
@@ -216,6 +216,15 @@ def test_track_landmarks_fills_lost_frames_and_resumes(flame_model, synthetic_cl
     assert fit.status.count(STATUS_OK) == 12
     assert np.all(np.isfinite(fit.lmk68)) and np.isnan(fit.nme[5]) and np.nanmax(fit.nme) < 0.15
     kept = [i for i in range(14) if i not in lost]
+    # Each frame's confidence as a photograph's fit has it; none where the frame had no face.
+    assert np.isnan(fit.confidence[lost]).all() and np.all(fit.confidence[kept] > 0.5), fit.confidence
+    frames = jax.tree.map(lambda a: a[:2], fit.frames)
+    mine = stack_targets([holed[0], holed[1]])
+    moved = stack_targets([holed[0], dataclasses.replace(holed[1], lmk68=holed[1].lmk68.at[48:].add(0.1))])
+    sure = np.asarray(frame_confidences(flame_model, frames, fit.shape, fit.fov_deg, mine))
+    np.testing.assert_allclose(sure, fit.confidence[:2], rtol=1e-4)
+    unsure = np.asarray(frame_confidences(flame_model, frames, fit.shape, fit.fov_deg, moved))
+    assert unsure[0] == pytest.approx(sure[0], rel=1e-5) and unsure[1] < 0.5 * sure[1]
     np.testing.assert_allclose(fit.nme[kept], [float(nme_inner(fit.lmk68[i], holed[i].lmk68)) for i in kept],
                                rtol=1e-4)
     truth = np.asarray(seq.targets.lmk68)
@@ -301,6 +310,7 @@ def test_frame_folder_with_gaps(tmp_path):
 def test_a_turned_frame_s_second_looks_come_back_in_frame_pixels(monkeypatch):
     """The crop around a turned face reaches the segmentation and the mirrored FaceMesh, and what they find comes
     back in frame pixels; a face turned less gets neither."""
+    import flamejax.perception._mask as mask_module
     from flamejax.track import _video_track
 
     crops = []
@@ -313,7 +323,7 @@ def test_a_turned_frame_s_second_looks_come_back_in_frame_pixels(monkeypatch):
         crops.append(crop)
         return dataclasses.replace(expected, points=expected.points + np.float32([0.0, 1.0]))
 
-    monkeypatch.setattr(_video_track, "person_silhouette", by_brightness)
+    monkeypatch.setattr(mask_module, "person_silhouette", by_brightness)
     monkeypatch.setattr(_video_track, "redetect_mirrored", mirrored_a_pixel_lower)
     scale, offset = 2.0, np.array([300.0, 200.0], np.float32)
     frame = cv2.resize((silhouette_to(180) * 255).astype(np.uint8), None, fx=scale, fy=scale,
@@ -330,6 +340,19 @@ def test_a_turned_frame_s_second_looks_come_back_in_frame_pixels(monkeypatch):
     np.testing.assert_allclose(targets.profile[:, 0], 180 * 2 / 256 - 1, atol=4 / 256)
     frontal = _video_track.turned_look(frame, turned_face(0.0) * scale + offset)
     assert len(crops) == 2 and not frontal.profile_weight.any() and frontal.mirrored478 is None
+    # A segmentation that takes the whole crop for the person is done again on a crop twice as wide, as in
+    # preprocessing: the profile is still found where the frame's person ends.
+    segmented = []
+
+    def whole_crop_first(crop, size):
+        segmented.append(size)
+        return np.ones((size, size), np.float32) if len(segmented) == 1 else by_brightness(crop, size)
+
+    monkeypatch.setattr(mask_module, "person_silhouette", whole_crop_first)
+    widened = _video_track.turned_look(frame, points, mirror=False)
+    assert segmented == [_video_track.TURNED_CROP, 2 * _video_track.TURNED_CROP]
+    np.testing.assert_array_equal(widened.profile_weight, 1.0)
+    np.testing.assert_allclose(widened.profile[:, 0], 180 * scale + offset[0], atol=2 * scale)
 
 
 def test_turned_looks_are_checkpointed_with_the_landmarks(tmp_path, monkeypatch):
@@ -408,6 +431,7 @@ def test_track_video_writes_parameters_cameras_and_exports(real_track):
     assert data["R"].shape == (n, 3, 3) and data["K"].shape == (n, 3, 3) and data["expression"].shape == (n, 10)
     np.testing.assert_allclose(np.linalg.det(data["R"]), 1.0, atol=1e-4)
     assert float(np.nanmax(data["nme"])) < 0.15
+    assert data["confidence"].shape == (n,) and np.all((data["confidence"] > 0.0) & (data["confidence"] <= 1.0))
     summary = json.loads((out / "tracking.json").read_text())
     assert summary["status"] == ["ok"] * n and len(summary["status_reason"]) == n
     transforms = json.loads((out / "export" / "vhap" / "transforms.json").read_text())

@@ -160,6 +160,7 @@ def test_photometric_mode_writes_texture_light_and_errors(photometric_track):
     assert data["light_sh"].shape == (n, 9, 3) and data["photometric_refined"].all()
     assert np.all(data["photometric_error"] <= data["photometric_error_start"] + 1e-6)
     assert float(np.nanmax(data["nme"])) < 0.15 and data["landmark_mode_nme"].shape == (n,)
+    assert data["confidence"].shape == (n,) and np.all((data["confidence"] > 0.0) & (data["confidence"] <= 1.0))
     assert data["landmark_mode_shape"].shape == data["shape"].shape
     summary = json.loads((out / "tracking.json").read_text())
     assert summary["mode"] == "photometric" and summary["texture_png"] == "texture.png"

@@ -131,7 +131,8 @@ class FitResult:
     confidence: Float[Array, ""] | None = None
     """How far to trust this fit, in [0, 1]: the share of the seen 68 points the fitted pose explains, times a
     fall-off with their mean residual over the face size (:func:`flamejax.fit._visibility.fit_confidence`), times
-    the share of the face the detector's two looks agree on (:func:`flamejax.fit._visibility.target_agreement`); 0 when
+    the share of the face the detector's two looks agree on (:func:`flamejax.fit.target_agreement`; for a fit
+    leaning to one of them, :func:`flamejax.fitter.fit_with_look_choice`, that of the two looks); 0 when
     ``status`` is not OK. Not a calibrated probability: compare images with it, flag the low ones."""
     weights: "LandmarkWeights | None" = None
     """Per-point weights at the fitted pose (visibility x robust) and the visibility of the 68 points."""

@@ -25,7 +25,8 @@ from flamejax.perception._layout import (FACE_OVAL, IBUG68_FROM_MEDIAPIPE, IBUG6
                                          LIPS_INNER, LIPS_OUTER, MEDIAPIPE_IRIS_CENTERS, MEDIAPIPE_LEFT_IRIS,
                                          MEDIAPIPE_MIRROR, MEDIAPIPE_RIGHT_IRIS, NOSE, RIGHT_BROW, RIGHT_EYE, to_68,
                                          to_iris)
-from flamejax.perception._mask import FOREHEAD_KEPT, landmark_face_mask, person_silhouette, points_inside
+from flamejax.perception._mask import (FOREHEAD_KEPT, WIDE_CONTEXT_COVERAGE, landmark_face_mask, person_in_context,
+                                       person_silhouette, points_inside)
 from flamejax.perception._matting import composite_over_white, matte
 from flamejax.perception._parsing import (CELEBAMASK_CLASSES, FACE_CLASSES, ParsingResult, parse_face,
                                           parsing_mask)
@@ -41,9 +42,10 @@ __all__ = [
     "MEDIAPIPE_IRIS_CENTERS", "MEDIAPIPE_LEFT_IRIS", "MEDIAPIPE_MIRROR", "MEDIAPIPE_RIGHT_IRIS", "MIN_IMAGE_SIDE",
     "NOSE", "NoFaceError",
     "ParsingResult", "PerceptionError", "Preprocessed", "PreprocessConfig", "RIGHT_BROW", "RIGHT_EYE",
+    "WIDE_CONTEXT_COVERAGE",
     "align_face", "alignment_transform", "annotated", "annotation_beside", "compose_affine", "composite_over_white", "detect_landmarks",
     "invert_affine", "landmark_face_mask", "load_image", "matte", "ndc_to_pixels", "parse_face", "parsing_mask",
-    "person_silhouette", "points_inside",
+    "person_in_context", "person_silhouette", "points_inside",
     "pixels_to_ndc", "preprocess", "read_aflw_mat", "read_annotation", "read_pts", "redetect_mirrored", "to_68", "to_iris", "to_rgb8", "transform_points",
     "warp_image",
 ]

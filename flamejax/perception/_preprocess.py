@@ -13,8 +13,8 @@ from flamejax.perception._image import ImageSource, load_image, source_name
 from flamejax.perception._landmarks import (DETECT_MAX_SIDE, FaceLandmarks, detect_landmarks, redetect,
                                             redetect_mirrored)
 from flamejax.perception._layout import to_68, to_iris
-from flamejax.perception._mask import (FOREHEAD_KEPT, MIN_POINTS_INSIDE, landmark_face_mask, person_silhouette,
-                                       points_a_silhouette_covers, points_inside)
+from flamejax.perception._mask import (FOREHEAD_KEPT, MIN_POINTS_INSIDE, WIDE_CONTEXT_COVERAGE, landmark_face_mask,
+                                       person_in_context, points_a_silhouette_covers, points_inside)
 from flamejax.perception._matting import composite_over_white, matte
 from flamejax.perception._onnx import ModelSource
 from flamejax.perception._parsing import parse_face
@@ -158,8 +158,8 @@ def preprocess(image: ImageSource, config: PreprocessConfig = PreprocessConfig()
     fit_image = resize(crop, config.fit_size, config.fit_size)
     mask, mask_source, parsing = _face_mask(crop, fit_landmarks, config, notes)
     alpha = None if crop_alpha is None else resize(crop_alpha, config.fit_size, config.fit_size)
-    person = _person(crop, alpha, fit_landmarks.points, config, notes,
-                     lambda: wide_context_silhouette(original, aligned.to_crop, config.crop_size, config.fit_size))
+    person = _person(alpha, fit_landmarks.points, config, notes,
+                     lambda: person_in_context(original, aligned.to_crop, config.crop_size, config.fit_size, crop))
     original_to_fit = compose_affine(to_fit, aligned.to_crop)
     return Preprocessed(
         image=fit_image.astype(np.float32) / 255.0, crop=crop, points478=fit_landmarks.points,
@@ -184,34 +184,17 @@ def _matted(crop: np.ndarray, config: PreprocessConfig, notes: list[str]) -> tup
     return composite_over_white(crop, alpha), alpha
 
 
-WIDE_CONTEXT_COVERAGE = 0.7
-"""Share of the aligned crop the selfie segmentation marks as the person above which it is segmented again on a
-crop twice as wide (:func:`wide_context_silhouette`). The segmentation is made for head and shoulders; on the tight
-face crop it sometimes takes the whole background for the person (0.3-0.5 of the crop is usual). On two draws of
-rendered heads at 50-75° of yaw this happened in 13 of 169 views; segmented wider, most of their fits improved
-(7.7 -> 3.0 %, 6.3 -> 4.0 %) and the draws' NME median fell; one view whose MediaPipe points are wrong in both looks
-stayed above 8 % (``benchmarks/RESULTS.md``)."""
-
-
-def wide_context_silhouette(original: UInt8[np.ndarray, "H W 3"], to_crop: Affine, crop_size: int,
-                            fit_size: int) -> Float[np.ndarray, "S S"]:
-    """The person's silhouette on the aligned crop (``fit_size`` square), segmented on a crop of the photograph
-    twice as wide around it (its edges repeated where it leaves the photograph)."""
-    to_wide = compose_affine(np.array([[0.5, 0.0, crop_size / 4], [0.0, 0.5, crop_size / 4]]), to_crop)
-    wide = person_silhouette(warp_image(original, to_wide, crop_size, border=None), 2 * fit_size)
-    return np.ascontiguousarray(wide[fit_size // 2:fit_size // 2 + fit_size, fit_size // 2:fit_size // 2 + fit_size])
-
-
-def _person(crop: np.ndarray, alpha: np.ndarray | None, points478: np.ndarray, config: PreprocessConfig,
-            notes: list[str], wide_context: Callable[[], np.ndarray] | None = None) -> np.ndarray | None:
+def _person(alpha: np.ndarray | None, points478: np.ndarray, config: PreprocessConfig, notes: list[str],
+            segment: Callable[[], tuple[np.ndarray, float]]) -> np.ndarray | None:
     if not config.person_silhouette:
         return None
-    person = alpha if alpha is not None else person_silhouette(crop, config.fit_size)
-    covered = float(np.mean(person >= 0.5))
-    if wide_context is not None and alpha is None and covered > WIDE_CONTEXT_COVERAGE:
-        notes.append(f"the person segmentation covered {100 * covered:.0f}% of the aligned crop; segmented again on "
-                     "a crop twice as wide")
-        person = wide_context()
+    if alpha is not None:
+        person = alpha
+    else:
+        person, covered = segment()
+        if covered > WIDE_CONTEXT_COVERAGE:
+            notes.append(f"the person segmentation covered {100 * covered:.0f}% of the aligned crop; segmented again "
+                         "on a crop twice as wide")
     inside = points_inside(person, points_a_silhouette_covers(points478))
     if inside < MIN_POINTS_INSIDE:
         notes.append(f"the person segmentation covers only {100 * inside:.0f}% of the face's landmarks; fitting "

@@ -296,13 +296,14 @@ def refine_photometric(model: FlameModel, uv_layout, fit: SequenceFit, targets: 
                     getattr(refined_frames, name)[row] = getattr(part["frames"], name)[i]
     frames = jax.tree.map(lambda a: a.astype(np.float32), smooth_states(refined_frames, usable.astype(np.float64),
                                                                          config.temporal))
-    lmk68, nme = project_clip(landmarks_only, frames, fit.shape, fit.fov_deg,
-                              _numpy(_pad_targets(targets, len(targets))), batch)
+    lmk68, nme, confidence = project_clip(landmarks_only, frames, fit.shape, fit.fov_deg,
+                                          _numpy(_pad_targets(targets, len(targets))), batch)
     extra = PhotometricTrack(texture=np.asarray(saved["texture"]), light=light, photometric_start=start_error,
                              photometric_final=final_error, refined=refined, keyframes=np.asarray(saved["keyframes"]),
                              landmark_shape=np.asarray(landmark_shape), landmark_frames=fit.frames,
                              landmark_nme=fit.nme)
-    return dataclasses.replace(fit, frames=frames, lmk68=lmk68, nme=nme, status=status, photometric=extra)
+    return dataclasses.replace(fit, frames=frames, lmk68=lmk68, nme=nme, status=status, photometric=extra,
+                               confidence=confidence)
 
 
 _FIELDS = [f.name for f in dataclasses.fields(FrameStates)]

@@ -34,8 +34,8 @@ import numpy as np
 from flamejax.track._core import (FitConfig, FlameModel, LandmarkTargets, landmark_model, nme_inner, quick_config,
                                   stack_targets, yaw_pitch_roll)
 from flamejax.track._core import GroupSchedule
-from flamejax.track._joint import (JOINT_STAGE, SAME_PERSON, FrameStates, JointConfig, fit_joint, initial_fits,
-                                   project_frames, robust_shape)
+from flamejax.track._joint import (JOINT_STAGE, SAME_PERSON, FrameStates, JointConfig, fit_joint, frame_confidences,
+                                   initial_fits, project_frames, robust_shape)
 from flamejax.track._smooth import TemporalPrior, smooth_states
 
 if TYPE_CHECKING:
@@ -135,6 +135,10 @@ class SequenceFit:
     """NME of every frame's warm-start fit (NaN where the frame had no targets)."""
     photometric: "PhotometricTrack | None" = None
     """Photometric mode's clip appearance, per-frame light and errors (None in landmark mode)."""
+    confidence: np.ndarray | None = None
+    """Each frame's :func:`flamejax.track._joint.frame_confidences` at its tracked pose (NaN where the frame had no
+    targets): low where the tracked head explains the frame's landmarks poorly or the detector's two looks
+    disagree."""
 
 
 def chunk_starts(frames: int, chunk: int, overlap: int) -> list[int]:
@@ -273,24 +277,30 @@ def track_landmarks(model: FlameModel, targets: list[LandmarkTargets | None], co
               for i, s in enumerate(status)]
     fitted = np.array([s == STATUS_OK for s in status], np.float64)
     frames = jax.tree.map(lambda a: a.astype(np.float32), smooth_states(per_frame, fitted, config.temporal))
-    lmk68, nme = project_clip(model, frames, shape, fov, stacked, chunk)
+    lmk68, nme, confidence = project_clip(model, frames, shape, fov, stacked, chunk)
     independent_nme = np.where(has_targets, init["nme"], np.nan).astype(np.float32)
     return SequenceFit(shape=shape, fov_deg=fov, frames=frames, lmk68=lmk68, nme=nme, status=status,
-                       independent_shapes=identity["independent_shapes"], independent_nme=independent_nme)
+                       independent_shapes=identity["independent_shapes"], independent_nme=independent_nme,
+                       confidence=confidence)
 
 
 def project_clip(model: FlameModel, frames: FrameStates, shape: np.ndarray, fov: float,
-                 targets: LandmarkTargets, batch: int) -> tuple[np.ndarray, np.ndarray]:
-    """The 68 points (NDC) of every frame, ``batch`` frames per compiled call, and their inner-51 NME against
-    ``targets`` (the frames' targets stacked as NumPy arrays, at least one row per frame; NaN where a frame has
-    none)."""
+                 targets: LandmarkTargets, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The 68 points (NDC) of every frame, ``batch`` frames per compiled call, their inner-51 NME against
+    ``targets`` (the frames' targets stacked as NumPy arrays, at least one row per frame) and each frame's
+    :func:`frame_confidences`; NME and confidence NaN where a frame has no targets."""
     n = frames.expression.shape[0]
-    lmk68 = np.concatenate([np.asarray(project_frames(model, _rows(frames, start, min(start + batch, n), batch),
-                                                      shape, fov))[:min(batch, n - start)]
-                            for start in range(0, n, batch)])
-    nme = np.asarray(jax.vmap(nme_inner)(lmk68, targets.lmk68[:n]))
-    nme = np.where(targets.valid[:n].astype(bool), nme, np.nan).astype(np.float32)
-    return lmk68, nme
+    lmk68, confidence = [], []
+    for start in range(0, n, batch):
+        stop = min(start + batch, n)
+        rows = _rows(frames, start, stop, batch)
+        lmk68.append(np.asarray(project_frames(model, rows, shape, fov))[:stop - start])
+        confidence.append(np.asarray(frame_confidences(model, rows, shape, fov,
+                                                       _rows(targets, start, stop, batch)))[:stop - start])
+    lmk68 = np.concatenate(lmk68)
+    valid = targets.valid[:n].astype(bool)
+    nme = np.where(valid, np.asarray(jax.vmap(nme_inner)(lmk68, targets.lmk68[:n])), np.nan).astype(np.float32)
+    return lmk68, nme, np.where(valid, np.concatenate(confidence), np.nan).astype(np.float32)
 
 
 def _rows(states: FrameStates, start: int, stop: int, size: int) -> FrameStates:

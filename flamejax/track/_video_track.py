@@ -13,7 +13,10 @@ Conventions of every output:
   ``u ~ K x_cam``; ``yaw_pitch_roll``: degrees, as :func:`flamejax.camera.yaw_pitch_roll` (R = Ry Rx Rz in
   flamejax's OpenGL-like camera); ``expression``, ``jaw_pose``, ``eyes_pose`` (left eye then right eye,
   axis-angle), ``shape`` (one per clip); ``landmarks_target`` / ``landmarks_fitted``: 68 points in frame
-  pixels (pixel centres at half-integers, flamejax's convention; NaN where a frame had no face);
+  pixels (pixel centres at half-integers, flamejax's convention; NaN where a frame had no face); ``nme``
+  (inner 51 points against the frame's targets, over the outer-eye-corner distance) and ``confidence`` (in
+  [0, 1], as a photograph's fit has it: low where the tracked head explains the frame's landmarks poorly or
+  MediaPipe's two looks at a turned face disagree; NaN where a frame had no face);
   ``status`` and ``status_reason`` per frame (see :data:`flamejax.track.STATUS_REASONS`).
 * Photometric mode (``TrackConfig.photometric``, :mod:`flamejax.track._photometric_track`) adds to both:
   ``light_sh`` (per frame, 9 x RGB SH coefficients of flamejax's renderer), ``photometric_error_start`` /
@@ -53,7 +56,7 @@ from jaxtyping import Float, UInt8
 from flamejax.camera import camera_to_world_opengl, opencv_extrinsics
 from flamejax.perception._video import Frame, FrameSource, VideoLandmarker, VideoReadError
 from flamejax.track._core import (PROFILE_SAMPLES, Camera, FaceLandmarks, LandmarkTargets, RasterConfig, export_mesh,
-                                  flame_forward, load_flame, person_silhouette, points_box, profile_edge,
+                                  flame_forward, load_flame, person_in_context, points_box, profile_edge,
                                   profile_turn_weight, redetect_mirrored, render_mesh, shade_for_display, to_68,
                                   two_look_targets, warp_image, write_json, write_npz, yaw_pitch_roll)
 from flamejax.track._joint import FrameStates
@@ -116,19 +119,23 @@ class TurnedLook:
 def turned_look(image: UInt8[np.ndarray, "H W 3"], points478: Float[np.ndarray, "478 2"], profile: bool = True,
                 mirror: bool = True) -> TurnedLook:
     """A frame's :class:`TurnedLook`: on a :data:`TURNED_CROP` square around the face (twice its points' extent),
-    MediaPipe's selfie segmentation and :func:`flamejax.fit.profile_edge` (``profile``) and FaceMesh on the mirror
-    image (``mirror``; :func:`flamejax.perception.redetect_mirrored`). A face turned less than the profile's gate
-    (:func:`flamejax.fit.profile_turn_weight` 0, about 45°) gets neither, so frontal frames cost nothing."""
+    MediaPipe's selfie segmentation (:func:`flamejax.perception.person_in_context`: again on a crop twice as wide
+    where it takes the whole crop for the person) and :func:`flamejax.fit.profile_edge` (``profile``) and FaceMesh
+    on the mirror image (``mirror``; :func:`flamejax.perception.redetect_mirrored`). A face turned less than the
+    profile's gate (:func:`flamejax.fit.profile_turn_weight` 0, about 45°) gets neither, so frontal frames cost
+    nothing."""
     if not (profile or mirror) or profile_turn_weight(points478) == 0.0:
         return TurnedLook.nothing()
     low, high = points478.min(0), points478.max(0)
     scale = TURNED_CROP / (2.0 * float(np.max(high - low)))
     shift = TURNED_CROP / 2 - scale * (low + high) / 2  # crop = scale * frame + shift
-    crop = warp_image(image, np.array([[scale, 0, shift[0]], [0, scale, shift[1]]]), TURNED_CROP, border=None)
+    to_crop = np.array([[scale, 0, shift[0]], [0, scale, shift[1]]])
+    crop = warp_image(image, to_crop, TURNED_CROP, border=None)
     in_crop = points478 * scale + shift
     look = TurnedLook.nothing()
     if profile:
-        edges, weight = profile_edge(person_silhouette(crop, TURNED_CROP), in_crop)
+        person, _ = person_in_context(image, to_crop, TURNED_CROP, TURNED_CROP, crop)
+        edges, weight = profile_edge(person, in_crop)
         look = dataclasses.replace(look, profile=((edges - shift) / scale).astype(np.float32), profile_weight=weight)
     if mirror:
         expected = FaceLandmarks(in_crop.astype(np.float32), np.zeros(len(in_crop), np.float32), 1.0, 1, 0,
@@ -352,7 +359,8 @@ def write_tracking(result: TrackResult, points: list[np.ndarray | None]) -> None
         fov_deg=np.float64(fit.fov_deg), expression=fit.frames.expression, jaw_pose=fit.frames.jaw,
         eyes_pose=fit.frames.eyes, R=R, t=t, K=np.broadcast_to(K, (len(R), 3, 3)), yaw_pitch_roll=angles,
         landmarks_target=targets, landmarks_fitted=_ndc_to_frame(fit.lmk68, crop), nme=fit.nme,
-        status=np.array(fit.status), crop_x0_y0_side=np.array(crop), frame_size_hw=np.array(result.frame_size),
+        confidence=fit.confidence, status=np.array(fit.status), crop_x0_y0_side=np.array(crop),
+        frame_size_hw=np.array(result.frame_size),
         **photometric_arrays(fit, result.out_dir))
     write_npz(result.out_dir / "tracking.npz", **arrays)
     summary = {k: np.asarray(v).tolist() for k, v in arrays.items()}
