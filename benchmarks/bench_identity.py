@@ -56,7 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import _scans
-from benchmarks._common import RESULTS_DIR, result, save_and_report, shared_photos, table
+from benchmarks._common import RESULTS_DIR, result, save_and_report, separation_auc, shared_photos, table
 
 # Every flamejax name this benchmark uses (repoint here when internals move).
 from flamejax.camera import Camera, ndc_to_pixels, project, project_ndc, yaw_pitch_roll
@@ -1042,11 +1042,12 @@ def run_fresh_hard(seed: int, cache: Path | None) -> dict:
         for name, res in fits.items():
             row[name] = dict(nme=fitted_nme(res.landmarks.lmk68[k], items[k], truths[v]),
                              now=float(np.median(shape_now(h, np.asarray(res.params.shape[k])))),
-                             flagged=bool(doubted or res.confidence[k] < quality.min_confidence))
+                             flagged=bool(doubted or res.confidence[k] < quality.min_confidence),
+                             confidence=float(res.confidence[k]))
         rows.append(row)
     mean_median = float(np.median([r["mean_head"] for r in rows]))
     body = [["mean head (unfitted)", len(rows), mean_median, 1.0, float(np.mean([r["mean_head"] for r in rows])),
-             None, None, None, None, None, None, None]]
+             None, None, None, None, None, None, None, None]]
     for name in fits:
         now = np.array([r[name]["now"] for r in rows])
         nme = np.array([100 * r[name]["nme"] for r in rows])
@@ -1054,10 +1055,12 @@ def run_fresh_hard(seed: int, cache: Path | None) -> dict:
         body.append([name, len(rows), float(np.median(now)), float(np.median(now)) / mean_median, float(now.mean()),
                      float(np.mean(now < np.array([r["mean_head"] for r in rows]))), float(np.median(nme)),
                      float(nme.mean()), float(nme.max()), int(over.sum()), int((flagged & over).sum()),
-                     int((flagged & ~over).sum())])
+                     int((flagged & ~over).sum()),
+                     separation_auc(np.array([r[name]["confidence"] for r in rows]), over)])
     columns = ["fit", "images", "NoW median of medians", "ratio to the mean head", "NoW mean of medians",
                "share better than the mean head", "NME median %", "NME mean %", "NME max %",
-               f"NME > {100 * NME_LIMIT:g}%", "of those flagged suspect", f"flagged, NME ≤ {100 * NME_LIMIT:g}%"]
+               f"NME > {100 * NME_LIMIT:g}%", "of those flagged suspect", f"flagged, NME ≤ {100 * NME_LIMIT:g}%",
+               f"confidence AUC (lower over {100 * NME_LIMIT:g}%)"]
     missed = len(plan) - len(detected)
     settings = {"seed": seed, "subjects": f"{len(heads)} ({', '.join(h.name for h in heads)})", "views": len(plan),
                 "detected": len(detected), **timing, "fit s (all variants, incl. compile)": round(seconds, 1)}
@@ -1066,7 +1069,8 @@ def run_fresh_hard(seed: int, cache: Path | None) -> dict:
             f"{', '.join(f'{y:g}' for y in FRESH_HARD_YAWS)} (±3°, pitch within ±30°). Variants and scores as in the "
             "identity section; flagged suspect: confidence < QualityConfig.min_confidence or the detection doubted "
             "(detection_doubt: its score, FaceMesh losing the face on the crop, the two looks disagreeing). "
-            f"{missed} views without a MediaPipe detection.")
+            "Confidence AUC: the share of (over, not over) pairs of fits in which the fit over the limit has the lower "
+            f"FitResult.confidence (0.5: chance). {missed} views without a MediaPipe detection.")
     return result(f"{NAME}_fresh_hard", "Hard poses on a fresh draw of rendered heads (identity and landmarks)",
                   "full", settings, [table(f"Nominal |yaw| 50-75, seed {seed}", columns, body)], data={"rows": rows},
                   note=note)
