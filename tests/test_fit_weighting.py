@@ -15,7 +15,8 @@ import pytest
 from flamejax.camera import Camera, project_ndc
 from flamejax.fit import (FitConfig, LandmarkTargets, WeightingConfig, fit_landmarks_batch, landmark_conventions,
                           landmark_model, observed_targets, quick_config, stack_targets)
-from flamejax.fit._visibility import facing_cosine, lip_normals_from_outer, pose_weights, triangle_normals
+from flamejax.fit._visibility import (facing_cosine, lip_normals_from_outer, pose_weights, target_agreement,
+                                      triangle_normals)
 from flamejax.flame import FlameParams, barycentric_points, flame_forward
 from flamejax.render import vertex_normals
 from flamejax.rotation import euler_to_matrix, matrix_to_axis_angle
@@ -311,22 +312,30 @@ def test_a_second_fit_only_for_the_images_whose_looks_disagree():
     class Landmarks(NamedTuple):
         lmk68: np.ndarray
 
-    class Result(NamedTuple):
+    @jax.tree_util.register_dataclass
+    @dataclasses.dataclass(frozen=True)
+    class Result:
         landmarks: Landmarks
         call: np.ndarray
+        confidence: np.ndarray
 
     calls = []
 
     def fit(batch):
         calls.append(batch)
+        rows = len(batch) + 1  # one padding row, as a Fitter's batch may have
         return Result(Landmarks(np.stack([np.asarray(t.lmk68) for t in batch] + [np.zeros((68, 2))])),
-                      np.full(len(batch) + 1, len(calls)))  # one padding row, as a Fitter's batch may have
+                      np.full(rows, len(calls)), np.full(rows, 0.9, np.float32))
 
     fitted_good = dataclasses.replace(targets[2], lmk68=jnp.asarray(fitted[2]))
     chosen, result = fit_with_look_choice(items, targets[:2] + [targets[2]] + targets[3:], lambda b: fit(
         [fitted_good if t is targets[2] else t for t in b]))
     assert len(calls) == 2 and chosen[2] is not targets[2] and all(chosen[i] is targets[i] for i in (0, 1, 3))
     np.testing.assert_array_equal(result.call, [1, 1, 2, 1, 1])
+    # The second fit keeps the share of the face the two looks agreed on in its confidence.
+    agreed = float(target_agreement(targets[2].lmk68_weight))
+    assert agreed < 0.9
+    np.testing.assert_allclose(result.confidence, [0.9, 0.9, 0.9 * agreed, 0.9, 0.9], rtol=1e-6)
     calls.clear()
     chosen, result = fit_with_look_choice(items[:2], targets[:2], fit)
     assert len(calls) == 1 and chosen == targets[:2]
