@@ -18,7 +18,7 @@ from flamejax.perception._mask import (FOREHEAD_KEPT, MIN_POINTS_INSIDE, WIDE_CO
 from flamejax.perception._matting import composite_over_white, matte
 from flamejax.perception._onnx import ModelSource
 from flamejax.perception._parsing import parse_face
-from flamejax.perception._transform import Affine, compose_affine, invert_affine, resize, scale_affine, warp_image
+from flamejax.perception._transform import Affine, compose_affine, invert_affine, resize, scale_affine
 
 
 @dataclasses.dataclass(frozen=True)
