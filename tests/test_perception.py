@@ -664,18 +664,21 @@ def test_person_silhouette_covers_the_face_and_not_the_whole_picture(preprocesse
 def test_an_untrusted_or_switched_off_silhouette_is_not_used():
     from flamejax.perception._preprocess import _person
 
-    crop = np.zeros((64, 64, 3), np.uint8)
     points = np.full((478, 2), 20.0, np.float32)
     notes: list[str] = []
     nobody = np.zeros((32, 32), np.float32)
     nobody[:, :5] = 1.0  # within the 1/64 tolerance of none of the points
-    assert _person(crop, nobody, points, fp.PreprocessConfig(), notes) is None
+    assert _person(None, points, fp.PreprocessConfig(), notes, lambda: (nobody, 0.16)) is None
     assert notes == ["the person segmentation covers only 0% of the face's landmarks; fitting without the "
                      "silhouette"]
     matted = np.ones((32, 32), np.float32)
-    np.testing.assert_array_equal(_person(crop, matted, points, fp.PreprocessConfig(), notes), matted)
-    assert _person(crop, matted, points, fp.PreprocessConfig(person_silhouette=False), notes) is None
+    np.testing.assert_array_equal(_person(matted, points, fp.PreprocessConfig(), notes, _not_segmented), matted)
+    assert _person(matted, points, fp.PreprocessConfig(person_silhouette=False), notes, _not_segmented) is None
     assert len(notes) == 1
+
+
+def _not_segmented():
+    raise AssertionError("segmented although the matting's alpha is there or the silhouette is switched off")
 
 
 def symmetric_face(turn: float) -> np.ndarray:
@@ -701,7 +704,6 @@ def test_a_turned_face_s_silhouette_need_not_cover_the_hidden_half():
 
     near_half = np.zeros((256, 256), np.float32)
     near_half[:, :131] = 1.0  # the profile: no point beyond the midline in the turn's direction (+x) is inside
-    crop = np.zeros((64, 64, 3), np.uint8)
     for turn, trusted in ((0.5, False), (TURNED_AWAY - 0.05, False), (TURNED_AWAY + 0.05, True), (2.5, True)):
         points = symmetric_face(turn)
         covered = points_a_silhouette_covers(points)
@@ -711,7 +713,8 @@ def test_a_turned_face_s_silhouette_need_not_cover_the_hidden_half():
         else:
             np.testing.assert_array_equal(covered, points)
         notes: list[str] = []
-        assert (_person(crop, near_half, points, fp.PreprocessConfig(), notes) is not None) == trusted, turn
+        person = _person(None, points, fp.PreprocessConfig(), notes, lambda: (near_half, 0.5))
+        assert (person is not None) == trusted, turn
         mirrored = points.copy()
         mirrored[:, 0] = 256 - mirrored[:, 0]  # turned the other way: the near half is then on the right
         np.testing.assert_array_equal(np.sort(points_a_silhouette_covers(mirrored)[:, 0]),
