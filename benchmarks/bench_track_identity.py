@@ -13,7 +13,8 @@ identity of landmark mode) and the keyframes' (``shape``). The unfitted mean hea
 the face box against the renders' true projected points and against MediaPipe's. ``--turned``: landmark mode with
 and without what frames MediaPipe sees turned past about 45° get besides the tracking look, the silhouette's profile
 (``TrackConfig.profile``) and FaceMesh's look at the mirror image (``TrackConfig.mirror_check``), meant for clips
-that turn past 50° (``--yaw 70``): the NME also at the frames of |yaw| >= 50.
+that turn past 50° (``--yaw 70``): the NME also at the frames of |yaw| >= 50. Both also report how well the
+tracker's per-frame confidence (``tracking.npz`` ``confidence``) ranks the frames by their NME against the truth.
 
     python3 -m benchmarks.bench_track_identity [--frames 36] [--yaw 40] [--sampled-heads 6] [--pictures DIR]
     python3 -m benchmarks.bench_track_identity --priors
