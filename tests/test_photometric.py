@@ -241,3 +241,18 @@ def test_the_jaw_contour_does_not_shape_a_frontal_face_s_identity(flame_model, s
         for share in (0.0, 1.0)}
     np.testing.assert_array_equal(fitted[0.0], start)
     assert np.max(np.abs(fitted[1.0] - start)) > 0.1
+
+
+def test_the_gradient_term_sees_edges_not_a_smooth_offset():
+    from flamejax.fit._photometric import masked_gradient_l1, masked_l1
+
+    rng = np.random.default_rng(0)
+    image = jnp.asarray(rng.uniform(0.2, 0.8, (16, 16, 3)), jnp.float32)
+    weight = jnp.ones((16, 16), jnp.float32)
+    brighter = image + 0.1  # an albedo or light off by a constant: the colours differ, their differences do not
+    assert float(masked_l1(brighter, image, weight)) == pytest.approx(0.1, abs=1e-6)
+    assert float(masked_gradient_l1(brighter, image, weight)) == pytest.approx(0.0, abs=1e-6)
+    edge = image.at[:, 8:].add(0.2)  # a shading edge between columns 7 and 8: one difference per row changes
+    assert float(masked_gradient_l1(edge, image, weight)) == pytest.approx(0.2 * 16 / (16 * 15), rel=1e-5)
+    # A pair counts only where both its pixels count: without column 8 the edge is not seen.
+    assert float(masked_gradient_l1(edge, image, weight.at[:, 8].set(0.0))) == pytest.approx(0.0, abs=1e-6)
