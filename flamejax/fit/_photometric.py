@@ -67,7 +67,8 @@ class PhotometricConfig:
     neighbouring pixels (masked L1 of both finite differences, this times the colour term's weight). A difference
     carries the shading's edges (nose sides, cheekbones, jaw) and not the albedo's and light's slow drift, which the
     per-texel albedo takes up anyway: one photograph's identity on the rendered heads with 3D truth 0.890x ->
-    0.824x the mean head's error (benchmarks/RESULTS.md). 0 turns it off (the reference)."""
+    0.809x the mean head's error, five photographs 0.61x -> 0.51x; synthetic heads with a smooth albedo 1.26 ->
+    1.29 mm (benchmarks/RESULTS.md). 0 turns it off (the reference)."""
     landmark_scale: float = 0.1
     """Multiplies the landmark term: stage 2's (L1 on inner, contour, iris and MediaPipe points, with
     ``landmarks``' weights), the 68 points re-weighted by the reference's grouping below. That term is far
