@@ -16,7 +16,7 @@ from flamejax.track import (FrameSource, JointConfig, TemporalPrior, TrackConfig
                             chunk_starts, fill_from_neighbours, fit_same_person, smooth_states, smooth_trajectory,
                             synthetic_sequence, synthetic_views, temporal_loss, track_landmarks,
                             track_video)
-from flamejax.track._joint import FrameStates, frame_confidences
+from flamejax.track._joint import FrameStates, project_frames
 from flamejax.track._sequence import STATUS_LOST, STATUS_OK, _blend_weights
 from tests.conftest import folded_look
 from tests.test_fit_units import silhouette_to, turned_face
@@ -221,9 +221,10 @@ def test_track_landmarks_fills_lost_frames_and_resumes(flame_model, synthetic_cl
     frames = jax.tree.map(lambda a: a[:2], fit.frames)
     mine = stack_targets([holed[0], holed[1]])
     moved = stack_targets([holed[0], dataclasses.replace(holed[1], lmk68=holed[1].lmk68.at[48:].add(0.1))])
-    sure = np.asarray(frame_confidences(flame_model, frames, fit.shape, fit.fov_deg, mine))
+    points, sure = map(np.asarray, project_frames(flame_model, frames, fit.shape, fit.fov_deg, mine))
     np.testing.assert_allclose(sure, fit.confidence[:2], rtol=1e-4)
-    unsure = np.asarray(frame_confidences(flame_model, frames, fit.shape, fit.fov_deg, moved))
+    np.testing.assert_allclose(points, fit.lmk68[:2], atol=1e-6)  # another batch size: another compiled program
+    unsure = np.asarray(project_frames(flame_model, frames, fit.shape, fit.fov_deg, moved)[1])
     assert unsure[0] == pytest.approx(sure[0], rel=1e-5) and unsure[1] < 0.5 * sure[1]
     np.testing.assert_allclose(fit.nme[kept], [float(nme_inner(fit.lmk68[i], holed[i].lmk68)) for i in kept],
                                rtol=1e-4)

@@ -18,7 +18,7 @@ from flamejax.fit._synthetic import SyntheticSample, aligned_vertex_error_mm, ob
 from flamejax.fit._targets import (PROFILE_SAMPLES, PROFILE_TURN, LandmarkTargets, nme_inner, profile_edge,
                                    profile_turn_weight, silhouette_distance, stack_targets)
 from flamejax.fit._visibility import (LOOK_DISAGREEMENT, LandmarkConventions, LandmarkWeights, landmark_conventions,
-                                      leaning_look_targets, look_disagreement, pose_weights, target_agreement,
+                                      leaning_look_targets, look_disagreement, target_agreement,
                                       two_look_targets)
 
 __all__ = [
@@ -28,7 +28,7 @@ __all__ = [
     "SharedPhotometricResult", "aligned_vertex_error_mm", "fit_landmarks", "fit_landmarks_batch", "fit_photometric",
     "fit_photometric_batch", "fit_photometric_same_person",
     "landmark_conventions", "landmark_data_loss", "leaning_look_targets", "look_disagreement", "LOOK_DISAGREEMENT",
-    "pose_weights", "target_agreement",
+    "target_agreement",
     "landmark_model", "linear_initialisation", "nme_inner",
     "observed_targets", "precise_landmarks_config", "precise_photometric_config", "quick_config", "rotation_error_deg",
     "sample_problem", "stack_targets", "start_appearance", "two_look_targets",

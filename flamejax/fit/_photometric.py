@@ -410,31 +410,26 @@ def _render_view(model: FlameModel, uv_layout: UVLayout, config: PhotometricConf
     return out, project_landmarks(cam, points)
 
 
-def _photometric_error(out, level: _LevelTargets, face_region: Int[Array, "f"] | None,
-                       config: PhotometricConfig) -> Float[Array, ""]:
-    weight = _pixel_weights(level, out.fragments.face_index[..., 0], out.alpha, face_region, config)
-    return masked_l1(out.image, level.image, weight)
-
-
-def _photometric_term(out, level: _LevelTargets, face_region: Int[Array, "f"] | None,
-                      config: PhotometricConfig) -> Float[Array, ""]:
-    """What the stage minimises of the pixels: :func:`_photometric_error` (the masked L1 it reports) plus
-    ``config.gradient_weight`` times the same of the neighbouring pixels' differences."""
+def _photometric_error(out, level: _LevelTargets, face_region: Int[Array, "f"] | None, config: PhotometricConfig,
+                       gradient_weight: float | Float[Array, ""] = 0.0) -> Float[Array, ""]:
+    """Masked L1 of the pixels (what the stage reports), plus ``gradient_weight`` times the same of the neighbouring
+    pixels' differences (what it minimises: ``config.gradient_weight``)."""
     weight = _pixel_weights(level, out.fragments.face_index[..., 0], out.alpha, face_region, config)
     return (masked_l1(out.image, level.image, weight)
-            + config.gradient_weight * masked_gradient_l1(out.image, level.image, weight))
+            + gradient_weight * masked_gradient_l1(out.image, level.image, weight))
 
 
 def _view_data_loss(model: FlameModel, uv_layout: UVLayout, config: PhotometricConfig, albedo: AlbedoModel | None,
                     v: PhotometricVariables, level: _LevelTargets, landmarks: LandmarkTargets, full_size: int,
                     contour_share: Float[Array, ""]) -> Float[Array, ""]:
-    """The stage's data term on one view: weighted :func:`_photometric_term` plus the scaled landmark term, whose jaw
-    contour passes ``contour_share`` of its gradient into the identity (:func:`contour_identity_share` of the
-    view's start camera)."""
+    """The stage's data term on one view: weighted :func:`_photometric_error` with its gradient term, plus the scaled
+    landmark term, whose jaw contour passes ``contour_share`` of its gradient into the identity
+    (:func:`contour_identity_share` of the view's start camera)."""
     out, projected = _render_view(model, uv_layout, config, albedo, v, level.image.shape[0], full_size)
     projected = contour_identity_scaled(model, v.geometry.params, v.geometry.camera, projected, contour_share)
     landmark = landmark_data_loss(model, projected, landmarks, config.landmarks, landmark_weights(config))
-    return (config.photometric_weight * _photometric_term(out, level, uv_layout.face_region, config)
+    return (config.photometric_weight
+            * _photometric_error(out, level, uv_layout.face_region, config, config.gradient_weight)
             + config.landmark_scale * landmark)
 
 

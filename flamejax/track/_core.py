@@ -4,9 +4,10 @@ from flamejax.camera import Camera, intrinsics, project_ndc, yaw_pitch_roll
 from flamejax.fit import (PROFILE_SAMPLES, Appearance, FitConfig, FitResult, GroupSchedule, LandmarkStageConfig,
                           LandmarkTargets, PhotometricConfig, PhotometricTargets, SharedPhotometricResult, StageReport,
                           fit_landmarks_batch, fit_photometric_batch, fit_photometric_same_person, landmark_data_loss,
-                          WeightingConfig, landmark_model, nme_inner, pose_weights, profile_edge, profile_turn_weight,
+                          WeightingConfig, landmark_model, nme_inner, profile_edge, profile_turn_weight,
                           quick_config, stack_targets, start_appearance, two_look_targets)
 from flamejax.fit._landmark_fit import contour_identity_scaled, contour_identity_share, reads_face
+from flamejax.fit._visibility import weighed_landmarks
 from flamejax.fit._optim import FROZEN, partitioned_adam, run_stage
 from flamejax.flame import FlameModel, FlameParams, flame_forward, load_flame, posed_landmarks
 from flamejax.io import atomic_path, export_mesh, write_image, write_json, write_npz
@@ -25,7 +26,7 @@ __all__ = [
     "Appearance", "FitResult", "PhotometricConfig", "PhotometricTargets", "StageReport",
     "fit_photometric_batch", "landmark_face_mask", "render_mesh", "start_appearance",
     "SharedPhotometricResult", "fit_photometric_same_person",
-    "PROFILE_SAMPLES", "WeightingConfig", "pose_weights", "person_in_context", "profile_edge", "profile_turn_weight",
-    "two_look_targets",
+    "PROFILE_SAMPLES", "WeightingConfig", "weighed_landmarks", "person_in_context", "profile_edge",
+    "profile_turn_weight", "two_look_targets",
     "FaceLandmarks", "redetect_mirrored", "points_box", "warp_image",
 ]

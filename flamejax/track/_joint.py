@@ -25,8 +25,8 @@ from flamejax._typing import Array, Bool, Float
 from flamejax.track._core import (FROZEN, Camera, FitConfig, FlameModel, FlameParams, GroupSchedule,
                                   LandmarkStageConfig, LandmarkTargets, fit_landmarks_batch, landmark_data_loss,
                                   contour_identity_scaled, contour_identity_share, landmark_model, nme_inner,
-                                  WeightingConfig, partitioned_adam, pose_weights, posed_landmarks, quick_config,
-                                  reads_face, run_stage)
+                                  WeightingConfig, partitioned_adam, posed_landmarks, quick_config,
+                                  reads_face, run_stage, weighed_landmarks)
 
 _HI = jax.lax.Precision.HIGHEST
 
@@ -153,35 +153,28 @@ def _frame_fit(folded: FlameModel, model: FlameModel, shape: Float[Array, "n_sha
 
 
 @jax.jit
-def _project_frames(model: FlameModel, frames: FrameStates, shape, fov):
+def _project_frames(model: FlameModel, frames: FrameStates, shape, fov, targets: LandmarkTargets,
+                    weighting: WeightingConfig):
     folded = with_identity(model, shape)
-    return jax.vmap(lambda frame: _projected(folded, frame, fov).lmk68)(frames)
+
+    def one(frame, frame_targets):
+        weights, projected = weighed_landmarks(folded, _frame_params(frame),
+                                               Camera(frame.rotation, frame.translation, fov), frame_targets, weighting)
+        return projected.lmk68, weights.confidence
+
+    return jax.vmap(one)(frames, targets)
 
 
 def project_frames(model: FlameModel, frames: FrameStates, shape: Float[Array, "n_shape"],
-                   fov_deg: float | Float[Array, ""]) -> Float[Array, "frames 68 2"]:
-    """The 68 landmarks (NDC) of ``frames`` with identity ``shape``; compiles once per number of frames."""
+                   fov_deg: float | Float[Array, ""], targets: LandmarkTargets,
+                   weighting: WeightingConfig = WeightingConfig()
+                   ) -> tuple[Float[Array, "frames 68 2"], Float[Array, "frames"]]:
+    """The 68 landmarks (NDC) of ``frames`` with identity ``shape``, and each frame's confidence as a photograph's
+    fit has it (:attr:`flamejax.fit.FitResult.confidence`: the share of its seen points the tracked pose explains,
+    the fall-off with their residual, and the share of the face the detector's two looks agree on), both from one
+    FLAME pass; ``targets``: one row per frame. Compiles once per number of frames."""
     return _project_frames(landmark_model(model, face=False), frames, jnp.asarray(shape, jnp.float32),
-                           jnp.asarray(fov_deg, jnp.float32))
-
-
-@jax.jit
-def _frame_confidences(model: FlameModel, frames: FrameStates, shape, fov, targets: LandmarkTargets,
-                       weighting: WeightingConfig):
-    def one(params, camera, frame_targets):
-        return pose_weights(model, params, camera, frame_targets, weighting).confidence
-
-    return jax.vmap(one)(frames.flame_params(shape), frames.cameras(fov), targets)
-
-
-def frame_confidences(model: FlameModel, frames: FrameStates, shape: Float[Array, "n_shape"],
-                      fov_deg: float | Float[Array, ""], targets: LandmarkTargets,
-                      weighting: WeightingConfig = WeightingConfig()) -> Float[Array, "frames"]:
-    """Each frame's confidence as a photograph's fit has it (:attr:`flamejax.fit.FitResult.confidence`): the share
-    of its seen points the tracked pose explains, the fall-off with their residual, and the share of the face the
-    detector's two looks agree on; ``targets``: one row per frame. Compiles once per number of frames."""
-    return _frame_confidences(landmark_model(model, face=False), frames, jnp.asarray(shape, jnp.float32),
-                              jnp.asarray(fov_deg, jnp.float32), targets, weighting)
+                           jnp.asarray(fov_deg, jnp.float32), targets, weighting)
 
 
 @jax.tree_util.register_dataclass

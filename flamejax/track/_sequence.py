@@ -34,8 +34,8 @@ import numpy as np
 from flamejax.track._core import (FitConfig, FlameModel, LandmarkTargets, landmark_model, nme_inner, quick_config,
                                   stack_targets, yaw_pitch_roll)
 from flamejax.track._core import GroupSchedule
-from flamejax.track._joint import (JOINT_STAGE, SAME_PERSON, FrameStates, JointConfig, fit_joint, frame_confidences,
-                                   initial_fits, project_frames, robust_shape)
+from flamejax.track._joint import (JOINT_STAGE, SAME_PERSON, FrameStates, JointConfig, fit_joint, initial_fits,
+                                   project_frames, robust_shape)
 from flamejax.track._smooth import TemporalPrior, smooth_states
 
 if TYPE_CHECKING:
@@ -136,9 +136,9 @@ class SequenceFit:
     photometric: "PhotometricTrack | None" = None
     """Photometric mode's clip appearance, per-frame light and errors (None in landmark mode)."""
     confidence: np.ndarray | None = None
-    """Each frame's :func:`flamejax.track._joint.frame_confidences` at its tracked pose (NaN where the frame had no
-    targets): low where the tracked head explains the frame's landmarks poorly or the detector's two looks
-    disagree."""
+    """Each frame's confidence (:func:`flamejax.track._joint.project_frames`) at its tracked pose (NaN where the
+    frame had no targets): low where the tracked head explains the frame's landmarks poorly or the detector's two
+    looks disagree."""
 
 
 def chunk_starts(frames: int, chunk: int, overlap: int) -> list[int]:
@@ -288,15 +288,15 @@ def project_clip(model: FlameModel, frames: FrameStates, shape: np.ndarray, fov:
                  targets: LandmarkTargets, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The 68 points (NDC) of every frame, ``batch`` frames per compiled call, their inner-51 NME against
     ``targets`` (the frames' targets stacked as NumPy arrays, at least one row per frame) and each frame's
-    :func:`frame_confidences`; NME and confidence NaN where a frame has no targets."""
+    confidence (:func:`project_frames`); NME and confidence NaN where a frame has no targets."""
     n = frames.expression.shape[0]
     lmk68, confidence = [], []
     for start in range(0, n, batch):
         stop = min(start + batch, n)
-        rows = _rows(frames, start, stop, batch)
-        lmk68.append(np.asarray(project_frames(model, rows, shape, fov))[:stop - start])
-        confidence.append(np.asarray(frame_confidences(model, rows, shape, fov,
-                                                       _rows(targets, start, stop, batch)))[:stop - start])
+        points, judged = project_frames(model, _rows(frames, start, stop, batch), shape, fov,
+                                        _rows(targets, start, stop, batch))
+        lmk68.append(np.asarray(points)[:stop - start])
+        confidence.append(np.asarray(judged)[:stop - start])
     lmk68 = np.concatenate(lmk68)
     valid = targets.valid[:n].astype(bool)
     nme = np.where(valid, np.asarray(jax.vmap(nme_inner)(lmk68, targets.lmk68[:n])), np.nan).astype(np.float32)
