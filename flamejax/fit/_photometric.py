@@ -415,8 +415,10 @@ def _photometric_error(out, level: _LevelTargets, face_region: Int[Array, "f"] |
     """Masked L1 of the pixels (what the stage reports), plus ``gradient_weight`` times the same of the neighbouring
     pixels' differences (what it minimises: ``config.gradient_weight``)."""
     weight = _pixel_weights(level, out.fragments.face_index[..., 0], out.alpha, face_region, config)
-    return (masked_l1(out.image, level.image, weight)
-            + gradient_weight * masked_gradient_l1(out.image, level.image, weight))
+    error = masked_l1(out.image, level.image, weight)
+    if isinstance(gradient_weight, (int, float)) and gradient_weight == 0:  # the report: no term to trace
+        return error
+    return error + gradient_weight * masked_gradient_l1(out.image, level.image, weight)
 
 
 def _view_data_loss(model: FlameModel, uv_layout: UVLayout, config: PhotometricConfig, albedo: AlbedoModel | None,
