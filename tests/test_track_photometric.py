@@ -66,6 +66,23 @@ def test_keyframes_spread_over_the_clips_yaws():
     assert _photometric_track.pick_keyframes(usable, still, 3) == [0, 5, 11]
 
 
+def test_keyframes_prefer_confident_frames_near_each_yaw():
+    yaw = np.array([0.0, 2.0, 10.0, 20.0, 30.0, 38.0, 60.0, 25.0, -5.0, -20.0, -31.0, -70.0])
+    usable = np.ones(len(yaw), bool)
+    usable[9] = False
+    confidence = np.full(len(yaw), 0.8)
+    confidence[[1, 3]] = [0.2, np.nan]  # the nearest to the wanted 3.5 and 20.75 are poor fits
+    # 3.5: row 0 (3.5 away, within 4 of row 1's 1.5); 20.75: row 7 (25, within 4 of row 3's 0.75).
+    assert _photometric_track.pick_keyframes(usable, yaw, 5, confidence) == [0, 5, 7, 8, 10]
+    assert _photometric_track.pick_keyframes(usable, yaw, 5, confidence, slack_deg=0.0) == [1, 3, 5, 8, 10]
+    confidence[[1, 3]] = 0.9  # confident nearest frames stay
+    assert _photometric_track.pick_keyframes(usable, yaw, 5, confidence) == [1, 3, 5, 8, 10]
+    still = np.linspace(-3.0, 3.0, 12)
+    in_time = np.full(12, 0.8)
+    in_time[5], in_time[6] = 0.1, 0.9  # the middle row is poor, its neighbour in time is not
+    assert _photometric_track.pick_keyframes(usable, still, 3, in_time) == [0, 6, 11]
+
+
 def test_frame_picture_crops_like_the_landmark_targets():
     from flamejax.perception._layout import FACE_OVAL
 
@@ -107,6 +124,7 @@ def test_keyframes_give_one_identity_and_texture_and_a_diverged_frame_keeps_its_
     assert fit.photometric is None and fit.status == ["ok"] * 8
     broken = list(targets)
     broken[3] = dataclasses.replace(targets[3], lmk68=targets[3].lmk68 * 1e37)  # the stage's loss overflows
+    fit = dataclasses.replace(fit, confidence=np.where(np.arange(8) == 3, 0.0, fit.confidence))  # nor a keyframe
     spy = _Spy(monkeypatch)
     served = []
 
@@ -120,7 +138,7 @@ def test_keyframes_give_one_identity_and_texture_and_a_diverged_frame_keeps_its_
     assert "landmark-mode fit is kept" in STATUS_REASONS[refined.status[3]]
     assert photo.refined.tolist() == [True] * 3 + [False] + [True] * 4
     yaw = np.asarray(jax.vmap(yaw_pitch_roll)(fit.frames.cameras(jnp.asarray(fit.fov_deg))))[:, 0]
-    keys = _photometric_track.pick_keyframes(np.ones(8, bool), yaw, 4)
+    keys = _photometric_track.pick_keyframes(np.ones(8, bool), yaw, 4, fit.confidence)
     assert photo.keyframes.tolist() == keys and served[0] == keys
     assert all(np.all(np.isfinite(getattr(refined.frames, name))) for name in ("expression", "jaw", "rotation"))
     # One joint keyframe stage: the clip's identity moved from the landmark tracking's, one albedo.

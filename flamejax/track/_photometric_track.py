@@ -4,7 +4,8 @@ appearance.
 Steps (``refine_photometric``, after :func:`flamejax.track.track_landmarks`):
 
 1. **Identity and appearance**: ``keyframes`` frames fitted to their landmarks, their head yaws spread evenly over
-   the clip's (:func:`pick_keyframes`), are refined against their pixels jointly with one identity and one albedo
+   the clip's and each the most confident frame near its yaw (:func:`pick_keyframes`), are refined against their
+   pixels jointly with one identity and one albedo
    (:func:`flamejax.fit.fit_photometric_same_person`: a texel must land on pixels of one colour in every
    keyframe, which only the right shape allows), from the clip's landmark identity; per keyframe expression,
    jaw, eyes, camera and light. The clip's identity becomes the keyframes' (unless that stage was not finite,
@@ -54,7 +55,8 @@ class PhotometricTrackConfig:
     """How ``track --mode photometric`` refines a landmark-tracked clip (steps in the module docstring)."""
 
     keyframes: int = 8
-    """Frames fitted jointly for the clip's one identity and appearance (spread over the clip's yaws)."""
+    """Frames fitted jointly for the clip's one identity and appearance (spread over the clip's yaws, each the most
+    confident frame near its yaw: :func:`pick_keyframes`)."""
     appearance: PhotometricConfig = PhotometricConfig()
     """The keyframes' joint stage (:func:`flamejax.fit.fit_photometric_same_person`); ``shape=GroupSchedule(0.0)``
     keeps the landmark tracking's identity."""
@@ -188,12 +190,23 @@ def _clip_appearance(keyframes: SharedPhotometricResult, albedo) -> tuple[Appear
     return appearance, texture
 
 
-def pick_keyframes(usable: np.ndarray, yaw_deg: np.ndarray, count: int, max_yaw_deg: float = 45.0,
-                   min_span_deg: float = 10.0) -> list[int]:
+KEYFRAME_SLACK_DEG = 4.0
+"""How much further (degrees of yaw) from the yaw it stands for a keyframe may lie than the nearest free frame, when
+it is the more confident one (:func:`pick_keyframes`)."""
+
+
+def pick_keyframes(usable: np.ndarray, yaw_deg: np.ndarray, count: int, confidence: np.ndarray | None = None,
+                   max_yaw_deg: float = 45.0, min_span_deg: float = 10.0,
+                   slack_deg: float = KEYFRAME_SLACK_DEG) -> list[int]:
     """Up to ``count`` usable rows whose head yaws (degrees) spread evenly over the clip's, from the rows within
     ±``max_yaw_deg`` (beyond it MediaPipe's points, hence the keyframes' starts, are poor) when there are
     ``count`` of them: the views that tell an identity apart. A clip that turns less than ``min_span_deg``
-    gets rows spread evenly in time."""
+    gets rows spread evenly in time.
+
+    With ``confidence`` (per row, :attr:`SequenceFit.confidence`; NaN counts as 0) each keyframe is the most
+    confident free row within ``slack_deg`` of yaw (or, in time, a quarter of the rows' spacing) of the nearest
+    one: a frame whose landmarks the tracked head does not explain (a blink, blur, a hand) would carry its error
+    into the clip's identity and albedo."""
     rows = np.flatnonzero(usable)
     if len(rows) <= count:
         return rows.tolist()
@@ -201,11 +214,17 @@ def pick_keyframes(usable: np.ndarray, yaw_deg: np.ndarray, count: int, max_yaw_
     rows = inside if len(inside) >= count else rows
     yaw = yaw_deg[rows]
     if yaw.max() - yaw.min() < min_span_deg:
-        return sorted(set(rows[np.linspace(0, len(rows) - 1, count).round().astype(int)].tolist()))
+        position, slack = np.arange(len(rows), dtype=np.float64), 0.25 * (len(rows) - 1) / max(count - 1, 1)
+        wanted_positions = np.linspace(0, len(rows) - 1, count).round()
+    else:
+        position, slack = yaw.astype(np.float64), slack_deg
+        wanted_positions = np.linspace(yaw.min(), yaw.max(), count)
+    trust = np.zeros(len(rows)) if confidence is None else np.nan_to_num(np.asarray(confidence)[rows], nan=0.0)
     free = np.ones(len(rows), bool)
-    for wanted in np.linspace(yaw.min(), yaw.max(), count):
-        nearest = int(np.argmin(np.where(free, np.abs(yaw - wanted), np.inf)))
-        free[nearest] = False
+    for wanted in wanted_positions:
+        distance = np.where(free, np.abs(position - wanted), np.inf)
+        near = distance <= distance.min() + slack
+        free[int(np.argmax(np.where(near, trust - 1e-6 * distance, -np.inf)))] = False
     return rows[~free].tolist()
 
 
@@ -235,7 +254,7 @@ def refine_photometric(model: FlameModel, uv_layout, fit: SequenceFit, targets: 
     saved = store.load("photometric_appearance")
     if saved is None:
         yaw = np.asarray(_yaw_pitch_roll(fit.frames.cameras(jnp.asarray(fit.fov_deg, jnp.float32))))[:, 0]
-        keys = pick_keyframes(usable, yaw, photometric.keyframes)
+        keys = pick_keyframes(usable, yaw, photometric.keyframes, fit.confidence)
         result = _keyframe_fit(model, uv_layout, fit, targets, keys, _pictures_of(pictures, keys),
                                photometric.appearance, albedo)
         appearance, texture = _clip_appearance(result, albedo)
