@@ -13,8 +13,8 @@ import pytest
 
 from flamejax.fit import LandmarkStageConfig, aligned_vertex_error_mm, nme_inner, quick_config, stack_targets
 from flamejax.track import (FrameSource, JointConfig, TemporalPrior, TrackConfig, VideoReadError,
-                            chunk_starts, fill_from_neighbours, fit_same_person, smooth_states, smooth_trajectory,
-                            synthetic_sequence, synthetic_views, temporal_loss, track_landmarks,
+                            chunk_starts, fill_from_neighbours, fit_same_person, precise_track_config, smooth_states,
+                            smooth_trajectory, synthetic_sequence, synthetic_views, temporal_loss, track_landmarks,
                             track_video)
 from flamejax.track._joint import FrameStates, project_frames
 from flamejax.track._sequence import STATUS_LOST, STATUS_OK, _blend_weights
@@ -109,6 +109,14 @@ def test_smooth_states_uses_each_groups_tolerances():
     np.testing.assert_allclose(smoothed.expression, states.expression, atol=1e-6)
     assert np.abs(np.diff(smoothed.rotation, 2, axis=0)).mean() < 0.5 * np.abs(np.diff(states.rotation, 2, axis=0)).mean()
     assert smoothed.translation.dtype == np.float32
+
+
+def test_precise_track_config_lets_the_jaw_contour_shape_the_clip_identity():
+    base = TrackConfig(chunk_frames=20, photometric=None)
+    precise = precise_track_config(base)
+    assert base.identity.stage.contour_identity == 0.0 and precise.identity.stage.contour_identity == 1.0
+    unchanged = dataclasses.replace(precise.identity.stage, contour_identity=0.0)
+    assert unchanged == base.identity.stage and precise.replace(identity=base.identity) == base
 
 
 def test_prefetched_frames_keep_their_order_and_raise_where_decoding_failed():

@@ -16,7 +16,7 @@ from flamejax.track._photometric_track import (PhotometricTrack, PhotometricTrac
                                                refine_photometric)
 from flamejax.track._photos import fit_same_person_photos, photo_targets, refine_same_person_photometric
 from flamejax.track._sequence import (STATUS_REASONS, NoUsableFramesError, SequenceFit, TrackConfig, chunk_starts,
-                                      fill_from_neighbours, track_landmarks)
+                                      fill_from_neighbours, precise_track_config, track_landmarks)
 from flamejax.track._smooth import TemporalPrior, smooth_states, smooth_trajectory, temporal_loss
 from flamejax.track._synthetic import SyntheticViews, synthetic_sequence, synthetic_views
 from flamejax.track._video_track import EXPORTS, NoFaceInVideoError, TrackResult, cameras_opencv, track_video
@@ -26,7 +26,9 @@ __all__ = [
     "NoFaceInVideoError", "NoUsableFramesError", "SAME_PERSON", "STATUS_REASONS", "SamePersonResult", "SequenceFit",
     "SyntheticViews", "TemporalPrior", "TrackConfig", "TrackResult", "VideoInfo", "VideoLandmarker",
     "VideoReadError", "cameras_opencv", "chunk_starts", "fill_from_neighbours", "fit_joint",
-    "fit_same_person", "fit_same_person_photos", "photo_targets", "refine_same_person_photometric", "smooth_states", "smooth_trajectory", "synthetic_sequence", "synthetic_views", "temporal_loss",
+    "fit_same_person", "fit_same_person_photos", "photo_targets", "precise_track_config",
+    "refine_same_person_photometric", "smooth_states", "smooth_trajectory", "synthetic_sequence", "synthetic_views",
+    "temporal_loss",
     "track_landmarks", "track_video", "with_identity",
     "PhotometricTrack", "PhotometricTrackConfig", "frame_picture", "refine_photometric",
 ]

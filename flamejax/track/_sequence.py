@@ -117,6 +117,18 @@ class TrackConfig:
         return dataclasses.replace(self, **changes)
 
 
+def precise_track_config(base: TrackConfig = TrackConfig()) -> TrackConfig:
+    """``base`` for per-frame points without a detector's shape bias (hand annotations, a calibrated capture rig,
+    synthetic clips): the jaw contour shapes the clip's identity at every yaw (``contour_identity`` 1 in the
+    identity step), as :func:`flamejax.fit.precise_landmarks_config` does for a photograph. The default leaves the
+    contour out of the identity of frames turned less than 40°, because MediaPipe's jaw line is the wrong width in
+    every frame; on exact points that leaves the head's size to the identity prior. A synthetic clip with the
+    truth's points: head 3.5 % -> 0.7 % too large, identity 1.48 -> 1.40 mm (benchmarks/RESULTS.md, photometric
+    tracking). Not for MediaPipe's points."""
+    stage = dataclasses.replace(base.identity.stage, contour_identity=1.0)
+    return base.replace(identity=base.identity.replace(stage=stage))
+
+
 @dataclasses.dataclass(frozen=True)
 class SequenceFit:
     """A tracked sequence (numpy; leading axis: frames)."""
