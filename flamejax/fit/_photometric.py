@@ -411,12 +411,12 @@ def _render_view(model: FlameModel, uv_layout: UVLayout, config: PhotometricConf
 
 
 def _photometric_error(out, level: _LevelTargets, face_region: Int[Array, "f"] | None, config: PhotometricConfig,
-                       gradient_weight: float | Float[Array, ""] = 0.0) -> Float[Array, ""]:
-    """Masked L1 of the pixels (what the stage reports), plus ``gradient_weight`` times the same of the neighbouring
-    pixels' differences (what it minimises: ``config.gradient_weight``)."""
+                       gradient_weight: float | Float[Array, ""] | None = None) -> Float[Array, ""]:
+    """Masked L1 of the pixels (``gradient_weight`` None: what the stage reports), plus ``gradient_weight`` times
+    the same of the neighbouring pixels' differences (what it minimises: ``config.gradient_weight``)."""
     weight = _pixel_weights(level, out.fragments.face_index[..., 0], out.alpha, face_region, config)
     error = masked_l1(out.image, level.image, weight)
-    if isinstance(gradient_weight, (int, float)) and gradient_weight == 0:  # the report: no term to trace
+    if gradient_weight is None:
         return error
     return error + gradient_weight * masked_gradient_l1(out.image, level.image, weight)
 
