@@ -77,6 +77,10 @@ def test_keyframes_prefer_confident_frames_near_each_yaw():
     assert _photometric_track.pick_keyframes(usable, yaw, 5, confidence, slack_deg=0.0) == [1, 3, 5, 8, 10]
     confidence[[1, 3]] = 0.9  # confident nearest frames stay
     assert _photometric_track.pick_keyframes(usable, yaw, 5, confidence) == [1, 3, 5, 8, 10]
+    confidence[[1, 3]] = 0.8  # equal confidence: the nearest; a hair more confident: that one
+    assert _photometric_track.pick_keyframes(usable, yaw, 5, confidence) == [1, 3, 5, 8, 10]
+    confidence[0] = 0.8 + 1e-7
+    assert _photometric_track.pick_keyframes(usable, yaw, 5, confidence) == [0, 3, 5, 8, 10]
     still = np.linspace(-3.0, 3.0, 12)
     in_time = np.full(12, 0.8)
     in_time[5], in_time[6] = 0.1, 0.9  # the middle row is poor, its neighbour in time is not

@@ -223,8 +223,8 @@ def pick_keyframes(usable: np.ndarray, yaw_deg: np.ndarray, count: int, confiden
     free = np.ones(len(rows), bool)
     for wanted in wanted_positions:
         distance = np.where(free, np.abs(position - wanted), np.inf)
-        near = distance <= distance.min() + slack
-        free[int(np.argmax(np.where(near, trust - 1e-6 * distance, -np.inf)))] = False
+        near = np.flatnonzero(distance <= distance.min() + slack)
+        free[near[np.lexsort((distance[near], -trust[near]))[0]]] = False
     return rows[~free].tolist()
 
 
