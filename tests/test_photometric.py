@@ -42,6 +42,14 @@ def landmark_fit_of(model, params, camera, targets, status):
                      status=jnp.asarray(int(status), jnp.int32), rigid=report, landmark=report)
 
 
+def held_picture(model, problem, uv, texture, light):
+    """``problem``'s head rendered with ``texture`` and ``light``, and a landmark fit at its true parameters."""
+    vertices = flame_forward(model, problem.params).vertices
+    picture = render_mesh(vertices, model.faces, problem.camera, uv, texture, light, RasterConfig(image_size=SIZE))
+    landmark = landmark_fit_of(model, problem.params, problem.camera, problem.targets, Status.OK)
+    return landmark, PhotometricTargets(picture.image, picture.alpha, problem.targets)
+
+
 def test_photometric_fit_reduces_pixel_error_and_keeps_stage_order_of_failures(flame_model, synthetic):
     problem, uv, picture = synthetic
     start = dataclasses.replace(problem.params, expression=problem.params.expression * 0.3,
@@ -164,11 +172,7 @@ def test_symmetric_albedo_leaves_a_side_light_to_the_shading(flame_model, synthe
     problem, uv, _ = synthetic
     assert uv.mirror_u is not None
     side = jnp.zeros((9, 3)).at[0].set(AMBIENT_SH * 0.9).at[1].set(0.5)
-    vertices = flame_forward(flame_model, problem.params).vertices
-    picture = render_mesh(vertices, flame_model.faces, problem.camera, uv, jnp.full((64, 64, 3), 0.6, jnp.float32),
-                          side, RasterConfig(image_size=SIZE))
-    landmark = landmark_fit_of(flame_model, problem.params, problem.camera, problem.targets, Status.OK)
-    targets = PhotometricTargets(picture.image, picture.alpha, problem.targets)
+    landmark, targets = held_picture(flame_model, problem, uv, jnp.full((64, 64, 3), 0.6, jnp.float32), side)
     frozen = GroupSchedule(0.0)
     texels_only = PhotometricConfig(steps=6, texel_start=0, pyramid=((1, 1.0),), texture_size=64,
                                     raster=RasterConfig(image_size=SIZE), pose=frozen, camera=frozen, light=frozen,
@@ -182,6 +186,37 @@ def test_symmetric_albedo_leaves_a_side_light_to_the_shading(flame_model, synthe
         assert photo.stage.final_loss < photo.stage.losses[0]  # the texels moved
         asymmetry[weight] = float(_asymmetry(photo.texture, uv.mirror_u, pairs))
     assert asymmetry[100.0] < 0.3 * asymmetry[0.0], asymmetry
+
+
+def test_an_albedo_model_takes_the_albedo_and_its_offset_keeps_the_prior(flame_model, synthetic):
+    """With a PCA albedo model the coefficients move to the picture's albedo, and the per-texel offset on the
+    model's albedo has the per-texel albedo's prior (the reference left it free: it took up shading). Geometry
+    and light held at the truth."""
+    from flamejax.fit._photometric import Appearance, _smoothness
+    from flamejax.render import AlbedoModel, albedo_texture
+
+    problem, uv, _ = synthetic
+    u = np.linspace(0.0, 1.0, 64, dtype=np.float32)
+    across, down = np.meshgrid(u, u)
+    basis = np.stack([0.15 * np.cos(6.0 * (across - 0.5))[..., None] * [1.0, 0.8, 0.6],
+                      0.2 * (down - 0.5)[..., None] * [1.0, 1.0, 1.0]], -1)
+    albedo = AlbedoModel(jnp.full((64, 64, 3), 0.5, jnp.float32), jnp.asarray(basis, jnp.float32))
+    truth = np.array([0.6, -0.5], np.float32)
+    ambient = jnp.zeros((9, 3)).at[0].set(AMBIENT_SH)  # the stage's start light
+    landmark, targets = held_picture(flame_model, problem, uv, albedo_texture(albedo, jnp.asarray(truth)), ambient)
+    frozen = GroupSchedule(0.0)
+    held = PhotometricConfig(steps=20, texel_start=0, pyramid=((1, 1.0),), texture_size=64,
+                             raster=RasterConfig(image_size=SIZE), pose=frozen, camera=frozen, light=frozen,
+                             shape=frozen, texture=frozen, texel=frozen, texel_symmetry=0.0)
+    coeffs = fit_photometric(flame_model, uv, targets, landmark, dataclasses.replace(held, texture=GroupSchedule(0.05)),
+                             albedo).photometric.texture_coeffs
+    assert np.linalg.norm(np.asarray(coeffs) - truth) < 0.3 * np.linalg.norm(truth), coeffs
+    # Everything held, from a rough offset: the loss is the data term plus the offset's prior.
+    rough = jnp.asarray(np.random.default_rng(0).normal(0.0, 0.02, (64, 64, 3)), jnp.float32)
+    start = Appearance(ambient, jnp.asarray(truth), rough)
+    losses = [float(fit_photometric(flame_model, uv, targets, landmark, dataclasses.replace(held, texel_smoothness=w),
+                                    albedo, appearance=start).photometric.stage.losses[0]) for w in (0.0, 20.0)]
+    np.testing.assert_allclose(losses[1] - losses[0], 20.0 * float(_smoothness(rough, None)), rtol=0.05)
 
 
 def test_landmarks_no_pose_explains_hold_little_weight(flame_model, synthetic):

@@ -48,8 +48,11 @@ class PhotometricConfig:
     shape: GroupSchedule = GroupSchedule(0.02)
     """Identity (the reference's 0.001 with its 0.1 offset prior barely moves it in the steps it has; 0.02 with
     ``shape_offset_l2`` 0.01 lets shading refine it: lower synthetic face error, benchmarks/RESULTS.md)."""
-    texture: GroupSchedule = GroupSchedule(0.005)
-    """Albedo PCA coefficients (only with an albedo model)."""
+    texture: GroupSchedule = GroupSchedule(0.02)
+    """Albedo PCA coefficients (only with an albedo model). ``FLAME_albedo_from_BFM.npz``'s components are
+    scaled to unit variance, so Adam moves a coefficient about ``lr`` standard deviations per step: the
+    reference's 0.005 over its 400 steps reaches 2, over these 128 steps 0.64. Synthetic heads rendered from an
+    albedo model that holds their albedo: 1.58 -> 1.27 mm median face error (benchmarks/RESULTS.md)."""
     texel: GroupSchedule = GroupSchedule(0.005)
     texel_start: int = 64
     """Step from which the per-texel albedo moves (the reference: 200 of 400): before it, geometry and light are
@@ -111,10 +114,11 @@ class PhotometricConfig:
     and the nose only in profile, moved the identity away from the truth with every setting tried (1.25x the mean
     head's error with the landmark fit's 1.04x; benchmarks/RESULTS.md). 180 turns it off."""
     texel_smoothness: float = 20.0
-    """flamejax addition: squared-gradient prior on the per-texel albedo (without a PCA model)."""
+    """flamejax addition: squared-gradient prior on the per-texel albedo (with a PCA model, on its per-texel
+    offset: the reference leaves the offset free, and it took up shading that tells the shape)."""
     texel_symmetry: float = 1000.0
-    """flamejax addition: squared difference between each per-texel albedo and its mirror texel across the face
-    (without a PCA model, on a UV layout with ``mirror_u``). A face's albedo is nearly symmetric and its shading
+    """flamejax addition: squared difference between each per-texel albedo (or offset on a PCA model) and its
+    mirror texel across the face (on a UV layout with ``mirror_u``). A face's albedo is nearly symmetric and its shading
     under a side light is not, so the albedo cannot take up the shading that tells the shape: one photograph's
     identity 1.09x -> 0.95x the mean head's error on the rendered heads with 3D truth, five photographs 0.63x ->
     0.59x (benchmarks/RESULTS.md). 0 turns it off (an albedo that is not symmetric, e.g. make-up on one side)."""
@@ -333,9 +337,9 @@ def _asymmetry(texels: Float[Array, "t t 3"], mirror_u: float, paired: Bool[Arra
 
 
 def texel_prior(uv_layout: UVLayout, config: PhotometricConfig) -> Callable[[Float[Array, "t t 3"]], Float[Array, ""]]:
-    """The per-texel albedo's prior without a PCA albedo model, as a function of the texels: smoothness, and
-    symmetry where the layout has an axis. The texels' regions and mirror pairs are worked out here, once, not in
-    every step of the loss."""
+    """The per-texel albedo's prior (or its offset's on a PCA albedo model), as a function of the texels:
+    smoothness, and symmetry where the layout has an axis. The texels' regions and mirror pairs are worked out here,
+    once, not in every step of the loss."""
     texel_region = (None if uv_layout.face_region is None
                     else texel_regions(uv_layout.uv, uv_layout.face_uv_index, uv_layout.face_region,
                                        config.texture_size))
@@ -483,9 +487,8 @@ def _refine_one(model: FlameModel, uv_layout: UVLayout, targets: PhotometricTarg
         p = dataclasses.replace(v.geometry.params, shape=scaled_gradient(v.geometry.params.shape, share))
         v = dataclasses.replace(v, geometry=dataclasses.replace(v.geometry, params=p))
         data = _view_data_loss(model, uv_layout, config, albedo, v, level, lmk, full_size, contour_share)
-        prior = config.expression_l2 * 0.5 * jnp.sum(p.expression**2) + shape_prior(p.shape)
-        if albedo is None:
-            prior = prior + albedo_prior(v.appearance.texels)
+        prior = (config.expression_l2 * 0.5 * jnp.sum(p.expression**2) + shape_prior(p.shape)
+                 + albedo_prior(v.appearance.texels))
         return valid * data + prior
 
     variables = PhotometricVariables(

@@ -107,9 +107,7 @@ def _refine_shared(model: FlameModel, uv_layout: UVLayout, targets: PhotometricT
                              contour_shares)
 
     def loss_fn(v: _SharedVariables, levels) -> Float[Array, ""]:
-        prior = shape_prior(v.shape)
-        if albedo is None:
-            prior = prior + albedo_prior(v.appearance.texels)
+        prior = shape_prior(v.shape) + albedo_prior(v.appearance.texels)
         views = views_loss(v, levels)
         # The views that do not shape the identity count in the gradient (their own pose, expression and light)
         # but not in the value, so that they cannot decide which iterate is the best either.
