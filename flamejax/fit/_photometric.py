@@ -49,10 +49,11 @@ class PhotometricConfig:
     """Identity (the reference's 0.001 with its 0.1 offset prior barely moves it in the steps it has; 0.02 with
     ``shape_offset_l2`` 0.01 lets shading refine it: lower synthetic face error, benchmarks/RESULTS.md)."""
     texture: GroupSchedule = GroupSchedule(0.02)
-    """Albedo PCA coefficients (only with an albedo model). ``FLAME_albedo_from_BFM.npz``'s components are
-    scaled to unit variance, so Adam moves a coefficient about ``lr`` standard deviations per step: the
-    reference's 0.005 over its 400 steps reaches 2, over these 128 steps 0.64. Synthetic heads rendered from an
-    albedo model that holds their albedo: 1.58 -> 1.27 mm median face error (benchmarks/RESULTS.md)."""
+    """Albedo PCA coefficients (only with an albedo model). ``FLAME_albedo_from_BFM.npz``'s components are BFM's
+    scaled by its standard deviations, so Adam moves a coefficient about ``lr`` standard deviations per step: the
+    reference's 0.005 over its 400 steps reaches 2, over these 128 steps 0.64. No prior holds the coefficients
+    (as in the reference). Synthetic heads rendered from an albedo model that holds their albedo, with the
+    offset's priors below: 1.58 -> 1.27 mm median face error (benchmarks/RESULTS.md)."""
     texel: GroupSchedule = GroupSchedule(0.005)
     texel_start: int = 64
     """Step from which the per-texel albedo moves (the reference: 200 of 400): before it, geometry and light are
