@@ -192,7 +192,7 @@ def test_an_albedo_model_takes_the_albedo_and_its_offset_keeps_the_prior(flame_m
     """With a PCA albedo model the coefficients move to the picture's albedo, and the per-texel offset on the
     model's albedo has the per-texel albedo's prior (the reference left it free: it took up shading). Geometry
     and light held at the truth."""
-    from flamejax.fit._photometric import Appearance, _smoothness
+    from flamejax.fit._photometric import Appearance, texel_prior
     from flamejax.render import AlbedoModel, albedo_texture
 
     problem, uv, _ = synthetic
@@ -214,9 +214,10 @@ def test_an_albedo_model_takes_the_albedo_and_its_offset_keeps_the_prior(flame_m
     # Everything held, from a rough offset: the loss is the data term plus the offset's prior.
     rough = jnp.asarray(np.random.default_rng(0).normal(0.0, 0.02, (64, 64, 3)), jnp.float32)
     start = Appearance(ambient, jnp.asarray(truth), rough)
-    losses = [float(fit_photometric(flame_model, uv, targets, landmark, dataclasses.replace(held, texel_smoothness=w),
-                                    albedo, appearance=start).photometric.stage.losses[0]) for w in (0.0, 20.0)]
-    np.testing.assert_allclose(losses[1] - losses[0], 20.0 * float(_smoothness(rough, None)), rtol=0.05)
+    smooth = dataclasses.replace(held, texel_smoothness=20.0)
+    losses = [float(fit_photometric(flame_model, uv, targets, landmark, c, albedo, appearance=start)
+                    .photometric.stage.losses[0]) for c in (dataclasses.replace(held, texel_smoothness=0.0), smooth)]
+    np.testing.assert_allclose(losses[1] - losses[0], float(texel_prior(uv, smooth)(rough)), rtol=0.05)
 
 
 def test_landmarks_no_pose_explains_hold_little_weight(flame_model, synthetic):
