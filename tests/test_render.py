@@ -26,10 +26,12 @@ from flamejax.render import (
     rasterize,
     render_mesh,
     sample_texture,
+    sample_texture_mipmapped,
     shade_for_display,
     sh_basis,
     sh_shading,
     soft_blend,
+    texel_footprint,
     vertex_normals,
 )
 from tests.conftest import assert_directional_derivatives, shared_flame_dir
@@ -277,6 +279,49 @@ def test_sample_texture_is_bilinear_with_texel_centres_and_clamping():
     np.testing.assert_allclose(du, 2.0, rtol=1e-6)  # (t01 - t00) per texel, two texels per unit
     dtex = jax.grad(lambda t: sample_texture(t, jnp.array([0.375, 0.25]))[0])(tex)
     np.testing.assert_allclose(dtex[..., 0], [[0.75, 0.25], [0.0, 0.0]], atol=1e-6)
+
+
+def test_texel_footprint_is_the_texel_area_one_pixel_covers():
+    screen = jnp.array([[[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]], [[0.0, 0.0], [5.0, 5.0], [10.0, 10.0]]])
+    uvs = jnp.array([[[0.0, 0.0], [0.5, 0.0], [0.0, 0.25]]] * 2)
+    # 64 texel columns over 10 px across, 16 texel rows over 10 px down: 6.4 x 1.6 texels per pixel; no area: inf
+    np.testing.assert_allclose(texel_footprint(screen, uvs, (64, 128)), [math.sqrt(6.4 * 1.6), np.inf], rtol=1e-5)
+
+
+def test_trilinear_lookup_blends_the_mip_levels_its_footprint_brackets():
+    rng = np.random.default_rng(0)
+    tex = jnp.asarray(rng.random((16, 16, 3)), jnp.float32)
+    halves = [tex, tex.reshape(8, 2, 8, 2, 3).mean(axis=(1, 3)), tex.reshape(4, 4, 4, 4, 3).mean(axis=(1, 3))]
+    uv = jnp.asarray(rng.random((50, 2)), jnp.float32)
+    at = lambda footprint: sample_texture_mipmapped(tex, uv, jnp.full(50, footprint))  # noqa: E731
+    np.testing.assert_allclose(at(0.5), sample_texture(tex, uv), atol=1e-6)  # magnified: plain bilinear
+    np.testing.assert_allclose(at(2.0), sample_texture(halves[1], uv), atol=1e-6)
+    np.testing.assert_allclose(at(100.0), sample_texture(halves[2], uv), atol=1e-6)  # at most two halvings
+    np.testing.assert_allclose(at(math.sqrt(2.0)), (sample_texture(tex, uv) + sample_texture(halves[1], uv)) / 2,
+                               atol=1e-6)
+    # A pixel at the centre of a 4 x 4 block, 4 texels wide, takes the block's mean and passes its gradient to all 16.
+    grad = jax.grad(lambda t: sample_texture_mipmapped(t, jnp.array([0.375, 0.625]), jnp.array(4.0))[0])(tex)
+    expected = np.zeros((16, 16))
+    expected[8:12, 4:8] = 1 / 16
+    np.testing.assert_allclose(grad[..., 0], expected, atol=1e-7)
+
+
+@pytest.mark.parametrize("rasterizer", ["zbuffer", "tiled"])
+def test_a_small_render_of_a_fine_texture_is_its_mean_with_trilinear_filtering(flame_template, rasterizer):
+    verts, faces = flame_template
+    layout = load_uv_layout(shared_flame_dir() / "head_template_mesh.obj")
+    checker = jnp.asarray(np.indices((256, 256)).sum(0) % 2, jnp.float32)[..., None] * jnp.ones(3)
+    sh = jnp.zeros((9, 3)).at[0].set(1.0 / 0.2820948)  # ambient light 1: the image is the albedo
+    pictures = {}
+    for texture_filter in ("bilinear", "trilinear"):
+        config = RasterConfig(image_size=32, faces_per_pixel=4, tile_size=8, faces_per_tile=512,
+                              hard_rasterizer=rasterizer, texture_filter=texture_filter)
+        out = render_mesh(verts, faces, Camera.default(), layout, checker, sh, config)
+        pictures[texture_filter] = np.asarray(out.image)[np.asarray(out.alpha) == 1, 0]
+    # A face pixel spans several 1-texel squares: trilinear gives their mean, bilinear whatever its centre hits.
+    assert np.abs(pictures["trilinear"] - 0.5).mean() < 0.25 * np.abs(pictures["bilinear"] - 0.5).mean()
+    with pytest.raises(ValueError, match="texture_filter"):
+        RasterConfig(texture_filter="nearest")
 
 
 def _write_npz(path, arrays: dict):

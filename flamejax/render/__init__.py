@@ -2,8 +2,9 @@
 
 Data path: ``screen_vertices`` (camera projection) → :func:`rasterize` (K fragments per pixel, tiled, static shapes;
 hard mode: :func:`rasterize_visible`, a scatter-min z-buffer :func:`visible_faces` then one fragment per pixel)
-→ :func:`interpolate` (UVs, normals, colours) → shading (:func:`sh_shading`, :func:`sample_texture`) →
-:func:`hard_blend` (z-buffer picture, alpha 0/1) or :func:`soft_blend` (SoftRas: gradients at the silhouette).
+→ :func:`interpolate` (UVs, normals, colours) → shading (:func:`sh_shading`, :func:`sample_texture` or
+:func:`sample_texture_mipmapped`) → :func:`hard_blend` (z-buffer picture, alpha 0/1) or :func:`soft_blend` (SoftRas:
+gradients at the silhouette).
 :func:`render_mesh` does all of it for a textured FLAME head; :func:`shade_for_display` draws a gray mesh.
 
 Conventions: pixels as in :mod:`flamejax.camera` (u right, v down, pixel (i, j) centred at (j + 0.5, i + 0.5));
@@ -28,6 +29,8 @@ from flamejax.render._texture import (
     load_albedo_model,
     load_uv_layout,
     sample_texture,
+    sample_texture_mipmapped,
+    texel_footprint,
     uniform_texture,
     uv_mirror_axis,
 )
@@ -37,7 +40,8 @@ __all__ = [
     "AlbedoModel", "Fragments", "REGION_EYEBALL", "REGION_FACE", "REGION_FOREHEAD", "REGION_OTHER", "RasterConfig",
     "RenderResult", "SH_CONSTANTS", "UVLayout", "albedo_texture", "count_tile_faces", "face_normals", "face_regions",
     "hard_blend", "interpolate", "load_albedo_model", "load_face_regions", "load_uv_layout", "rasterize",
-    "rasterize_visible", "render_mesh", "sample_texture", "screen_vertices", "sh_basis", "sh_shading",
-    "shade_for_display", "soft_blend", "soft_coverage", "task_count", "texel_regions", "uniform_texture",
+    "rasterize_visible", "render_mesh", "sample_texture", "sample_texture_mipmapped", "screen_vertices", "sh_basis",
+    "sh_shading", "shade_for_display", "soft_blend", "soft_coverage", "task_count", "texel_footprint", "texel_regions",
+    "uniform_texture",
     "uv_mirror_axis", "vertex_normals", "visible_faces", "visible_fragments",
 ]

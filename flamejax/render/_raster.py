@@ -73,6 +73,13 @@ class RasterConfig:
     """How :func:`flamejax.render.render_mesh` and :func:`shade_for_display` find the visible face in hard mode:
     ``"zbuffer"`` (:func:`rasterize_visible`: scatter-min z-buffer, no tiles, no candidate budget) or ``"tiled"``
     (:func:`rasterize` with K = 1, the tile binning soft mode uses). :func:`rasterize` itself is always tiled."""
+    texture_filter: str = "bilinear"
+    """How :func:`flamejax.render.render_mesh` looks up a texture: ``"bilinear"`` (the four texels nearest the
+    pixel's centre, whatever the pixel spans) or ``"trilinear"`` (mip-mapped,
+    :func:`flamejax.render.sample_texture_mipmapped`: a pixel that spans several texels takes, and passes its
+    gradient to, their mean; it anti-aliases small renders of detailed textures). In the photometric stage
+    trilinear lowered the landmark error on rendered heads (NME median 2.27 -> 2.17 %) at the same identity error,
+    for about 1.6x the stage's time (benchmarks/RESULTS.md, photometric fit), so bilinear stays the default."""
 
     def __post_init__(self):
         object.__setattr__(self, "background", tuple(float(c) for c in self.background))
@@ -84,6 +91,8 @@ class RasterConfig:
             raise ValueError("need 0 < znear < zfar")
         if self.hard_rasterizer not in ("zbuffer", "tiled"):
             raise ValueError(f"hard_rasterizer must be 'zbuffer' or 'tiled', got {self.hard_rasterizer!r}")
+        if self.texture_filter not in ("trilinear", "bilinear"):
+            raise ValueError(f"texture_filter must be 'trilinear' or 'bilinear', got {self.texture_filter!r}")
 
     @property
     def tile(self) -> int:

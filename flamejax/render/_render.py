@@ -14,7 +14,7 @@ from flamejax.render._blend import hard_blend, interpolate, soft_blend
 from flamejax.render._eager import compiled_when_eager
 from flamejax.render._raster import Fragments, RasterConfig, fragments_in_rows, map_row_blocks, rasterize, select_faces
 from flamejax.render._shading import _unit, sh_shading, vertex_normals
-from flamejax.render._texture import UVLayout, sample_texture
+from flamejax.render._texture import UVLayout, sample_texture, sample_texture_mipmapped, texel_footprint
 from flamejax.render._zbuffer import fragments_from_corners, gather_columns, rasterize_visible, visible_faces
 
 
@@ -54,11 +54,26 @@ def _visible_normals(fragments: Fragments, normals: Float[Array, "v 3"]) -> Floa
     return jnp.where(fragments.inside[..., :1], n, 0.0)
 
 
-def _shade(fragments: Fragments, normals, face_uvs, texture, sh_coeffs) -> Float[Array, "h w k 3"]:
+def _face_footprint(screen, faces, face_uvs, texture, config: RasterConfig) -> Float[Array, "f"] | None:
+    """Per face, texels per pixel for a trilinear lookup (:func:`texel_footprint`); ``None`` for bilinear."""
+    if texture is None or config.texture_filter == "bilinear":
+        return None
+    return texel_footprint(screen[faces][..., :2], face_uvs, texture.shape[:2])
+
+
+def _albedo(texture, uv: Float[Array, "... 2"], footprint: Float[Array, "f"] | None,
+            face_index: Int[Array, "..."]) -> Float[Array, "... 3"]:
+    """The texture at ``uv``: bilinear, or trilinear at each pixel's face's footprint."""
+    if footprint is None:
+        return sample_texture(texture, uv)
+    return sample_texture_mipmapped(texture, uv, footprint[jnp.maximum(face_index, 0)])
+
+
+def _shade(fragments: Fragments, normals, face_uvs, texture, footprint, sh_coeffs) -> Float[Array, "h w k 3"]:
     """albedo · SH(head-space normal) per fragment."""
     colors = sh_shading(_unit(interpolate(fragments, normals)), sh_coeffs)
     if texture is not None:
-        colors = colors * sample_texture(texture, interpolate(fragments, face_uvs))
+        colors = colors * _albedo(texture, interpolate(fragments, face_uvs), footprint, fragments.face_index)
     return colors
 
 
@@ -92,14 +107,16 @@ def render_mesh(
     screen = screen_vertices(camera, verts_world, config.image_size)
     normals = vertex_normals(verts_world, faces)
     face_uvs = None if texture is None else uv_layout.face_uvs()
+    footprint = _face_footprint(screen, faces, face_uvs, texture, config)
     background = jnp.asarray(config.background, screen.dtype)
     if mode == "hard" and config.hard_rasterizer == "zbuffer":
         face_index = visible_faces(screen, faces, config)
-        return _render_visible(screen, faces, normals, face_uvs, texture, sh_coeffs, face_index, background)
+        return _render_visible(screen, faces, normals, face_uvs, texture, footprint, sh_coeffs, face_index,
+                               background)
 
     def rows(face_index, inside, row_centres):
         fragments = fragments_in_rows(screen, faces, face_index, inside, row_centres)
-        colors = _shade(fragments, normals, face_uvs, texture, sh_coeffs)
+        colors = _shade(fragments, normals, face_uvs, texture, footprint, sh_coeffs)
         rgba = hard_blend(colors, fragments, background) if mode == "hard" else soft_blend(colors, fragments, config)
         return rgba, _visible_normals(fragments, normals), fragments
 
@@ -107,7 +124,8 @@ def render_mesh(
     return RenderResult(rgba[..., :3], rgba[..., 3], normal_image, fragments)
 
 
-def _render_visible(screen, faces, normals, face_uvs, texture, sh_coeffs, face_index, background) -> RenderResult:
+def _render_visible(screen, faces, normals, face_uvs, texture, footprint, sh_coeffs, face_index,
+                    background) -> RenderResult:
     """Hard mode from a z-buffer's face ids: each pixel gathers its face's corner positions, normals and uvs from
     per-face columns (see :mod:`flamejax.render._zbuffer` on why columns)."""
     n_faces = faces.shape[0]
@@ -125,7 +143,7 @@ def _render_visible(screen, faces, normals, face_uvs, texture, sh_coeffs, face_i
     colors = sh_shading(normal, sh_coeffs)
     if texture is not None:
         uv = mix(gather_columns(face_uvs.reshape(n_faces, 6).astype(screen.dtype), face_index), 2)
-        colors = colors * sample_texture(texture, uv)
+        colors = colors * _albedo(texture, uv, footprint, face_index)
     image = jnp.where(covered[..., None], colors, background)
     return RenderResult(image, covered.astype(image.dtype), jnp.where(covered[..., None], normal, 0.0), fragments)
 

@@ -1,4 +1,4 @@
-"""FLAME UV layout, bilinear texture sampling and the optional albedo (texture PCA) model.
+"""FLAME UV layout, bilinear and trilinear (mip-mapped) texture sampling and the optional albedo (texture PCA) model.
 
 UV convention (everywhere in flamejax): ``uv = (u, v)`` in [0, 1]² with **v pointing down**, like image rows:
 ``uv = (0, 0)`` is the top-left corner of the texture image, texel (row i, col j) has its centre at
@@ -139,17 +139,67 @@ def sample_texture(texture: Float[Array, "th tw c"], uv: Float[Array, "... 2"]) 
     Differentiable with respect to the texture and to ``uv`` (inside a texel; the gradient w.r.t. ``uv`` is 0
     beyond the outer texel centres).
     """
-    th, tw = texture.shape[0], texture.shape[1]
-    x = jnp.clip(uv[..., 0] * tw - 0.5, 0.0, tw - 1.0)
-    y = jnp.clip(uv[..., 1] * th - 0.5, 0.0, th - 1.0)
-    x0 = jnp.minimum(jnp.floor(x), tw - 2.0) if tw > 1 else jnp.zeros_like(x)
-    y0 = jnp.minimum(jnp.floor(y), th - 2.0) if th > 1 else jnp.zeros_like(y)
+    th, tw, channels = texture.shape
+    return _bilinear_in_rows(texture.reshape(th * tw, channels), 0, jnp.float32(th), jnp.float32(tw), uv)
+
+
+def _bilinear_in_rows(rows: Float[Array, "n c"], offset, height, width, uv: Float[Array, "... 2"]):
+    """Bilinear lookup in a ``height`` x ``width`` texture stored row by row from ``rows[offset]`` (a texture, or
+    one level of a flattened pyramid: ``offset``, ``height``, ``width`` may differ per lookup)."""
+    x = jnp.clip(uv[..., 0] * width - 0.5, 0.0, width - 1.0)
+    y = jnp.clip(uv[..., 1] * height - 0.5, 0.0, height - 1.0)
+    x0 = jnp.minimum(jnp.floor(x), jnp.maximum(width - 2.0, 0.0))
+    y0 = jnp.minimum(jnp.floor(y), jnp.maximum(height - 2.0, 0.0))
     fx, fy = (x - x0)[..., None], (y - y0)[..., None]
-    i0, j0 = y0.astype(jnp.int32), x0.astype(jnp.int32)
-    i1, j1 = jnp.minimum(i0 + 1, th - 1), jnp.minimum(j0 + 1, tw - 1)
-    top = texture[i0, j0] * (1.0 - fx) + texture[i0, j1] * fx
-    bottom = texture[i1, j0] * (1.0 - fx) + texture[i1, j1] * fx
-    return top * (1.0 - fy) + bottom * fy
+    w = width.astype(jnp.int32)
+    j0, i0 = x0.astype(jnp.int32), y0.astype(jnp.int32)
+    j1, i1 = jnp.minimum(j0 + 1, w - 1), jnp.minimum(i0 + 1, height.astype(jnp.int32) - 1)
+    at = lambda i, j: rows[offset + i * w + j]  # noqa: E731
+    return (at(i0, j0) * (1.0 - fx) + at(i0, j1) * fx) * (1.0 - fy) + (at(i1, j0) * (1.0 - fx) + at(i1, j1) * fx) * fy
+
+
+MIP_LEVELS = 3
+"""Levels a mip-mapped lookup uses: the texture and two halvings, so that a pixel's colour and gradient reach at
+most a 4 x 4 block of texels (a grazing face's long footprint is not worth blurring its neighbours for)."""
+
+
+def mip_levels(texture: Float[Array, "th tw c"], levels: int = MIP_LEVELS) -> list[Float[Array, "th2 tw2 c"]]:
+    """The texture and its halvings by 2 x 2 means, while both sides are even (at most ``levels`` in all)."""
+    pyramid = [texture]
+    while len(pyramid) < levels and all(n % 2 == 0 for n in pyramid[-1].shape[:2]):
+        t = pyramid[-1]
+        pyramid.append(t.reshape(t.shape[0] // 2, 2, t.shape[1] // 2, 2, *t.shape[2:]).mean(axis=(1, 3)))
+    return pyramid
+
+
+def texel_footprint(screen_corners: Float[Array, "f 3 2"], face_uvs: Float[Array, "f 3 2"],
+                    texture_shape: tuple[int, int]) -> Float[Array, "f"]:
+    """Texels per pixel on each face: the square root of the texel area one pixel covers, from the face's affine
+    map between screen and texture (``inf`` where the face has no screen area)."""
+    edges = screen_corners[:, 1:] - screen_corners[:, :1]
+    texel_edges = (face_uvs[:, 1:] - face_uvs[:, :1]) * jnp.asarray(texture_shape[::-1], face_uvs.dtype)
+    screen_area = jnp.abs(edges[:, 0, 0] * edges[:, 1, 1] - edges[:, 0, 1] * edges[:, 1, 0])
+    texel_area = jnp.abs(texel_edges[:, 0, 0] * texel_edges[:, 1, 1] - texel_edges[:, 0, 1] * texel_edges[:, 1, 0])
+    return jnp.where(screen_area > 1e-9, jnp.sqrt(texel_area / jnp.maximum(screen_area, 1e-9)), jnp.inf)
+
+
+def sample_texture_mipmapped(texture: Float[Array, "th tw c"], uv: Float[Array, "... 2"],
+                             footprint: Float[Array, "..."]) -> Float[Array, "... c"]:
+    """Trilinear lookup: bilinear in the two :func:`mip_levels` whose texel size brackets ``footprint`` (texels of
+    ``texture`` per pixel, e.g. from :func:`texel_footprint`), blended by log2 of it. Where a pixel spans several
+    texels (a surface seen at a slant, a small render) its colour is their mean, and its gradient reaches all of
+    them, not only the four nearest its centre. Not differentiated with respect to ``footprint``."""
+    pyramid = mip_levels(texture)
+    sizes = np.asarray([level.shape[:2] for level in pyramid], np.int32)
+    offsets = jnp.asarray(np.concatenate([[0], np.cumsum(sizes[:-1, 0] * sizes[:-1, 1])]), jnp.int32)
+    heights, widths = (jnp.asarray(sizes[:, i], uv.dtype) for i in (0, 1))
+    atlas = jnp.concatenate([level.reshape(-1, texture.shape[-1]) for level in pyramid])
+    lod = jnp.clip(jnp.log2(jnp.maximum(jax.lax.stop_gradient(footprint), 1.0)), 0.0, len(pyramid) - 1.0)
+    k0 = jnp.floor(lod).astype(jnp.int32)
+    k1 = jnp.minimum(k0 + 1, len(pyramid) - 1)
+    blend = (lod - k0)[..., None]
+    fine, coarse = (_bilinear_in_rows(atlas, offsets[k], heights[k], widths[k], uv) for k in (k0, k1))
+    return fine * (1.0 - blend) + coarse * blend
 
 
 def uniform_texture(color=(0.7, 0.55, 0.45), size: int = 256) -> Float[Array, "size size 3"]:
