@@ -8,12 +8,13 @@ the process CPU seconds per call (a fairer measure than wall time on a shared ma
 memory per batch, and XLA's own cost analysis of the forward+backward call (flops, bytes accessed).
 
     python3 benchmarks/bench_render.py [--quick | --full] [--batch-sizes 1 4 16] [--sizes 256 512]
-        [--modes hard soft] [--rasterizers zbuffer tiled]
+        [--modes hard soft] [--rasterizers zbuffer tiled] [--texture-filters bilinear trilinear]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -94,6 +95,8 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["hard", "soft"], choices=["hard", "soft"])
     parser.add_argument("--rasterizers", nargs="+", default=["zbuffer", "tiled"], choices=["zbuffer", "tiled"],
                         help="hard-mode rasterizers to measure (soft mode is always tiled)")
+    parser.add_argument("--texture-filters", nargs="+", default=["bilinear"], choices=["bilinear", "trilinear"],
+                        help="texture lookups to measure (RasterConfig.texture_filter)")
     parser.add_argument("--repeats", type=int)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -104,33 +107,35 @@ def main() -> None:
     out = args.out or ROOT / "benchmarks" / "results" / f"render_{device.platform}.json"
 
     rows = []
-    header = (f"{'size':>5} {'mode':>5} {'raster':>7} {'batch':>5} | {'fwd img/s':>9} {'fwd MiB':>8} | "
-              f"{'f+b img/s':>9} {'f+b cpu s':>9} {'f+b MiB':>8} {'GFLOP':>7} {'GB':>6}")
+    header = (f"{'size':>5} {'mode':>5} {'raster':>7} {'texture':>9} {'batch':>5} | {'fwd img/s':>9} "
+              f"{'fwd MiB':>8} | {'f+b img/s':>9} {'f+b cpu s':>9} {'f+b MiB':>8} {'GFLOP':>7} {'GB':>6}")
     print(f"device: {device.device_kind} ({device.platform}), jax {jax.__version__}")
     print(header + "\n" + "-" * len(header))
     for size in sizes:
         for mode in args.modes:
-            for rasterizer in (args.rasterizers if mode == "hard" else ["tiled"]):
-                config = RasterConfig(image_size=size, faces_per_pixel=8, hard_rasterizer=rasterizer)
-                for batch in batches:
-                    verts, faces, cameras, uv, texture, light = scene(batch)
-                    forward, grad = make_functions(faces, uv, config, mode)
-                    target = jnp.full((batch, size, size, 3), 0.5)
-                    f = measure(forward, (verts, cameras, texture, light), repeats)
-                    g = measure(grad, (verts, cameras, texture, light, target), repeats)
-                    row = dict(image_size=size, mode=mode, rasterizer=rasterizer,
-                               faces_per_pixel=1 if mode == "hard" else 8, batch=batch,
-                               forward_images_per_s=batch / f["seconds"], forward_s=f["seconds"],
-                               forward_cpu_s=f["cpu_seconds"], forward_compile_s=f["compile_s"],
-                               forward_temp_mib=f["temp_mib"], backward_images_per_s=batch / g["seconds"],
-                               forward_backward_s=g["seconds"], forward_backward_cpu_s=g["cpu_seconds"],
-                               backward_compile_s=g["compile_s"], forward_backward_temp_mib=g["temp_mib"],
-                               forward_backward_gflops=g["gflops"], forward_backward_gbytes=g["gbytes"],
-                               load_average=round(os.getloadavg()[0], 2))
-                    rows.append(row)
-                    print(f"{size:>5} {mode:>5} {rasterizer:>7} {batch:>5} | {batch / f['seconds']:>9.2f} "
-                          f"{f['temp_mib']:>8.1f} | {batch / g['seconds']:>9.2f} {g['cpu_seconds']:>9.3f} "
-                          f"{g['temp_mib']:>8.1f} {g['gflops']:>7.2f} {g['gbytes']:>6.2f}", flush=True)
+            for rasterizer, texture_filter, batch in itertools.product(
+                    args.rasterizers if mode == "hard" else ["tiled"], args.texture_filters, batches):
+                config = RasterConfig(image_size=size, faces_per_pixel=8, hard_rasterizer=rasterizer,
+                                      texture_filter=texture_filter)
+                verts, faces, cameras, uv, texture, light = scene(batch)
+                forward, grad = make_functions(faces, uv, config, mode)
+                target = jnp.full((batch, size, size, 3), 0.5)
+                f = measure(forward, (verts, cameras, texture, light), repeats)
+                g = measure(grad, (verts, cameras, texture, light, target), repeats)
+                row = dict(image_size=size, mode=mode, rasterizer=rasterizer, texture_filter=texture_filter,
+                           faces_per_pixel=1 if mode == "hard" else 8, batch=batch,
+                           forward_images_per_s=batch / f["seconds"], forward_s=f["seconds"],
+                           forward_cpu_s=f["cpu_seconds"], forward_compile_s=f["compile_s"],
+                           forward_temp_mib=f["temp_mib"], backward_images_per_s=batch / g["seconds"],
+                           forward_backward_s=g["seconds"], forward_backward_cpu_s=g["cpu_seconds"],
+                           backward_compile_s=g["compile_s"], forward_backward_temp_mib=g["temp_mib"],
+                           forward_backward_gflops=g["gflops"], forward_backward_gbytes=g["gbytes"],
+                           load_average=round(os.getloadavg()[0], 2))
+                rows.append(row)
+                print(f"{size:>5} {mode:>5} {rasterizer:>7} {texture_filter:>9} {batch:>5} | "
+                      f"{batch / f['seconds']:>9.2f} {f['temp_mib']:>8.1f} | {batch / g['seconds']:>9.2f} "
+                      f"{g['cpu_seconds']:>9.3f} {g['temp_mib']:>8.1f} {g['gflops']:>7.2f} {g['gbytes']:>6.2f}",
+                      flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(dict(
         benchmark="render", device=device.device_kind, platform=device.platform, jax=jax.__version__,
