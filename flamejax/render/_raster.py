@@ -79,7 +79,7 @@ class RasterConfig:
     :func:`flamejax.render.sample_texture_mipmapped`: a pixel that spans several texels takes, and passes its
     gradient to, their mean; it anti-aliases small renders of detailed textures). In the photometric stage
     trilinear lowered the landmark error on rendered heads (NME median 2.27 -> 2.17 %) at the same identity error,
-    for about 1.6x the stage's time (benchmarks/RESULTS.md, photometric fit), so bilinear stays the default."""
+    for about 1.3x the stage's time (benchmarks/RESULTS.md, photometric fit), so bilinear stays the default."""
 
     def __post_init__(self):
         object.__setattr__(self, "background", tuple(float(c) for c in self.background))
