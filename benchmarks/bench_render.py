@@ -111,13 +111,14 @@ def main() -> None:
               f"{'fwd MiB':>8} | {'f+b img/s':>9} {'f+b cpu s':>9} {'f+b MiB':>8} {'GFLOP':>7} {'GB':>6}")
     print(f"device: {device.device_kind} ({device.platform}), jax {jax.__version__}")
     print(header + "\n" + "-" * len(header))
+    scenes = {batch: scene(batch) for batch in batches}
     for size in sizes:
         for mode in args.modes:
             for rasterizer, texture_filter, batch in itertools.product(
                     args.rasterizers if mode == "hard" else ["tiled"], args.texture_filters, batches):
                 config = RasterConfig(image_size=size, faces_per_pixel=8, hard_rasterizer=rasterizer,
                                       texture_filter=texture_filter)
-                verts, faces, cameras, uv, texture, light = scene(batch)
+                verts, faces, cameras, uv, texture, light = scenes[batch]
                 forward, grad = make_functions(faces, uv, config, mode)
                 target = jnp.full((batch, size, size, 3), 0.5)
                 f = measure(forward, (verts, cameras, texture, light), repeats)
