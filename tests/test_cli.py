@@ -205,6 +205,21 @@ def test_annotations_fit_with_the_precise_configurations_in_both_stages():
     assert precise.landmark_scale > PhotometricConfig().landmark_scale
 
 
+def test_texture_filter_reaches_the_photometric_renderer():
+    from flamejax.cli import build_parser, photometric_from_args
+
+    for command in (["fit", "a.jpg"], ["fit-dir", "in"]):
+        chosen = build_parser().parse_args([*command, "-o", "out", "--mode", "photometric", "--texture-filter",
+                                            "trilinear"])
+        assert photometric_from_args(chosen).config.raster.texture_filter == "trilinear"
+        default = build_parser().parse_args([*command, "-o", "out", "--mode", "photometric"])
+        assert photometric_from_args(default).config.raster.texture_filter == "bilinear"
+    assert build_parser().parse_args(["track", "clip.mp4", "-o", "out", "--texture-filter", "trilinear"]
+                                     ).texture_filter == "trilinear"
+    code, _, err = run(["fit", "a.jpg", "-o", "out", "--texture-filter", "nearest"])
+    assert code == 2 and "--texture-filter" in err
+
+
 def test_several_photographs_of_one_person_share_one_identity(tmp_path):
     photos = [SHARED / "images" / n for n in ("ffhq_00000.png", "ffhq_00043.png")]
     code, stdout, err = run(["fit", *map(str, photos), "-o", str(tmp_path), "--same-person", "--mesh", "obj", *FAST])
