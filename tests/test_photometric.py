@@ -11,7 +11,7 @@ import pytest
 
 from flamejax.fit import (AMBIENT_SH, FitResult, GroupSchedule, PhotometricConfig, PhotometricTargets, StageReport,
                           Status, aligned_vertex_error_mm, fit_photometric, fit_photometric_batch, landmark_model,
-                          nme_inner, sample_problem)
+                          nme_inner, sample_problem, start_appearance)
 from flamejax.flame import flame_forward, posed_landmarks
 from flamejax.render import REGION_FACE, RasterConfig, load_uv_layout, render_mesh
 from tests.conftest import requires_flame
@@ -85,6 +85,42 @@ def test_photometric_fit_reduces_pixel_error_and_keeps_stage_order_of_failures(f
     fitted = np.asarray(flame_forward(flame_model, fitted_params).vertices)
     before = np.median(aligned_vertex_error_mm(np.asarray(flame_forward(flame_model, start).vertices), truth, face))
     assert np.median(aligned_vertex_error_mm(fitted, truth, face)) < before
+
+
+def test_texels_no_weighted_pixel_shows_are_left_to_the_priors(flame_model, synthetic):
+    """The coarse level's downsampled texture passes gradients to texels beyond those the full-size picture shows
+    (they came out as dots); with ``texel_seen_margin`` only the texels it shows (and their neighbours) move with the
+    pixels. Priors off and geometry held, the others keep their start."""
+    from flamejax.fit._photometric import (Appearance, PhotometricVariables, _level_targets, _photometric_error,
+                                           _render_view, mean_colour, seen_texels)
+    from flamejax.fit._landmark_fit import Geometry
+
+    problem, uv, picture = synthetic
+    landmark = landmark_fit_of(flame_model, problem.params, problem.camera, problem.targets, Status.OK)
+    targets = PhotometricTargets(picture.image, picture.alpha, problem.targets)
+    frozen = GroupSchedule(0.0)
+    config = PhotometricConfig(steps=12, texel_start=0, pyramid=((2, 0.5), (1, 0.5)), texture_size=64,
+                               raster=RasterConfig(image_size=SIZE), pose=frozen, camera=frozen, light=frozen,
+                               shape=frozen, texture=frozen, texel=GroupSchedule(0.05), texel_smoothness=0.0,
+                               texel_symmetry=0.0)
+    assert config.texel_seen_margin == 1
+    start = start_appearance(uv, targets, config)
+    geometry = Geometry(problem.params, problem.camera)
+    skin = mean_colour(targets.image, targets.mask)
+    seen = np.asarray(seen_texels(flame_model, uv, config, geometry, _level_targets(targets, skin, SIZE, config))) > 0
+    assert 0.02 < seen.mean() < 0.6
+
+    def coarse_error(texels):
+        out, _ = _render_view(flame_model, uv, config, None, PhotometricVariables(geometry, Appearance(
+            start.light, start.texture_coeffs, texels)), SIZE // 2, SIZE)
+        return _photometric_error(out, _level_targets(targets, skin, SIZE // 2, config), uv.face_region, config)
+
+    reached = np.any(np.asarray(jax.grad(coarse_error)(start.texels)) != 0, axis=-1)
+    assert np.sum(reached & ~seen) > 10  # the coarse level's tails
+
+    texture = fit_photometric(flame_model, uv, targets, landmark, config).photometric.texture
+    moved = np.any(np.asarray(texture) != np.clip(np.asarray(start.texels), 0, 1), axis=-1)
+    assert moved[seen].mean() > 0.5 and not np.any(moved & ~seen), (moved[seen].mean(), np.sum(moved & ~seen))
 
 
 def test_photometric_stage_needs_the_full_mesh(flame_model, synthetic):

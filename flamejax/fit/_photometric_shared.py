@@ -20,7 +20,7 @@ from flamejax.fit._optim import FROZEN
 from flamejax.fit._photometric import (Appearance, PhotometricConfig, PhotometricTargets, PhotometricVariables,
                                        _level_targets, _photometric_error, _render_view, _run_pyramid, _sanitised,
                                        _texture, _view_data_loss, identity_prior, mean_colour, start_appearance,
-                                       scaled_gradient, texel_prior)
+                                       scaled_gradient, seen_texels, texel_prior)
 from flamejax.fit._result import PhotometricReport
 from flamejax.fit._targets import nme_inner
 from flamejax.fit._visibility import weighted_targets
@@ -95,10 +95,19 @@ def _refine_shared(model: FlameModel, uv_layout: UVLayout, targets: PhotometricT
         jnp.einsum("i,i...->...", gate / jnp.maximum(jnp.sum(gate), 1.0), starts.texels)))
 
     contour_shares = jax.vmap(lambda cam: contour_identity_share(cam, config.landmarks))(camera)
+    seen = None  # the texels a used view shows
+    if config.texel_seen_margin is not None:
+        per_view = jax.vmap(lambda p, cam, level: seen_texels(model, uv_layout, config,
+                                                              variables.view(p, cam, None).geometry, level))(
+            params, camera, full)
+        seen = jnp.max(per_view * gate[:, None, None], axis=0)
 
     def views_loss(v: _SharedVariables, levels) -> Float[Array, "images"]:
         def one(p, cam, light, level, landmarks, gated, contour_share):
             view = v.gated(gated).view(p, cam, light)
+            if seen is not None:
+                view = dataclasses.replace(view, appearance=dataclasses.replace(
+                    view.appearance, texels=scaled_gradient(view.appearance.texels, seen[..., None])))
             expression = view.geometry.params.expression
             return (_view_data_loss(model, uv_layout, config, albedo, view, level, landmarks, full_size,
                                     contour_share)
