@@ -394,6 +394,11 @@ def identity_prior(start_shape: Float[Array, "n_shape"], config: PhotometricConf
     return prior
 
 
+def _ambient_light() -> Float[Array, "9 3"]:
+    """SH coefficients of a light that shades every normal 1."""
+    return jnp.zeros((9, 3), jnp.float32).at[0].set(AMBIENT_SH)
+
+
 def start_appearance(uv_layout: UVLayout, targets: PhotometricTargets, config: PhotometricConfig,
                      albedo: AlbedoModel | None = None) -> Appearance:
     """The photometric stage's default start for one picture: ambient light and the mean PCA albedo; without an
@@ -412,7 +417,7 @@ def start_appearance(uv_layout: UVLayout, targets: PhotometricTargets, config: P
             eyes = _level_targets(targets, skin, targets.image.shape[0], config).eyes
             texels = jnp.where((texel_region == REGION_EYEBALL)[..., None], mean_colour(targets.image, eyes, skin),
                                texels)
-    return Appearance(light=jnp.zeros((9, 3), jnp.float32).at[0].set(AMBIENT_SH),
+    return Appearance(light=_ambient_light(),
                       texture_coeffs=jnp.zeros(n_tex, jnp.float32), texels=texels)
 
 
@@ -435,14 +440,11 @@ def seen_texels(model: FlameModel, uv_layout: UVLayout, config: PhotometricConfi
     """1 on the ``config.texture_size``² texels that a pixel of ``level`` (the full-size picture) with a weight in
     the photometric term samples, the head posed by ``geometry``, and on those within ``config.texel_seen_margin``
     texels of them; 0 elsewhere."""
-    p, cam = geometry.params, geometry.camera
-    vertices = flame_forward(model, p).vertices
-    size = config.texture_size
+    size, full_size = config.texture_size, level.image.shape[0]
 
-    def weighted_sum(texture):
-        out = render_mesh(vertices, model.faces, cam, uv_layout, texture,
-                          jnp.zeros((9, 3), jnp.float32).at[0].set(AMBIENT_SH),
-                          dataclasses.replace(config.raster, image_size=level.image.shape[0]), config.render_mode)
+    def weighted_sum(texels):
+        view = PhotometricVariables(geometry, Appearance(_ambient_light(), jnp.zeros(0, jnp.float32), texels))
+        out, _ = _render_view(model, uv_layout, config, None, view, full_size, full_size)
         weight = _pixel_weights(level, out.fragments.face_index[..., 0], out.alpha, uv_layout.face_region, config)
         return jnp.sum(out.image.mean(-1) * weight)
 
@@ -465,10 +467,14 @@ def _photometric_error(out, level: _LevelTargets, face_region: Int[Array, "f"] |
 
 def _view_data_loss(model: FlameModel, uv_layout: UVLayout, config: PhotometricConfig, albedo: AlbedoModel | None,
                     v: PhotometricVariables, level: _LevelTargets, landmarks: LandmarkTargets, full_size: int,
-                    contour_share: Float[Array, ""]) -> Float[Array, ""]:
+                    contour_share: Float[Array, ""], seen: Float[Array, "t t"] | None) -> Float[Array, ""]:
     """The stage's data term on one view: weighted :func:`_photometric_error` with its gradient term, plus the scaled
     landmark term, whose jaw contour passes ``contour_share`` of its gradient into the identity
-    (:func:`contour_identity_share` of the view's start camera)."""
+    (:func:`contour_identity_share` of the view's start camera). Only the ``seen`` texels (:func:`seen_texels`;
+    None: all) get its gradient."""
+    if seen is not None:
+        texels = scaled_gradient(v.appearance.texels, seen[..., None])
+        v = dataclasses.replace(v, appearance=dataclasses.replace(v.appearance, texels=texels))
     out, projected = _render_view(model, uv_layout, config, albedo, v, level.image.shape[0], full_size)
     projected = contour_identity_scaled(model, v.geometry.params, v.geometry.camera, projected, contour_share)
     landmark = landmark_data_loss(model, projected, landmarks, config.landmarks, landmark_weights(config))
@@ -529,13 +535,10 @@ def _refine_one(model: FlameModel, uv_layout: UVLayout, targets: PhotometricTarg
 
     def loss_fn(v: PhotometricVariables, level: _LevelTargets):
         p = dataclasses.replace(v.geometry.params, shape=scaled_gradient(v.geometry.params.shape, share))
-        texels = v.appearance.texels
-        data_texels = texels if seen is None else scaled_gradient(texels, seen[..., None])
-        v = PhotometricVariables(dataclasses.replace(v.geometry, params=p),
-                                 dataclasses.replace(v.appearance, texels=data_texels))
-        data = _view_data_loss(model, uv_layout, config, albedo, v, level, lmk, full_size, contour_share)
+        v = dataclasses.replace(v, geometry=dataclasses.replace(v.geometry, params=p))
+        data = _view_data_loss(model, uv_layout, config, albedo, v, level, lmk, full_size, contour_share, seen)
         prior = (config.expression_l2 * 0.5 * jnp.sum(p.expression**2) + shape_prior(p.shape)
-                 + albedo_prior(texels))
+                 + albedo_prior(v.appearance.texels))
         return valid * data + prior
     labels = PhotometricVariables(
         Geometry(params_labels(landmark_fit.params, "shape", "pose", "pose", "pose"), camera_labels("camera")),

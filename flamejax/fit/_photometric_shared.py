@@ -105,12 +105,9 @@ def _refine_shared(model: FlameModel, uv_layout: UVLayout, targets: PhotometricT
     def views_loss(v: _SharedVariables, levels) -> Float[Array, "images"]:
         def one(p, cam, light, level, landmarks, gated, contour_share):
             view = v.gated(gated).view(p, cam, light)
-            if seen is not None:
-                view = dataclasses.replace(view, appearance=dataclasses.replace(
-                    view.appearance, texels=scaled_gradient(view.appearance.texels, seen[..., None])))
             expression = view.geometry.params.expression
             return (_view_data_loss(model, uv_layout, config, albedo, view, level, landmarks, full_size,
-                                    contour_share)
+                                    contour_share, seen)
                     + config.expression_l2 * 0.5 * jnp.sum(expression**2))
         return jax.vmap(one)(v.views.params, v.views.camera, v.appearance.light, levels, landmarks, gate,
                              contour_shares)
