@@ -3,6 +3,8 @@ compile times, and whether the accelerator's fits equal the CPU's.
 
     python -m benchmarks.gpu_check --out benchmarks/results/gpu.json      # ≤ 6 minutes on one GPU
     python -m benchmarks.gpu_check --smoke --out /tmp/gpu_smoke.json      # tiny batches, any CPU, ~2 minutes
+    XLA_FLAGS=--xla_backend_extra_options=-nvptx-allow-ftz-atomics python -m benchmarks.gpu_check ...
+        # the same with native float atomics in scatters (jax issue 38806; benchmarks/RESULTS.md, accelerator check)
 
 Writes the JSON result (the common format of :mod:`benchmarks._common`) and prints its RESULTS.md section.
 Synthetic targets throughout (``sample_problem`` heads; photometric targets rendered from them), so nothing but
@@ -57,9 +59,9 @@ class Plan:
     repeats: int
 
 
-FULL = Plan(landmark_batches=(64, 256, 1024, 4096, 16384), fit=FitConfig(), photometric_batch=64,
-            photometric_steps=400, image_size=256, render_batch=64, agreement_batch=8, n_shape=100, n_expression=50,
-            repeats=2)
+FULL = Plan(landmark_batches=(256, 4096, 16384), fit=FitConfig(), photometric_batch=64,
+            photometric_steps=PhotometricConfig().steps, image_size=256, render_batch=64, agreement_batch=8,
+            n_shape=100, n_expression=50, repeats=2)
 SMOKE = Plan(landmark_batches=(2,), fit=quick_config(rigid_steps=20, landmark_steps=10), photometric_batch=2,
              photometric_steps=6, image_size=64, render_batch=2, agreement_batch=2, n_shape=20, n_expression=10,
              repeats=1)
@@ -88,7 +90,8 @@ def batch_of(pool: list, batch: int):
     return stack_targets([pool[i % len(pool)].targets for i in range(batch)])
 
 
-def landmark_speed(model: FlameModel, pool: list, plan: Plan) -> list[dict]:
+def landmark_speed(model: FlameModel, pool: list, plan: Plan, on_row=lambda rows: None) -> list[dict]:
+    """One row per batch size; ``on_row(rows so far)`` after each."""
     rows = []
     for batch in plan.landmark_batches:
         targets = batch_of(pool, batch)
@@ -96,6 +99,7 @@ def landmark_speed(model: FlameModel, pool: list, plan: Plan) -> list[dict]:
                                    plan.repeats)
         rows.append({"batch": batch, "seconds": seconds, "fits_per_s": batch / seconds, "compile_s": compile_s})
         print(f"landmark fit, batch {batch}: {batch / seconds:.1f} fits/s (compile {compile_s:.1f} s)", flush=True)
+        on_row(rows)
     return rows
 
 
@@ -138,7 +142,7 @@ def photometric_speed(model: FlameModel, uv, pool: list, plan: Plan) -> dict:
                                texture_size=min(256, 4 * plan.image_size),
                                raster=RasterConfig(image_size=plan.image_size))
     fit = lambda: jax.block_until_ready(  # noqa: E731
-        fit_photometric_batch(model, uv, targets, start.params, start.camera, config))
+        fit_photometric_batch(model, uv, targets, start, config))
     compile_s, seconds = timed(fit, max(1, plan.repeats - 1))
     row = {"batch": batch, "steps": plan.photometric_steps, "image_size": plan.image_size, "seconds": seconds,
            "fits_per_s": batch / seconds, "compile_s": compile_s}
@@ -178,16 +182,27 @@ def verdict(value: float, target: float, larger_is_better: bool = True) -> str:
     return "met" if met else "missed"
 
 
-def run(smoke: bool) -> dict:
-    plan = SMOKE if smoke else FULL
+def run(smoke: bool, progress: Path | None = None, plan: Plan | None = None) -> dict:
+    """The whole check; ``progress``: a JSON file rewritten with the sections measured so far after each one (a
+    device's time limit can stop the run before its end); ``plan``: instead of :data:`SMOKE` or :data:`FULL`."""
+    plan = plan or (SMOKE if smoke else FULL)
     start = time.perf_counter()
     model = load_flame(n_shape=plan.n_shape, n_expression=plan.n_expression)
     uv = load_uv_layout()
     pool = problems(model, 16, plan.image_size)
-    landmark = landmark_speed(model, pool, plan)
-    render = render_speed(plan)
-    photometric = photometric_speed(model, uv, pool, plan)
-    agree = agreement(model, uv, pool, plan)
+    done: dict = {}
+
+    def measured(name: str, value):
+        done[name] = value
+        if progress is not None:
+            from flamejax.io import write_json
+            write_json(progress, {"partial": True, "seconds": round(time.perf_counter() - start, 1), **done})
+        return value
+
+    agree = measured("agreement", agreement(model, uv, pool, plan))
+    landmark = measured("landmark", landmark_speed(model, pool, plan, lambda rows: measured("landmark", rows)))
+    render = measured("render", render_speed(plan))
+    photometric = measured("photometric", photometric_speed(model, uv, pool, plan))
     best = max(landmark, key=lambda r: r["fits_per_s"])
     worst_compile = max(r["compile_s"] for r in landmark)
     summary = [
@@ -231,10 +246,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "gpu.json", help="JSON result path")
     parser.add_argument("--smoke", action="store_true", help="tiny batches and steps: checks the script on a CPU")
+    parser.add_argument("--progress", type=Path, default=None,
+                        help="JSON file rewritten with the sections measured so far after each one")
     args = parser.parse_args()
     from flamejax.io import write_json
 
-    payload = run(args.smoke)
+    payload = run(args.smoke, args.progress)
     write_json(args.out, payload)
     print(f"wrote {args.out}\n")
     print(f"<!-- BEGIN {NAME} -->\n{render_section(payload)}\n<!-- END {NAME} -->")

@@ -272,6 +272,30 @@ def test_targets_with_and_without_a_silhouette_stack_into_one_batch():
     assert unseen_batch.outside is None and unseen_batch.profile is None  # video frames: no field, no cost
 
 
+def test_stacking_targets_compiles_no_program_per_batch_size():
+    """A batch is stacked on the host: ``jnp.stack`` compiled an XLA concatenate of n operands for each new n, which
+    took minutes at a few thousand images (benchmarks/RESULTS.md, accelerator check)."""
+    from jax import monitoring
+
+    points = np.arange(956, dtype=np.float32).reshape(478, 2)
+    one = LandmarkTargets.from_pixels(points, points[:68], 256)
+    compiles = []
+
+    def listen(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    stack_targets([one, one], batch_size=3)  # the padding's own arrays are made once
+    monitoring.register_event_duration_secs_listener(listen)
+    try:
+        batches = [stack_targets([one] * n) for n in (37, 38, 39)]
+    finally:
+        monitoring.unregister_event_duration_listener(listen)
+    assert not compiles
+    assert batches[1].lmk68.shape == (38, 68, 2) and batches[1].lmk68.dtype == jnp.float32
+    np.testing.assert_array_equal(batches[2].mediapipe[38], one.mediapipe)
+
+
 def test_the_face_vertices_are_read_only_where_their_term_can_act():
     """A fit reads the face region's vertices when its targets have a silhouette (or are not known yet) and the
     term's weight is not 0; otherwise it leaves them out (a third of the vertices)."""

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import os
-
-import pytest
+import json
 
 from benchmarks import gpu_check
 from benchmarks._common import render_section
@@ -28,11 +26,12 @@ def test_render_speed_row():
     assert row["forward_backward_images_per_s"] > 0 and row["forward_images_per_s"] > 0
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("FLAMEJAX_RUN_SLOW") != "1", reason="3-8 minutes on 2 cores: FLAMEJAX_RUN_SLOW=1")
 def test_smoke_run_writes_a_section(tmp_path):
-    payload = gpu_check.run(smoke=True)
+    """The whole script on tiny sizes: a GPU is lent rarely, and a script that broke in between wastes it."""
+    progress = tmp_path / "progress.json"
+    payload = gpu_check.run(smoke=True, progress=progress, plan=TINY)
     assert payload["status"] == "ok" and payload["data"]["agreement"]["ok"]
+    assert set(json.loads(progress.read_text())) >= {"agreement", "landmark", "render", "photometric"}
     assert payload["data"]["agreement"]["self_comparison"]
     section = render_section(payload)
     assert "Targets (issue 14)" in section and "Device against CPU" in section

@@ -226,7 +226,9 @@ def stack_targets(targets: list[LandmarkTargets], batch_size: int | None = None)
         padded = [t if t.profile is not None else dataclasses.replace(
             t, profile=jnp.zeros((PROFILE_SAMPLES, 2), jnp.float32),
             profile_weight=jnp.zeros(PROFILE_SAMPLES, jnp.float32)) for t in padded]
-    return jax.tree.map(lambda *x: jnp.stack(x), *padded)
+    # On the host: jnp.stack of n arrays is an XLA concatenate of n operands, compiled anew for each n, and its
+    # compile time grows faster than n (minutes at a few thousand images).
+    return jax.tree.map(lambda *x: jax.device_put(np.stack([np.asarray(a) for a in x])), *padded)
 
 
 def eye_corner_distance(lmk68: Float[Array, "68 2"]) -> Float[Array, ""]:
