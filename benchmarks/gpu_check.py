@@ -1,10 +1,9 @@
 """Accelerator check in one command: landmark fits/s against batch, photometric fits/s, renderer images/s,
-compile times, and whether the accelerator's fits equal the CPU's.
+compile times, and whether the accelerator's fits equal the CPU's. On an NVIDIA GPU the renderer is measured again
+in another process with :data:`NATIVE_ATOMICS` (jax issue 38806; benchmarks/RESULTS.md, accelerator check).
 
     python -m benchmarks.gpu_check --out benchmarks/results/gpu.json      # ≤ 6 minutes on one GPU
     python -m benchmarks.gpu_check --smoke --out /tmp/gpu_smoke.json      # tiny batches, any CPU, ~2 minutes
-    XLA_FLAGS=--xla_backend_extra_options=-nvptx-allow-ftz-atomics python -m benchmarks.gpu_check ...
-        # the same with native float atomics in scatters (jax issue 38806; benchmarks/RESULTS.md, accelerator check)
 
 Writes the JSON result (the common format of :mod:`benchmarks._common`) and prints its RESULTS.md section.
 Synthetic targets throughout (``sample_problem`` heads; photometric targets rendered from them), so nothing but
@@ -16,6 +15,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -119,6 +122,27 @@ def render_speed(plan: Plan) -> dict:
     return row
 
 
+NATIVE_ATOMICS = "--xla_backend_extra_options=-nvptx-allow-ftz-atomics"
+"""XLA flag that lets LLVM lower float32 scatter-adds on NVIDIA GPUs to the native atomic add (which flushes
+denormals) rather than a compare-and-swap loop, slow under contention on jaxlib 0.10.2-0.11.0 (jax issue 38806).
+Passed to LLVM's NVPTX backend, so only given where the backend is CUDA."""
+
+
+def render_speed_in_child(plan: Plan, xla_flags: str) -> dict:
+    """:func:`render_speed` in a new process whose ``XLA_FLAGS`` also hold ``xla_flags`` (XLA reads them once, when
+    its first backend starts)."""
+    env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {xla_flags}".strip()}
+    code = ("import dataclasses, json, sys\n"
+            "from benchmarks import gpu_check as g\n"
+            "batch, size, repeats = map(int, sys.argv[1:])\n"
+            "plan = dataclasses.replace(g.SMOKE, render_batch=batch, image_size=size, repeats=repeats)\n"
+            "print(json.dumps(g.render_speed(plan)))\n")
+    done = subprocess.run([sys.executable, "-c", code, str(plan.render_batch), str(plan.image_size),
+                           str(plan.repeats)], env=env, cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True, check=True, timeout=600)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def photometric_targets(model: FlameModel, uv, pool: list, batch: int, size: int) -> PhotometricTargets:
     """Each head rendered with a smooth albedo and a frontal-top light (as ``bench_photometric``)."""
     u = np.linspace(0.0, 1.0, 64, dtype=np.float32)
@@ -203,6 +227,12 @@ def run(smoke: bool, progress: Path | None = None, plan: Plan | None = None) -> 
     landmark = measured("landmark", landmark_speed(model, pool, plan, lambda rows: measured("landmark", rows)))
     render = measured("render", render_speed(plan))
     photometric = measured("photometric", photometric_speed(model, uv, pool, plan))
+    native = None
+    if jax.default_backend() == "gpu" and jax.devices()[0].device_kind.startswith("NVIDIA"):
+        try:
+            native = measured("render_native_atomics", render_speed_in_child(plan, NATIVE_ATOMICS))
+        except (subprocess.SubprocessError, OSError, ValueError, IndexError) as err:
+            native = measured("render_native_atomics", {"error": str(err)[-500:]})
     best = max(landmark, key=lambda r: r["fits_per_s"])
     worst_compile = max(r["compile_s"] for r in landmark)
     summary = [
@@ -229,7 +259,11 @@ def run(smoke: bool, progress: Path | None = None, plan: Plan | None = None) -> 
                [f"render_mesh hard {plan.image_size}², forward", render["batch"], render["forward_images_per_s"],
                 render["forward_compile_s"]],
                [f"render_mesh hard {plan.image_size}², forward+backward", render["batch"],
-                render["forward_backward_images_per_s"], render["forward_backward_compile_s"]]]),
+                render["forward_backward_images_per_s"], render["forward_backward_compile_s"]]]
+              + ([[f"the same, {NATIVE_ATOMICS} (another process)", native["batch"],
+                   native["forward_backward_images_per_s"], native["forward_backward_compile_s"]]]
+                 if native and "error" not in native else []),
+              "" if native is None or "error" not in native else f"{NATIVE_ATOMICS} failed: {native['error']}"),
         table("Device against CPU", list(agree), [list(agree.values())],
               f"Tolerances: landmarks ≤ {AGREEMENT_PX} px, mean vertex difference ≤ {AGREEMENT_MM} mm, mean render "
               f"difference ≤ {AGREEMENT_RENDER}; "
@@ -238,7 +272,8 @@ def run(smoke: bool, progress: Path | None = None, plan: Plan | None = None) -> 
     settings = {"mode": "smoke" if smoke else "full", "landmark fit": "FitConfig()" if not smoke else "20 + 10 steps",
                 "model": f"{plan.n_shape} identity + {plan.n_expression} expression components",
                 "total seconds": round(time.perf_counter() - start, 1)}
-    data = {"landmark": landmark, "render": render, "photometric": photometric, "agreement": agree}
+    data = {"landmark": landmark, "render": render, "photometric": photometric, "agreement": agree,
+            "render_native_atomics": native}
     return result(NAME, TITLE, "smoke" if smoke else "full", settings, tables, data, note=note)
 
 

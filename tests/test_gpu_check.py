@@ -35,3 +35,9 @@ def test_smoke_run_writes_a_section(tmp_path):
     assert payload["data"]["agreement"]["self_comparison"]
     section = render_section(payload)
     assert "Targets (issue 14)" in section and "Device against CPU" in section
+
+
+def test_render_speed_in_another_process_with_extra_xla_flags():
+    """The renderer's A/B with native atomics runs in a child process (XLA reads its flags once per process)."""
+    row = gpu_check.render_speed_in_child(TINY, "--xla_dump_hlo_as_text")
+    assert row["batch"] == 1 and row["image_size"] == 32 and row["forward_backward_images_per_s"] > 0
