@@ -294,6 +294,8 @@ def test_stacking_targets_compiles_no_program_per_batch_size():
     assert not compiles
     assert batches[1].lmk68.shape == (38, 68, 2) and batches[1].lmk68.dtype == jnp.float32
     np.testing.assert_array_equal(batches[2].mediapipe[38], one.mediapipe)
+    traced = jax.jit(lambda t: stack_targets([t, t], batch_size=3))(one)  # inside a caller's program too
+    np.testing.assert_array_equal(traced.lmk68[1], one.lmk68)
 
 
 def test_the_face_vertices_are_read_only_where_their_term_can_act():

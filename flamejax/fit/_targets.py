@@ -226,9 +226,16 @@ def stack_targets(targets: list[LandmarkTargets], batch_size: int | None = None)
         padded = [t if t.profile is not None else dataclasses.replace(
             t, profile=jnp.zeros((PROFILE_SAMPLES, 2), jnp.float32),
             profile_weight=jnp.zeros(PROFILE_SAMPLES, jnp.float32)) for t in padded]
-    # On the host: jnp.stack of n arrays is an XLA concatenate of n operands, compiled anew for each n, and its
-    # compile time grows faster than n (minutes at a few thousand images).
-    return jax.tree.map(lambda *x: jax.device_put(np.stack([np.asarray(a) for a in x])), *padded)
+    return jax.tree.map(_stacked, *padded)
+
+
+def _stacked(*leaves: Array) -> Array:
+    """``leaves`` stacked on the host: ``jnp.stack`` of n arrays is an XLA concatenate of n operands, compiled anew
+    for each n, and its compile time grows faster than n (minutes at a few thousand images). Inside a caller's
+    ``jit`` (tracers) ``jnp.stack`` is part of the caller's program."""
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
+        return jnp.stack(leaves)
+    return jax.device_put(np.stack([np.asarray(leaf) for leaf in leaves]))
 
 
 def eye_corner_distance(lmk68: Float[Array, "68 2"]) -> Float[Array, ""]:
