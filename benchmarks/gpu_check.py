@@ -33,6 +33,7 @@ from benchmarks.bench_render import make_functions, scene
 from flamejax.fit import (AMBIENT_SH, FitConfig, PhotometricConfig, PhotometricTargets, fit_landmarks_batch,
                           fit_photometric_batch, quick_config, sample_problem, stack_targets)
 from flamejax.flame import FlameModel, flame_forward, load_flame
+from flamejax.io import write_json
 from flamejax.render import RasterConfig, load_uv_layout, render_mesh
 
 NAME = "gpu"
@@ -219,12 +220,11 @@ def run(smoke: bool, progress: Path | None = None, plan: Plan | None = None) -> 
     def measured(name: str, value):
         done[name] = value
         if progress is not None:
-            from flamejax.io import write_json
             write_json(progress, {"partial": True, "seconds": round(time.perf_counter() - start, 1), **done})
         return value
 
     agree = measured("agreement", agreement(model, uv, pool, plan))
-    landmark = measured("landmark", landmark_speed(model, pool, plan, lambda rows: measured("landmark", rows)))
+    landmark = landmark_speed(model, pool, plan, lambda rows: measured("landmark", rows))
     render = measured("render", render_speed(plan))
     photometric = measured("photometric", photometric_speed(model, uv, pool, plan))
     native = None
@@ -284,8 +284,6 @@ def main() -> None:
     parser.add_argument("--progress", type=Path, default=None,
                         help="JSON file rewritten with the sections measured so far after each one")
     args = parser.parse_args()
-    from flamejax.io import write_json
-
     payload = run(args.smoke, args.progress)
     write_json(args.out, payload)
     print(f"wrote {args.out}\n")
