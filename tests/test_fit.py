@@ -149,7 +149,8 @@ def test_the_person_silhouette_keeps_the_face_inside(flame_model, problems):
 def test_the_silhouette_s_profile_draws_a_folded_face_out(flame_model, problems):
     """Targets moved 0.12 NDC left of the true face (as FaceMesh folds a turned face inwards), the profile points
     where the true face's rightmost inner points are: the fit follows the targets without the profile term and
-    reaches the profile with a strong one (same compiled program)."""
+    reaches the profile with a strong one, in both stages or in stage 2 alone, which is where the default has it
+    (same compiled program)."""
     def shortfall(result):  # mean distance from each profile point to the nearest fitted inner landmark
         inner = result.landmarks.lmk68[:, INNER_68]
         gaps = np.linalg.norm(np.stack(profiles)[:, :, None] - inner[:, None], axis=-1).min(-1)
@@ -165,10 +166,16 @@ def test_the_silhouette_s_profile_draws_a_folded_face_out(flame_model, problems)
         profiles.append(profile)
     free = fit_batch(flame_model, folded, _in_both_stages(profile_weight=0.0))
     drawn = fit_batch(flame_model, folded, _in_both_stages(profile_weight=5e4))
+    assert CONFIG.rigid.profile_weight == 0.0
+    in_stage_2 = fit_batch(flame_model, folded, CONFIG.replace(
+        landmark=dataclasses.replace(CONFIG.landmark, profile_weight=5e4)))
     assert np.all(free.status == Status.OK) and np.all(drawn.status == Status.OK)
     assert np.all(shortfall(free) > 0.05)
     # the profile term stops at PROFILE_MARGIN (0.015) from the nearest landmark
     assert np.all(shortfall(drawn) < 0.5 * shortfall(free)) and np.all(shortfall(drawn) < 0.035)
+    # stage 2 alone moves the pose less far in this test's 60 steps
+    assert np.all(in_stage_2.status == Status.OK)
+    assert np.all(shortfall(in_stage_2) < 0.6 * shortfall(free)) and np.all(shortfall(in_stage_2) < 0.04)
 
 
 def test_initialisation_is_independent_of_batch_slot(flame_model):

@@ -72,10 +72,14 @@ class RigidStageConfig:
     """flamejax addition: the fitted landmarks must project inside the person's silhouette
     (``LandmarkTargets.outside``; nothing when none is known). At strong yaw it holds the face from reaching past
     the head's outline where FaceMesh folds it (identity section of benchmarks/RESULTS.md)."""
-    profile_weight: float = 2000.0
-    """flamejax addition: at strong yaw the fitted face's profile must reach the silhouette's edge on the side
-    the face turns to (``LandmarkTargets.profile``; nothing when none is known). The other side of
-    :attr:`silhouette_weight`: it catches a face FaceMesh folded inwards."""
+    profile_weight: float = 0.0
+    """flamejax addition: the silhouette's profile (:attr:`LandmarkStageConfig.profile_weight`) in this stage too;
+    off by default. With the pose alone free, a profile the inner landmarks cannot reach (at 50-65 degrees of yaw
+    the silhouette's edge runs along the nose's side, beyond FLAME's nose landmarks) turned the head into a wrong
+    pose, rolled by 35 degrees (NME 15-17 %), that stage 2 could not leave. Stage 2 refines the pose the landmarks
+    give towards the profile. Rendered heads at |yaw| 50-75 (two fresh draws and the identity section's views):
+    worst fits 17.3 / 17.5 / 15.7 -> 12.9 / 10.3 / 10.5 % NME, identity closer to the truth on all three
+    (benchmarks/RESULTS.md, hard poses). 2000 was the default before."""
     optimise_fov: bool = False
     fov_lr: float = 0.5
     """Degrees per step scale of Adam on the field of view (only when ``optimise_fov``)."""
@@ -127,7 +131,9 @@ class LandmarkStageConfig:
     2-4x the landmark fit's CPU time on photographs (the fit reads ~1800 more vertices); 0 turns it off and leaves
     those vertices out."""
     profile_weight: float = 2000.0
-    """flamejax addition: as :attr:`RigidStageConfig.profile_weight`."""
+    """flamejax addition: at strong yaw the fitted face's profile must reach the silhouette's edge on the side the
+    face turns to (``LandmarkTargets.profile``; nothing when none is known). The other side of
+    :attr:`silhouette_weight`: it catches a face FaceMesh folded inwards."""
     expression_l2: float = 0.025
     shape_l2: float = 0.5
     """flamejax: ten times the earlier 0.05, which fitted detector noise into the identity (identity section of
