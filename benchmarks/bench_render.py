@@ -36,7 +36,10 @@ from flamejax.render import RasterConfig, load_uv_layout, render_mesh
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def scene(batch: int):
+def scene(batch: int, per_image: bool = False):
+    """Mean head, cameras turning from -17 to 17 degrees, a random texture, a frontal light. ``per_image``: every
+    image gets its own copy of the vertices and the texture (a batch of fits), else one is shared by the batch
+    (several views of one textured head)."""
     arrays = read_flame_arrays(find_file("flame_model"))
     verts = jnp.asarray(arrays.v_template, jnp.float32)
     faces = jnp.asarray(arrays.faces, jnp.int32)
@@ -48,15 +51,20 @@ def scene(batch: int):
     )
     texture = jnp.asarray(np.random.default_rng(0).uniform(0.3, 0.8, (256, 256, 3)), jnp.float32)
     light = jnp.zeros((9, 3)).at[0].set(3.0).at[3].set(0.5)
+    if per_image:
+        verts, texture = (jnp.broadcast_to(x, (batch, *x.shape)) for x in (verts, texture))
     return verts, faces, cameras, load_uv_layout(), texture, light
 
 
-def make_functions(faces, uv, config: RasterConfig, mode: str):
+def make_functions(faces, uv, config: RasterConfig, mode: str, per_image: bool = False):
+    """Jitted forward and forward+backward over a batch of :func:`scene` (the same ``per_image``)."""
     def render(verts, camera, texture, light):
         return render_mesh(verts, faces, camera, uv, texture, light, config, mode)
 
+    image_axis = 0 if per_image else None
+
     def forward(verts, cameras, texture, light):
-        out = jax.vmap(render, in_axes=(None, 0, None, None))(verts, cameras, texture, light)
+        out = jax.vmap(render, in_axes=(image_axis, 0, image_axis, None))(verts, cameras, texture, light)
         return out.image, out.alpha
 
     def loss(verts, cameras, texture, light, target):

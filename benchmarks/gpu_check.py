@@ -1,6 +1,5 @@
 """Accelerator check in one command: landmark fits/s against batch, photometric fits/s, renderer images/s,
-compile times, and whether the accelerator's fits equal the CPU's. On an NVIDIA GPU the renderer is measured again
-in another process with :data:`NATIVE_ATOMICS` (jax issue 38806; benchmarks/RESULTS.md, accelerator check).
+compile times, and whether the accelerator's fits equal the CPU's.
 
     python -m benchmarks.gpu_check --out benchmarks/results/gpu.json      # ≤ 6 minutes on one GPU
     python -m benchmarks.gpu_check --smoke --out /tmp/gpu_smoke.json      # tiny batches, any CPU, ~2 minutes
@@ -16,9 +15,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -107,41 +103,27 @@ def landmark_speed(model: FlameModel, pool: list, plan: Plan, on_row=lambda rows
     return rows
 
 
-def render_speed(plan: Plan) -> dict:
-    verts, faces, cameras, uv, texture, light = scene(plan.render_batch)
+def render_speed(plan: Plan, per_image: bool = False) -> dict:
+    """The renderer at the plan's batch and size; ``per_image``: a mesh and texture per image (as a batch of fits
+    renders), else one shared by the batch (:func:`benchmarks.bench_render.scene`)."""
+    verts, faces, cameras, uv, texture, light = scene(plan.render_batch, per_image)
     config = RasterConfig(image_size=plan.image_size)
-    forward, grad = make_functions(faces, uv, config, "hard")
+    forward, grad = make_functions(faces, uv, config, "hard", per_image)
     target = jnp.full((plan.render_batch, plan.image_size, plan.image_size, 3), 0.5)
     args = (verts, cameras, texture, light)
     fwd_compile, fwd = timed(lambda: jax.block_until_ready(forward(*args)), plan.repeats)
     bwd_compile, bwd = timed(lambda: jax.block_until_ready(grad(*args, target)), plan.repeats)
-    row = {"batch": plan.render_batch, "image_size": plan.image_size, "forward_images_per_s": plan.render_batch / fwd,
-           "forward_backward_images_per_s": plan.render_batch / bwd, "forward_compile_s": fwd_compile,
-           "forward_backward_compile_s": bwd_compile}
-    print(f"render hard {plan.image_size}², batch {plan.render_batch}: {row['forward_images_per_s']:.0f} fwd, "
-          f"{row['forward_backward_images_per_s']:.0f} fwd+bwd images/s", flush=True)
+    row = {"batch": plan.render_batch, "image_size": plan.image_size, "per_image": per_image,
+           "forward_images_per_s": plan.render_batch / fwd, "forward_backward_images_per_s": plan.render_batch / bwd,
+           "forward_compile_s": fwd_compile, "forward_backward_compile_s": bwd_compile}
+    print(f"render hard {plan.image_size}², batch {plan.render_batch}, {_meshes(per_image)}: "
+          f"{row['forward_images_per_s']:.0f} fwd, {row['forward_backward_images_per_s']:.0f} fwd+bwd images/s",
+          flush=True)
     return row
 
 
-NATIVE_ATOMICS = "--xla_backend_extra_options=-nvptx-allow-ftz-atomics"
-"""XLA flag that lets LLVM lower float32 scatter-adds on NVIDIA GPUs to the native atomic add (which flushes
-denormals) rather than a compare-and-swap loop, slow under contention on jaxlib 0.10.2-0.11.0 (jax issue 38806).
-Passed to LLVM's NVPTX backend, so only given where the backend is CUDA."""
-
-
-def render_speed_in_child(plan: Plan, xla_flags: str) -> dict:
-    """:func:`render_speed` in a new process whose ``XLA_FLAGS`` also hold ``xla_flags`` (XLA reads them once, when
-    its first backend starts)."""
-    env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {xla_flags}".strip()}
-    code = ("import dataclasses, json, sys\n"
-            "from benchmarks import gpu_check as g\n"
-            "batch, size, repeats = map(int, sys.argv[1:])\n"
-            "plan = dataclasses.replace(g.SMOKE, render_batch=batch, image_size=size, repeats=repeats)\n"
-            "print(json.dumps(g.render_speed(plan)))\n")
-    done = subprocess.run([sys.executable, "-c", code, str(plan.render_batch), str(plan.image_size),
-                           str(plan.repeats)], env=env, cwd=Path(__file__).resolve().parents[1],
-                          capture_output=True, text=True, check=True, timeout=600)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+def _meshes(per_image: bool) -> str:
+    return "a mesh and texture per image" if per_image else "one mesh and texture shared by the batch"
 
 
 def photometric_targets(model: FlameModel, uv, pool: list, batch: int, size: int) -> PhotometricTargets:
@@ -226,13 +208,8 @@ def run(smoke: bool, progress: Path | None = None, plan: Plan | None = None) -> 
     agree = measured("agreement", agreement(model, uv, pool, plan))
     landmark = landmark_speed(model, pool, plan, lambda rows: measured("landmark", rows))
     render = measured("render", render_speed(plan))
+    render_per_image = measured("render_per_image", render_speed(plan, per_image=True))
     photometric = measured("photometric", photometric_speed(model, uv, pool, plan))
-    native = None
-    if jax.default_backend() == "gpu" and jax.devices()[0].device_kind.startswith("NVIDIA"):
-        try:
-            native = measured("render_native_atomics", render_speed_in_child(plan, NATIVE_ATOMICS))
-        except (subprocess.SubprocessError, OSError, ValueError, IndexError) as err:
-            native = measured("render_native_atomics", {"error": str(err)[-500:]})
     best = max(landmark, key=lambda r: r["fits_per_s"])
     worst_compile = max(r["compile_s"] for r in landmark)
     summary = [
@@ -255,15 +232,11 @@ def run(smoke: bool, progress: Path | None = None, plan: Plan | None = None) -> 
               [[r["batch"], r["seconds"], r["fits_per_s"], r["compile_s"]] for r in landmark]),
         table("Photometric fit and renderer", ["what", "batch", "images/s", "compile s"],
               [[f"photometric fit, {photometric['steps']} steps, {plan.image_size}²", photometric["batch"],
-                photometric["fits_per_s"], photometric["compile_s"]],
-               [f"render_mesh hard {plan.image_size}², forward", render["batch"], render["forward_images_per_s"],
-                render["forward_compile_s"]],
-               [f"render_mesh hard {plan.image_size}², forward+backward", render["batch"],
-                render["forward_backward_images_per_s"], render["forward_backward_compile_s"]]]
-              + ([[f"the same, {NATIVE_ATOMICS} (another process)", native["batch"],
-                   native["forward_backward_images_per_s"], native["forward_backward_compile_s"]]]
-                 if native and "error" not in native else []),
-              "" if native is None or "error" not in native else f"{NATIVE_ATOMICS} failed: {native['error']}"),
+                photometric["fits_per_s"], photometric["compile_s"]]]
+              + [[f"render_mesh hard {plan.image_size}², {_meshes(r['per_image'])}, {part}", r["batch"],
+                  r[f"{key}_images_per_s"], r[f"{key}_compile_s"]]
+                 for r in (render, render_per_image)
+                 for part, key in (("forward", "forward"), ("forward+backward", "forward_backward"))]),
         table("Device against CPU", list(agree), [list(agree.values())],
               f"Tolerances: landmarks ≤ {AGREEMENT_PX} px, mean vertex difference ≤ {AGREEMENT_MM} mm, mean render "
               f"difference ≤ {AGREEMENT_RENDER}; "
@@ -272,8 +245,8 @@ def run(smoke: bool, progress: Path | None = None, plan: Plan | None = None) -> 
     settings = {"mode": "smoke" if smoke else "full", "landmark fit": "FitConfig()" if not smoke else "20 + 10 steps",
                 "model": f"{plan.n_shape} identity + {plan.n_expression} expression components",
                 "total seconds": round(time.perf_counter() - start, 1)}
-    data = {"landmark": landmark, "render": render, "photometric": photometric, "agreement": agree,
-            "render_native_atomics": native}
+    data = {"landmark": landmark, "render": render, "render_per_image": render_per_image,
+            "photometric": photometric, "agreement": agree}
     return result(NAME, TITLE, "smoke" if smoke else "full", settings, tables, data, note=note)
 
 

@@ -20,10 +20,11 @@ def test_timed_and_verdict():
     assert gpu_check.verdict(6000, 5000) == "met" and gpu_check.verdict(9.0, 8.0, larger_is_better=False) == "missed"
 
 
-def test_render_speed_row():
-    row = gpu_check.render_speed(TINY)
-    assert row["batch"] == 1 and row["image_size"] == 32
-    assert row["forward_backward_images_per_s"] > 0 and row["forward_images_per_s"] > 0
+def test_render_speed_rows():
+    for per_image in (False, True):
+        row = gpu_check.render_speed(TINY, per_image)
+        assert row["batch"] == 1 and row["image_size"] == 32 and row["per_image"] == per_image
+        assert row["forward_backward_images_per_s"] > 0 and row["forward_images_per_s"] > 0
 
 
 def test_smoke_run_writes_a_section(tmp_path):
@@ -31,13 +32,8 @@ def test_smoke_run_writes_a_section(tmp_path):
     progress = tmp_path / "progress.json"
     payload = gpu_check.run(smoke=True, progress=progress, plan=TINY)
     assert payload["status"] == "ok" and payload["data"]["agreement"]["ok"]
-    assert set(json.loads(progress.read_text())) >= {"agreement", "landmark", "render", "photometric"}
+    assert set(json.loads(progress.read_text())) >= {"agreement", "landmark", "render", "render_per_image", "photometric"}
     assert payload["data"]["agreement"]["self_comparison"]
     section = render_section(payload)
     assert "Targets (issue 14)" in section and "Device against CPU" in section
 
-
-def test_render_speed_in_another_process_with_extra_xla_flags():
-    """The renderer's A/B with native atomics runs in a child process (XLA reads its flags once per process)."""
-    row = gpu_check.render_speed_in_child(TINY, "--xla_dump_hlo_as_text")
-    assert row["batch"] == 1 and row["image_size"] == 32 and row["forward_backward_images_per_s"] > 0

@@ -289,8 +289,8 @@ def fragments_in_rows(
     """Stage 2 for a block of image rows (v of their pixel centres given): the differentiable fragment values."""
     valid = face_index >= 0
     safe_index = jnp.where(valid, face_index, 0)
-    table = screen_verts[faces].reshape(faces.shape[0], 9).T
-    u0, v0, z0, u1, v1, z1, u2, v2, z2 = (column[safe_index] for column in table)
+    corners = screen_verts[faces].reshape(faces.shape[0], 9)[safe_index]
+    u0, v0, z0, u1, v1, z1, u2, v2, z2 = (corners[..., i] for i in range(9))
     pu = jnp.arange(face_index.shape[1], dtype=screen_verts.dtype)[None, :, None] + 0.5
     pv = row_centres.astype(screen_verts.dtype)[:, None, None]
     e0 = (u2 - u1) * (pv - v1) - (v2 - v1) * (pu - u1)

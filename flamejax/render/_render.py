@@ -127,7 +127,7 @@ def render_mesh(
 def _render_visible(screen, faces, normals, face_uvs, texture, footprint, sh_coeffs, face_index,
                     background) -> RenderResult:
     """Hard mode from a z-buffer's face ids: each pixel gathers its face's corner positions, normals and uvs from
-    per-face columns (see :mod:`flamejax.render._zbuffer` on why columns)."""
+    per-face tables (:func:`gather_columns`)."""
     n_faces = faces.shape[0]
     covered = face_index >= 0
     vertex_index = jnp.where(covered[..., None], faces[jnp.maximum(face_index, 0)], 0).astype(jnp.int32)

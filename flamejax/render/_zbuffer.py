@@ -131,9 +131,14 @@ def visible_faces(
 
 
 def gather_columns(table: Float[Array, "f c"], face_index: Int[Array, "h w"]) -> list[Float[Array, "h w"]]:
-    """Column by column, each pixel's row of a per-face table (row 0 where ``face_index`` is -1)."""
-    safe = jnp.maximum(face_index, 0)
-    return [table[:, i][safe] for i in range(table.shape[1])]
+    """Each pixel's row of a per-face table (row 0 where ``face_index`` is -1), split into its columns.
+
+    One gather of whole rows: its transpose is one scatter-add of a row per pixel. Nine gathers of one column each
+    made nine scatters whose updates of a batch all land on the same few thousand faces: the renderer's backward
+    pass took 2.2x as long on a GPU (one mesh for the batch; 1.24x with one per image), as long on a CPU
+    (benchmarks/RESULTS.md, accelerator check)."""
+    rows = table[jnp.maximum(face_index, 0)]
+    return [rows[..., i] for i in range(table.shape[1])]
 
 
 def fragments_from_corners(
