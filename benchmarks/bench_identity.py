@@ -1087,7 +1087,9 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("/tmp/flamejax_identity_cache"),
                         help="folder of rendered, preprocessed views, keyed by view plan, seed and model (reused "
                         "when present; delete it after changing the rendering)")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / f"{NAME}.json")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON result path (default: benchmarks/results/<benchmark>.json, which also updates "
+                             "RESULTS.md)")
     parser.add_argument("--same-person", action="store_true", help="also fit 2, 3, 5 views (yaw -40..+40) of each "
                         "subject jointly with one identity, from their landmarks and then from their pixels with one "
                         "albedo (full view plan)")
@@ -1103,28 +1105,18 @@ def main() -> None:
                         help="instead: hard poses (|yaw| 50-75) of heads, lights and poses drawn with SEED, views no "
                         "setting was chosen on: the library default and its hard-pose variants")
     args = parser.parse_args()
-    if args.fresh_hard is not None:
-        payload = run_fresh_hard(args.fresh_hard, args.cache)
-        save_and_report(payload, RESULTS_DIR / f"{payload['benchmark']}.json")
-        return
-    if args.beyond_75:
-        payload = run_beyond_75(args.cache)
-        save_and_report(payload, RESULTS_DIR / f"{payload['benchmark']}.json")
-        return
-    if args.jaw_conventions:
-        payload = run_jaw_conventions(args.cache)
-        save_and_report(payload, RESULTS_DIR / f"{payload['benchmark']}.json")
-        return
-    if args.single_photometric:
-        payload = run_single_photometric(args.cache)
-        save_and_report(payload, RESULTS_DIR / f"{payload['benchmark']}.json")
-        return
-    if args.views_only:
+    modes = ((args.fresh_hard is not None, lambda: run_fresh_hard(args.fresh_hard, args.cache)),
+             (args.beyond_75, lambda: run_beyond_75(args.cache)),
+             (args.jaw_conventions, lambda: run_jaw_conventions(args.cache)),
+             (args.single_photometric, lambda: run_single_photometric(args.cache)))
+    chosen = next((run_mode for wanted, run_mode in modes if wanted), None)
+    if chosen is None and args.views_only:
         prepare(args.quick, args.sampled_heads, args.cache)
         return
-    payload = run(args.quick, args.pictures, args.sampled_heads, args.short_fit or None, args.cache,
-                  same_person_views=args.same_person)
-    save_and_report(payload, args.out)
+    payload = chosen() if chosen is not None else run(args.quick, args.pictures, args.sampled_heads,
+                                                      args.short_fit or None, args.cache,
+                                                      same_person_views=args.same_person)
+    save_and_report(payload, args.out or RESULTS_DIR / f"{payload['benchmark']}.json")
 
 
 if __name__ == "__main__":
