@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from flamejax.fit import AMBIENT_SH, PhotometricConfig, PhotometricTargets, start_appearance
-from flamejax.fit._photometric import (_asymmetry, _inside_polygon, _level_targets, _mirror_pairs, _mirrored_columns,
-                                       _pixel_weights, _smoothness, level_steps, texel_prior)
+from flamejax.fit._photometric import (_asymmetry, _hair_free, _inside_polygon, _level_targets, _mirror_pairs,
+                                       _mirrored_columns, _pixel_weights, _smoothness, level_steps, texel_prior)
 from flamejax.fit._targets import LandmarkTargets
 from flamejax.render import (REGION_EYEBALL, REGION_FACE, REGION_FOREHEAD, REGION_OTHER, UVLayout, face_regions,
                              load_uv_layout, texel_regions, uv_mirror_axis)
@@ -75,6 +75,24 @@ def test_pixel_weights_leave_out_hair_eyes_on_skin_faces_and_the_mouth():
     assert not uncovered.any()
     no_regions = np.asarray(_pixel_weights(level, jnp.full((size, size), 3), alpha, None, config))
     assert no_regions[0, 0] == 1 and no_regions[10, 6] == 0
+
+
+def test_hair_close_to_the_skin_s_tint_leaves_the_forehead_when_the_face_s_own_tint_varies_less():
+    """A blond patch passes the fixed colour test (within ``hair_chroma`` of the skin's tint); this face's skin
+    varies far less in tint, so ``hair_spread`` turns the patch away, while skin under a shading gradient stays."""
+    size = 32
+    rng = np.random.default_rng(0)
+    skin = np.array([0.8, 0.6, 0.5], np.float32)
+    shading = np.linspace(1.0, 0.7, size, dtype=np.float32)[None, :, None]  # side light across the face
+    image = (skin * shading * (1.0 + rng.normal(0.0, 0.01, (size, size, 3)))).astype(np.float32)
+    image[:6, 20:] = [0.85, 0.75, 0.55]  # blond: chromaticity 0.033 off the skin's, darkness 1.2
+    mask = np.zeros((size, size), np.float32)
+    mask[8:, :] = 1.0  # the face mask below the hair
+    mean_skin = jnp.asarray(image[8:].reshape(-1, 3).mean(0))
+    for config, blond_out in ((PhotometricConfig(), True), (PhotometricConfig(hair_spread=None), False)):
+        free = np.asarray(_hair_free(jnp.asarray(image), jnp.asarray(mask), mean_skin, config))
+        assert free[8:].mean() > 0.98 and free[:6, :16].mean() > 0.98  # skin, shaded or not, stays
+        assert (free[:6, 20:].max() == 0) == blond_out
 
 
 def test_smoothness_does_not_couple_eyeballs_to_skin():

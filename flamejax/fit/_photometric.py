@@ -131,6 +131,12 @@ class PhotometricConfig:
     """flamejax addition: forehead pixels count only where the photograph is skin-coloured: luminance above
     ``hair_darkness`` times the mean skin colour's and rgb chromaticity within ``hair_chroma`` of it, so that hair
     over the forehead is not baked into the texture."""
+    hair_spread: float | None = 2.5
+    """flamejax addition: forehead pixels count only where the photograph's tint is also as close to this person's
+    skin as most of the face's is: rgb chromaticity off the mean skin colour by less than this many times its median
+    inside the photograph's face mask (``hair_chroma`` stays the bound). Hair about as light as skin and close to
+    its tint (blond hair, a brown fringe's highlights) passes the fixed test and fails this one. Decided on the
+    full-size picture and averaged down to the pyramid's coarser levels. ``None``: the fixed colour test alone."""
     texel_seen_margin: int | None = 1
     """flamejax addition: the pixels move only the texels that a weighted pixel of the full-size picture samples at
     the stage's start, and those within this many texels of them (:func:`seen_texels`); the others follow the
@@ -284,7 +290,7 @@ class _LevelTargets:
     eyes: Float[Array, "s s"]
     """Inside the eye openings (68-point eye contours): where eyeball pixels count."""
     hair_free: Float[Array, "s s"]
-    """0 where the photograph's colour is too far from the skin colour to be skin (hair on the forehead)."""
+    """The share of each pixel that may be skin by its colour (0 on hair over the forehead)."""
 
 
 def _level_targets(targets: PhotometricTargets, skin: Float[Array, "3"], size: int,
@@ -294,13 +300,30 @@ def _level_targets(targets: PhotometricTargets, skin: Float[Array, "3"], size: i
     points = (targets.landmarks.lmk68 + 1.0) * (size / 2.0)
     eyes = jnp.maximum(_inside_polygon(points[36:42], size), _inside_polygon(points[42:48], size))
     mouth = _inside_polygon(points[60:68], size)
-    luminance = jnp.array([0.299, 0.587, 0.114], jnp.float32)
-    darkness = jnp.sum(image * luminance, -1) / jnp.maximum(jnp.sum(skin * luminance), 1e-3)
+    hair_free = _downsample(_hair_free(targets.image, targets.mask, skin, config), targets.image.shape[0] // size)
+    return _LevelTargets(image, mask * (1.0 - mouth), eyes, hair_free)
+
+
+_CHROMA_FLOOR = 0.01
+"""Least reference chromaticity offset for :attr:`PhotometricConfig.hair_spread`: a face of one flat colour has
+none."""
+
+
+def _hair_free(image: Float[Array, "s s 3"], mask: Float[Array, "s s"], skin: Float[Array, "3"],
+               config: PhotometricConfig) -> Float[Array, "s s"]:
+    """1 where a pixel of the full-size picture may be forehead skin (:attr:`PhotometricConfig.hair_darkness`,
+    ``hair_chroma``, ``hair_spread``), else 0."""
+    weights = jnp.array([0.299, 0.587, 0.114], jnp.float32)
+    darkness = jnp.sum(image * weights, -1) / jnp.maximum(jnp.sum(skin * weights), 1e-3)
     chroma = image / jnp.maximum(jnp.sum(image, -1, keepdims=True), 1e-3)
     skin_chroma = skin / jnp.maximum(jnp.sum(skin), 1e-3)
     chroma_off = jnp.max(jnp.abs(chroma - skin_chroma), axis=-1)
-    hair_free = ((darkness > config.hair_darkness) & (chroma_off < config.hair_chroma)).astype(jnp.float32)
-    return _LevelTargets(image, mask * (1.0 - mouth), eyes, hair_free)
+    bound = config.hair_chroma
+    if config.hair_spread is not None:
+        typical = jnp.nanmedian(jnp.where(mask > 0.5, chroma_off, jnp.nan))
+        typical = jnp.maximum(jnp.where(jnp.isnan(typical), 0.0, typical), _CHROMA_FLOOR)
+        bound = jnp.minimum(bound, config.hair_spread * typical)
+    return ((darkness > config.hair_darkness) & (chroma_off < bound)).astype(jnp.float32)
 
 
 def _pixel_weights(level: _LevelTargets, face_index: Int[Array, "s s"], alpha: Float[Array, "s s"],
@@ -311,7 +334,7 @@ def _pixel_weights(level: _LevelTargets, face_index: Int[Array, "s s"], alpha: F
     if face_region is None:
         return level.mask * alpha
     region = jnp.where(face_index >= 0, face_region[jnp.maximum(face_index, 0)], REGION_OTHER)
-    skin = (region == REGION_FACE) | ((region == REGION_FOREHEAD) & (level.hair_free > 0))
+    skin = (region == REGION_FACE) + (region == REGION_FOREHEAD) * level.hair_free
     eyeball = (region == REGION_EYEBALL).astype(jnp.float32) * level.eyes * config.eyeball_weight
     return (skin * level.mask + eyeball) * alpha
 
