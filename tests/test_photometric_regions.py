@@ -93,6 +93,8 @@ def test_hair_close_to_the_skin_s_tint_leaves_the_forehead_when_the_face_s_own_t
         free = np.asarray(_hair_free(jnp.asarray(image), jnp.asarray(mask), mean_skin, config))
         assert free[8:].mean() > 0.98 and free[:6, :16].mean() > 0.98  # skin, shaded or not, stays
         assert (free[:6, 20:].max() == 0) == blond_out
+    with pytest.raises(ValueError, match="hair_spread"):
+        PhotometricConfig(hair_spread=0.0)
 
 
 def test_smoothness_does_not_couple_eyeballs_to_skin():
