@@ -156,7 +156,7 @@ class PhotometricConfig:
         margin = self.texel_seen_margin
         if margin is not None and (not isinstance(margin, int) or margin < 0):
             raise ValueError(f"texel_seen_margin must be None or a whole number of texels >= 0, got {margin!r}")
-        if self.hair_spread is not None and not self.hair_spread > 0:
+        if isinstance(self.hair_spread, (int, float)) and not self.hair_spread > 0:  # not when traced (a pytree)
             raise ValueError(f"hair_spread must be None or > 0, got {self.hair_spread!r}")
 
 
