@@ -32,7 +32,8 @@ def test_smoke_run_writes_a_section(tmp_path):
     progress = tmp_path / "progress.json"
     payload = gpu_check.run(smoke=True, progress=progress, plan=TINY)
     assert payload["status"] == "ok" and payload["data"]["agreement"]["ok"]
-    assert set(json.loads(progress.read_text())) >= {"agreement", "landmark", "render", "render_per_image", "photometric"}
+    sections = {"agreement", "landmark", "render", "render_per_image", "photometric"}
+    assert set(json.loads(progress.read_text())) >= sections
     assert payload["data"]["agreement"]["self_comparison"]
     section = render_section(payload)
     assert "Targets (issue 14)" in section and "Device against CPU" in section

@@ -279,6 +279,17 @@ def select_faces(
     return untile(face_idx), untile(inside)
 
 
+def gather_columns(table: Float[Array, "f c"], face_index: Int[Array, "*pixels"]) -> list[Float[Array, "*pixels"]]:
+    """Each pixel's row of a per-face table (row 0 where ``face_index`` is -1), split into its columns.
+
+    One gather of whole rows: its transpose is one scatter-add of a row per pixel. Nine gathers of one column each
+    made nine scatters whose updates of a batch all land on the same few thousand faces: the renderer's backward
+    pass took 2.2x as long on a GPU (one mesh for the batch; 1.24x with one per image), as long on a CPU
+    (benchmarks/RESULTS.md, accelerator check)."""
+    rows = table[jnp.maximum(face_index, 0)]
+    return [rows[..., i] for i in range(table.shape[1])]
+
+
 def fragments_in_rows(
     screen_verts: Float[Array, "v 3"],
     faces: Int[Array, "f 3"],
@@ -289,8 +300,7 @@ def fragments_in_rows(
     """Stage 2 for a block of image rows (v of their pixel centres given): the differentiable fragment values."""
     valid = face_index >= 0
     safe_index = jnp.where(valid, face_index, 0)
-    corners = screen_verts[faces].reshape(faces.shape[0], 9)[safe_index]
-    u0, v0, z0, u1, v1, z1, u2, v2, z2 = (corners[..., i] for i in range(9))
+    u0, v0, z0, u1, v1, z1, u2, v2, z2 = gather_columns(screen_verts[faces].reshape(faces.shape[0], 9), face_index)
     pu = jnp.arange(face_index.shape[1], dtype=screen_verts.dtype)[None, :, None] + 0.5
     pv = row_centres.astype(screen_verts.dtype)[:, None, None]
     e0 = (u2 - u1) * (pv - v1) - (v2 - v1) * (pu - u1)

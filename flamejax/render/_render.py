@@ -12,10 +12,11 @@ from flamejax._typing import Array, Float, Int
 from flamejax.camera import Camera, project
 from flamejax.render._blend import hard_blend, interpolate, soft_blend
 from flamejax.render._eager import compiled_when_eager
-from flamejax.render._raster import Fragments, RasterConfig, fragments_in_rows, map_row_blocks, rasterize, select_faces
+from flamejax.render._raster import (Fragments, RasterConfig, fragments_in_rows, gather_columns, map_row_blocks,
+                                     rasterize, select_faces)
 from flamejax.render._shading import _unit, sh_shading, vertex_normals
 from flamejax.render._texture import UVLayout, sample_texture, sample_texture_mipmapped, texel_footprint
-from flamejax.render._zbuffer import fragments_from_corners, gather_columns, rasterize_visible, visible_faces
+from flamejax.render._zbuffer import fragments_from_corners, rasterize_visible, visible_faces
 
 
 @jax.tree_util.register_dataclass

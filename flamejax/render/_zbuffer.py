@@ -25,7 +25,8 @@ import jax.numpy as jnp
 
 from flamejax._typing import Array, Float, Int
 from flamejax.render._eager import compiled_when_eager
-from flamejax.render._raster import _MIN_AREA, _SQRT_EPS, Fragments, RasterConfig, _face_data, _segment_dist2
+from flamejax.render._raster import (_MIN_AREA, _SQRT_EPS, Fragments, RasterConfig, _face_data, _segment_dist2,
+                                     gather_columns)
 
 _EMPTY = 0xFFFFFFFF
 """z-buffer value of a pixel no face covers (above every key)."""
@@ -128,17 +129,6 @@ def visible_faces(
     face_mask = jnp.uint32((1 << face_bits) - 1)
     face_index = jnp.where(zbuffer == jnp.uint32(_EMPTY), -1, (zbuffer & face_mask).astype(jnp.int32))
     return face_index.reshape(size, size)
-
-
-def gather_columns(table: Float[Array, "f c"], face_index: Int[Array, "h w"]) -> list[Float[Array, "h w"]]:
-    """Each pixel's row of a per-face table (row 0 where ``face_index`` is -1), split into its columns.
-
-    One gather of whole rows: its transpose is one scatter-add of a row per pixel. Nine gathers of one column each
-    made nine scatters whose updates of a batch all land on the same few thousand faces: the renderer's backward
-    pass took 2.2x as long on a GPU (one mesh for the batch; 1.24x with one per image), as long on a CPU
-    (benchmarks/RESULTS.md, accelerator check)."""
-    rows = table[jnp.maximum(face_index, 0)]
-    return [rows[..., i] for i in range(table.shape[1])]
 
 
 def fragments_from_corners(
