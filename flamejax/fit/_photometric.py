@@ -299,11 +299,19 @@ def _level_targets(targets: PhotometricTargets, skin: Float[Array, "3"], size: i
                    config: PhotometricConfig) -> _LevelTargets:
     image = _downsample(targets.image, targets.image.shape[0] // size)
     mask = _downsample(targets.mask, targets.mask.shape[0] // size)
-    points = (targets.landmarks.lmk68 + 1.0) * (size / 2.0)
-    eyes = jnp.maximum(_inside_polygon(points[36:42], size), _inside_polygon(points[42:48], size))
-    mouth = _inside_polygon(points[60:68], size)
+    mouth = _inside_polygon(_landmark_pixels(targets, size)[60:68], size)
     hair_free = _downsample(_hair_free(targets.image, targets.mask, skin, config), targets.image.shape[0] // size)
-    return _LevelTargets(image, mask * (1.0 - mouth), eyes, hair_free)
+    return _LevelTargets(image, mask * (1.0 - mouth), _eye_openings(targets, size), hair_free)
+
+
+def _landmark_pixels(targets: PhotometricTargets, size: int) -> Float[Array, "68 2"]:
+    return (targets.landmarks.lmk68 + 1.0) * (size / 2.0)
+
+
+def _eye_openings(targets: PhotometricTargets, size: int) -> Float[Array, "s s"]:
+    """Inside either eye's 68-point contour, at ``size``."""
+    points = _landmark_pixels(targets, size)
+    return jnp.maximum(_inside_polygon(points[36:42], size), _inside_polygon(points[42:48], size))
 
 
 _CHROMA_FLOOR = 0.01
@@ -439,7 +447,7 @@ def start_appearance(uv_layout: UVLayout, targets: PhotometricTargets, config: P
         texels = jnp.broadcast_to(skin, (size, size, 3)).astype(jnp.float32)
         if uv_layout.face_region is not None:
             texel_region = texel_regions(uv_layout.uv, uv_layout.face_uv_index, uv_layout.face_region, size)
-            eyes = _level_targets(targets, skin, targets.image.shape[0], config).eyes
+            eyes = _eye_openings(targets, targets.image.shape[0])
             texels = jnp.where((texel_region == REGION_EYEBALL)[..., None], mean_colour(targets.image, eyes, skin),
                                texels)
     return Appearance(light=_ambient_light(),
