@@ -597,10 +597,12 @@ def same_person(model, subjects, plan, detected, items, single_fit, score) -> di
 
 
 SINGLE_PHOTOMETRIC = {"photometric before (unweighted landmarks, identity free at any yaw)": PhotometricConfig(
-                          weighting=WeightingConfig(visibility=False, robust=False), identity_max_yaw=180.0),
+                          weighting=WeightingConfig(visibility=False, robust=False), identity_max_yaw=180.0,
+                          shape_start=0),
+                      "photometric, identity from the first step (shape_start 0)": PhotometricConfig(shape_start=0),
                       "photometric (PhotometricConfig())": PhotometricConfig()}
-"""``--single-photometric``'s photometric stages: the library's, and the same as it was before
-``PhotometricConfig.weighting`` and ``identity_max_yaw``."""
+"""``--single-photometric``'s photometric stages: the library's, the same with the identity moving from the first
+step (before ``PhotometricConfig.shape_start``), and as it was before ``weighting`` and ``identity_max_yaw``."""
 
 
 def run_single_photometric(cache: Path | None, batch: int = 8) -> dict:

@@ -40,7 +40,7 @@ N_SHAPE, N_EXPRESSION = 100, 50
 SIZE = 256
 TARGET_SECONDS_PER_IMAGE_CPU = 5.0
 REFERENCE = PhotometricConfig(steps=400, texel_start=200, pyramid=((1, 1.0),), pose=GroupSchedule(0.005),
-                              texture=GroupSchedule(0.005),
+                              texture=GroupSchedule(0.005), shape_start=0,
                               shape=GroupSchedule(0.001), photometric_weight=20.0, shape_offset_l2=0.1,
                               shape_anchor=1.0, texel_symmetry=0.0, gradient_weight=0.0,
                               weighting=WeightingConfig(visibility=False, robust=False), texel_seen_margin=None)

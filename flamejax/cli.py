@@ -298,6 +298,7 @@ def photometric_from_args(args):
                                   args.texture_filter)
     if args.photometric_steps is not None:
         config = dataclasses.replace(config, steps=args.photometric_steps,
+                                     shape_start=min(config.shape_start, args.photometric_steps // 4),
                                      texel_start=min(config.texel_start, args.photometric_steps // 2))
     return PhotometricBundle.load(config)
 

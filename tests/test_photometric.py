@@ -99,10 +99,10 @@ def test_texels_no_weighted_pixel_shows_are_left_to_the_priors(flame_model, synt
     landmark = landmark_fit_of(flame_model, problem.params, problem.camera, problem.targets, Status.OK)
     targets = PhotometricTargets(picture.image, picture.alpha, problem.targets)
     frozen = GroupSchedule(0.0)
-    config = PhotometricConfig(steps=12, texel_start=0, pyramid=((2, 0.5), (1, 0.5)), texture_size=64,
-                               raster=RasterConfig(image_size=SIZE), pose=frozen, camera=frozen, light=frozen,
-                               shape=frozen, texture=frozen, texel=GroupSchedule(0.05), texel_smoothness=0.0,
-                               texel_symmetry=0.0)
+    config = PhotometricConfig(steps=12, shape_start=0, texel_start=0, pyramid=((2, 0.5), (1, 0.5)),
+                               texture_size=64, raster=RasterConfig(image_size=SIZE), pose=frozen, camera=frozen,
+                               light=frozen, shape=frozen, texture=frozen, texel=GroupSchedule(0.05),
+                               texel_smoothness=0.0, texel_symmetry=0.0)
     assert config.texel_seen_margin == 1
     start = start_appearance(uv, targets, config)
     geometry = Geometry(problem.params, problem.camera)
@@ -140,7 +140,7 @@ def test_result_render_and_errors_belong_to_the_start_and_the_fitted_head(flame_
     landmark = landmark_fit_of(flame_model, start, problem.camera, problem.targets, Status.OK)
     targets = PhotometricTargets(picture.image, picture.alpha, problem.targets)
     frozen = GroupSchedule(0.0)
-    still = PhotometricConfig(steps=6, texel_start=0, pyramid=((1, 1.0),), texture_size=64,
+    still = PhotometricConfig(steps=6, shape_start=0, texel_start=0, pyramid=((1, 1.0),), texture_size=64,
                               raster=RasterConfig(image_size=SIZE), pose=frozen, camera=frozen, light=frozen,
                               shape=frozen, texture=frozen, texel=frozen)
     moving = dataclasses.replace(still, pose=GroupSchedule(0.05), light=GroupSchedule(0.05))
@@ -167,7 +167,7 @@ def test_identity_prior_pulls_towards_its_anchor(flame_model, synthetic):
     landmark = landmark_fit_of(flame_model, problem.params, problem.camera, problem.targets, Status.OK)
     targets = PhotometricTargets(picture.image, picture.alpha, problem.targets)
     frozen = GroupSchedule(0.0)
-    config = PhotometricConfig(steps=6, texel_start=0, pyramid=((1, 1.0),), texture_size=64,
+    config = PhotometricConfig(steps=6, shape_start=0, texel_start=0, pyramid=((1, 1.0),), texture_size=64,
                                raster=RasterConfig(image_size=SIZE), pose=frozen, camera=frozen, light=frozen,
                                shape=GroupSchedule(0.05), texture=frozen, texel=frozen, photometric_weight=0.0,
                                landmark_scale=0.0, shape_offset_l2=1.0, texel_smoothness=0.0, texel_symmetry=0.0)
@@ -182,6 +182,20 @@ def test_identity_prior_pulls_towards_its_anchor(flame_model, synthetic):
     turned_away = dataclasses.replace(config, shape_anchor=0.0, identity_max_yaw=-10.0)
     held = np.asarray(fit_photometric(flame_model, uv, targets, landmark, turned_away).params.shape)
     np.testing.assert_array_equal(held, start)
+    # The identity moves from shape_start on: a stage that ends before it leaves the identity where it started.
+    late = dataclasses.replace(config, shape_anchor=0.0, shape_start=6)
+    np.testing.assert_array_equal(np.asarray(fit_photometric(flame_model, uv, targets, landmark, late).params.shape),
+                                  start)
+
+
+def test_a_group_moves_from_its_start_step_over_the_pyramid_levels():
+    from flamejax.fit._photometric import _from_step
+
+    # A level that begins at the stage's step 8, a group that starts at step 10 and drops its rate 4 steps later.
+    late = _from_step(GroupSchedule(0.05, 0.01, 4), start=10, first_step=8)
+    assert [round(float(late(count)), 6) for count in (0, 1, 2, 5, 6)] == [0.0, 0.0, 0.05, 0.05, 0.01]
+    with pytest.raises(ValueError, match="shape_start"):
+        PhotometricConfig(shape_start=-1)
 
 
 def test_identity_share_falls_off_around_the_yaw_limit():
@@ -210,7 +224,7 @@ def test_symmetric_albedo_leaves_a_side_light_to_the_shading(flame_model, synthe
     side = jnp.zeros((9, 3)).at[0].set(AMBIENT_SH * 0.9).at[1].set(0.5)
     landmark, targets = held_picture(flame_model, problem, uv, jnp.full((64, 64, 3), 0.6, jnp.float32), side)
     frozen = GroupSchedule(0.0)
-    texels_only = PhotometricConfig(steps=6, texel_start=0, pyramid=((1, 1.0),), texture_size=64,
+    texels_only = PhotometricConfig(steps=6, shape_start=0, texel_start=0, pyramid=((1, 1.0),), texture_size=64,
                                     raster=RasterConfig(image_size=SIZE), pose=frozen, camera=frozen, light=frozen,
                                     shape=frozen, texture=frozen, texel=GroupSchedule(0.05))
     pairs = (None if uv.face_region is None
@@ -241,7 +255,7 @@ def test_an_albedo_model_takes_the_albedo_and_its_offset_keeps_the_prior(flame_m
     ambient = jnp.zeros((9, 3)).at[0].set(AMBIENT_SH)  # the stage's start light
     landmark, targets = held_picture(flame_model, problem, uv, albedo_texture(albedo, jnp.asarray(truth)), ambient)
     frozen = GroupSchedule(0.0)
-    held = PhotometricConfig(steps=20, texel_start=0, pyramid=((1, 1.0),), texture_size=64,
+    held = PhotometricConfig(steps=20, shape_start=0, texel_start=0, pyramid=((1, 1.0),), texture_size=64,
                              raster=RasterConfig(image_size=SIZE), pose=frozen, camera=frozen, light=frozen,
                              shape=frozen, texture=frozen, texel=frozen, texel_symmetry=0.0)
     coeffs = fit_photometric(flame_model, uv, targets, landmark, dataclasses.replace(held, texture=GroupSchedule(0.05)),
@@ -267,7 +281,7 @@ def test_landmarks_no_pose_explains_hold_little_weight(flame_model, synthetic):
     problem, uv, picture = synthetic
     dragged = dataclasses.replace(problem.targets, lmk68=problem.targets.lmk68.at[48:68, 1].add(-0.4))
     frozen = GroupSchedule(0.0)
-    weighted = PhotometricConfig(steps=6, texel_start=0, pyramid=((1, 1.0),), texture_size=64,
+    weighted = PhotometricConfig(steps=6, shape_start=0, texel_start=0, pyramid=((1, 1.0),), texture_size=64,
                                  raster=RasterConfig(image_size=SIZE), pose=frozen, camera=frozen, light=frozen,
                                  shape=frozen, texture=frozen, texel=frozen, photometric_weight=0.0)
     configs = {"weighted": weighted, "unweighted": dataclasses.replace(
@@ -302,7 +316,7 @@ def test_the_jaw_contour_does_not_shape_a_frontal_face_s_identity(flame_model, s
     frozen = GroupSchedule(0.0)
     contour_only = LandmarkStageConfig(inner_weight=0.0, iris_weight=0.0, mediapipe_weight=0.0, silhouette_weight=0.0,
                                        face_silhouette_weight=0.0, profile_weight=0.0)
-    config = PhotometricConfig(steps=6, texel_start=0, pyramid=((1, 1.0),), texture_size=64,
+    config = PhotometricConfig(steps=6, shape_start=0, texel_start=0, pyramid=((1, 1.0),), texture_size=64,
                                raster=RasterConfig(image_size=SIZE), pose=frozen, camera=frozen, light=frozen,
                                shape=GroupSchedule(0.05), texture=frozen, texel=frozen, photometric_weight=0.0,
                                landmark_scale=1.0, shape_offset_l2=0.0, texel_smoothness=0.0, texel_symmetry=0.0,

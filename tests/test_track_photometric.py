@@ -25,7 +25,8 @@ from tests.test_track import TINY, VIDEOS
 pytestmark = requires_flame
 SIZE = 64
 _HELD = GroupSchedule(0.0)
-_STAGE = dict(steps=6, texel_start=2, pyramid=((2, 1.0),), texture_size=SIZE, raster=RasterConfig(image_size=SIZE))
+_STAGE = dict(steps=6, shape_start=1, texel_start=2, pyramid=((2, 1.0),), texture_size=SIZE,
+              raster=RasterConfig(image_size=SIZE))
 PHOTO = PhotometricTrackConfig(keyframes=4, batch_frames=4, image_size=SIZE, appearance=PhotometricConfig(**_STAGE),
                                refine=PhotometricConfig(**_STAGE, shape=_HELD, texture=_HELD, texel=_HELD))
 TINY_PHOTO = TINY.replace(photometric=PHOTO)
