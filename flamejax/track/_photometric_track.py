@@ -57,9 +57,11 @@ class PhotometricTrackConfig:
     keyframes: int = 8
     """Frames fitted jointly for the clip's one identity and appearance (spread over the clip's yaws, each the most
     confident frame near its yaw: :func:`pick_keyframes`)."""
-    appearance: PhotometricConfig = PhotometricConfig()
+    appearance: PhotometricConfig = PhotometricConfig(shape_start=0)
     """The keyframes' joint stage (:func:`flamejax.fit.fit_photometric_same_person`); ``shape=GroupSchedule(0.0)``
-    keeps the landmark tracking's identity."""
+    keeps the landmark tracking's identity. The identity moves from the first step (``shape_start`` 0): on the
+    synthetic clip with 3D truth, from step 32 as for photographs gave 1.06 mm against 0.95 (benchmarks/RESULTS.md,
+    photometric tracking)."""
     refine: PhotometricConfig = PhotometricConfig(steps=64, shape=_HELD, texture=_HELD, texel=_HELD)
     """Every frame's refinement under the clip's identity and albedo (both held), half the steps."""
     batch_frames: int = 16
