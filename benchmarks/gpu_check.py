@@ -144,10 +144,8 @@ def photometric_speed(model: FlameModel, uv, pool: list, plan: Plan) -> dict:
     batch = plan.photometric_batch
     targets = photometric_targets(model, uv, pool, batch, plan.image_size)
     start = fit_landmarks_batch(model, targets.landmarks, plan.fit)
-    config = PhotometricConfig(steps=plan.photometric_steps, shape_start=plan.photometric_steps // 4,
-                               texel_start=plan.photometric_steps // 2,
-                               texture_size=min(256, 4 * plan.image_size),
-                               raster=RasterConfig(image_size=plan.image_size))
+    config = PhotometricConfig(texture_size=min(256, 4 * plan.image_size),
+                               raster=RasterConfig(image_size=plan.image_size)).with_steps(plan.photometric_steps)
     fit = lambda: jax.block_until_ready(  # noqa: E731
         fit_photometric_batch(model, uv, targets, start, config))
     compile_s, seconds = timed(fit, max(1, plan.repeats - 1))

@@ -297,9 +297,7 @@ def photometric_from_args(args):
     config = _with_texture_filter(precise_photometric_config() if args.annotations else PhotometricConfig(),
                                   args.texture_filter)
     if args.photometric_steps is not None:
-        config = dataclasses.replace(config, steps=args.photometric_steps,
-                                     shape_start=min(config.shape_start, args.photometric_steps // 4),
-                                     texel_start=min(config.texel_start, args.photometric_steps // 2))
+        config = config.with_steps(args.photometric_steps)
     return PhotometricBundle.load(config)
 
 

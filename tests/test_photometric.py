@@ -196,6 +196,9 @@ def test_a_group_moves_from_its_start_step_over_the_pyramid_levels():
     assert [round(float(late(count)), 6) for count in (0, 1, 2, 5, 6)] == [0.0, 0.0, 0.05, 0.05, 0.01]
     with pytest.raises(ValueError, match="shape_start"):
         PhotometricConfig(shape_start=-1)
+    short = PhotometricConfig().with_steps(6)
+    assert (short.steps, short.shape_start, short.texel_start) == (6, 1, 3)
+    assert PhotometricConfig().with_steps(400).texel_start == PhotometricConfig().texel_start
 
 
 def test_identity_share_falls_off_around_the_yaw_limit():

@@ -57,7 +57,8 @@ class PhotometricConfig:
     synthetic heads drifted to 0.83 mm. From step 32, one photograph's identity on the rendered heads with 3D truth
     0.829x -> 0.818x the mean head's error (better on 30 of 40 views), five photographs 0.491x -> 0.472x (one or two
     photographs of a person somewhat worse); synthetic heads with a smooth albedo about the same (1.29 -> 1.31 mm on
-    four, 1.39 -> 1.37 on eight; benchmarks/RESULTS.md). 0: from the first step (before; the reference)."""
+    four, 1.39 -> 1.37 on eight; benchmarks/RESULTS.md). 0: from the first step (before; the reference). As
+    ``texel``'s from ``texel_start``, ``shape``'s schedule counts its steps from here over the whole stage."""
     texture: GroupSchedule = GroupSchedule(0.02)
     """Albedo PCA coefficients (only with an albedo model). ``FLAME_albedo_from_BFM.npz``'s components are BFM's
     scaled by its standard deviations, so Adam moves a coefficient about ``lr`` standard deviations per step: the
@@ -161,6 +162,12 @@ class PhotometricConfig:
     """Hard mode uses one face per pixel and no blur whatever this says; soft mode uses it as is."""
     render_mode: str = "hard"
     """``"hard"`` (the reference: loss inside the silhouette) or ``"soft"`` (SoftRas: silhouette gradients)."""
+
+    def with_steps(self, steps: int) -> "PhotometricConfig":
+        """This stage over ``steps`` steps, the identity starting no later than a quarter of them and the per-texel
+        albedo no later than half."""
+        return dataclasses.replace(self, steps=steps, shape_start=min(self.shape_start, steps // 4),
+                                   texel_start=min(self.texel_start, steps // 2))
 
     def __post_init__(self) -> None:
         if isinstance(self.shape_start, int) and self.shape_start < 0:
