@@ -241,6 +241,26 @@ def test_symmetric_albedo_leaves_a_side_light_to_the_shading(flame_model, synthe
     assert asymmetry[100.0] < 0.3 * asymmetry[0.0], asymmetry
 
 
+def test_without_an_albedo_model_the_smooth_albedo_moves_from_the_first_step(flame_model, synthetic):
+    """Before the per-texel albedo is free, the smooth albedo's coefficients take up a face whose albedo is not
+    uniform (here a darker lower face), so that the geometry need not. Everything else held; same static settings
+    as the test above."""
+    problem, uv, _ = synthetic
+    v = np.linspace(0.0, 1.0, 64, dtype=np.float32)[:, None, None]
+    albedo = jnp.asarray(np.broadcast_to(0.7 - 0.3 * v * np.array([1.0, 1.2, 1.4], np.float32), (64, 64, 3)))
+    ambient = jnp.zeros((9, 3)).at[0].set(AMBIENT_SH)
+    landmark, targets = held_picture(flame_model, problem, uv, albedo, ambient)
+    frozen = GroupSchedule(0.0)
+    smooth_only = PhotometricConfig(steps=6, shape_start=0, texel_start=0, pyramid=((1, 1.0),), texture_size=64,
+                                    raster=RasterConfig(image_size=SIZE), pose=frozen, camera=frozen, light=frozen,
+                                    shape=frozen, texture=GroupSchedule(0.5), texel=frozen)
+    photo = fit_photometric(flame_model, uv, targets, landmark, smooth_only).photometric
+    assert photo.texture_coeffs.shape == (0,)  # the model's coefficients only; the smooth albedo is in the texture
+    moved = np.asarray(photo.texture) - np.asarray(start_appearance(uv, targets, smooth_only).texels)
+    assert np.abs(moved).max() > 0.05 and np.all(np.std(moved, axis=(0, 1)) > 0.01)  # not just a uniform shift
+    assert photo.photometric_final < 0.7 * photo.photometric_start, (photo.photometric_start, photo.photometric_final)
+
+
 def test_an_albedo_model_takes_the_albedo_and_its_offset_keeps_the_prior(flame_model, synthetic):
     """With a PCA albedo model the coefficients move to the picture's albedo, and the per-texel offset on the
     model's albedo has the per-texel albedo's prior (the reference left it free: it took up shading). Geometry

@@ -3,6 +3,8 @@ forehead; and the coarse-to-fine schedule's step split."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -143,9 +145,32 @@ def test_start_appearance_gives_eyeballs_the_colour_inside_the_eye_openings():
     np.testing.assert_allclose(face, np.broadcast_to(face[0], face.shape))
     assert np.linalg.norm(eyeball[0] - white) < np.linalg.norm(eyeball[0] - skin)
     assert np.linalg.norm(face[0] - skin) < np.linalg.norm(face[0] - white)
-    assert np.asarray(start.light)[0, 0] == np.float32(AMBIENT_SH) and start.texture_coeffs.shape == (0,)
+    assert np.asarray(start.light)[0, 0] == np.float32(AMBIENT_SH)
+    assert start.texture_coeffs.shape[0] > 0 and not np.any(np.asarray(start.texture_coeffs))  # the smooth albedo's
+    no_smooth = dataclasses.replace(config, albedo_cell=None)
+    assert start_appearance(layout, _targets(size, image), no_smooth).texture_coeffs.shape == (0,)
     plain = np.asarray(start_appearance(load_uv_layout(masks=False), _targets(size, image), config).texels)
     np.testing.assert_allclose(plain, np.broadcast_to(plain[0, 0], plain.shape))
+
+
+@pytest.mark.skipif(not (shared_flame_dir() / "FLAME_masks.pkl").is_file(), reason="no FLAME_masks.pkl")
+def test_the_smooth_albedo_is_mirror_symmetric_and_covers_only_the_face_and_forehead():
+    from flamejax.render import SMOOTH_ALBEDO_UNIT, REGION_FOREHEAD, smooth_albedo
+
+    size, layout = 64, load_uv_layout()
+    fields = np.asarray(smooth_albedo(layout, 0.2, size).fields)
+    regions = np.asarray(texel_regions(layout.uv, layout.face_uv_index, layout.face_region, size))
+    inside = (regions == REGION_FACE) | (regions == REGION_FOREHEAD)
+    assert fields.shape[:2] == (size, size) and not np.any(fields[~inside])
+    assert np.all(fields.sum(-1)[inside] > 0.5 * SMOOTH_ALBEDO_UNIT)  # the hats cover the face
+    assert np.isclose(fields.max(), SMOOTH_ALBEDO_UNIT, rtol=0.1)
+    # a texel and its mirror texel (both inside) have the same fields
+    centres = (np.arange(size) + 0.5) / size
+    mirror = np.clip(np.round((2 * layout.mirror_u - centres) * size - 0.5).astype(int), 0, size - 1)
+    both = inside & inside[:, mirror]
+    np.testing.assert_allclose(fields[both], fields[:, mirror][both], atol=0.2 * SMOOTH_ALBEDO_UNIT)
+    plain = np.asarray(smooth_albedo(load_uv_layout(masks=False), 0.2, size).fields)
+    assert np.all(plain.sum(-1) > 0.5 * SMOOTH_ALBEDO_UNIT)  # no regions: the whole map
 
 
 def test_mirrored_columns_reflect_about_the_axis_between_texels():

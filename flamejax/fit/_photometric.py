@@ -2,9 +2,10 @@
 
 Stage 2 of the reference's photometric mode (REFERENCE.md §6) as one optax ``partition`` over typed variables:
 expression, jaw, eyes, camera, SH light, identity (L2 on its offset from the start), albedo PCA coefficients
-when an albedo model is given, and from step ``texel_start`` a per-texel albedo (an offset on the PCA albedo;
-without a PCA model the albedo itself, starting from the photograph's mean skin colour and held smooth by a
-prior). :func:`fit_photometric_batch` refines a batch of landmark fits (:func:`fit_photometric` one image).
+when an albedo model is given (without one, a smooth albedo's coefficients), and from step ``texel_start`` a
+per-texel albedo (an offset on the PCA albedo; without a PCA model on the smooth albedo, starting from the
+photograph's mean skin colour and held smooth by a prior). :func:`fit_photometric_batch` refines a batch of
+landmark fits (:func:`fit_photometric` one image).
 """
 
 from __future__ import annotations
@@ -30,14 +31,15 @@ from flamejax.fit._visibility import weighted_targets
 from flamejax.flame import FlameModel, contour_bin, embedded_points, flame_forward, project_landmarks
 from flamejax.flame._layout import CONTOUR_68, EYES_68, MOUTH_68, NUM_IBUG68
 from flamejax.render import (REGION_EYEBALL, REGION_FACE, REGION_FOREHEAD, REGION_OTHER, AlbedoModel, RasterConfig,
-                             UVLayout, render_mesh, texel_regions)
+                             SmoothAlbedo, UVLayout, albedo_texture, render_mesh, smooth_albedo, smooth_albedo_texture,
+                             texel_regions)
 
 AMBIENT_SH = math.sqrt(4.0 * math.pi)
 """Band-0 coefficient that makes the SH shading exactly 1 everywhere (see :mod:`flamejax.render`)."""
 
 
-@_config_pytree("steps", "shape_start", "texel_start", "texel_seen_margin", "pyramid", "texture_size", "raster",
-                "render_mode")
+@_config_pytree("steps", "shape_start", "texel_start", "texel_seen_margin", "albedo_cell", "pyramid", "texture_size",
+                "raster", "render_mode")
 class PhotometricConfig:
     """Photometric stage; defaults are the reference's (REFERENCE.md §6) unless marked as additions."""
 
@@ -68,7 +70,16 @@ class PhotometricConfig:
     texel: GroupSchedule = GroupSchedule(0.005)
     texel_start: int = 64
     """Step from which the per-texel albedo moves (the reference: 200 of 400): before it, geometry and light are
-    fitted under the PCA albedo, or under a uniform albedo of the photograph's mean skin colour without a PCA model."""
+    fitted under the PCA albedo, or without a PCA model under the photograph's mean skin colour and the smooth
+    albedo (``albedo_cell``)."""
+    albedo_cell: float | None = 0.1
+    """flamejax addition, without an albedo model: a smooth albedo moves from the first step, on top of the per-texel
+    one (:func:`flamejax.render.smooth_albedo`: bilinear hats this far apart on the UV map, a tenth of its width,
+    mirror-symmetric, over the face and forehead; its coefficients at ``texture``'s rate, 0.004 of albedo per step at
+    a hat's peak). A face's albedo is not uniform (cheeks, lips, brows, forehead), and under a uniform albedo the
+    geometry takes up its changes as shading until ``texel_start``. Scratch runs: one photograph's identity on the
+    rendered heads with 3D truth 0.81x -> 0.69x the mean head's error, synthetic heads 1.35 -> 1.29 mm
+    (benchmarks/RESULTS.md). ``None``: uniform until ``texel_start`` (before)."""
     pyramid: tuple[tuple[int, float], ...] = ((4, 0.8), (2, 0.2))
     """flamejax addition: coarse to fine. Levels (downsampling factor of the photograph, share of ``steps``), run
     in order, each a fresh Adam from where the last stopped; the texture is downsampled (tent filter) to match the
@@ -175,6 +186,8 @@ class PhotometricConfig:
         margin = self.texel_seen_margin
         if margin is not None and (not isinstance(margin, int) or margin < 0):
             raise ValueError(f"texel_seen_margin must be None or a whole number of texels >= 0, got {margin!r}")
+        if self.albedo_cell is not None and not 0.0 < self.albedo_cell <= 1.0:
+            raise ValueError(f"albedo_cell must be None or a spacing in (0, 1] of the UV map, got {self.albedo_cell!r}")
         if isinstance(self.hair_spread, (int, float)) and not self.hair_spread > 0:  # not when traced (a pytree)
             raise ValueError(f"hair_spread must be None or > 0, got {self.hair_spread!r}")
 
@@ -240,12 +253,36 @@ def _sanitised(targets: PhotometricTargets) -> PhotometricTargets:
                               mask=jnp.where(finite, targets.mask, 0.0), landmarks=sanitised(targets.landmarks))
 
 
-def _texture(albedo: AlbedoModel | None, appearance: Appearance):
-    if albedo is None:
-        return jnp.clip(appearance.texels, 0.0, 1.0)
-    base = albedo.mean + jnp.einsum("hwcn,n->hwc", albedo.basis, appearance.texture_coeffs,
-                                    precision=jax.lax.Precision.HIGHEST)
-    return jnp.clip(base + appearance.texels, 0.0, 1.0)
+def albedo_basis(uv_layout: UVLayout, config: PhotometricConfig,
+                 albedo: AlbedoModel | None) -> AlbedoModel | SmoothAlbedo | None:
+    """The linear albedo the stage's ``texture_coeffs`` drive: the user's albedo model, else the smooth albedo of
+    ``config.albedo_cell``, else none."""
+    if albedo is not None or config.albedo_cell is None:
+        return albedo
+    return smooth_albedo(uv_layout, config.albedo_cell, config.texture_size)
+
+
+def coefficient_count(basis: AlbedoModel | SmoothAlbedo | None) -> int:
+    if isinstance(basis, AlbedoModel):
+        return basis.basis.shape[-1]
+    return 0 if basis is None else 3 * basis.fields.shape[-1]
+
+
+def reported_coefficients(basis: AlbedoModel | SmoothAlbedo | None, coeffs: Float[Array, "n"]) -> Float[Array, "m"]:
+    """What a fit reports as ``texture_coeffs``: the albedo model's coefficients; none for the smooth albedo, whose
+    part is in the reported texture."""
+    return coeffs if isinstance(basis, AlbedoModel) else jnp.zeros(0, jnp.float32)
+
+
+def _texture(basis: AlbedoModel | SmoothAlbedo | None, appearance: Appearance):
+    """The albedo: ``basis``'s (:func:`albedo_basis`) plus the per-texel one. An appearance without coefficients
+    (a texture given whole) leaves the smooth albedo out."""
+    texture = appearance.texels
+    if isinstance(basis, AlbedoModel):
+        texture = texture + albedo_texture(basis, appearance.texture_coeffs)
+    elif basis is not None and appearance.texture_coeffs.shape[-1]:
+        texture = texture + smooth_albedo_texture(basis, appearance.texture_coeffs)
+    return jnp.clip(texture, 0.0, 1.0)
 
 
 def masked_l1(render, image, weight) -> Float[Array, ""]:
@@ -454,11 +491,12 @@ def _ambient_light() -> Float[Array, "9 3"]:
 def start_appearance(uv_layout: UVLayout, targets: PhotometricTargets, config: PhotometricConfig,
                      albedo: AlbedoModel | None = None) -> Appearance:
     """The photometric stage's default start for one picture: ambient light and the mean PCA albedo; without an
-    albedo model a uniform albedo of the picture's mean skin colour (inside its mask), and with face regions on
-    ``uv_layout`` the eyeballs the mean colour inside the 68-point eye openings."""
+    albedo model a uniform albedo of the picture's mean skin colour (inside its mask, the smooth albedo's
+    coefficients 0), and with face regions on ``uv_layout`` the eyeballs the mean colour inside the 68-point eye
+    openings."""
     targets = _sanitised(targets)
     size = config.texture_size
-    n_tex = 0 if albedo is None else albedo.basis.shape[-1]
+    n_tex = coefficient_count(albedo_basis(uv_layout, config, albedo))
     skin = mean_colour(targets.image, targets.mask)
     if albedo is not None:
         texels = jnp.zeros((size, size, 3), jnp.float32)
@@ -473,7 +511,8 @@ def start_appearance(uv_layout: UVLayout, targets: PhotometricTargets, config: P
                       texture_coeffs=jnp.zeros(n_tex, jnp.float32), texels=texels)
 
 
-def _render_view(model: FlameModel, uv_layout: UVLayout, config: PhotometricConfig, albedo: AlbedoModel | None,
+def _render_view(model: FlameModel, uv_layout: UVLayout, config: PhotometricConfig,
+                 albedo: AlbedoModel | SmoothAlbedo | None,
                  v: PhotometricVariables, image_size: int, full_size: int):
     """One view rendered at ``image_size`` (the texture downsampled from ``full_size`` to match) and its
     projected landmarks."""
@@ -517,7 +556,8 @@ def _photometric_error(out, level: _LevelTargets, face_region: Int[Array, "f"] |
     return error + gradient_weight * masked_gradient_l1(out.image, level.image, weight)
 
 
-def _view_data_loss(model: FlameModel, uv_layout: UVLayout, config: PhotometricConfig, albedo: AlbedoModel | None,
+def _view_data_loss(model: FlameModel, uv_layout: UVLayout, config: PhotometricConfig,
+                    albedo: AlbedoModel | SmoothAlbedo | None,
                     v: PhotometricVariables, level: _LevelTargets, landmarks: LandmarkTargets, full_size: int,
                     contour_share: Float[Array, ""], seen: Float[Array, "t t"] | None) -> Float[Array, ""]:
     """The stage's data term on one view: weighted :func:`_photometric_error` with its gradient term, plus the scaled
@@ -563,8 +603,6 @@ def _refine_one(model: FlameModel, uv_layout: UVLayout, targets: PhotometricTarg
     targets = _sanitised(targets)
     lmk = weighted_targets(model, landmark_fit.params, landmark_fit.camera, targets.landmarks, config.weighting)
     valid = lmk.valid.astype(jnp.float32)
-    n_tex = 0 if albedo is None else albedo.basis.shape[-1]
-    size = config.texture_size
     full_size = targets.image.shape[0]
     regions = uv_layout.face_region
     albedo_prior = texel_prior(uv_layout, config)
@@ -574,15 +612,18 @@ def _refine_one(model: FlameModel, uv_layout: UVLayout, targets: PhotometricTarg
     share = identity_share(landmark_fit.camera, config)
     contour_share = contour_identity_share(landmark_fit.camera, config.landmarks)
 
+    variables = PhotometricVariables(
+        Geometry(landmark_fit.params, landmark_fit.camera),
+        appearance if appearance is not None else start_appearance(uv_layout, targets, config, albedo))
+    albedo = albedo_basis(uv_layout, config, albedo)
+    n_tex = variables.appearance.texture_coeffs.shape[-1]
+
     def render(v: PhotometricVariables, image_size: int):
         return _render_view(model, uv_layout, config, albedo, v, image_size, full_size)
 
     def photometric_error(out, level: _LevelTargets):
         return _photometric_error(out, level, regions, config)
 
-    variables = PhotometricVariables(
-        Geometry(landmark_fit.params, landmark_fit.camera),
-        appearance if appearance is not None else start_appearance(uv_layout, targets, config, albedo))
     seen = None if config.texel_seen_margin is None else seen_texels(model, uv_layout, config, variables.geometry,
                                                                       full)
 
@@ -612,7 +653,8 @@ def _refine_one(model: FlameModel, uv_layout: UVLayout, targets: PhotometricTarg
     status = jnp.where(landmark_fit.status != int(Status.OK), landmark_fit.status, failed)
     nme = nme_inner(projected.lmk68, lmk.lmk68)
     report = PhotometricReport(texture=_texture(albedo, best.appearance), light=best.appearance.light,
-                               texture_coeffs=best.appearance.texture_coeffs, render=out.image, alpha=out.alpha,
+                               texture_coeffs=reported_coefficients(albedo, best.appearance.texture_coeffs),
+                               render=out.image, alpha=out.alpha,
                                photometric_start=start_error, photometric_final=error,
                                stage=stage)
     return dataclasses.replace(

@@ -19,8 +19,9 @@ from flamejax.fit._landmark_fit import Geometry, camera_labels, contour_identity
 from flamejax.fit._optim import FROZEN
 from flamejax.fit._photometric import (Appearance, PhotometricConfig, PhotometricTargets, PhotometricVariables,
                                        _level_targets, _photometric_error, _render_view, _run_pyramid, _sanitised,
-                                       _texture, _view_data_loss, identity_prior, mean_colour, start_appearance,
-                                       scaled_gradient, seen_texels, texel_prior)
+                                       _texture, _view_data_loss, albedo_basis, coefficient_count, identity_prior,
+                                       mean_colour, reported_coefficients, scaled_gradient, seen_texels,
+                                       start_appearance, texel_prior)
 from flamejax.fit._result import PhotometricReport
 from flamejax.fit._targets import nme_inner
 from flamejax.fit._visibility import weighted_targets
@@ -89,7 +90,8 @@ def _refine_shared(model: FlameModel, uv_layout: UVLayout, targets: PhotometricT
     shape_prior = identity_prior(shape, config)
     landmarks = jax.vmap(lambda p, cam, lmk: weighted_targets(model, dataclasses.replace(p, shape=shape), cam, lmk,
                                                               config.weighting))(params, camera, targets.landmarks)
-    n_tex = 0 if albedo is None else albedo.basis.shape[-1]
+    albedo = albedo_basis(uv_layout, config, albedo)
+    n_tex = coefficient_count(albedo)
     variables = _SharedVariables(shape, Geometry(params, camera), Appearance(
         starts.light, starts.texture_coeffs[0],
         jnp.einsum("i,i...->...", gate / jnp.maximum(jnp.sum(gate), 1.0), starts.texels)))
@@ -139,8 +141,8 @@ def _refine_shared(model: FlameModel, uv_layout: UVLayout, targets: PhotometricT
     repeated = lambda a: jnp.broadcast_to(a, (images,) + jnp.shape(a))  # noqa: E731
     report = PhotometricReport(
         texture=repeated(_texture(albedo, best.appearance)), light=best.appearance.light,
-        texture_coeffs=repeated(best.appearance.texture_coeffs), render=out.image, alpha=out.alpha,
-        photometric_start=start_error, photometric_final=error, stage=jax.tree.map(repeated, stage))
+        texture_coeffs=repeated(reported_coefficients(albedo, best.appearance.texture_coeffs)), render=out.image,
+        alpha=out.alpha, photometric_start=start_error, photometric_final=error, stage=jax.tree.map(repeated, stage))
     return SharedPhotometricResult(
         shape=best.shape, params=jax.vmap(lambda p: dataclasses.replace(p, shape=best.shape))(best.views.params),
         camera=best.views.camera, landmarks=projected.points(),

@@ -23,13 +23,17 @@ from flamejax.render._regions import (REGION_EYEBALL, REGION_FACE, REGION_FOREHE
 from flamejax.render._render import RenderResult, render_mesh, screen_vertices, shade_for_display
 from flamejax.render._shading import SH_CONSTANTS, face_normals, sh_basis, sh_shading, vertex_normals
 from flamejax.render._texture import (
+    SMOOTH_ALBEDO_UNIT,
     AlbedoModel,
+    SmoothAlbedo,
     UVLayout,
     albedo_texture,
     load_albedo_model,
     load_uv_layout,
     sample_texture,
     sample_texture_mipmapped,
+    smooth_albedo,
+    smooth_albedo_texture,
     texel_footprint,
     uniform_texture,
     uv_mirror_axis,
@@ -41,7 +45,8 @@ __all__ = [
     "RenderResult", "SH_CONSTANTS", "UVLayout", "albedo_texture", "count_tile_faces", "face_normals", "face_regions",
     "hard_blend", "interpolate", "load_albedo_model", "load_face_regions", "load_uv_layout", "rasterize",
     "rasterize_visible", "render_mesh", "sample_texture", "sample_texture_mipmapped", "screen_vertices", "sh_basis",
-    "sh_shading", "shade_for_display", "soft_blend", "soft_coverage", "task_count", "texel_footprint", "texel_regions",
+    "sh_shading", "shade_for_display", "SMOOTH_ALBEDO_UNIT", "SmoothAlbedo", "smooth_albedo",
+    "smooth_albedo_texture", "soft_blend", "soft_coverage", "task_count", "texel_footprint", "texel_regions",
     "uniform_texture",
     "uv_mirror_axis", "vertex_normals", "visible_faces", "visible_fragments",
 ]

@@ -20,7 +20,7 @@ import numpy as np
 
 from flamejax._typing import Array, Float, Int
 from flamejax.files import CorruptFileError, find_file
-from flamejax.render._regions import load_face_regions
+from flamejax.render._regions import REGION_FACE, REGION_FOREHEAD, load_face_regions, texel_regions
 
 logger = logging.getLogger(__name__)
 
@@ -286,3 +286,41 @@ def load_albedo_model(
 def albedo_texture(model: AlbedoModel, coeffs: Float[Array, "n"]) -> Float[Array, "s s 3"]:
     """Albedo texture ``mean + basis @ coeffs`` (not clipped, so gradients stay linear)."""
     return model.mean + jnp.einsum("hwcn,n->hwc", model.basis, coeffs, precision=jax.lax.Precision.HIGHEST)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class SmoothAlbedo:
+    """A smooth albedo over the face for fits without an albedo model: one coefficient per field and colour,
+    ``texture = fields @ coeffs.reshape(k, 3)`` (see :func:`smooth_albedo`)."""
+
+    fields: Float[Array, "s s k"]
+    """Bilinear hat functions on a grid over the UV map, mirror-symmetric about the layout's axis, 0 outside the
+    face and forehead; peak ``SMOOTH_ALBEDO_UNIT``."""
+
+
+SMOOTH_ALBEDO_UNIT = 0.2
+"""Albedo change at a smooth field's peak per unit coefficient (Adam moves a coefficient about its rate per step)."""
+
+
+def smooth_albedo(uv_layout: UVLayout, cell: float, size: int) -> SmoothAlbedo:
+    """Fields of a ``size``² texture: bilinear hats ``cell`` apart in v, and in u counted from the layout's mirror
+    axis (one field covers a texel and its mirror texel; without ``mirror_u``, plain hats in u), cut to the face
+    and forehead when ``uv_layout`` has face regions."""
+    t = (jnp.arange(size, dtype=jnp.float32) + 0.5) / size
+    count = int(np.floor(1.0 / cell + 1e-6)) + 1
+    mirror = uv_layout.mirror_u
+    u = t if mirror is None else jnp.abs(t - mirror)
+    u_count = count if mirror is None else int(np.floor(max(mirror, 1.0 - mirror) / cell + 1e-6)) + 1
+    hat = lambda x, n: jnp.clip(1.0 - jnp.abs(x[:, None] - cell * jnp.arange(n)) / cell, 0.0, None)  # noqa: E731
+    fields = jnp.einsum("ik,jl->ijkl", hat(t, count), hat(u, u_count)).reshape(size, size, -1)
+    if uv_layout.face_region is not None:
+        region = texel_regions(uv_layout.uv, uv_layout.face_uv_index, uv_layout.face_region, size)
+        fields = fields * ((region == REGION_FACE) | (region == REGION_FOREHEAD))[..., None]
+    return SmoothAlbedo(SMOOTH_ALBEDO_UNIT * fields)
+
+
+def smooth_albedo_texture(model: SmoothAlbedo, coeffs: Float[Array, "n"]) -> Float[Array, "s s 3"]:
+    """The smooth albedo ``fields @ coeffs`` (``coeffs``: k fields x 3 colours, flattened)."""
+    return jnp.einsum("hwk,kc->hwc", model.fields, coeffs.reshape(model.fields.shape[-1], 3),
+                      precision=jax.lax.Precision.HIGHEST)
