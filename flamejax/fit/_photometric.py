@@ -79,7 +79,9 @@ class PhotometricConfig:
     a hat's peak). A face's albedo is not uniform (cheeks, lips, brows, forehead), and under a uniform albedo the
     geometry takes up its changes as shading until ``texel_start``. Scratch runs: one photograph's identity on the
     rendered heads with 3D truth 0.81x -> 0.69x the mean head's error, synthetic heads 1.35 -> 1.29 mm
-    (benchmarks/RESULTS.md). ``None``: uniform until ``texel_start`` (before)."""
+    (benchmarks/RESULTS.md). ``None``: uniform until ``texel_start`` (before). One photograph's stage only: the joint
+    stage of several (:func:`~flamejax.fit.fit_photometric_same_person`, the video tracker's keyframes) leaves it
+    out."""
     pyramid: tuple[tuple[int, float], ...] = ((4, 0.8), (2, 0.2))
     """flamejax addition: coarse to fine. Levels (downsampling factor of the photograph, share of ``steps``), run
     in order, each a fresh Adam from where the last stopped; the texture is downsampled (tent filter) to match the

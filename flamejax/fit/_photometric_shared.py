@@ -19,9 +19,8 @@ from flamejax.fit._landmark_fit import Geometry, camera_labels, contour_identity
 from flamejax.fit._optim import FROZEN
 from flamejax.fit._photometric import (Appearance, PhotometricConfig, PhotometricTargets, PhotometricVariables,
                                        _level_targets, _photometric_error, _render_view, _run_pyramid, _sanitised,
-                                       _texture, _view_data_loss, albedo_basis, coefficient_count, identity_prior,
-                                       mean_colour, reported_coefficients, scaled_gradient, seen_texels,
-                                       start_appearance, texel_prior)
+                                       _texture, _view_data_loss, identity_prior, mean_colour, start_appearance,
+                                       scaled_gradient, seen_texels, texel_prior)
 from flamejax.fit._result import PhotometricReport
 from flamejax.fit._targets import nme_inner
 from flamejax.fit._visibility import weighted_targets
@@ -74,6 +73,7 @@ class _SharedVariables:
 def _refine_shared(model: FlameModel, uv_layout: UVLayout, targets: PhotometricTargets, shape: Float[Array, "n_shape"],
                    params: FlameParams, camera: Camera, used: Bool[Array, "images"], config: PhotometricConfig,
                    albedo: AlbedoModel | None) -> SharedPhotometricResult:
+    config = dataclasses.replace(config, albedo_cell=None)  # fit_photometric_same_person's docstring
     targets = jax.vmap(_sanitised)(targets)
     full_size = targets.image.shape[1]
     valid = targets.landmarks.valid.astype(jnp.float32)
@@ -90,8 +90,7 @@ def _refine_shared(model: FlameModel, uv_layout: UVLayout, targets: PhotometricT
     shape_prior = identity_prior(shape, config)
     landmarks = jax.vmap(lambda p, cam, lmk: weighted_targets(model, dataclasses.replace(p, shape=shape), cam, lmk,
                                                               config.weighting))(params, camera, targets.landmarks)
-    albedo = albedo_basis(uv_layout, config, albedo)
-    n_tex = coefficient_count(albedo)
+    n_tex = 0 if albedo is None else albedo.basis.shape[-1]
     variables = _SharedVariables(shape, Geometry(params, camera), Appearance(
         starts.light, starts.texture_coeffs[0],
         jnp.einsum("i,i...->...", gate / jnp.maximum(jnp.sum(gate), 1.0), starts.texels)))
@@ -141,8 +140,8 @@ def _refine_shared(model: FlameModel, uv_layout: UVLayout, targets: PhotometricT
     repeated = lambda a: jnp.broadcast_to(a, (images,) + jnp.shape(a))  # noqa: E731
     report = PhotometricReport(
         texture=repeated(_texture(albedo, best.appearance)), light=best.appearance.light,
-        texture_coeffs=repeated(reported_coefficients(albedo, best.appearance.texture_coeffs)), render=out.image,
-        alpha=out.alpha, photometric_start=start_error, photometric_final=error, stage=jax.tree.map(repeated, stage))
+        texture_coeffs=repeated(best.appearance.texture_coeffs), render=out.image, alpha=out.alpha,
+        photometric_start=start_error, photometric_final=error, stage=jax.tree.map(repeated, stage))
     return SharedPhotometricResult(
         shape=best.shape, params=jax.vmap(lambda p: dataclasses.replace(p, shape=best.shape))(best.views.params),
         camera=best.views.camera, landmarks=projected.points(),
@@ -165,7 +164,9 @@ def fit_photometric_same_person(model: FlameModel, uv_layout: UVLayout, photo_ta
     should not): the others are refined under them (their own pose, expression and light) but do not pull them,
     nor count in the stage's losses (the best iterate is the used images').
     ``config`` is the single-image stage's, its ``shape_offset_l2`` the prior on identity's offset from
-    ``shape_anchor`` times ``shape``. A stage that was not finite says so in ``photometric.stage.finite``: keep the
+    ``shape_anchor`` times ``shape``, without its smooth albedo (``albedo_cell``): views under several poses tell
+    the albedo from the shading, and on the rendered heads with 3D truth it did not help them (two views 0.55x ->
+    0.63x the mean head's identity error, five 0.46x -> 0.47x; benchmarks/RESULTS.md). A stage that was not finite says so in ``photometric.stage.finite``: keep the
     landmark fit then.
     """
     if model.num_vertices != 5023 or model.faces.shape[0] == 0:
