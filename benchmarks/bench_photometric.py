@@ -40,12 +40,12 @@ N_SHAPE, N_EXPRESSION = 100, 50
 SIZE = 256
 TARGET_SECONDS_PER_IMAGE_CPU = 5.0
 REFERENCE = PhotometricConfig(steps=400, texel_start=200, pyramid=((1, 1.0),), pose=GroupSchedule(0.005),
-                              texture=GroupSchedule(0.005), shape_start=0,
+                              texture=GroupSchedule(0.005), shape_start=0, albedo_cell=None,
                               shape=GroupSchedule(0.001), photometric_weight=20.0, shape_offset_l2=0.1,
                               shape_anchor=1.0, texel_symmetry=0.0, gradient_weight=0.0,
                               weighting=WeightingConfig(visibility=False, robust=False), texel_seen_margin=None)
 """The stage before this change: the reference's schedule, 400 steps at full size, its identity prior around the
-landmark fit's identity, no albedo symmetry prior, no term on neighbouring pixels' differences, the landmarks
+landmark fit's identity, a uniform albedo until the per-texel one moves, no albedo symmetry prior, no term on neighbouring pixels' differences, the landmarks
 at the targets' own weights, and every texel moved by the pixels."""
 PICTURES = RESULTS_DIR / "photometric"
 NOTE = ("The new stage: coarse to fine (most steps at a quarter of the size, the texture downsampled to match with "
