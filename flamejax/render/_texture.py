@@ -20,7 +20,7 @@ import numpy as np
 
 from flamejax._typing import Array, Float, Int
 from flamejax.files import CorruptFileError, find_file
-from flamejax.render._regions import REGION_EYEBALL, load_face_regions, texel_regions
+from flamejax.render._regions import REGION_FACE, REGION_FOREHEAD, load_face_regions, texel_regions
 
 logger = logging.getLogger(__name__)
 
@@ -295,8 +295,8 @@ class SmoothAlbedo:
     ``texture = fields @ coeffs.reshape(k, 3)`` (see :func:`smooth_albedo`)."""
 
     fields: Float[Array, "s s k"]
-    """Bilinear hat functions on a grid over the UV map, mirror-symmetric about the layout's axis, 0 on the
-    eyeballs; peak ``SMOOTH_ALBEDO_UNIT``."""
+    """Bilinear hat functions on a grid over the UV map, mirror-symmetric about the layout's axis, 0 outside the
+    face and forehead; peak ``SMOOTH_ALBEDO_UNIT``."""
 
 
 SMOOTH_ALBEDO_UNIT = 0.2
@@ -305,9 +305,8 @@ SMOOTH_ALBEDO_UNIT = 0.2
 
 def smooth_albedo(uv_layout: UVLayout, cell: float, size: int) -> SmoothAlbedo:
     """Fields of a ``size``² texture: bilinear hats ``cell`` apart in v, and in u counted from the layout's mirror
-    axis (one field covers a texel and its mirror texel; without ``mirror_u``, plain hats in u), 0 on the eyeballs
-    when ``uv_layout`` has face regions (they have their own albedo). Only the face's and forehead's pixels move
-    the fields; the hats along their edge carry the face's colour smoothly into the scalp, ears and neck."""
+    axis (one field covers a texel and its mirror texel; without ``mirror_u``, plain hats in u), cut to the face
+    and forehead when ``uv_layout`` has face regions."""
     t = (jnp.arange(size, dtype=jnp.float32) + 0.5) / size
     count = int(np.floor(1.0 / cell + 1e-6)) + 1
     mirror = uv_layout.mirror_u
@@ -317,7 +316,7 @@ def smooth_albedo(uv_layout: UVLayout, cell: float, size: int) -> SmoothAlbedo:
     fields = jnp.einsum("ik,jl->ijkl", hat(t, count), hat(u, u_count)).reshape(size, size, -1)
     if uv_layout.face_region is not None:
         region = texel_regions(uv_layout.uv, uv_layout.face_uv_index, uv_layout.face_region, size)
-        fields = fields * (region != REGION_EYEBALL)[..., None]
+        fields = fields * ((region == REGION_FACE) | (region == REGION_FOREHEAD))[..., None]
     return SmoothAlbedo(SMOOTH_ALBEDO_UNIT * fields)
 
 
