@@ -45,8 +45,8 @@ REFERENCE = PhotometricConfig(steps=400, texel_start=200, pyramid=((1, 1.0),), p
                               shape_anchor=1.0, texel_symmetry=0.0, gradient_weight=0.0,
                               weighting=WeightingConfig(visibility=False, robust=False), texel_seen_margin=None)
 """The stage before this change: the reference's schedule, 400 steps at full size, its identity prior around the
-landmark fit's identity, a uniform albedo until the per-texel one moves, no albedo symmetry prior, no term on neighbouring pixels' differences, the landmarks
-at the targets' own weights, and every texel moved by the pixels."""
+landmark fit's identity, a uniform albedo until the per-texel one moves, no albedo symmetry prior, no term on
+neighbouring pixels' differences, the landmarks at the targets' own weights, and every texel moved by the pixels."""
 PICTURES = RESULTS_DIR / "photometric"
 NOTE = ("The new stage: coarse to fine (most steps at a quarter of the size, the texture downsampled to match with "
         "a tent filter; geometry and light first, then the per-texel albedo), identity free to move under the shading. "

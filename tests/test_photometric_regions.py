@@ -155,13 +155,13 @@ def test_start_appearance_gives_eyeballs_the_colour_inside_the_eye_openings():
 
 @pytest.mark.skipif(not (shared_flame_dir() / "FLAME_masks.pkl").is_file(), reason="no FLAME_masks.pkl")
 def test_the_smooth_albedo_is_mirror_symmetric_and_covers_only_the_face_and_forehead():
-    from flamejax.render import SMOOTH_ALBEDO_UNIT, REGION_FOREHEAD, smooth_albedo
+    from flamejax.render import SMOOTH_ALBEDO_UNIT, smooth_albedo, smooth_albedo_size
 
     size, layout = 64, load_uv_layout()
     fields = np.asarray(smooth_albedo(layout, 0.2, size).fields)
     regions = np.asarray(texel_regions(layout.uv, layout.face_uv_index, layout.face_region, size))
     inside = (regions == REGION_FACE) | (regions == REGION_FOREHEAD)
-    assert fields.shape[:2] == (size, size) and not np.any(fields[~inside])
+    assert fields.shape == (size, size, smooth_albedo_size(layout, 0.2) // 3) and not np.any(fields[~inside])
     assert np.all(fields.sum(-1)[inside] > 0.5 * SMOOTH_ALBEDO_UNIT)  # the hats cover the face
     assert np.isclose(fields.max(), SMOOTH_ALBEDO_UNIT, rtol=0.1)
     # a texel and its mirror texel (both inside) have the same fields

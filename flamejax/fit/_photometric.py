@@ -31,8 +31,8 @@ from flamejax.fit._visibility import weighted_targets
 from flamejax.flame import FlameModel, contour_bin, embedded_points, flame_forward, project_landmarks
 from flamejax.flame._layout import CONTOUR_68, EYES_68, MOUTH_68, NUM_IBUG68
 from flamejax.render import (REGION_EYEBALL, REGION_FACE, REGION_FOREHEAD, REGION_OTHER, AlbedoModel, RasterConfig,
-                             SmoothAlbedo, UVLayout, albedo_texture, render_mesh, smooth_albedo, smooth_albedo_texture,
-                             texel_regions)
+                             SmoothAlbedo, UVLayout, albedo_texture, render_mesh, smooth_albedo, smooth_albedo_size,
+                             smooth_albedo_texture, texel_regions)
 
 AMBIENT_SH = math.sqrt(4.0 * math.pi)
 """Band-0 coefficient that makes the SH shading exactly 1 everywhere (see :mod:`flamejax.render`)."""
@@ -264,12 +264,6 @@ def albedo_basis(uv_layout: UVLayout, config: PhotometricConfig,
     return smooth_albedo(uv_layout, config.albedo_cell, config.texture_size)
 
 
-def coefficient_count(basis: AlbedoModel | SmoothAlbedo | None) -> int:
-    if isinstance(basis, AlbedoModel):
-        return basis.basis.shape[-1]
-    return 0 if basis is None else 3 * basis.fields.shape[-1]
-
-
 def reported_coefficients(basis: AlbedoModel | SmoothAlbedo | None, coeffs: Float[Array, "n"]) -> Float[Array, "m"]:
     """What a fit reports as ``texture_coeffs``: the albedo model's coefficients; none for the smooth albedo, whose
     part is in the reported texture."""
@@ -498,11 +492,12 @@ def start_appearance(uv_layout: UVLayout, targets: PhotometricTargets, config: P
     openings."""
     targets = _sanitised(targets)
     size = config.texture_size
-    n_tex = coefficient_count(albedo_basis(uv_layout, config, albedo))
     skin = mean_colour(targets.image, targets.mask)
     if albedo is not None:
+        n_tex = albedo.basis.shape[-1]
         texels = jnp.zeros((size, size, 3), jnp.float32)
     else:
+        n_tex = 0 if config.albedo_cell is None else smooth_albedo_size(uv_layout, config.albedo_cell)
         texels = jnp.broadcast_to(skin, (size, size, 3)).astype(jnp.float32)
         if uv_layout.face_region is not None:
             texel_region = texel_regions(uv_layout.uv, uv_layout.face_uv_index, uv_layout.face_region, size)

@@ -33,6 +33,7 @@ from flamejax.render._texture import (
     sample_texture,
     sample_texture_mipmapped,
     smooth_albedo,
+    smooth_albedo_size,
     smooth_albedo_texture,
     texel_footprint,
     uniform_texture,
@@ -46,7 +47,7 @@ __all__ = [
     "hard_blend", "interpolate", "load_albedo_model", "load_face_regions", "load_uv_layout", "rasterize",
     "rasterize_visible", "render_mesh", "sample_texture", "sample_texture_mipmapped", "screen_vertices", "sh_basis",
     "sh_shading", "shade_for_display", "SMOOTH_ALBEDO_UNIT", "SmoothAlbedo", "smooth_albedo",
-    "smooth_albedo_texture", "soft_blend", "soft_coverage", "task_count", "texel_footprint", "texel_regions",
-    "uniform_texture",
+    "smooth_albedo_size", "smooth_albedo_texture", "soft_blend", "soft_coverage", "task_count", "texel_footprint",
+    "texel_regions", "uniform_texture",
     "uv_mirror_axis", "vertex_normals", "visible_faces", "visible_fragments",
 ]

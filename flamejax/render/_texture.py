@@ -303,17 +303,29 @@ SMOOTH_ALBEDO_UNIT = 0.2
 """Albedo change at a smooth field's peak per unit coefficient (Adam moves a coefficient about its rate per step)."""
 
 
+def _hat_counts(uv_layout: UVLayout, cell: float) -> tuple[int, int]:
+    """How many hats :func:`smooth_albedo` places along v and along u (from the mirror axis, if any)."""
+    mirror = uv_layout.mirror_u
+    extent = 1.0 if mirror is None else max(mirror, 1.0 - mirror)
+    return int(np.floor(1.0 / cell + 1e-6)) + 1, int(np.floor(extent / cell + 1e-6)) + 1
+
+
+def smooth_albedo_size(uv_layout: UVLayout, cell: float) -> int:
+    """The number of :func:`smooth_albedo` coefficients (fields x 3 colours), without building the fields."""
+    v_count, u_count = _hat_counts(uv_layout, cell)
+    return 3 * v_count * u_count
+
+
 def smooth_albedo(uv_layout: UVLayout, cell: float, size: int) -> SmoothAlbedo:
     """Fields of a ``size``² texture: bilinear hats ``cell`` apart in v, and in u counted from the layout's mirror
     axis (one field covers a texel and its mirror texel; without ``mirror_u``, plain hats in u), cut to the face
     and forehead when ``uv_layout`` has face regions."""
     t = (jnp.arange(size, dtype=jnp.float32) + 0.5) / size
-    count = int(np.floor(1.0 / cell + 1e-6)) + 1
     mirror = uv_layout.mirror_u
     u = t if mirror is None else jnp.abs(t - mirror)
-    u_count = count if mirror is None else int(np.floor(max(mirror, 1.0 - mirror) / cell + 1e-6)) + 1
+    v_count, u_count = _hat_counts(uv_layout, cell)
     hat = lambda x, n: jnp.clip(1.0 - jnp.abs(x[:, None] - cell * jnp.arange(n)) / cell, 0.0, None)  # noqa: E731
-    fields = jnp.einsum("ik,jl->ijkl", hat(t, count), hat(u, u_count)).reshape(size, size, -1)
+    fields = jnp.einsum("ik,jl->ijkl", hat(t, v_count), hat(u, u_count)).reshape(size, size, -1)
     if uv_layout.face_region is not None:
         region = texel_regions(uv_layout.uv, uv_layout.face_uv_index, uv_layout.face_region, size)
         fields = fields * ((region == REGION_FACE) | (region == REGION_FOREHEAD))[..., None]
