@@ -13,7 +13,8 @@ from flamejax.fit import (AMBIENT_SH, FitResult, GroupSchedule, PhotometricConfi
                           Status, aligned_vertex_error_mm, fit_photometric, fit_photometric_batch, landmark_model,
                           nme_inner, sample_problem, start_appearance)
 from flamejax.flame import flame_forward, posed_landmarks
-from flamejax.render import REGION_FACE, RasterConfig, load_uv_layout, render_mesh
+from flamejax.render import (REGION_EYEBALL, REGION_FACE, RasterConfig, fill_texture, load_uv_layout, render_mesh,
+                             texel_regions)
 from tests.conftest import requires_flame
 
 pytestmark = requires_flame
@@ -118,9 +119,23 @@ def test_texels_no_weighted_pixel_shows_are_left_to_the_priors(flame_model, synt
     reached = np.any(np.asarray(jax.grad(coarse_error)(start.texels)) != 0, axis=-1)
     assert np.sum(reached & ~seen) > 10  # the coarse level's tails
 
-    texture = fit_photometric(flame_model, uv, targets, landmark, config).photometric.texture
-    moved = np.any(np.asarray(texture) != np.clip(np.asarray(start.texels), 0, 1), axis=-1)
+    kept = fit_photometric(flame_model, uv, targets, landmark, dataclasses.replace(config, fill_unseen=False))
+    texture = np.asarray(kept.photometric.texture)
+    moved = np.any(texture != np.clip(np.asarray(start.texels), 0, 1), axis=-1)
     assert moved[seen].mean() > 0.5 and not np.any(moved & ~seen), (moved[seen].mean(), np.sum(moved & ~seen))
+
+    # By default the texels no pixel showed are filled at the end from the seen ones; eyeballs keep theirs, and
+    # the fit, its render and the seen texels are the same.
+    filled = fit_photometric(flame_model, uv, targets, landmark, config)
+    assert config.fill_unseen
+    filled_texture = np.asarray(filled.photometric.texture)
+    np.testing.assert_array_equal(filled_texture[seen], texture[seen])
+    np.testing.assert_allclose(np.asarray(filled.params.expression), np.asarray(kept.params.expression))
+    eyeball = np.asarray(texel_regions(uv.uv, uv.face_uv_index, uv.face_region, 64)) == REGION_EYEBALL
+    np.testing.assert_array_equal(filled_texture[eyeball & ~seen], texture[eyeball & ~seen])
+    expected = np.asarray(fill_texture(jnp.asarray(texture), jnp.asarray(seen & ~eyeball, jnp.float32)))
+    np.testing.assert_allclose(filled_texture[~seen & ~eyeball], expected[~seen & ~eyeball], atol=1e-5)
+    assert not np.allclose(filled_texture[~seen & ~eyeball], texture[~seen & ~eyeball], atol=1e-3)
 
 
 def test_photometric_stage_needs_the_full_mesh(flame_model, synthetic):

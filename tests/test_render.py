@@ -8,6 +8,7 @@ import math
 import pickle
 import zipfile
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,6 +20,7 @@ from flamejax.render import (
     UVLayout,
     albedo_texture,
     count_tile_faces,
+    fill_texture,
     hard_blend,
     interpolate,
     load_albedo_model,
@@ -304,6 +306,28 @@ def test_trilinear_lookup_blends_the_mip_levels_its_footprint_brackets():
     expected = np.zeros((16, 16))
     expected[8:12, 4:8] = 1 / 16
     np.testing.assert_allclose(grad[..., 0], expected, atol=1e-7)
+
+
+class FillTextureTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_keeps_the_known_texels_and_fills_the_rest_smoothly_between_them(self):
+        # Two known bands (rows 0-3 and 20-23) of a 24 x 40 texture, whose sides are not powers of two.
+        known = np.zeros((24, 40), np.float32)
+        known[:4], known[20:] = 1.0, 1.0
+        texture = np.zeros((24, 40, 3), np.float32)
+        texture[:4], texture[20:] = [0.8, 0.6, 0.5], [0.2, 0.3, 0.4]
+        texture[4:20] = [0.0, 1.0, 0.0]  # what the unknown texels held: gone after the fill
+        fill = self.variant(fill_texture)
+        filled = np.asarray(fill(jnp.asarray(texture), jnp.asarray(known)))
+        np.testing.assert_array_equal(filled[known > 0], texture[known > 0])
+        red = filled[:, :, 0]
+        assert np.all(np.diff(red[3:21].mean(axis=1)) < 0)  # from one band's colour down to the other's
+        assert np.all((red[4:20] > 0.2) & (red[4:20] < 0.8)) and np.all(filled[4:20, :, 1] < 0.6)
+        assert np.max(np.abs(np.diff(red, axis=0))) < 0.15 and np.ptp(red[12]) < 0.05  # no step, no stripes
+        # Nothing known: unchanged; a batch: each texture by itself.
+        np.testing.assert_array_equal(np.asarray(fill(jnp.asarray(texture), jnp.zeros((24, 40)))), texture)
+        batch = jax.vmap(fill_texture)(jnp.stack([jnp.asarray(texture)] * 2), jnp.stack([jnp.asarray(known)] * 2))
+        np.testing.assert_allclose(np.asarray(batch[1]), filled, atol=1e-6)
 
 
 @pytest.mark.parametrize("rasterizer", ["zbuffer", "tiled"])

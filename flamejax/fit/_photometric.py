@@ -31,8 +31,8 @@ from flamejax.fit._visibility import weighted_targets
 from flamejax.flame import FlameModel, contour_bin, embedded_points, flame_forward, project_landmarks
 from flamejax.flame._layout import CONTOUR_68, EYES_68, MOUTH_68, NUM_IBUG68
 from flamejax.render import (REGION_EYEBALL, REGION_FACE, REGION_FOREHEAD, REGION_OTHER, AlbedoModel, RasterConfig,
-                             SmoothAlbedo, UVLayout, albedo_texture, render_mesh, smooth_albedo, smooth_albedo_size,
-                             smooth_albedo_texture, texel_regions)
+                             SmoothAlbedo, UVLayout, albedo_texture, fill_texture, render_mesh, smooth_albedo,
+                             smooth_albedo_size, smooth_albedo_texture, texel_regions)
 
 AMBIENT_SH = math.sqrt(4.0 * math.pi)
 """Band-0 coefficient that makes the SH shading exactly 1 everywhere (see :mod:`flamejax.render`)."""
@@ -170,6 +170,13 @@ class PhotometricConfig:
     rendered heads with 3D truth the same (one photograph 0.809x -> 0.822x the mean head's error, mean 0.966 ->
     0.967 mm; five photographs 0.508x -> 0.489x), synthetic heads 1.33 -> 1.31 mm (benchmarks/RESULTS.md). ``None``:
     every texel moves with the pixels (before)."""
+    fill_unseen: bool = True
+    """flamejax addition, without an albedo model: at the end, the albedo of the texels no weighted pixel showed
+    (``texel_seen_margin``; scalp, hair-covered forehead, ears, neck, the far side of a turned face) is filled from
+    the fitted texels around it (:func:`flamejax.render.fill_texture`); eyeballs keep theirs. Before, those texels
+    kept the photograph's mean colour, and the texture and the textured render showed a step of colour where the
+    fitted albedo ended. The fit itself is unchanged (those texels carry no weight). ``False``, or
+    ``texel_seen_margin`` None: keep them."""
     texture_size: int = 256
     raster: RasterConfig = RasterConfig(image_size=256)
     """Hard mode uses one face per pixel and no blur whatever this says; soft mode uses it as is."""
@@ -279,6 +286,28 @@ def _texture(basis: AlbedoModel | SmoothAlbedo | None, appearance: Appearance):
     elif basis is not None and appearance.texture_coeffs.shape[-1]:
         texture = texture + smooth_albedo_texture(basis, appearance.texture_coeffs)
     return jnp.clip(texture, 0.0, 1.0)
+
+
+def filled_appearance(uv_layout: UVLayout, basis: AlbedoModel | SmoothAlbedo | None, appearance: Appearance,
+                      seen: Float[Array, "t t"] | None, fill: bool | Bool[Array, ""] = True) -> Appearance:
+    """``appearance`` with the albedo of every texel not ``seen`` (:func:`seen_texels`) filled from the seen ones
+    around it (:attr:`PhotometricConfig.fill_unseen`, ``fill``); the eyeballs' texels are kept and are not a
+    source. With an albedo model, whose albedo covers the whole head, or without ``seen``, unchanged."""
+    if isinstance(basis, AlbedoModel) or seen is None:
+        return appearance
+    texture = _texture(basis, appearance)
+    known = seen > 0
+    if uv_layout.face_region is not None:
+        eyeball = texel_regions(uv_layout.uv, uv_layout.face_uv_index, uv_layout.face_region,
+                                texture.shape[0]) == REGION_EYEBALL
+        source, keep = known & ~eyeball, known | eyeball
+    else:
+        source = keep = known
+    filled = fill_texture(texture, source.astype(jnp.float32))
+    smooth_part = (smooth_albedo_texture(basis, appearance.texture_coeffs)
+                   if basis is not None and appearance.texture_coeffs.shape[-1] else 0.0)
+    texels = jnp.where(keep[..., None] | ~jnp.asarray(fill), appearance.texels, filled - smooth_part)
+    return dataclasses.replace(appearance, texels=texels)
 
 
 def masked_l1(render, image, weight) -> Float[Array, ""]:
@@ -637,6 +666,8 @@ def _refine_one(model: FlameModel, uv_layout: UVLayout, targets: PhotometricTarg
     best, stage = _run_pyramid(loss_fn, variables, labels, config,
                                lambda factor: full if factor == 1 else _level_targets(targets, skin,
                                                                                         full_size // factor, config))
+    best = dataclasses.replace(best, appearance=filled_appearance(uv_layout, albedo, best.appearance, seen,
+                                                                  config.fill_unseen))
 
     def scored(v: PhotometricVariables):
         out, projected = render(v, full_size)

@@ -19,8 +19,8 @@ from flamejax.fit._landmark_fit import Geometry, camera_labels, contour_identity
 from flamejax.fit._optim import FROZEN
 from flamejax.fit._photometric import (Appearance, PhotometricConfig, PhotometricTargets, PhotometricVariables,
                                        _level_targets, _photometric_error, _render_view, _run_pyramid, _sanitised,
-                                       _texture, _view_data_loss, identity_prior, mean_colour, start_appearance,
-                                       scaled_gradient, seen_texels, texel_prior)
+                                       _texture, _view_data_loss, filled_appearance, identity_prior, mean_colour,
+                                       scaled_gradient, seen_texels, start_appearance, texel_prior)
 from flamejax.fit._result import PhotometricReport
 from flamejax.fit._targets import nme_inner
 from flamejax.fit._visibility import weighted_targets
@@ -126,6 +126,8 @@ def _refine_shared(model: FlameModel, uv_layout: UVLayout, targets: PhotometricT
                               Appearance("light", "texture" if n_tex else FROZEN, "texel"))
     best, stage = _run_pyramid(loss_fn, variables, labels, config,
                                lambda factor: full if factor == 1 else levels_at(full_size // factor))
+    best = dataclasses.replace(best, appearance=filled_appearance(uv_layout, albedo, best.appearance, seen,
+                                                                  config.fill_unseen))
 
     def scored(v: _SharedVariables):
         def one(p, cam, light, level):

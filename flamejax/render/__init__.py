@@ -28,6 +28,7 @@ from flamejax.render._texture import (
     SmoothAlbedo,
     UVLayout,
     albedo_texture,
+    fill_texture,
     load_albedo_model,
     load_uv_layout,
     sample_texture,
@@ -43,7 +44,7 @@ from flamejax.render._zbuffer import rasterize_visible, task_count, visible_face
 
 __all__ = [
     "AlbedoModel", "Fragments", "REGION_EYEBALL", "REGION_FACE", "REGION_FOREHEAD", "REGION_OTHER", "RasterConfig",
-    "RenderResult", "SH_CONSTANTS", "UVLayout", "albedo_texture", "count_tile_faces", "face_normals", "face_regions",
+    "RenderResult", "SH_CONSTANTS", "UVLayout", "albedo_texture", "count_tile_faces", "face_normals", "face_regions", "fill_texture",
     "hard_blend", "interpolate", "load_albedo_model", "load_face_regions", "load_uv_layout", "rasterize",
     "rasterize_visible", "render_mesh", "sample_texture", "sample_texture_mipmapped", "screen_vertices", "sh_basis",
     "sh_shading", "shade_for_display", "SMOOTH_ALBEDO_UNIT", "SmoothAlbedo", "smooth_albedo",

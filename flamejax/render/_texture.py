@@ -172,6 +172,25 @@ def mip_levels(texture: Float[Array, "th tw c"], levels: int = MIP_LEVELS) -> li
     return pyramid
 
 
+def fill_texture(texture: Float[Array, "th tw c"], known: Float[Array, "th tw"]) -> Float[Array, "th tw c"]:
+    """``texture`` where ``known`` is 1; elsewhere filled smoothly from the known texels around (push-pull: masked
+    means over 2 x 2 halvings up to the coarsest, then down again, each level taking its own masked mean where it
+    knows a share of the block and the coarser level, upsampled bilinearly, for the rest). Unchanged when no texel is
+    known."""
+    weight = known.astype(texture.dtype)[..., None]
+    pyramid = mip_levels(jnp.concatenate([texture * weight, weight], axis=-1), levels=32)
+    channels = texture.shape[-1]
+    count = jnp.sum(weight)
+    filled = jnp.broadcast_to(jnp.sum(texture * weight, axis=(0, 1)) / jnp.maximum(count, 1e-12),
+                              pyramid[-1].shape[:2] + (channels,))
+    for level in reversed(pyramid):
+        share = level[..., channels:]
+        own = level[..., :channels] / jnp.maximum(share, 1e-12)
+        below = jax.image.resize(filled, level.shape[:2] + (channels,), "linear")
+        filled = jnp.where(share > 0, share * own + (1.0 - share) * below, below)
+    return jnp.where(count > 0, jnp.where(weight > 0, texture, filled), texture)
+
+
 def texel_footprint(screen_corners: Float[Array, "f 3 2"], face_uvs: Float[Array, "f 3 2"],
                     texture_shape: tuple[int, int]) -> Float[Array, "f"]:
     """Texels per pixel on each face: the square root of the texel area one pixel covers, from the face's affine

@@ -63,7 +63,8 @@ class PhotometricTrackConfig:
     synthetic clip with 3D truth, from step 32 as for photographs gave 1.06 mm against 0.95 (benchmarks/RESULTS.md,
     photometric tracking)."""
     refine: PhotometricConfig = PhotometricConfig(steps=64, shape=_HELD, texture=_HELD, texel=_HELD)
-    """Every frame's refinement under the clip's identity and albedo (both held), half the steps."""
+    """Every frame's refinement under the clip's identity and albedo (both held), half the steps. Its
+    ``fill_unseen`` is not used: the clip's albedo is the keyframes' stage's, filled there."""
     batch_frames: int = 16
     """Frames refined together in one compiled batch."""
     image_size: int = 256
@@ -277,6 +278,7 @@ def refine_photometric(model: FlameModel, uv_layout, fit: SequenceFit, targets: 
     parts = {number: store.load(f"photometric_{number:04d}") for number in range(len(groups))}
     todo = [number for number, part in parts.items() if part is None]
     stream = pictures(sorted(row for number in todo for row in groups[number]))
+    refine = dataclasses.replace(photometric.refine, fill_unseen=False)
     for number in todo:
         rows = groups[number]
         images = {row: (image, mask) for _, (row, image, mask) in zip(rows, stream)}
@@ -284,7 +286,7 @@ def refine_photometric(model: FlameModel, uv_layout, fit: SequenceFit, targets: 
             raise VideoReadError(f"frame rows {sorted(set(rows) - set(images))} could not be read again for the "
                                  "photometric step; the refined batches so far are saved: rerun with resume")
         result = jax.tree.map(np.asarray, _refine_batch(model, landmarks_only, uv_layout, fit, targets, rows,
-                                                        images, photometric.refine, batch, albedo, appearance))
+                                                        images, refine, batch, albedo, appearance))
         keep = len(rows)
         report = result.photometric
         parts[number] = dict(frames=jax.tree.map(lambda a: a[:keep], FrameStates.from_fit(result.params,
