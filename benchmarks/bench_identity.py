@@ -599,11 +599,11 @@ def same_person(model, subjects, plan, detected, items, single_fit, score) -> di
 SINGLE_PHOTOMETRIC = {"photometric before (unweighted landmarks, identity free at any yaw)": PhotometricConfig(
                           weighting=WeightingConfig(visibility=False, robust=False), identity_max_yaw=180.0,
                           shape_start=0),
-                      "photometric, uniform albedo until texel_start (albedo_cell None)": PhotometricConfig(
-                          albedo_cell=None),
+                      "photometric, per-texel albedo moving from texel_start (bake_texels False)": PhotometricConfig(
+                          bake_texels=False),
                       "photometric (PhotometricConfig())": PhotometricConfig()}
-"""``--single-photometric``'s photometric stages: the library's, the same without the smooth albedo (before
-``PhotometricConfig.albedo_cell``), and as it was before ``weighting`` and ``identity_max_yaw``."""
+"""``--single-photometric``'s photometric stages: the library's, the same with the per-texel albedo fitted with the
+geometry (before ``PhotometricConfig.bake_texels``), and as it was before ``weighting`` and ``identity_max_yaw``."""
 
 
 def run_single_photometric(cache: Path | None, batch: int = 8) -> dict:

@@ -40,16 +40,18 @@ N_SHAPE, N_EXPRESSION = 100, 50
 SIZE = 256
 TARGET_SECONDS_PER_IMAGE_CPU = 5.0
 REFERENCE = PhotometricConfig(steps=400, texel_start=200, pyramid=((1, 1.0),), pose=GroupSchedule(0.005),
-                              texture=GroupSchedule(0.005), shape_start=0, albedo_cell=None,
+                              texture=GroupSchedule(0.005), shape_start=0, albedo_cell=None, bake_texels=False,
                               shape=GroupSchedule(0.001), photometric_weight=20.0, shape_offset_l2=0.1,
                               shape_anchor=1.0, texel_symmetry=0.0, gradient_weight=0.0,
                               weighting=WeightingConfig(visibility=False, robust=False), texel_seen_margin=None)
 """The stage before this change: the reference's schedule, 400 steps at full size, its identity prior around the
-landmark fit's identity, a uniform albedo until the per-texel one moves, no albedo symmetry prior, no term on
-neighbouring pixels' differences, the landmarks at the targets' own weights, and every texel moved by the pixels."""
+landmark fit's identity, a uniform albedo until the per-texel one moves (fitted, not baked), no albedo symmetry
+prior, no term on neighbouring pixels' differences, the landmarks at the targets' own weights, and every texel moved
+by the pixels."""
 PICTURES = RESULTS_DIR / "photometric"
 NOTE = ("The new stage: coarse to fine (most steps at a quarter of the size, the texture downsampled to match with "
-        "a tent filter; geometry and light first, then the per-texel albedo), identity free to move under the shading. "
+        "a tent filter; geometry and light under a smooth albedo, the per-texel albedo baked from the photograph at "
+        "the end), identity free to move under the shading. "
         "Its loss counts only what FLAME models, by FLAME face regions (FLAME_masks.pkl) looked up through each "
         "pixel's z-buffer face: face skin inside the photograph's mask; forehead skin only where the photograph is "
         "skin-coloured (not hair); eyeballs inside the 68-point eye openings, with their own albedo (initialised "
@@ -192,9 +194,9 @@ def run(quick: bool) -> dict:
                                                "masked L1 final, new", "photo / new fit / UV texture"],
                         photo_rows,
                         "NME: inner 51 points over the outer-eye-corner distance. Pictures: the photograph, the "
-                        "new stage's textured render over it, and its 256² UV albedo (hair, ears and neck are not "
-                        "fitted: the smoothness prior carries the neighbouring skin colour into their texels; "
-                        "eyeballs have their own).")
+                        "new stage's textured render over it, and its 256² UV albedo (baked from the photograph "
+                        "under the fitted light; hair, ears and neck are not fitted: their texels are filled from "
+                        "the skin around them; eyeballs have their own).")
 
     new_levels = zip(PhotometricConfig().pyramid, level_steps(PhotometricConfig()))
     steps = {"reference": "400 at 256²", "new": ", ".join(f"{n} at {SIZE // f}²" for (f, _), n in new_levels)}

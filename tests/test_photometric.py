@@ -103,7 +103,7 @@ def test_texels_no_weighted_pixel_shows_are_left_to_the_priors(flame_model, synt
     config = PhotometricConfig(steps=12, shape_start=0, texel_start=0, pyramid=((2, 0.5), (1, 0.5)),
                                texture_size=64, raster=RasterConfig(image_size=SIZE), pose=frozen, camera=frozen,
                                light=frozen, shape=frozen, texture=frozen, texel=GroupSchedule(0.05),
-                               texel_smoothness=0.0, texel_symmetry=0.0)
+                               texel_smoothness=0.0, texel_symmetry=0.0, bake_texels=False)
     assert config.texel_seen_margin == 1
     start = start_appearance(uv, targets, config)
     geometry = Geometry(problem.params, problem.camera)
@@ -138,6 +138,40 @@ def test_texels_no_weighted_pixel_shows_are_left_to_the_priors(flame_model, synt
     assert not np.allclose(filled_texture[~seen & ~eyeball], texture[~seen & ~eyeball], atol=1e-3)
 
 
+def test_one_photographs_per_texel_albedo_is_baked_from_the_picture_under_the_fitted_light(flame_model, synthetic):
+    """By default (``bake_texels``) one photograph's stage holds the per-texel albedo still and bakes it at the end
+    from the picture under the fitted head and light: with both at the truth, the baked albedo is the picture's on
+    the texels it shows. A texel no pixel shows takes its mirror texel's where that one is shown (this head is
+    turned, and its albedo symmetric); without a mirror axis it keeps its start."""
+    problem, uv, _ = synthetic
+    t = (np.arange(64, dtype=np.float32) + 0.5) / 64
+    stripes = np.sin(40.0 * np.abs(t - uv.mirror_u))[None, :, None] * np.array([0.15, 0.12, 0.09], np.float32)
+    albedo = jnp.asarray(0.5 + stripes + 0.1 * np.sin(25.0 * t)[:, None, None], jnp.float32)
+    light = jnp.zeros((9, 3)).at[0].set(AMBIENT_SH * 0.9).at[1].set(0.4).at[3].set(0.3)
+    landmark, targets = held_picture(flame_model, problem, uv, albedo, light)
+    frozen = GroupSchedule(0.0)
+    config = PhotometricConfig(steps=6, shape_start=0, pyramid=((1, 1.0),), texture_size=64,
+                               raster=RasterConfig(image_size=SIZE), pose=frozen, camera=frozen, light=frozen,
+                               shape=frozen, texture=frozen, fill_unseen=False, albedo_cell=None)
+    assert config.bake_texels
+    start = dataclasses.replace(start_appearance(uv, targets, config), light=light)
+    start_texture = np.clip(np.asarray(start.texels), 0.0, 1.0)
+    truth = np.asarray(albedo)
+    baked = {}
+    for name, layout in (("mirror", uv), ("no mirror", dataclasses.replace(uv, mirror_u=None))):
+        photo = fit_photometric(flame_model, layout, targets, landmark, config, appearance=start).photometric
+        assert np.all(np.asarray(photo.stage.losses) == photo.stage.losses[0])  # nothing moved in the stage
+        texture = np.asarray(photo.texture)
+        baked[name] = np.any(np.abs(texture - start_texture) > 1e-6, axis=-1)
+        if name == "mirror":
+            error = np.abs(texture - truth).max(-1)
+            assert np.median(error[baked[name]]) < 0.02 < 0.08 < np.median(np.abs(start_texture - truth).max(-1))
+            assert photo.photometric_final < 0.3 * photo.photometric_start
+    from_mirror = baked["mirror"] & ~baked["no mirror"]
+    assert not np.any(baked["no mirror"] & ~baked["mirror"]) and from_mirror.sum() > 20, from_mirror.sum()
+    assert np.median(error[from_mirror]) < 0.05
+
+
 def test_photometric_stage_needs_the_full_mesh(flame_model, synthetic):
     problem, uv, picture = synthetic
     landmark = landmark_fit_of(flame_model, problem.params, problem.camera, problem.targets, Status.OK)
@@ -155,9 +189,9 @@ def test_result_render_and_errors_belong_to_the_start_and_the_fitted_head(flame_
     landmark = landmark_fit_of(flame_model, start, problem.camera, problem.targets, Status.OK)
     targets = PhotometricTargets(picture.image, picture.alpha, problem.targets)
     frozen = GroupSchedule(0.0)
-    still = PhotometricConfig(steps=6, shape_start=0, texel_start=0, pyramid=((1, 1.0),), texture_size=64,
-                              raster=RasterConfig(image_size=SIZE), pose=frozen, camera=frozen, light=frozen,
-                              shape=frozen, texture=frozen, texel=frozen)
+    still = PhotometricConfig(steps=6, shape_start=0, texel_start=0, bake_texels=False, pyramid=((1, 1.0),),
+                              texture_size=64, raster=RasterConfig(image_size=SIZE), pose=frozen, camera=frozen,
+                              light=frozen, shape=frozen, texture=frozen, texel=frozen)
     moving = dataclasses.replace(still, pose=GroupSchedule(0.05), light=GroupSchedule(0.05))
     results = {}
     for name, config in (("still", still), ("moving", moving)):
@@ -182,10 +216,11 @@ def test_identity_prior_pulls_towards_its_anchor(flame_model, synthetic):
     landmark = landmark_fit_of(flame_model, problem.params, problem.camera, problem.targets, Status.OK)
     targets = PhotometricTargets(picture.image, picture.alpha, problem.targets)
     frozen = GroupSchedule(0.0)
-    config = PhotometricConfig(steps=6, shape_start=0, texel_start=0, pyramid=((1, 1.0),), texture_size=64,
-                               raster=RasterConfig(image_size=SIZE), pose=frozen, camera=frozen, light=frozen,
-                               shape=GroupSchedule(0.05), texture=frozen, texel=frozen, photometric_weight=0.0,
-                               landmark_scale=0.0, shape_offset_l2=1.0, texel_smoothness=0.0, texel_symmetry=0.0)
+    config = PhotometricConfig(steps=6, shape_start=0, texel_start=0, bake_texels=False, pyramid=((1, 1.0),),
+                               texture_size=64, raster=RasterConfig(image_size=SIZE), pose=frozen, camera=frozen,
+                               light=frozen, shape=GroupSchedule(0.05), texture=frozen, texel=frozen,
+                               photometric_weight=0.0, landmark_scale=0.0, shape_offset_l2=1.0, texel_smoothness=0.0,
+                               texel_symmetry=0.0)
     start = np.asarray(problem.params.shape)
     fitted = {anchor: np.asarray(fit_photometric(flame_model, uv, targets, landmark,
                                                  dataclasses.replace(config, shape_anchor=anchor)).params.shape)
@@ -242,9 +277,9 @@ def test_symmetric_albedo_leaves_a_side_light_to_the_shading(flame_model, synthe
     side = jnp.zeros((9, 3)).at[0].set(AMBIENT_SH * 0.9).at[1].set(0.5)
     landmark, targets = held_picture(flame_model, problem, uv, jnp.full((64, 64, 3), 0.6, jnp.float32), side)
     frozen = GroupSchedule(0.0)
-    texels_only = PhotometricConfig(steps=6, shape_start=0, texel_start=0, pyramid=((1, 1.0),), texture_size=64,
-                                    raster=RasterConfig(image_size=SIZE), pose=frozen, camera=frozen, light=frozen,
-                                    shape=frozen, texture=frozen, texel=GroupSchedule(0.05))
+    texels_only = PhotometricConfig(steps=6, shape_start=0, texel_start=0, bake_texels=False, pyramid=((1, 1.0),),
+                                    texture_size=64, raster=RasterConfig(image_size=SIZE), pose=frozen, camera=frozen,
+                                    light=frozen, shape=frozen, texture=frozen, texel=GroupSchedule(0.05))
     pairs = (None if uv.face_region is None
              else _mirror_pairs(texel_regions(uv.uv, uv.face_uv_index, uv.face_region, 64), uv.mirror_u))
     asymmetry = {}
@@ -266,9 +301,9 @@ def test_without_an_albedo_model_the_smooth_albedo_moves_from_the_first_step(fla
     ambient = jnp.zeros((9, 3)).at[0].set(AMBIENT_SH)
     landmark, targets = held_picture(flame_model, problem, uv, albedo, ambient)
     frozen = GroupSchedule(0.0)
-    smooth_only = PhotometricConfig(steps=6, shape_start=0, texel_start=0, pyramid=((1, 1.0),), texture_size=64,
-                                    raster=RasterConfig(image_size=SIZE), pose=frozen, camera=frozen, light=frozen,
-                                    shape=frozen, texture=GroupSchedule(0.5), texel=frozen)
+    smooth_only = PhotometricConfig(steps=6, shape_start=0, texel_start=0, bake_texels=False, pyramid=((1, 1.0),),
+                                    texture_size=64, raster=RasterConfig(image_size=SIZE), pose=frozen, camera=frozen,
+                                    light=frozen, shape=frozen, texture=GroupSchedule(0.5), texel=frozen)
     photo = fit_photometric(flame_model, uv, targets, landmark, smooth_only).photometric
     assert photo.texture_coeffs.shape == (0,)  # the model's coefficients only; the smooth albedo is in the texture
     moved = np.asarray(photo.texture) - np.asarray(start_appearance(uv, targets, smooth_only).texels)
@@ -293,9 +328,9 @@ def test_an_albedo_model_takes_the_albedo_and_its_offset_keeps_the_prior(flame_m
     ambient = jnp.zeros((9, 3)).at[0].set(AMBIENT_SH)  # the stage's start light
     landmark, targets = held_picture(flame_model, problem, uv, albedo_texture(albedo, jnp.asarray(truth)), ambient)
     frozen = GroupSchedule(0.0)
-    held = PhotometricConfig(steps=20, shape_start=0, texel_start=0, pyramid=((1, 1.0),), texture_size=64,
-                             raster=RasterConfig(image_size=SIZE), pose=frozen, camera=frozen, light=frozen,
-                             shape=frozen, texture=frozen, texel=frozen, texel_symmetry=0.0)
+    held = PhotometricConfig(steps=20, shape_start=0, texel_start=0, bake_texels=False, pyramid=((1, 1.0),),
+                             texture_size=64, raster=RasterConfig(image_size=SIZE), pose=frozen, camera=frozen,
+                             light=frozen, shape=frozen, texture=frozen, texel=frozen, texel_symmetry=0.0)
     coeffs = fit_photometric(flame_model, uv, targets, landmark, dataclasses.replace(held, texture=GroupSchedule(0.05)),
                              albedo).photometric.texture_coeffs
     assert np.linalg.norm(np.asarray(coeffs) - truth) < 0.3 * np.linalg.norm(truth), coeffs
@@ -319,9 +354,9 @@ def test_landmarks_no_pose_explains_hold_little_weight(flame_model, synthetic):
     problem, uv, picture = synthetic
     dragged = dataclasses.replace(problem.targets, lmk68=problem.targets.lmk68.at[48:68, 1].add(-0.4))
     frozen = GroupSchedule(0.0)
-    weighted = PhotometricConfig(steps=6, shape_start=0, texel_start=0, pyramid=((1, 1.0),), texture_size=64,
-                                 raster=RasterConfig(image_size=SIZE), pose=frozen, camera=frozen, light=frozen,
-                                 shape=frozen, texture=frozen, texel=frozen, photometric_weight=0.0)
+    weighted = PhotometricConfig(steps=6, shape_start=0, texel_start=0, bake_texels=False, pyramid=((1, 1.0),),
+                                 texture_size=64, raster=RasterConfig(image_size=SIZE), pose=frozen, camera=frozen,
+                                 light=frozen, shape=frozen, texture=frozen, texel=frozen, photometric_weight=0.0)
     configs = {"weighted": weighted, "unweighted": dataclasses.replace(
         weighted, weighting=dataclasses.replace(weighted.weighting, robust_scale=1e6))}
     weights = {name: np.asarray(weighted_targets(flame_model, problem.params, problem.camera, dragged,
@@ -354,10 +389,11 @@ def test_the_jaw_contour_does_not_shape_a_frontal_face_s_identity(flame_model, s
     frozen = GroupSchedule(0.0)
     contour_only = LandmarkStageConfig(inner_weight=0.0, iris_weight=0.0, mediapipe_weight=0.0, silhouette_weight=0.0,
                                        face_silhouette_weight=0.0, profile_weight=0.0)
-    config = PhotometricConfig(steps=6, shape_start=0, texel_start=0, pyramid=((1, 1.0),), texture_size=64,
-                               raster=RasterConfig(image_size=SIZE), pose=frozen, camera=frozen, light=frozen,
-                               shape=GroupSchedule(0.05), texture=frozen, texel=frozen, photometric_weight=0.0,
-                               landmark_scale=1.0, shape_offset_l2=0.0, texel_smoothness=0.0, texel_symmetry=0.0,
+    config = PhotometricConfig(steps=6, shape_start=0, texel_start=0, bake_texels=False, pyramid=((1, 1.0),),
+                               texture_size=64, raster=RasterConfig(image_size=SIZE), pose=frozen, camera=frozen,
+                               light=frozen, shape=GroupSchedule(0.05), texture=frozen, texel=frozen,
+                               photometric_weight=0.0, landmark_scale=1.0, shape_offset_l2=0.0, texel_smoothness=0.0,
+                               texel_symmetry=0.0,
                                landmarks=contour_only)
     start = np.asarray(problem.params.shape)
     fitted = {share: np.asarray(fit_photometric(flame_model, uv, targets, landmark, dataclasses.replace(

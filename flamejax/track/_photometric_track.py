@@ -64,7 +64,7 @@ class PhotometricTrackConfig:
     photometric tracking)."""
     refine: PhotometricConfig = PhotometricConfig(steps=64, shape=_HELD, texture=_HELD, texel=_HELD)
     """Every frame's refinement under the clip's identity and albedo (both held), half the steps. Its
-    ``fill_unseen`` is not used: the clip's albedo is the keyframes' stage's, filled there."""
+    ``fill_unseen`` and ``bake_texels`` are not used: the clip's albedo is the keyframes' stage's."""
     batch_frames: int = 16
     """Frames refined together in one compiled batch."""
     image_size: int = 256
@@ -278,7 +278,7 @@ def refine_photometric(model: FlameModel, uv_layout, fit: SequenceFit, targets: 
     parts = {number: store.load(f"photometric_{number:04d}") for number in range(len(groups))}
     todo = [number for number, part in parts.items() if part is None]
     stream = pictures(sorted(row for number in todo for row in groups[number]))
-    refine = dataclasses.replace(photometric.refine, fill_unseen=False)
+    refine = dataclasses.replace(photometric.refine, fill_unseen=False, bake_texels=False)
     for number in todo:
         rows = groups[number]
         images = {row: (image, mask) for _, (row, image, mask) in zip(rows, stream)}
