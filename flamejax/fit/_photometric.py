@@ -2,10 +2,11 @@
 
 Stage 2 of the reference's photometric mode (REFERENCE.md §6) as one optax ``partition`` over typed variables:
 expression, jaw, eyes, camera, SH light, identity (L2 on its offset from the start), albedo PCA coefficients
-when an albedo model is given (without one, a smooth albedo's coefficients), and from step ``texel_start`` a
-per-texel albedo (an offset on the PCA albedo; without a PCA model on the smooth albedo, starting from the
-photograph's mean skin colour and held smooth by a prior). :func:`fit_photometric_batch` refines a batch of
-landmark fits (:func:`fit_photometric` one image).
+when an albedo model is given (without one, a smooth albedo's coefficients), and a per-texel albedo (an offset on
+the PCA albedo; without a PCA model on the smooth albedo, starting from the photograph's mean skin colour): baked
+from the photograph at the end (``bake_texels``, one photograph's default), or fitted from step ``texel_start``
+and held smooth and symmetric by a prior. :func:`fit_photometric_batch` refines a batch of landmark fits
+(:func:`fit_photometric` one image).
 """
 
 from __future__ import annotations
@@ -69,9 +70,9 @@ class PhotometricConfig:
     offset's priors below: 1.58 -> 1.27 mm median face error (benchmarks/RESULTS.md)."""
     texel: GroupSchedule = GroupSchedule(0.005)
     texel_start: int = 64
-    """Step from which the per-texel albedo moves (the reference: 200 of 400): before it, geometry and light are
-    fitted under the PCA albedo, or without a PCA model under the photograph's mean skin colour and the smooth
-    albedo (``albedo_cell``)."""
+    """Step from which the per-texel albedo moves where it is fitted (several photographs; one with ``bake_texels``
+    False; the reference: 200 of 400): before it, geometry and light are fitted under the PCA albedo, or without a
+    PCA model under the photograph's mean skin colour and the smooth albedo (``albedo_cell``)."""
     bake_texels: bool = True
     """flamejax addition, one photograph's stage: the per-texel albedo (or its offset on an albedo model) does not
     move during the stage (geometry and light are fitted under the smooth albedo, ``albedo_cell``, or the model's);
@@ -148,10 +149,13 @@ class PhotometricConfig:
     (|yaw|, degrees) leaves the identity to the landmark fit; the pixels' pull on it falls off linearly from 5
     degrees below to 5 above. On the rendered heads with 3D truth at |yaw| 50-75 the pixels, which show one cheek
     and the nose only in profile, moved the identity away from the truth with every setting tried (1.25x the mean
-    head's error with the landmark fit's 1.04x; benchmarks/RESULTS.md). 180 turns it off."""
+    head's error with the landmark fit's 1.04x; benchmarks/RESULTS.md). With the albedo baked (``bake_texels``) the
+    pixels helped on those views (1.01x -> 0.94x) but not on two fresh draws (0.89x -> 0.90x, 1.08x -> 1.18x). 180
+    turns it off."""
     texel_smoothness: float = 20.0
     """flamejax addition: squared-gradient prior on the per-texel albedo (with a PCA model, on its per-texel
-    offset: the reference leaves the offset free, and it took up shading that tells the shape)."""
+    offset: the reference leaves the offset free, and it took up shading that tells the shape), where it is fitted
+    (several photographs; one with ``bake_texels`` False)."""
     texel_symmetry: float = 1000.0
     """flamejax addition: squared difference between each per-texel albedo (or offset on a PCA model) and its
     mirror texel across the face (on a UV layout with ``mirror_u``). A face's albedo is nearly symmetric and its shading
