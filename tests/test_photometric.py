@@ -13,8 +13,7 @@ from flamejax.fit import (AMBIENT_SH, FitResult, GroupSchedule, PhotometricConfi
                           Status, aligned_vertex_error_mm, fit_photometric, fit_photometric_batch, landmark_model,
                           nme_inner, sample_problem, start_appearance)
 from flamejax.flame import flame_forward, posed_landmarks
-from flamejax.render import (REGION_EYEBALL, REGION_FACE, RasterConfig, fill_texture, load_uv_layout, render_mesh,
-                             texel_regions)
+from flamejax.render import REGION_EYEBALL, REGION_FACE, RasterConfig, fill_texture, load_uv_layout, render_mesh
 from tests.conftest import requires_flame
 
 pytestmark = requires_flame
@@ -131,7 +130,7 @@ def test_texels_no_weighted_pixel_shows_are_left_to_the_priors(flame_model, synt
     filled_texture = np.asarray(filled.photometric.texture)
     np.testing.assert_array_equal(filled_texture[seen], texture[seen])
     np.testing.assert_allclose(np.asarray(filled.params.expression), np.asarray(kept.params.expression))
-    eyeball = np.asarray(texel_regions(uv.uv, uv.face_uv_index, uv.face_region, 64)) == REGION_EYEBALL
+    eyeball = np.asarray(uv.texel_region(64)) == REGION_EYEBALL
     np.testing.assert_array_equal(filled_texture[eyeball & ~seen], texture[eyeball & ~seen])
     expected = np.asarray(fill_texture(jnp.asarray(texture), jnp.asarray(seen & ~eyeball, jnp.float32)))
     np.testing.assert_allclose(filled_texture[~seen & ~eyeball], expected[~seen & ~eyeball], atol=1e-5)
@@ -270,7 +269,6 @@ def test_symmetric_albedo_leaves_a_side_light_to_the_shading(flame_model, synthe
     ambient, a free per-texel albedo takes that difference up; the symmetry prior keeps the two halves' albedo
     alike. Same static settings as the test above: one compilation for both."""
     from flamejax.fit._photometric import _asymmetry, _mirror_pairs
-    from flamejax.render import texel_regions
 
     problem, uv, _ = synthetic
     assert uv.mirror_u is not None
@@ -281,7 +279,7 @@ def test_symmetric_albedo_leaves_a_side_light_to_the_shading(flame_model, synthe
                                     texture_size=64, raster=RasterConfig(image_size=SIZE), pose=frozen, camera=frozen,
                                     light=frozen, shape=frozen, texture=frozen, texel=GroupSchedule(0.05))
     pairs = (None if uv.face_region is None
-             else _mirror_pairs(texel_regions(uv.uv, uv.face_uv_index, uv.face_region, 64), uv.mirror_u))
+             else _mirror_pairs(uv.texel_region(64), uv.mirror_u))
     asymmetry = {}
     for weight in (0.0, 100.0):
         config = dataclasses.replace(texels_only, texel_symmetry=weight)

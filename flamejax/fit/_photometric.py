@@ -33,7 +33,7 @@ from flamejax.flame import FlameModel, contour_bin, embedded_points, flame_forwa
 from flamejax.flame._layout import CONTOUR_68, EYES_68, MOUTH_68, NUM_IBUG68
 from flamejax.render import (REGION_EYEBALL, REGION_FACE, REGION_FOREHEAD, REGION_OTHER, AlbedoModel, RasterConfig,
                              SmoothAlbedo, UVLayout, albedo_texture, fill_texture, render_mesh, smooth_albedo,
-                             smooth_albedo_size, smooth_albedo_texture, texel_regions)
+                             smooth_albedo_size, smooth_albedo_texture)
 
 AMBIENT_SH = math.sqrt(4.0 * math.pi)
 """Band-0 coefficient that makes the SH shading exactly 1 everywhere (see :mod:`flamejax.render`)."""
@@ -334,9 +334,9 @@ def baked_appearance(model: FlameModel, uv_layout: UVLayout, config: Photometric
     ridge = BAKE_RIDGE * jnp.where(jnp.isnan(typical), 1.0, typical)
     baked = jnp.clip((colour_sum + ridge * current) / (shading_sum + ridge), 0.0, 1.0)
     known = jnp.all(sampled, axis=-1)
-    if uv_layout.mirror_u is not None and uv_layout.face_region is not None:
-        paired = _mirror_pairs(texel_regions(uv_layout.uv, uv_layout.face_uv_index, uv_layout.face_region,
-                                             current.shape[0]), uv_layout.mirror_u)
+    texel_region = uv_layout.texel_region(current.shape[0])
+    if uv_layout.mirror_u is not None and texel_region is not None:
+        paired = _mirror_pairs(texel_region, uv_layout.mirror_u)
         mirror_known = _mirrored_columns(known[..., None].astype(jnp.float32), uv_layout.mirror_u)[..., 0] > 0.999
         from_mirror = ~known & mirror_known & paired
         baked = jnp.where(from_mirror[..., None], _mirrored_columns(baked, uv_layout.mirror_u), baked)
@@ -354,9 +354,9 @@ def filled_appearance(uv_layout: UVLayout, basis: AlbedoModel | SmoothAlbedo | N
         return appearance
     texture = _texture(basis, appearance)
     known = seen > 0
-    if uv_layout.face_region is not None:
-        eyeball = texel_regions(uv_layout.uv, uv_layout.face_uv_index, uv_layout.face_region,
-                                texture.shape[0]) == REGION_EYEBALL
+    texel_region = uv_layout.texel_region(texture.shape[0])
+    if texel_region is not None:
+        eyeball = texel_region == REGION_EYEBALL
         source, keep = known & ~eyeball, known | eyeball
     else:
         source = keep = known
@@ -526,9 +526,7 @@ def texel_prior(uv_layout: UVLayout, config: PhotometricConfig) -> Callable[[Flo
     """The per-texel albedo's prior (or its offset's on a PCA albedo model), as a function of the texels:
     smoothness, and symmetry where the layout has an axis. The texels' regions and mirror pairs are worked out here,
     once, not in every step of the loss."""
-    texel_region = (None if uv_layout.face_region is None
-                    else texel_regions(uv_layout.uv, uv_layout.face_uv_index, uv_layout.face_region,
-                                       config.texture_size))
+    texel_region = uv_layout.texel_region(config.texture_size)
     mirror_u = uv_layout.mirror_u
     paired = None if texel_region is None or mirror_u is None else _mirror_pairs(texel_region, mirror_u)
 
@@ -585,8 +583,8 @@ def start_appearance(uv_layout: UVLayout, targets: PhotometricTargets, config: P
     else:
         n_tex = 0 if config.albedo_cell is None else smooth_albedo_size(uv_layout, config.albedo_cell)
         texels = jnp.broadcast_to(skin, (size, size, 3)).astype(jnp.float32)
-        if uv_layout.face_region is not None:
-            texel_region = texel_regions(uv_layout.uv, uv_layout.face_uv_index, uv_layout.face_region, size)
+        texel_region = uv_layout.texel_region(size)
+        if texel_region is not None:
             eyes = _eye_openings(targets, targets.image.shape[0])
             texels = jnp.where((texel_region == REGION_EYEBALL)[..., None], mean_colour(targets.image, eyes, skin),
                                texels)

@@ -170,8 +170,7 @@ def fit_photometric_same_person(model: FlameModel, uv_layout: UVLayout, photo_ta
     the albedo from the shading, and on the rendered heads with 3D truth it did not help them (two views 0.55x ->
     0.63x the mean head's identity error, five 0.46x -> 0.47x; benchmarks/RESULTS.md). Nor is the per-texel albedo
     baked at the end (``bake_texels``): it moves from ``texel_start``, one albedo for all views. A stage that was not
-    finite
-    says so in ``photometric.stage.finite``: keep the landmark fit then.
+    finite says so in ``photometric.stage.finite``: keep the landmark fit then.
     """
     if model.num_vertices != 5023 or model.faces.shape[0] == 0:
         raise ValueError("model: the photometric stage renders the full FLAME mesh; pass the model from load_flame, "

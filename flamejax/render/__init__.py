@@ -44,11 +44,10 @@ from flamejax.render._zbuffer import rasterize_visible, task_count, visible_face
 
 __all__ = [
     "AlbedoModel", "Fragments", "REGION_EYEBALL", "REGION_FACE", "REGION_FOREHEAD", "REGION_OTHER", "RasterConfig",
-    "RenderResult", "SH_CONSTANTS", "UVLayout", "albedo_texture", "count_tile_faces", "face_normals", "face_regions", "fill_texture",
-    "hard_blend", "interpolate", "load_albedo_model", "load_face_regions", "load_uv_layout", "rasterize",
-    "rasterize_visible", "render_mesh", "sample_texture", "sample_texture_mipmapped", "screen_vertices", "sh_basis",
-    "sh_shading", "shade_for_display", "SMOOTH_ALBEDO_UNIT", "SmoothAlbedo", "smooth_albedo",
+    "RenderResult", "SH_CONSTANTS", "UVLayout", "albedo_texture", "count_tile_faces", "face_normals", "face_regions",
+    "fill_texture", "hard_blend", "interpolate", "load_albedo_model", "load_face_regions", "load_uv_layout",
+    "rasterize", "rasterize_visible", "render_mesh", "sample_texture", "sample_texture_mipmapped", "screen_vertices",
+    "sh_basis", "sh_shading", "shade_for_display", "SMOOTH_ALBEDO_UNIT", "SmoothAlbedo", "smooth_albedo",
     "smooth_albedo_size", "smooth_albedo_texture", "soft_blend", "soft_coverage", "task_count", "texel_footprint",
-    "texel_regions", "uniform_texture",
-    "uv_mirror_axis", "vertex_normals", "visible_faces", "visible_fragments",
+    "texel_regions", "uniform_texture", "uv_mirror_axis", "vertex_normals", "visible_faces", "visible_fragments",
 ]

@@ -51,6 +51,13 @@ class UVLayout:
         """Per face-corner uvs, ready for :func:`flamejax.render.interpolate`."""
         return self.uv[self.face_uv_index]
 
+    def texel_region(self, size: int) -> Int[Array, "size size"] | None:
+        """The region of every texel of a ``size``² texture (:func:`texel_regions`), or ``None`` without
+        ``face_region``."""
+        if self.face_region is None:
+            return None
+        return texel_regions(self.uv, self.face_uv_index, self.face_region, size)
+
 
 def flip_uv_v(uv: Float[Array, "... 2"]) -> Float[Array, "... 2"]:
     """UVs between flamejax's v-down convention and the v-up convention of OBJ files and trimesh (either way)."""
@@ -345,8 +352,8 @@ def smooth_albedo(uv_layout: UVLayout, cell: float, size: int) -> SmoothAlbedo:
     v_count, u_count = _hat_counts(uv_layout, cell)
     hat = lambda x, n: jnp.clip(1.0 - jnp.abs(x[:, None] - cell * jnp.arange(n)) / cell, 0.0, None)  # noqa: E731
     fields = jnp.einsum("ik,jl->ijkl", hat(t, v_count), hat(u, u_count)).reshape(size, size, -1)
-    if uv_layout.face_region is not None:
-        region = texel_regions(uv_layout.uv, uv_layout.face_uv_index, uv_layout.face_region, size)
+    region = uv_layout.texel_region(size)
+    if region is not None:
         fields = fields * ((region == REGION_FACE) | (region == REGION_FOREHEAD))[..., None]
     return SmoothAlbedo(SMOOTH_ALBEDO_UNIT * fields)
 
