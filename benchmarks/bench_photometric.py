@@ -160,7 +160,7 @@ def run(quick: bool) -> dict:
         "mirrored about the layout's axis, as a face's albedo nearly is. These heads' landmarks are the truth's "
         "(1 px noise): the last two columns are the configurations for points without a detector's bias (jaw "
         "contour shaping the identity in both stages; in the photometric stage the identity prior around the "
-        "landmark fit's identity and the landmark term 3x heavier).")
+        "landmark fit's identity, the landmark term 3x heavier, every step at half the size).")
     synthetic_table = table(
         "Synthetic heads (rendered with known albedo and light)",
         ["sample", "landmark mode mm", "reference stage mm", "new stage mm", "new stage, texel_symmetry 0, mm",

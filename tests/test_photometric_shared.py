@@ -49,7 +49,7 @@ def views(flame_model):
     return uv, photo, params, camera, shape
 
 
-CONFIG = PhotometricConfig(steps=60, texel_start=20, pyramid=((2, 0.5), (1, 0.5)), texture_size=64,
+CONFIG = PhotometricConfig(steps=60, texel_start=20, joint_pyramid=((2, 0.5), (1, 0.5)), texture_size=64,
                            raster=RasterConfig(image_size=SIZE), shape=GroupSchedule(0.05), shape_offset_l2=0.001)
 
 
@@ -85,3 +85,16 @@ def test_an_unused_photograph_does_not_shape_the_identity(flame_model, views):
     np.testing.assert_allclose(np.asarray(one.photometric.texture), np.asarray(other.photometric.texture), atol=1e-5)
     with pytest.raises(ValueError, match="leading axis of images"):
         fit_photometric_same_person(flame_model, uv, photo, shape, jax.tree.map(lambda a: a[:2], params), camera)
+
+
+def test_the_joint_stage_runs_on_its_own_levels(flame_model, views):
+    uv, photo, params, camera, shape = views
+    levels = ((2, 0.5), (1, 0.5))
+    own = dataclasses.replace(CONFIG, steps=4, shape_start=0, texel_start=2, pyramid=((1, 1.0),), joint_pyramid=levels)
+    inherited = dataclasses.replace(own, pyramid=levels, joint_pyramid=None)
+    full_size = dataclasses.replace(own, joint_pyramid=None)
+    fitted = [jax.tree.map(np.asarray, fit_photometric_same_person(flame_model, uv, photo, shape, params, camera, c))
+              for c in (own, inherited, full_size)]
+    np.testing.assert_array_equal(fitted[0].params.expression, fitted[1].params.expression)
+    np.testing.assert_array_equal(fitted[0].photometric.texture, fitted[1].photometric.texture)
+    assert not np.array_equal(fitted[0].params.expression, fitted[2].params.expression)

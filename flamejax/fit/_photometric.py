@@ -40,7 +40,7 @@ AMBIENT_SH = math.sqrt(4.0 * math.pi)
 
 
 @_config_pytree("steps", "shape_start", "texel_start", "bake_texels", "texel_seen_margin", "albedo_cell", "pyramid",
-                "texture_size", "raster", "render_mode")
+                "joint_pyramid", "texture_size", "raster", "render_mode")
 class PhotometricConfig:
     """Photometric stage; defaults are the reference's (REFERENCE.md §6) unless marked as additions."""
 
@@ -99,7 +99,17 @@ class PhotometricConfig:
     in order, each a fresh Adam from where the last stopped; the texture is downsampled (tent filter) to match the
     level. ``((1, 1.0),)`` is the reference (every step at full size). The default runs 102 steps at a quarter of
     the size and 26 at half: over 10x less CPU time than the reference's 400 at 256², and a lower synthetic face
-    error (benchmarks/RESULTS.md); the result is rendered and scored at full size."""
+    error (benchmarks/RESULTS.md); the result is rendered and scored at full size. Every step at half the size
+    (``((2, 1.0),)``, about 1.8x the CPU time) fits heads the model holds better (synthetic 1.16 -> 1.05 mm; sampled
+    heads better on 80 of 114 rendered views) and the two real scans worse (better on 8 of 37 views): one photograph
+    keeps coarse to fine on MediaPipe's points, not after trusted ones (:func:`precise_photometric_config`). Several
+    photographs use ``joint_pyramid``."""
+    joint_pyramid: tuple[tuple[int, float], ...] | None = ((2, 1.0),)
+    """flamejax addition: the levels of the joint stage of several photographs
+    (:func:`~flamejax.fit.fit_photometric_same_person`, the video tracker's keyframes); ``None``: ``pyramid``'s. Every
+    step at half the size: on the rendered heads with 3D truth, five photographs 0.456x -> 0.428x the mean head's
+    identity error, three 0.517x -> 0.460x, a tracked clip's eight keyframes 0.65x -> 0.54x, the real scans among
+    them about as before or better (benchmarks/RESULTS.md)."""
     photometric_weight: float = 100.0
     """Masked L1 photometric term (the reference's 2, raised, with ``landmark_scale`` lowered: see below)."""
     gradient_weight: float = 1.0
@@ -223,8 +233,10 @@ def precise_photometric_config(base: PhotometricConfig = PhotometricConfig()) ->
     defaults guard against MediaPipe's bias (its jaw line, the identity fitted to it, its points against the
     pixels); points without that bias are worth following. After the precise landmark fit, synthetic heads 1.53 ->
     1.37 mm median face error, rendered heads with realistic albedo 0.69x -> 0.56x the mean head's identity error
-    (benchmarks/RESULTS.md)."""
-    return dataclasses.replace(base, shape_anchor=1.0, landmark_scale=3.0 * base.landmark_scale,
+    (benchmarks/RESULTS.md). Every step at half the size (``pyramid``): synthetic heads 1.16 -> 1.05 mm (8 heads),
+    the rendered heads fitted to their true points 0.457x -> 0.419x (the two real scans among them as before: better
+    on 5 of 10 views)."""
+    return dataclasses.replace(base, shape_anchor=1.0, landmark_scale=3.0 * base.landmark_scale, pyramid=((2, 1.0),),
                                landmarks=dataclasses.replace(base.landmarks, contour_identity=1.0))
 
 

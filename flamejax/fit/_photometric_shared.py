@@ -73,7 +73,8 @@ class _SharedVariables:
 def _refine_shared(model: FlameModel, uv_layout: UVLayout, targets: PhotometricTargets, shape: Float[Array, "n_shape"],
                    params: FlameParams, camera: Camera, used: Bool[Array, "images"], config: PhotometricConfig,
                    albedo: AlbedoModel | None) -> SharedPhotometricResult:
-    config = dataclasses.replace(config, albedo_cell=None, bake_texels=False)  # fit_photometric_same_person's doc
+    config = dataclasses.replace(config, albedo_cell=None, bake_texels=False,  # fit_photometric_same_person's doc
+                                 pyramid=config.joint_pyramid or config.pyramid)
     targets = jax.vmap(_sanitised)(targets)
     full_size = targets.image.shape[1]
     valid = targets.landmarks.valid.astype(jnp.float32)
@@ -166,11 +167,11 @@ def fit_photometric_same_person(model: FlameModel, uv_layout: UVLayout, photo_ta
     should not): the others are refined under them (their own pose, expression and light) but do not pull them,
     nor count in the stage's losses (the best iterate is the used images').
     ``config`` is the single-image stage's, its ``shape_offset_l2`` the prior on identity's offset from
-    ``shape_anchor`` times ``shape``, without its smooth albedo (``albedo_cell``): views under several poses tell
-    the albedo from the shading, and on the rendered heads with 3D truth it did not help them (two views 0.55x ->
-    0.63x the mean head's identity error, five 0.46x -> 0.47x; benchmarks/RESULTS.md). Nor is the per-texel albedo
-    baked at the end (``bake_texels``): it moves from ``texel_start``, one albedo for all views. A stage that was not
-    finite says so in ``photometric.stage.finite``: keep the landmark fit then.
+    ``shape_anchor`` times ``shape``, its levels ``joint_pyramid``, without its smooth albedo (``albedo_cell``):
+    views under several poses tell the albedo from the shading, and on the rendered heads with 3D truth it did not
+    help them (two views 0.55x -> 0.63x the mean head's identity error, five 0.46x -> 0.47x; benchmarks/RESULTS.md).
+    Nor is the per-texel albedo baked at the end (``bake_texels``): it moves from ``texel_start``, one albedo for all
+    views. A stage that was not finite says so in ``photometric.stage.finite``: keep the landmark fit then.
     """
     if model.num_vertices != 5023 or model.faces.shape[0] == 0:
         raise ValueError("model: the photometric stage renders the full FLAME mesh; pass the model from load_flame, "
