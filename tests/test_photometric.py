@@ -245,6 +245,12 @@ def test_a_group_moves_from_its_start_step_over_the_pyramid_levels():
     assert [round(float(late(count)), 6) for count in (0, 1, 2, 5, 6)] == [0.0, 0.0, 0.05, 0.05, 0.01]
     with pytest.raises(ValueError, match="shape_start"):
         PhotometricConfig(shape_start=-1)
+    for bad in ((), ((0, 1.0),), ((2, 0.0),), ((1.5, 1.0),), (2, 1.0)):
+        with pytest.raises(ValueError, match="pyramid must be levels"):
+            PhotometricConfig(pyramid=bad)
+    with pytest.raises(ValueError, match="joint_pyramid must be levels"):
+        PhotometricConfig(joint_pyramid=((2, -1.0),))
+    assert PhotometricConfig(joint_pyramid=None).joint_pyramid is None
     short = PhotometricConfig().with_steps(6)
     assert (short.steps, short.shape_start, short.texel_start) == (6, 1, 3)
     assert PhotometricConfig().with_steps(400).texel_start == PhotometricConfig().texel_start

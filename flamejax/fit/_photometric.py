@@ -224,6 +224,21 @@ class PhotometricConfig:
             raise ValueError(f"albedo_cell must be None or a spacing in (0, 1] of the UV map, got {self.albedo_cell!r}")
         if isinstance(self.hair_spread, (int, float)) and not self.hair_spread > 0:  # not when traced (a pytree)
             raise ValueError(f"hair_spread must be None or > 0, got {self.hair_spread!r}")
+        for name in ("pyramid", "joint_pyramid"):
+            levels = getattr(self, name)
+            if levels is None and name == "joint_pyramid":
+                continue
+            if not _valid_levels(levels):
+                raise ValueError(f"{name} must be levels (downsampling factor, a whole number >= 1; share of the steps "
+                                 f"> 0), e.g. ((2, 1.0),); got {levels!r}")
+            object.__setattr__(self, name, tuple((int(factor), float(share)) for factor, share in levels))  # hashable
+
+
+def _valid_levels(levels) -> bool:
+    try:
+        return len(levels) > 0 and all(int(factor) == factor >= 1 and share > 0 for factor, share in levels)
+    except (TypeError, ValueError):
+        return False
 
 
 def precise_photometric_config(base: PhotometricConfig = PhotometricConfig()) -> PhotometricConfig:
