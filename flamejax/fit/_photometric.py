@@ -38,6 +38,9 @@ from flamejax.render import (REGION_EYEBALL, REGION_FACE, REGION_FOREHEAD, REGIO
 AMBIENT_SH = math.sqrt(4.0 * math.pi)
 """Band-0 coefficient that makes the SH shading exactly 1 everywhere (see :mod:`flamejax.render`)."""
 
+HALF_SIZE = ((2, 1.0),)
+"""Photometric levels (:attr:`PhotometricConfig.pyramid`) with every step at half the photograph's size."""
+
 
 @_config_pytree("steps", "shape_start", "texel_start", "bake_texels", "texel_seen_margin", "albedo_cell", "pyramid",
                 "joint_pyramid", "texture_size", "raster", "render_mode")
@@ -104,7 +107,7 @@ class PhotometricConfig:
     heads better on 80 of 114 rendered views) and the two real scans worse (better on 8 of 37 views): one photograph
     keeps coarse to fine on MediaPipe's points, not after trusted ones (:func:`precise_photometric_config`). Several
     photographs use ``joint_pyramid``."""
-    joint_pyramid: tuple[tuple[int, float], ...] | None = ((2, 1.0),)
+    joint_pyramid: tuple[tuple[int, float], ...] | None = HALF_SIZE
     """flamejax addition: the levels of the joint stage of several photographs
     (:func:`~flamejax.fit.fit_photometric_same_person`, the video tracker's keyframes); ``None``: ``pyramid``'s. Every
     step at half the size: on the rendered heads with 3D truth, five photographs 0.456x -> 0.428x the mean head's
@@ -251,7 +254,7 @@ def precise_photometric_config(base: PhotometricConfig = PhotometricConfig()) ->
     (benchmarks/RESULTS.md). Every step at half the size (``pyramid``): synthetic heads 1.16 -> 1.05 mm (8 heads),
     the rendered heads fitted to their true points 0.457x -> 0.419x (the two real scans among them as before: better
     on 5 of 10 views)."""
-    return dataclasses.replace(base, shape_anchor=1.0, landmark_scale=3.0 * base.landmark_scale, pyramid=((2, 1.0),),
+    return dataclasses.replace(base, shape_anchor=1.0, landmark_scale=3.0 * base.landmark_scale, pyramid=HALF_SIZE,
                                landmarks=dataclasses.replace(base.landmarks, contour_identity=1.0))
 
 
@@ -713,7 +716,8 @@ def _refine_one(model: FlameModel, uv_layout: UVLayout, targets: PhotometricTarg
     valid = lmk.valid.astype(jnp.float32)
     full_size = targets.image.shape[0]
     regions = uv_layout.face_region
-    albedo_prior = texel_prior(uv_layout, config)
+    bake = config.bake_texels
+    albedo_prior = None if bake else texel_prior(uv_layout, config)  # baked texels do not move: no prior to hold them
     skin = mean_colour(targets.image, targets.mask)
     full = _level_targets(targets, skin, full_size, config)
     shape_prior = identity_prior(landmark_fit.params.shape, config)
@@ -732,7 +736,6 @@ def _refine_one(model: FlameModel, uv_layout: UVLayout, targets: PhotometricTarg
     def photometric_error(out, level: _LevelTargets):
         return _photometric_error(out, level, regions, config)
 
-    bake = config.bake_texels
     seen = None if bake or config.texel_seen_margin is None else seen_texels(model, uv_layout, config,
                                                                              variables.geometry, full)
 
@@ -741,7 +744,7 @@ def _refine_one(model: FlameModel, uv_layout: UVLayout, targets: PhotometricTarg
         v = dataclasses.replace(v, geometry=dataclasses.replace(v.geometry, params=p))
         data = _view_data_loss(model, uv_layout, config, albedo, v, level, lmk, full_size, contour_share, seen)
         prior = config.expression_l2 * 0.5 * jnp.sum(p.expression**2) + shape_prior(p.shape)
-        return valid * data + prior + (0.0 if bake else albedo_prior(v.appearance.texels))
+        return valid * data + prior + (0.0 if albedo_prior is None else albedo_prior(v.appearance.texels))
     labels = PhotometricVariables(
         Geometry(params_labels(landmark_fit.params, "shape", "pose", "pose", "pose"), camera_labels("camera")),
         Appearance(light="light", texture_coeffs="texture" if n_tex else FROZEN, texels=FROZEN if bake else "texel"))
