@@ -15,6 +15,8 @@ Conventions (documented once, used everywhere):
   space itself. OpenCV puts the centre of pixel (i, j) at (j, i), half a pixel before this module's
   (j + 0.5, i + 0.5): :func:`intrinsics` (principal point ``size / 2``) gives this module's pixels,
   :func:`intrinsics_opencv` (principal point ``size / 2 - 0.5``) gives the pixels of ``cv2.projectPoints``.
+* A fit's camera is that of its square crop; :func:`photograph_camera_opencv` gives the camera of the photograph
+  the crop was cut from (its pixels, the crop's turn in it as a turn about the viewing axis).
 * Head pose angles (:func:`yaw_pitch_roll`) decompose ``R`` as ``Ry(yaw) Rx(pitch) Rz(roll)``. A positive yaw
   turns the face towards its own left (FLAME +x), so the nose moves right in the image; a positive pitch turns
   the face downwards (chin towards the camera's -y); a positive roll turns it counter-clockwise in the image.
@@ -143,11 +145,41 @@ def camera_to_world_pose6(camera: Camera) -> Float[Array, "6"]:
     return jnp.concatenate([-camera.rotation, -r_t @ camera.translation])
 
 
+def to_opencv_pixels(k: Float[Array, "3 3"]) -> Float[Array, "3 3"]:
+    """An intrinsic matrix of this module's pixels (centre of pixel (i, j) at (j + 0.5, i + 0.5)) for OpenCV's
+    (centre at (j, i)): the principal point half a pixel up and left."""
+    return k - jnp.array([[0.0, 0.0, 0.5], [0.0, 0.0, 0.5], [0.0, 0.0, 0.0]], k.dtype)
+
+
 def intrinsics_opencv(camera: Camera, image_size: int) -> Float[Array, "3 3"]:
     """K for OpenCV's pixel convention (centre of pixel (i, j) at (j, i)) at ``image_size``² pixels: the
     principal point is ``image_size / 2 - 0.5``; used with :func:`opencv_extrinsics` it reproduces
     :func:`project` minus half a pixel."""
-    return intrinsics(camera, image_size) - jnp.array([[0.0, 0.0, 0.5], [0.0, 0.0, 0.5], [0.0, 0.0, 0.0]])
+    return to_opencv_pixels(intrinsics(camera, image_size))
+
+
+def photograph_camera_opencv(camera: Camera, image_size: int, fit_to_photograph: Float[Array, "2 3"]
+                             ) -> tuple[Float[Array, "3 3"], Float[Array, "3 3"], Float[Array, "3"]]:
+    """``camera`` of an ``image_size``² crop seen from the photograph the crop was cut from, as ``(K, R, t)``:
+    ``u ~ K (R p_head + t)`` in the photograph's pixels (this module's convention; :func:`to_opencv_pixels` for
+    OpenCV's), ``R``, ``t`` in OpenCV camera axes as :func:`opencv_extrinsics`.
+
+    ``fit_to_photograph`` maps crop pixels to photograph pixels (e.g. ``Preprocessed.fit_to_original``). Its
+    linear part ``A`` is split as ``A f = U Q`` (RQ, f the crop's focal length): the rotation ``Q`` turns the camera
+    about its viewing axis (a crop aligned to the eyes is turned in the photograph), the upper-triangular ``U``
+    is K's focal part, and the crop's centre mapped into the photograph is K's principal point."""
+    affine = jnp.asarray(fit_to_photograph, jnp.float32)
+    linear = affine[:, :2] * focal_length(camera.fov_deg, image_size)
+    (a, b), (c, d) = linear
+    u22 = jnp.hypot(c, d)
+    sin, cos = c / u22, d / u22
+    u11, u12 = a * cos - b * sin, a * sin + b * cos
+    centre = affine[:, :2] @ jnp.full(2, image_size / 2.0, jnp.float32) + affine[:, 2]
+    k = jnp.array([[u11, u12, centre[0]], [0.0, u22, centre[1]], [0.0, 0.0, 1.0]])
+    turn = jnp.array([[cos, -sin, 0.0], [sin, cos, 0.0], [0.0, 0.0, 1.0]])
+    r_cv, t_cv = opencv_extrinsics(camera)
+    return k, turn @ r_cv, turn @ t_cv
+
 
 
 def points_to_opencv_camera(camera: Camera, points: Float[Array, "n 3"]) -> Float[Array, "n 3"]:

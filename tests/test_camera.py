@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from scipy.spatial.transform import Rotation
 
 from flamejax import camera as cam
@@ -87,6 +88,29 @@ def test_opencv_projection_reproduces_flamejax_pixels():
     homogeneous = np.concatenate([np.asarray(points, np.float64), np.ones((len(points), 1))], axis=1)
     np.testing.assert_allclose((homogeneous @ w2c.T)[:, :3], p_cv, atol=1e-5)
     np.testing.assert_allclose(w2c[3], [0, 0, 0, 1])
+
+
+@pytest.mark.parametrize("turn_deg, stretch", [(0.0, 1.0), (73.0, 1.0), (-180.0, 1.0), (25.0, 1.3)])
+def test_the_photographs_camera_projects_where_the_crop_maps(turn_deg, stretch):
+    """A crop turned, scaled and moved in its photograph (and one stretched unevenly): the photograph's K, R, t
+    put every point where the crop's projection, mapped by fit_to_photograph, puts it."""
+    import cv2
+
+    camera, points = _random_camera_and_points(5)
+    turn = np.deg2rad(turn_deg)
+    affine = np.array([[2.7 * np.cos(turn), -2.7 * np.sin(turn), 130.0],
+                       [2.7 * stretch * np.sin(turn), 2.7 * stretch * np.cos(turn), -40.0]])
+    crop_pixels, _ = cam.project(camera, points, 512)
+    want = np.asarray(crop_pixels, np.float64) @ affine[:, :2].T + affine[:, 2]
+    k, r, t = (np.asarray(a, np.float64) for a in cam.photograph_camera_opencv(camera, 512, affine))
+    uvw = (np.asarray(points, np.float64) @ r.T + t) @ k.T
+    np.testing.assert_allclose(uvw[:, :2] / uvw[:, 2:], want, atol=5e-3)
+    np.testing.assert_allclose(r @ r.T, np.eye(3), atol=1e-5)
+    assert np.linalg.det(r) > 0 and k[1, 0] == k[2, 0] == k[2, 1] == 0 and k[0, 0] > 0 and k[1, 1] > 0
+    np.testing.assert_allclose(r[2], np.asarray(cam.opencv_extrinsics(camera)[0])[2], atol=1e-6)  # same view axis
+    k_cv = np.asarray(cam.to_opencv_pixels(jnp.asarray(k)), np.float64)
+    cv_pixels, _ = cv2.projectPoints(np.asarray(points, np.float64), cv2.Rodrigues(r)[0], t, k_cv, None)
+    np.testing.assert_allclose(cv_pixels[:, 0] + 0.5, want, atol=5e-3)
 
 
 def test_opengl_camera_to_world_inverts_the_view_and_looks_down_minus_z():

@@ -128,9 +128,17 @@ def test_fit_file_saves_every_camera_convention(tmp_path):
         np.testing.assert_allclose(uvw[:, :2] / uvw[:, 2:], pixels, atol=2e-3)
         np.testing.assert_allclose(np.linalg.inv(z["camera_to_world_opengl"]),
                                    np.diag([1, -1, -1, 1]) @ z["world_to_camera_opencv"], atol=1e-5)
+        rvec = cv2.Rodrigues(z["R_opencv_original"].astype(np.float64))[0]
+        photo_pixels = cv2.projectPoints(z["vertices"][:68].astype(np.float64), rvec,
+                                         z["t_opencv_original"].astype(np.float64),
+                                         z["K_opencv_original"].astype(np.float64), None)[0][:, 0]
+        np.testing.assert_allclose(photo_pixels + 0.5, z["lmk68_fitted_original"], atol=1e-2)
     document = json.loads((tmp_path / "f.json").read_text())
     np.testing.assert_allclose(document["cam"]["K_opencv"], np.asarray(cam.intrinsics_opencv(record.camera, 256)))
-    assert set(document["cam"]["conventions"]) >= {"opencv", "opengl", "K", "K_opencv"}
+    assert set(document["cam"]["conventions"]) >= {"opencv", "opengl", "K", "K_opencv", "K_original"}
+    with np.load(tmp_path / "f.npz") as z:
+        for key in ("K_original", "K_opencv_original", "R_opencv_original", "t_opencv_original"):
+            np.testing.assert_allclose(document["cam"][key], z[key], atol=1e-6)
 
 
 def test_flame_head_tracker_keys(tmp_path):

@@ -14,7 +14,12 @@ Both files carry ``format = "flamejax-fit"`` and ``format_version`` (:data:`FIT_
   ``p_cam = R p_head + t``, looking down -z, +y up; JSON ``rotation_axis_angle``, ``x, y, z``, ``fov_deg``),
   ``yaw_pitch_roll_deg``, ``K`` (pixel (i, j) centred at (j + 0.5, i + 0.5)), ``K_opencv`` (centred at (j, i)),
   ``R_opencv`` (3, 3) and ``t_opencv`` (3) (``p_cv = R p_head + t``: x right, y down, z forward),
-  ``world_to_camera_opencv`` (4, 4), ``camera_to_world_opengl`` (4, 4).
+  ``world_to_camera_opencv`` (4, 4), ``camera_to_world_opengl`` (4, 4). All of these are the fit image's camera
+  (the aligned crop, ``image_size``² pixels, eyes level); the photograph's own pinhole camera is ``K_original`` /
+  ``K_opencv_original`` (its pixels) with ``R_opencv_original``, ``t_opencv_original`` (OpenCV axes, turned about
+  the viewing axis as the crop is turned in the photograph): ``cv2.projectPoints(vertices, R_opencv_original,
+  t_opencv_original, K_opencv_original, None)`` lands on the photograph
+  (:func:`flamejax.camera.photograph_camera_opencv`).
 * landmarks by name, (n, 2): in fit pixels (``lmk68_fitted``, ``lmk68_target``, ``iris_fitted``, ``iris_target``,
   ``mediapipe_target`` (478, 2), ...) and ``*_original`` in photograph pixels; the NPZ lists them in
   ``landmark_names``.
@@ -66,7 +71,8 @@ _PARAM_KEYS = ("shape", "exp", "head_pose", "neck_pose", "jaw_pose", "eye_pose",
 _RESERVED_NPZ_KEYS = frozenset((
     "format", "format_version", "name", "status", "reason", "mode", "init", "image_size", "original_size",
     "fit_to_original", *_PARAM_KEYS, "camera_rotation", "camera_translation", "camera_fov_deg", "yaw_pitch_roll_deg",
-    "K", "K_opencv", "R_opencv", "t_opencv", "world_to_camera_opencv", "camera_to_world_opengl", "vertices",
+    "K", "K_opencv", "R_opencv", "t_opencv", "world_to_camera_opencv", "camera_to_world_opengl", "K_original",
+    "K_opencv_original", "R_opencv_original", "t_opencv_original", "vertices",
     "vertices_camera_opencv", "landmark_names", "metrics", "provenance", "detection",
     *(f"photometric_{k}" for k in PHOTOMETRIC_KEYS), "cam", "fov", "lmks_68", "lmks_dense", "lmks_eyes", "tex",
     "light"))
@@ -172,13 +178,16 @@ def _params_from(values: dict) -> FlameParams:
                        _f32(values["translation"]))
 
 
-def _camera_arrays(camera: Camera, image_size: int) -> dict[str, np.ndarray]:
+def _camera_arrays(camera: Camera, image_size: int, fit_to_original: np.ndarray) -> dict[str, np.ndarray]:
     r_cv, t_cv = cam.opencv_extrinsics(camera)
+    k_photo, r_photo, t_photo = cam.photograph_camera_opencv(camera, image_size, fit_to_original)
     derived = {
         "yaw_pitch_roll_deg": cam.yaw_pitch_roll(camera), "K": cam.intrinsics(camera, image_size),
         "K_opencv": cam.intrinsics_opencv(camera, image_size), "R_opencv": r_cv, "t_opencv": t_cv,
         "world_to_camera_opencv": cam.world_to_camera_opencv(camera),
         "camera_to_world_opengl": cam.camera_to_world_opengl(camera),
+        "K_original": k_photo, "K_opencv_original": cam.to_opencv_pixels(k_photo), "R_opencv_original": r_photo,
+        "t_opencv_original": t_photo,
     }
     return {k: np.asarray(v) for k, v in derived.items()}
 
@@ -190,6 +199,8 @@ _CONVENTIONS = {
     "opengl": "camera_to_world_opengl: x right, y up, camera looks down -z; last column = camera centre",
     "K": "pixel (row i, column j) centred at (j + 0.5, i + 0.5); principal point image_size / 2",
     "K_opencv": "pixel (row i, column j) centred at (j, i) as in cv2.projectPoints; principal point size/2 - 0.5",
+    "K_original": "the photograph's camera: K_original / K_opencv_original in its pixels (conventions of K / "
+                  "K_opencv) with R_opencv_original, t_opencv_original; the others are the fit image's (the crop)",
 }
 
 
@@ -237,7 +248,7 @@ def _readable_json(document: dict) -> str:
 
 def _json_document(record: FitRecord) -> dict:
     camera = record.camera
-    derived = _camera_arrays(camera, record.image_size)
+    derived = _camera_arrays(camera, record.image_size, record.fit_to_original)
     yaw, pitch, roll = derived.pop("yaw_pitch_roll_deg")
     x, y, z = camera.translation
     photometric = None
@@ -265,7 +276,7 @@ def _npz_arrays(record: FitRecord, fht: bool) -> dict[str, np.ndarray]:
         "original_size": np.array(record.original_size), "fit_to_original": record.fit_to_original,
         **_param_arrays(record.params),
         "camera_rotation": camera.rotation, "camera_translation": camera.translation,
-        "camera_fov_deg": camera.fov_deg, **_camera_arrays(camera, record.image_size),
+        "camera_fov_deg": camera.fov_deg, **_camera_arrays(camera, record.image_size, record.fit_to_original),
         "vertices": record.vertices,
         "vertices_camera_opencv": np.asarray(cam.points_to_opencv_camera(camera, record.vertices)),
         "landmark_names": np.array(sorted(record.landmarks), dtype=str), **record.landmarks,
