@@ -12,8 +12,10 @@ import pytest
 from flamejax.fit import (AMBIENT_SH, FitResult, GroupSchedule, PhotometricConfig, PhotometricTargets, StageReport,
                           Status, aligned_vertex_error_mm, fit_photometric, fit_photometric_batch, landmark_model,
                           nme_inner, sample_problem, start_appearance)
+from flamejax.fit._photometric import BAKE_RIDGE, baked_texels
 from flamejax.flame import flame_forward, posed_landmarks
-from flamejax.render import REGION_EYEBALL, REGION_FACE, RasterConfig, fill_texture, load_uv_layout, render_mesh
+from flamejax.render import (REGION_EYEBALL, REGION_FACE, REGION_OTHER, RasterConfig, fill_texture, load_uv_layout,
+                             render_mesh)
 from tests.conftest import requires_flame
 
 pytestmark = requires_flame
@@ -169,6 +171,33 @@ def test_one_photographs_per_texel_albedo_is_baked_from_the_picture_under_the_fi
     from_mirror = baked["mirror"] & ~baked["no mirror"]
     assert not np.any(baked["no mirror"] & ~baked["mirror"]) and from_mirror.sum() > 20, from_mirror.sum()
     assert np.median(error[from_mirror]) < 0.05
+
+
+def test_a_sparsely_sampled_texel_is_baked_from_the_photograph_around_it_not_the_smooth_albedo():
+    """Every other column of skin is sampled fully, the columns between by a twentieth as many pixels or none (a
+    slanted surface: one pixel spans several texels). Those take the picture's albedo (0.3) from their sampled
+    neighbours, not the smooth albedo's (0.8), so the texture shows no stripes; an eyeball beside the skin pools
+    only eyeball texels, and texels of what FLAME does not model keep the smooth albedo and are not baked."""
+    size = 24
+    region = np.full((size, size), REGION_FACE, np.int32)
+    region[:, 16:] = REGION_EYEBALL
+    region[:, 20:] = REGION_OTHER
+    shading = np.zeros((size, size, 3), np.float32)
+    shading[:, 0:12:2] = 1.0
+    shading[:, 1:12:4] = 0.05
+    shading[:, 12:14] = 1.0
+    shading[:, 14:16] = 0.05
+    shading[:, 16:20] = 1.0
+    albedo = np.where(region == REGION_EYEBALL, 0.9, 0.3)[..., None] * np.ones(3, np.float32)
+    current = jnp.full((size, size, 3), 0.8, jnp.float32)
+    baked, known = (np.asarray(a) for a in baked_texels(jnp.asarray(albedo * shading), jnp.asarray(shading), current,
+                                                       jnp.asarray(region)))
+    np.testing.assert_allclose(baked[:, :16], 0.3, atol=1e-5)  # skin beside the eyeball too: no eyeball colour
+    np.testing.assert_allclose(baked[:, 16:20], 0.9, atol=1e-5)
+    np.testing.assert_allclose(baked[:, 20:], 0.8, atol=1e-5)
+    assert known[:, :20].all() and not known[:, 20:].any()
+    pulled_to_the_albedo = (0.05 * 0.3 + BAKE_RIDGE * 0.8) / (0.05 + BAKE_RIDGE)  # a sparse texel without neighbours
+    assert pulled_to_the_albedo > 0.6
 
 
 def test_photometric_stage_needs_the_full_mesh(flame_model, synthetic):

@@ -334,19 +334,63 @@ def _texture(basis: AlbedoModel | SmoothAlbedo | None, appearance: Appearance):
 
 
 BAKE_RIDGE = 0.1
-"""How far :func:`baked_appearance` pulls a texel towards the albedo before it: a texel that this share of a typical
-texel's pixels sample is baked halfway."""
+"""How far :func:`baked_appearance` pulls a texel towards the colour of its neighbourhood: a texel that this share of
+a typical texel's pixels sample is baked halfway."""
+BAKE_NEIGHBOURHOOD = 2
+"""Passes of a [1, 2, 1] / 4 tent (5 x 5 texels) over which :func:`baked_appearance` pools the pixels of a texel's
+neighbours in its own region (skin or eyeball)."""
+
+
+def _tent_blurred(x: Float[Array, "t t c"], passes: int) -> Float[Array, "t t c"]:
+    for _ in range(passes):
+        for _rows_then_columns in range(2):
+            padded = jnp.pad(x, ((1, 1), (0, 0), (0, 0)), mode="edge")
+            x = jnp.swapaxes(0.25 * padded[:-2] + 0.5 * padded[1:-1] + 0.25 * padded[2:], 0, 1)
+    return x
+
+
+def _pooled_in_regions(sums: Float[Array, "t t c"], texel_region: Int[Array, "t t"] | None) -> Float[Array, "t t c"]:
+    """``sums`` blurred over :data:`BAKE_NEIGHBOURHOOD`, each texel pooling only texels of its own kind: skin (face
+    and forehead), eyeball, or the rest."""
+    if texel_region is None:
+        return _tent_blurred(sums, BAKE_NEIGHBOURHOOD)
+    kind = jnp.where(texel_region == REGION_FOREHEAD, REGION_FACE, texel_region)
+    pooled = jnp.zeros_like(sums)
+    for region in (REGION_OTHER, REGION_FACE, REGION_EYEBALL):
+        member = (kind == region)[..., None].astype(sums.dtype)
+        pooled = pooled + member * _tent_blurred(sums * member, BAKE_NEIGHBOURHOOD)
+    return pooled
+
+
+def baked_texels(colour_sum: Float[Array, "t t 3"], shading_sum: Float[Array, "t t 3"], current: Float[Array, "t t 3"],
+                 texel_region: Int[Array, "t t"] | None) -> tuple[Float[Array, "t t 3"], Bool[Array, "t t"]]:
+    """Per texel and colour, the albedo that the pixels sampling it give (their weighted colour ``colour_sum`` over
+    their weighted shading ``shading_sum``), pulled by :data:`BAKE_RIDGE` towards the same ratio over the texel's
+    neighbourhood in its region (:func:`_pooled_in_regions`), or towards ``current`` where no neighbour is sampled
+    either; and whether the texel is baked (sampled, or a modelled texel with a sampled neighbour)."""
+    sampled = shading_sum > 1e-6
+    typical = jnp.nanmedian(jnp.where(sampled, shading_sum, jnp.nan))
+    typical = jnp.where(jnp.isnan(typical), 1.0, typical)
+    local_colour = _pooled_in_regions(colour_sum, texel_region)
+    local_shading = _pooled_in_regions(shading_sum, texel_region)
+    near = local_shading > 1e-3 * typical
+    local = jnp.where(near, local_colour / jnp.where(near, local_shading, 1.0), current)
+    ridge = BAKE_RIDGE * typical
+    baked = jnp.clip((colour_sum + ridge * local) / (shading_sum + ridge), 0.0, 1.0)
+    modelled = True if texel_region is None else texel_region != REGION_OTHER
+    return baked, jnp.all(sampled, axis=-1) | (jnp.all(near, axis=-1) & modelled)
 
 
 def baked_appearance(model: FlameModel, uv_layout: UVLayout, config: PhotometricConfig,
                      basis: AlbedoModel | SmoothAlbedo | None, v: PhotometricVariables,
                      level: _LevelTargets) -> tuple[Appearance, Float[Array, "t t"]]:
     """``v``'s appearance with the per-texel albedo baked from the full-size picture ``level`` under ``v``'s geometry
-    and light (:attr:`PhotometricConfig.bake_texels`), and 1 on the texels baked (0 elsewhere). Per texel and colour:
-    the weighted least-squares ratio of the colour of the pixels that sample it to their shading (pixels weighted as
-    in the photometric term; one diagonal step of the linear problem), pulled towards the albedo before it by
-    :data:`BAKE_RIDGE`. A texel no pixel samples takes its mirror texel's where that one is baked and in the same
-    region; the others keep their albedo."""
+    and light (:attr:`PhotometricConfig.bake_texels`), and 1 on the texels baked (0 elsewhere): :func:`baked_texels`
+    of the pixels weighted as in the photometric term (one diagonal step of the linear problem). So a texel few
+    pixels sample (a slanted surface, where a pixel spans several texels) takes the photograph's colour around it
+    rather than the smooth albedo's, and one that none samples but its neighbours do takes theirs. A texel with no
+    sampled neighbour takes its mirror texel's where that one is baked and in the same region; the others keep their
+    albedo."""
     full = level.image.shape[0]
     current = _texture(basis, v.appearance)
 
@@ -359,12 +403,8 @@ def baked_appearance(model: FlameModel, uv_layout: UVLayout, config: Photometric
     weight = _pixel_weights(level, out.fragments.face_index[..., 0], out.alpha, uv_layout.face_region, config)
     colour_sum, = pull_back(weight[..., None] * level.image)
     shading_sum, = pull_back(weight[..., None] * shading)
-    sampled = shading_sum > 1e-6
-    typical = jnp.nanmedian(jnp.where(sampled, shading_sum, jnp.nan))
-    ridge = BAKE_RIDGE * jnp.where(jnp.isnan(typical), 1.0, typical)
-    baked = jnp.clip((colour_sum + ridge * current) / (shading_sum + ridge), 0.0, 1.0)
-    known = jnp.all(sampled, axis=-1)
     texel_region = uv_layout.texel_region(current.shape[0])
+    baked, known = baked_texels(colour_sum, shading_sum, current, texel_region)
     if uv_layout.mirror_u is not None and texel_region is not None:
         paired = _mirror_pairs(texel_region, uv_layout.mirror_u)
         mirror_known = _mirrored_columns(known[..., None].astype(jnp.float32), uv_layout.mirror_u)[..., 0] > 0.999
