@@ -351,15 +351,15 @@ def _tent_blurred(x: Float[Array, "t t c"], passes: int) -> Float[Array, "t t c"
 
 def _pooled_in_regions(sums: Float[Array, "t t c"], texel_region: Int[Array, "t t"] | None) -> Float[Array, "t t c"]:
     """``sums`` blurred over :data:`BAKE_NEIGHBOURHOOD`, each texel pooling only texels of its own kind: skin (face
-    and forehead), eyeball, or the rest."""
+    and forehead), eyeball, or the rest (one blur of the kinds side by side)."""
     if texel_region is None:
         return _tent_blurred(sums, BAKE_NEIGHBOURHOOD)
     kind = jnp.where(texel_region == REGION_FOREHEAD, REGION_FACE, texel_region)
-    pooled = jnp.zeros_like(sums)
-    for region in (REGION_OTHER, REGION_FACE, REGION_EYEBALL):
-        member = (kind == region)[..., None].astype(sums.dtype)
-        pooled = pooled + member * _tent_blurred(sums * member, BAKE_NEIGHBOURHOOD)
-    return pooled
+    member = jnp.stack([kind == region for region in (REGION_OTHER, REGION_FACE, REGION_EYEBALL)], -1)
+    member = member.astype(sums.dtype)[..., None, :]
+    size, channels = sums.shape[0], sums.shape[-1]
+    pooled = _tent_blurred((sums[..., None] * member).reshape(size, size, -1), BAKE_NEIGHBOURHOOD)
+    return jnp.sum(pooled.reshape(size, size, channels, -1) * member, axis=-1)
 
 
 def baked_texels(colour_sum: Float[Array, "t t 3"], shading_sum: Float[Array, "t t 3"], current: Float[Array, "t t 3"],
@@ -371,8 +371,8 @@ def baked_texels(colour_sum: Float[Array, "t t 3"], shading_sum: Float[Array, "t
     sampled = shading_sum > 1e-6
     typical = jnp.nanmedian(jnp.where(sampled, shading_sum, jnp.nan))
     typical = jnp.where(jnp.isnan(typical), 1.0, typical)
-    local_colour = _pooled_in_regions(colour_sum, texel_region)
-    local_shading = _pooled_in_regions(shading_sum, texel_region)
+    local_colour, local_shading = jnp.split(_pooled_in_regions(jnp.concatenate([colour_sum, shading_sum], -1),
+                                                               texel_region), 2, axis=-1)
     near = local_shading > 1e-3 * typical
     local = jnp.where(near, local_colour / jnp.where(near, local_shading, 1.0), current)
     ridge = BAKE_RIDGE * typical
