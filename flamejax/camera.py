@@ -181,7 +181,6 @@ def photograph_camera_opencv(camera: Camera, image_size: int, fit_to_photograph:
     return k, turn @ r_cv, turn @ t_cv
 
 
-
 def points_to_opencv_camera(camera: Camera, points: Float[Array, "n 3"]) -> Float[Array, "n 3"]:
     """Head-space points in OpenCV camera space (x right, y down, z forward = positive depth), metres."""
     return world_to_camera(camera, points) * jnp.asarray(_OPENCV_FROM_CAMERA, points.dtype)
