@@ -246,9 +246,9 @@ def _readable_json(document: dict) -> str:
     return re.sub(r'"\\u0001row(\d+)"', lambda m: rows[int(m.group(1))], text)
 
 
-def _json_document(record: FitRecord) -> dict:
+def _json_document(record: FitRecord, cameras: dict[str, np.ndarray]) -> dict:
     camera = record.camera
-    derived = _camera_arrays(camera, record.image_size, record.fit_to_original)
+    derived = dict(cameras)
     yaw, pitch, roll = derived.pop("yaw_pitch_roll_deg")
     x, y, z = camera.translation
     photometric = None
@@ -267,7 +267,7 @@ def _json_document(record: FitRecord) -> dict:
     }
 
 
-def _npz_arrays(record: FitRecord, fht: bool) -> dict[str, np.ndarray]:
+def _npz_arrays(record: FitRecord, cameras: dict[str, np.ndarray], fht: bool) -> dict[str, np.ndarray]:
     camera = record.camera
     arrays = {
         "format": np.array(FIT_FORMAT), "format_version": np.array(FIT_FORMAT_VERSION),
@@ -276,7 +276,7 @@ def _npz_arrays(record: FitRecord, fht: bool) -> dict[str, np.ndarray]:
         "original_size": np.array(record.original_size), "fit_to_original": record.fit_to_original,
         **_param_arrays(record.params),
         "camera_rotation": camera.rotation, "camera_translation": camera.translation,
-        "camera_fov_deg": camera.fov_deg, **_camera_arrays(camera, record.image_size, record.fit_to_original),
+        "camera_fov_deg": camera.fov_deg, **cameras,
         "vertices": record.vertices,
         "vertices_camera_opencv": np.asarray(cam.points_to_opencv_camera(camera, record.vertices)),
         "landmark_names": np.array(sorted(record.landmarks), dtype=str), **record.landmarks,
@@ -308,8 +308,9 @@ def save_fit(stem_path: str | Path, record: FitRecord, *, fht: bool = False) -> 
       ``{"npz": path, "json": path}``.
     """
     stem = str(stem_path)
-    npz = write_npz(stem + ".npz", **_npz_arrays(record, fht))
-    text = _readable_json(_json_document(record))
+    cameras = _camera_arrays(record.camera, record.image_size, record.fit_to_original)  # once for both files
+    npz = write_npz(stem + ".npz", **_npz_arrays(record, cameras, fht))
+    text = _readable_json(_json_document(record, cameras))
     with atomic_path(stem + ".json") as tmp:
         Path(tmp).write_text(text)
     return {"npz": npz, "json": Path(stem + ".json")}
