@@ -12,7 +12,7 @@ import pytest
 from flamejax.fit import (AMBIENT_SH, FitResult, GroupSchedule, PhotometricConfig, PhotometricTargets, StageReport,
                           Status, aligned_vertex_error_mm, fit_photometric, fit_photometric_batch, landmark_model,
                           nme_inner, sample_problem, start_appearance)
-from flamejax.fit._photometric import BAKE_RIDGE, baked_texels
+from flamejax.fit._photometric import baked_texels
 from flamejax.flame import flame_forward, posed_landmarks
 from flamejax.render import (REGION_EYEBALL, REGION_FACE, REGION_OTHER, RasterConfig, fill_texture, load_uv_layout,
                              render_mesh)
@@ -196,8 +196,6 @@ def test_a_sparsely_sampled_texel_is_baked_from_the_photograph_around_it_not_the
     np.testing.assert_allclose(baked[:, 16:20], 0.9, atol=1e-5)
     np.testing.assert_allclose(baked[:, 20:], 0.8, atol=1e-5)
     assert known[:, :20].all() and not known[:, 20:].any()
-    pulled_to_the_albedo = (0.05 * 0.3 + BAKE_RIDGE * 0.8) / (0.05 + BAKE_RIDGE)  # a sparse texel without neighbours
-    assert pulled_to_the_albedo > 0.6
 
 
 def test_photometric_stage_needs_the_full_mesh(flame_model, synthetic):
