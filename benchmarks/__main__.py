@@ -88,6 +88,7 @@ BENCHMARKS = (
     Benchmark("photometric", "Photometric fit", "bench_photometric", _mode_flag),
     Benchmark("end_to_end", "End to end: fit-dir on a folder of photographs", "bench_end_to_end"),
     Benchmark("identity", "Identity on heads with 3D truth (scans and sampled heads, NoW protocol)", "bench_identity"),
+    Benchmark("same_person_texture", "Several photographs' albedo", "bench_same_person_texture"),
 )
 BY_NAME = {b.name: b for b in BENCHMARKS}
 

@@ -60,7 +60,7 @@ def light_only_error(model, uv, fit, targets, pictures, config: PhotometricTrack
                      ) -> np.ndarray:
     """Per usable frame, the photometric stage's masked L1 of ``fit``'s geometry under ``texture`` with only the
     light fitted from ``light`` (NaN elsewhere). Same static settings as the refinement: no new compilation."""
-    light_only = dataclasses.replace(config.refine, pose=HELD, camera=HELD)
+    light_only = dataclasses.replace(config.frame_stage(), pose=HELD, camera=HELD)
     from flamejax.fit._photometric import Appearance
 
     appearance = Appearance(jnp.asarray(light, jnp.float32), jnp.zeros(0), jnp.asarray(texture))

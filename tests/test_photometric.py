@@ -12,7 +12,7 @@ import pytest
 from flamejax.fit import (AMBIENT_SH, FitResult, GroupSchedule, PhotometricConfig, PhotometricTargets, StageReport,
                           Status, aligned_vertex_error_mm, fit_photometric, fit_photometric_batch, landmark_model,
                           nme_inner, sample_problem, start_appearance)
-from flamejax.fit._photometric import baked_texels
+from flamejax.fit._photometric import agreeing_view_sums, baked_texels
 from flamejax.flame import flame_forward, posed_landmarks
 from flamejax.render import (REGION_EYEBALL, REGION_FACE, REGION_OTHER, RasterConfig, fill_texture, load_uv_layout,
                              render_mesh)
@@ -196,6 +196,32 @@ def test_a_sparsely_sampled_texel_is_baked_from_the_photograph_around_it_not_the
     np.testing.assert_allclose(baked[:, 16:20], 0.9, atol=1e-5)
     np.testing.assert_allclose(baked[:, 20:], 0.8, atol=1e-5)
     assert known[:, :20].all() and not known[:, 20:].any()
+
+
+def test_what_covers_a_texel_in_two_of_five_views_is_not_baked_into_the_albedo():
+    """Five views of one albedo, each sampling the texels with its own shading (some not at all); in two of them a
+    hand covers a band of texels, and a sixth view that is not used shows black everywhere. The views' joint bake
+    is the albedo's on every texel, the band included, where the views' sums added up would be tinted by the hand
+    (by about half the difference)."""
+    size, views = 16, 6
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(0.3, 0.6, size, dtype=np.float32)
+    albedo = np.broadcast_to(ramp[None, :, None] * np.array([1.0, 0.8, 0.7], np.float32), (size, size, 3))
+    shading = rng.uniform(0.5, 1.5, (views, size, size, 1)).astype(np.float32) * np.ones(3, np.float32)
+    shading[2, :, :3] = 0.0
+    colour = albedo * shading
+    colour[:2, 5:9] = 0.95 * shading[:2, 5:9]
+    colour[5] = 0.0
+    use = jnp.asarray([1.0, 1.0, 1.0, 1.0, 1.0, 0.0])
+    current = jnp.full((size, size, 3), 0.5, jnp.float32)
+    spread = PhotometricConfig().bake_view_spread
+    fused = jax.jit(agreeing_view_sums)(jnp.asarray(colour), jnp.asarray(shading), use, current, None, spread)
+    baked = np.asarray(baked_texels(*fused, current, None)[0])
+    np.testing.assert_allclose(baked, albedo, atol=0.01)
+    added = agreeing_view_sums(jnp.asarray(colour), jnp.asarray(shading), use, current, None, spread=None)
+    assert np.median(np.abs(np.asarray(baked_texels(*added, current, None)[0]) - albedo)[5:9]) > 0.2
+    with pytest.raises(ValueError, match="bake_view_spread"):
+        PhotometricConfig(bake_view_spread=0.0)
 
 
 def test_photometric_stage_needs_the_full_mesh(flame_model, synthetic):

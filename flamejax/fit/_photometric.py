@@ -85,8 +85,14 @@ class PhotometricConfig:
     0.643x the mean head's error on the views the stage's settings were chosen on, 0.908x -> 0.821x and 0.812x ->
     0.770x on two fresh draws; synthetic heads 1.29 -> 1.16 mm (benchmarks/RESULTS.md). ``False``: the per-texel
     albedo moves from ``texel_start`` under its priors (before). The joint stage of several photographs
-    (:func:`~flamejax.fit.fit_photometric_same_person`, the video tracker's keyframes) does not bake: one albedo seen
-    in several views is what ties them."""
+    (:func:`~flamejax.fit.fit_photometric_same_person`, the video tracker's keyframes) fits its one per-texel albedo
+    from ``texel_start`` whatever this says (one albedo seen in several views is what ties them) and, with it,
+    bakes that albedo at the end from every view it used, what only some views show left out
+    (:func:`agreeing_view_sums`)."""
+    bake_view_spread: float | None = 0.1
+    """flamejax addition, several photographs with ``bake_texels``: the difference of albedo (mean over the colours,
+    0-1) between one view's bake of a texel and the views' joint one at which that view's pixels of the texel count
+    a quarter (:func:`agreeing_view_sums`). ``None``: every view's pixels count as they are."""
     albedo_cell: float | None = 0.1
     """flamejax addition, without an albedo model: a smooth albedo moves from the first step, on top of the per-texel
     one (:func:`flamejax.render.smooth_albedo`: bilinear hats this far apart on the UV map, a tenth of its width,
@@ -225,8 +231,10 @@ class PhotometricConfig:
             raise ValueError(f"texel_seen_margin must be None or a whole number of texels >= 0, got {margin!r}")
         if self.albedo_cell is not None and not 0.0 < self.albedo_cell <= 1.0:
             raise ValueError(f"albedo_cell must be None or a spacing in (0, 1] of the UV map, got {self.albedo_cell!r}")
-        if isinstance(self.hair_spread, (int, float)) and not self.hair_spread > 0:  # not when traced (a pytree)
-            raise ValueError(f"hair_spread must be None or > 0, got {self.hair_spread!r}")
+        for name in ("hair_spread", "bake_view_spread"):
+            value = getattr(self, name)
+            if isinstance(value, (int, float)) and not value > 0:  # not when traced (a pytree)
+                raise ValueError(f"{name} must be None or > 0, got {value!r}")
         for name in ("pyramid", "joint_pyramid"):
             levels = getattr(self, name)
             if levels is None and name == "joint_pyramid":
@@ -381,28 +389,67 @@ def baked_texels(colour_sum: Float[Array, "t t 3"], shading_sum: Float[Array, "t
     return baked, jnp.all(sampled, axis=-1) | (jnp.all(near, axis=-1) & modelled)
 
 
-def baked_appearance(model: FlameModel, uv_layout: UVLayout, config: PhotometricConfig,
-                     basis: AlbedoModel | SmoothAlbedo | None, v: PhotometricVariables,
-                     level: _LevelTargets) -> tuple[Appearance, Float[Array, "t t"]]:
-    """``v``'s appearance with the per-texel albedo baked from the full-size picture ``level`` under ``v``'s geometry
-    and light (:attr:`PhotometricConfig.bake_texels`), and 1 on the texels baked (0 elsewhere): :func:`baked_texels`
-    of the pixels weighted as in the photometric term (one diagonal step of the linear problem). So a texel few
-    pixels sample (a slanted surface, where a pixel spans several texels) takes the photograph's colour around it
-    rather than the smooth albedo's, and one that none samples but its neighbours do takes theirs. A texel with no
-    sampled neighbour takes its mirror texel's where that one is baked and in the same region; the others keep their
-    albedo."""
+BAKE_VIEW_ROUNDS = 3
+"""Reweighting rounds of :func:`agreeing_view_sums`."""
+
+
+def agreeing_view_sums(colour_sums: Float[Array, "views t t 3"], shading_sums: Float[Array, "views t t 3"],
+                       view_weight: Float[Array, "views"], current: Float[Array, "t t 3"],
+                       texel_region: Int[Array, "t t"] | None, spread: float | Float[Array, ""] | None
+                       ) -> tuple[Float[Array, "t t 3"], Float[Array, "t t 3"]]:
+    """Several views' :func:`bake_sums` of one albedo added up per texel, each view's weighted down where its own
+    bake of the texel (:func:`baked_texels`) is far from the views' joint one: what covers the face in some views
+    only (a hand, hair that moves, teeth behind lips the fit has closed, a highlight on glasses) is not the albedo.
+    The joint bake starts from the median of the views' and is refined by :data:`BAKE_VIEW_ROUNDS` rounds of
+    Geman-McClure weights at ``spread`` (:attr:`PhotometricConfig.bake_view_spread`; iteratively reweighted least
+    squares: a view 5 spreads off counts 1/676); ``view_weight`` scales each view (0: not used). ``spread`` None:
+    the views' sums times ``view_weight``, added up."""
+    if spread is None:
+        return tuple(jnp.einsum("v,v...->...", view_weight, sums) for sums in (colour_sums, shading_sums))
+    per_view, known = jax.vmap(lambda c, s: baked_texels(c, s, current, texel_region))(colour_sums, shading_sums)
+    known = known & (view_weight[:, None, None] > 0)
+    joint = jnp.nanmedian(jnp.where(known[..., None], per_view, jnp.nan), axis=0)
+    joint = jnp.where(jnp.isnan(joint), current, joint)
+    for _ in range(BAKE_VIEW_ROUNDS):
+        distance = jnp.mean(jnp.abs(per_view - joint), axis=-1)
+        weight = view_weight[:, None, None] / (1.0 + (distance / spread) ** 2) ** 2
+        colour_sum = jnp.einsum("vij,vijc->ijc", weight, colour_sums)
+        shading_sum = jnp.einsum("vij,vijc->ijc", weight, shading_sums)
+        joint = baked_texels(colour_sum, shading_sum, current, texel_region)[0]
+    return colour_sum, shading_sum
+
+
+def bake_sums(model: FlameModel, uv_layout: UVLayout, config: PhotometricConfig, v: PhotometricVariables,
+              level: _LevelTargets) -> tuple[Float[Array, "t t 3"], Float[Array, "t t 3"]]:
+    """Per texel and colour, the sums over the pixels of the full-size picture ``level`` that sample it, the head
+    posed and lit by ``v`` and the pixels weighted as in the photometric term: of their colour, and of their
+    shading (:func:`baked_texels`' inputs; one diagonal step of the linear problem). Sums of several views of one
+    albedo add up."""
     full = level.image.shape[0]
-    current = _texture(basis, v.appearance)
 
     def render(texture):
         whole = PhotometricVariables(v.geometry, Appearance(v.appearance.light, jnp.zeros(0, jnp.float32), texture))
         out, _ = _render_view(model, uv_layout, config, None, whole, full, full)
         return out.image, out
 
-    shading, pull_back, out = jax.vjp(render, jnp.ones_like(current), has_aux=True)
+    size = config.texture_size
+    shading, pull_back, out = jax.vjp(render, jnp.ones((size, size, 3), jnp.float32), has_aux=True)
     weight = _pixel_weights(level, out.fragments.face_index[..., 0], out.alpha, uv_layout.face_region, config)
     colour_sum, = pull_back(weight[..., None] * level.image)
     shading_sum, = pull_back(weight[..., None] * shading)
+    return colour_sum, shading_sum
+
+
+def baked_appearance(uv_layout: UVLayout, basis: AlbedoModel | SmoothAlbedo | None, appearance: Appearance,
+                     colour_sum: Float[Array, "t t 3"], shading_sum: Float[Array, "t t 3"]
+                     ) -> tuple[Appearance, Float[Array, "t t"]]:
+    """``appearance`` with the per-texel albedo baked from the pixels' sums (:func:`bake_sums`, of one view or
+    added over several; :attr:`PhotometricConfig.bake_texels`), and 1 on the texels baked (0 elsewhere):
+    :func:`baked_texels`. So a texel few pixels sample (a slanted surface, where a pixel spans several texels) takes
+    the pictures' colour around it rather than the smooth albedo's, and one that none samples but its neighbours do
+    takes theirs. A texel with no sampled neighbour takes its mirror texel's where that one is baked and in the same
+    region; the others keep their albedo."""
+    current = _texture(basis, appearance)
     texel_region = uv_layout.texel_region(current.shape[0])
     baked, known = baked_texels(colour_sum, shading_sum, current, texel_region)
     if uv_layout.mirror_u is not None and texel_region is not None:
@@ -411,8 +458,8 @@ def baked_appearance(model: FlameModel, uv_layout: UVLayout, config: Photometric
         from_mirror = ~known & mirror_known & paired
         baked = jnp.where(from_mirror[..., None], _mirrored_columns(baked, uv_layout.mirror_u), baked)
         known = known | from_mirror
-    texels = jnp.where(known[..., None], v.appearance.texels + (baked - current), v.appearance.texels)
-    return dataclasses.replace(v.appearance, texels=texels), known.astype(jnp.float32)
+    texels = jnp.where(known[..., None], appearance.texels + (baked - current), appearance.texels)
+    return dataclasses.replace(appearance, texels=texels), known.astype(jnp.float32)
 
 
 def filled_appearance(uv_layout: UVLayout, basis: AlbedoModel | SmoothAlbedo | None, appearance: Appearance,
@@ -792,7 +839,8 @@ def _refine_one(model: FlameModel, uv_layout: UVLayout, targets: PhotometricTarg
                                lambda factor: full if factor == 1 else _level_targets(targets, skin,
                                                                                         full_size // factor, config))
     if bake:
-        appearance, seen = baked_appearance(model, uv_layout, config, albedo, best, full)
+        appearance, seen = baked_appearance(uv_layout, albedo, best.appearance,
+                                            *bake_sums(model, uv_layout, config, best, full))
         best = dataclasses.replace(best, appearance=appearance)
     best = dataclasses.replace(best, appearance=filled_appearance(uv_layout, albedo, best.appearance, seen,
                                                                   config.fill_unseen))

@@ -19,8 +19,9 @@ from flamejax.fit._landmark_fit import Geometry, camera_labels, contour_identity
 from flamejax.fit._optim import FROZEN
 from flamejax.fit._photometric import (Appearance, PhotometricConfig, PhotometricTargets, PhotometricVariables,
                                        _level_targets, _photometric_error, _render_view, _run_pyramid, _sanitised,
-                                       _texture, _view_data_loss, filled_appearance, identity_prior, mean_colour,
-                                       scaled_gradient, seen_texels, start_appearance, texel_prior)
+                                       _texture, _view_data_loss, agreeing_view_sums, bake_sums, baked_appearance,
+                                       filled_appearance, identity_prior, mean_colour, scaled_gradient, seen_texels,
+                                       start_appearance, texel_prior)
 from flamejax.fit._result import PhotometricReport
 from flamejax.fit._targets import nme_inner
 from flamejax.fit._visibility import weighted_targets
@@ -73,7 +74,7 @@ class _SharedVariables:
 def _refine_shared(model: FlameModel, uv_layout: UVLayout, targets: PhotometricTargets, shape: Float[Array, "n_shape"],
                    params: FlameParams, camera: Camera, used: Bool[Array, "images"], config: PhotometricConfig,
                    albedo: AlbedoModel | None) -> SharedPhotometricResult:
-    config = dataclasses.replace(config, albedo_cell=None, bake_texels=False,  # fit_photometric_same_person's doc
+    config = dataclasses.replace(config, albedo_cell=None,  # fit_photometric_same_person's doc
                                  pyramid=config.joint_pyramid or config.pyramid)
     targets = jax.vmap(_sanitised)(targets)
     full_size = targets.image.shape[1]
@@ -127,6 +128,15 @@ def _refine_shared(model: FlameModel, uv_layout: UVLayout, targets: PhotometricT
                               Appearance("light", "texture" if n_tex else FROZEN, "texel"))
     best, stage = _run_pyramid(loss_fn, variables, labels, config,
                                lambda factor: full if factor == 1 else levels_at(full_size // factor))
+    if config.bake_texels:
+        sums = jax.vmap(lambda p, cam, light, level: bake_sums(model, uv_layout, config, best.view(p, cam, light),
+                                                               level))(best.views.params, best.views.camera,
+                                                                       best.appearance.light, full)
+        current = _texture(albedo, best.appearance)
+        colour_sum, shading_sum = agreeing_view_sums(*sums, gate, current, uv_layout.texel_region(current.shape[0]),
+                                                     config.bake_view_spread)
+        appearance, seen = baked_appearance(uv_layout, albedo, best.appearance, colour_sum, shading_sum)
+        best = dataclasses.replace(best, appearance=appearance)
     best = dataclasses.replace(best, appearance=filled_appearance(uv_layout, albedo, best.appearance, seen,
                                                                   config.fill_unseen))
 
@@ -170,8 +180,11 @@ def fit_photometric_same_person(model: FlameModel, uv_layout: UVLayout, photo_ta
     ``shape_anchor`` times ``shape``, its levels ``joint_pyramid``, without its smooth albedo (``albedo_cell``):
     views under several poses tell the albedo from the shading, and on the rendered heads with 3D truth it did not
     help them (two views 0.55x -> 0.63x the mean head's identity error, five 0.46x -> 0.47x; benchmarks/RESULTS.md).
-    Nor is the per-texel albedo baked at the end (``bake_texels``): it moves from ``texel_start``, one albedo for all
-    views. A stage that was not finite says so in ``photometric.stage.finite``: keep the landmark fit then.
+    The per-texel albedo moves from ``texel_start``, one albedo for all views; with ``bake_texels`` it is baked at
+    the end from the used views' pixels under their fitted geometry and light, each view's pixels of a texel
+    weighted down where they disagree with the others' (:func:`~flamejax.fit._photometric.agreeing_view_sums`: a
+    hand or a strand of hair over the face in some views, teeth behind lips the fit closed). A stage that was not
+    finite says so in ``photometric.stage.finite``: keep the landmark fit then.
     """
     if model.num_vertices != 5023 or model.faces.shape[0] == 0:
         raise ValueError("model: the photometric stage renders the full FLAME mesh; pass the model from load_flame, "

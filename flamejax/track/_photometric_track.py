@@ -9,7 +9,8 @@ Steps (``refine_photometric``, after :func:`flamejax.track.track_landmarks`):
    (:func:`flamejax.fit.fit_photometric_same_person`: a texel must land on pixels of one colour in every
    keyframe, which only the right shape allows), from the clip's landmark identity; per keyframe expression,
    jaw, eyes, camera and light. The clip's identity becomes the keyframes' (unless that stage was not finite,
-   or ``appearance.shape`` holds it), its albedo theirs, its start light their median light.
+   or ``appearance.shape`` holds it), its albedo theirs (baked from their pixels at the end, ``bake_texels``), its
+   start light their median light.
 2. **Refinement**: every frame fitted to its landmarks is refined from its landmark-mode motion under the clip's
    identity with the clip's albedo fixed (texel and albedo-PCA learning rates 0; light, expression, jaw, eyes and
    camera move), ``batch_frames`` frames per compiled batch (the last one padded).
@@ -63,8 +64,8 @@ class PhotometricTrackConfig:
     synthetic clip with 3D truth, from step 32 as for photographs gave 1.06 mm against 0.95 (benchmarks/RESULTS.md,
     photometric tracking)."""
     refine: PhotometricConfig = PhotometricConfig(steps=64, shape=_HELD, texture=_HELD, texel=_HELD)
-    """Every frame's refinement under the clip's identity and albedo (both held), half the steps. Its
-    ``fill_unseen`` and ``bake_texels`` are not used: the clip's albedo is the keyframes' stage's."""
+    """Every frame's refinement under the clip's identity and albedo (both held), half the steps; run as
+    :meth:`frame_stage` says (the clip's albedo is the keyframes' stage's)."""
     batch_frames: int = 16
     """Frames refined together in one compiled batch."""
     image_size: int = 256
@@ -81,6 +82,11 @@ class PhotometricTrackConfig:
 
     def replace(self, **changes) -> "PhotometricTrackConfig":
         return dataclasses.replace(self, **changes)
+
+    def frame_stage(self) -> PhotometricConfig:
+        """``refine`` as every frame's stage runs: under the clip's albedo as it is (neither baked from the frame
+        nor filled)."""
+        return dataclasses.replace(self.refine, fill_unseen=False, bake_texels=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -278,7 +284,7 @@ def refine_photometric(model: FlameModel, uv_layout, fit: SequenceFit, targets: 
     parts = {number: store.load(f"photometric_{number:04d}") for number in range(len(groups))}
     todo = [number for number, part in parts.items() if part is None]
     stream = pictures(sorted(row for number in todo for row in groups[number]))
-    refine = dataclasses.replace(photometric.refine, fill_unseen=False, bake_texels=False)
+    refine = photometric.frame_stage()
     for number in todo:
         rows = groups[number]
         images = {row: (image, mask) for _, (row, image, mask) in zip(rows, stream)}
