@@ -92,7 +92,11 @@ class PhotometricConfig:
     bake_view_spread: float | None = 0.1
     """flamejax addition, several photographs with ``bake_texels``: the difference of albedo (mean over the colours,
     0-1) between one view's bake of a texel and the views' joint one at which that view's pixels of the texel count
-    a quarter (:func:`agreeing_view_sums`). ``None``: every view's pixels count as they are."""
+    a quarter (:func:`agreeing_view_sums`). ``None``: every view's pixels count as they are. Five frames of each
+    shared video as photographs of one person: each view's render error 0.61-0.71x the fitted albedo's on the
+    talking heads (0.63-0.73x with ``None``); where a hand covers the mouth in two frames of five, the three clean
+    frames' 0.64-0.69x (0.86-0.95x with ``None``, which bakes fingers and teeth into the lips; benchmarks/RESULTS.md,
+    several photographs' albedo)."""
     albedo_cell: float | None = 0.1
     """flamejax addition, without an albedo model: a smooth albedo moves from the first step, on top of the per-texel
     one (:func:`flamejax.render.smooth_albedo`: bilinear hats this far apart on the UV map, a tenth of its width,
