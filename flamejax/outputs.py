@@ -210,8 +210,8 @@ def write_image_outputs(outdir: Path, stem: str, fit: ImageFit, item, fitter: Fi
     def stage(staging: Path) -> dict[str, Path]:
         staged = _stage_record(staging, stem, fit_record(fit, item, fitter_provenance), fitter, options)
         if fit.result.photometric is not None:
-            staged |= _photometric_pictures(staging, stem, fit, item, np.asarray(fitter.model.faces),
-                                            fitter.uv_layout, options)
+            staged |= _photometric_pictures(staging, stem, fit.vertices, fit.result.photometric, item.image, fitter,
+                                            options)
         if options.overlay:
             from flamejax.overlay import overlay_picture
 
@@ -225,10 +225,18 @@ def write_image_outputs(outdir: Path, stem: str, fit: ImageFit, item, fitter: Fi
     return _write_as_unit(Path(outdir), stem, stage)
 
 
-def write_record_outputs(outdir: Path, stem: str, record, fitter: Fitter, options: OutputOptions
-                         ) -> dict[str, Path]:
-    """A :class:`flamejax.io.FitRecord`'s parameter files and meshes (no pictures), written as a unit."""
-    return _write_as_unit(Path(outdir), stem, lambda staging: _stage_record(staging, stem, record, fitter, options))
+def write_record_outputs(outdir: Path, stem: str, record, fitter: Fitter, options: OutputOptions,
+                         photometric=None, image: np.ndarray | None = None) -> dict[str, Path]:
+    """A :class:`flamejax.io.FitRecord`'s parameter files and meshes, written as a unit; with ``photometric`` (the
+    image's :class:`flamejax.fit.PhotometricReport`) and ``image`` (the crop it was fitted on), also its texture,
+    textured meshes and render beside the image."""
+    def stage(staging: Path) -> dict[str, Path]:
+        staged = _stage_record(staging, stem, record, fitter, options)
+        if photometric is not None:
+            staged |= _photometric_pictures(staging, stem, record.vertices, photometric, image, fitter, options)
+        return staged
+
+    return _write_as_unit(Path(outdir), stem, stage)
 
 
 def _stage_record(staging: Path, stem: str, record, fitter: Fitter, options: OutputOptions) -> dict[str, Path]:
@@ -259,22 +267,23 @@ def _write_as_unit(outdir: Path, stem: str, stage) -> dict[str, Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _photometric_pictures(folder: Path, stem: str, fit: ImageFit, item, faces, uv_layout,
+def _photometric_pictures(folder: Path, stem: str, vertices: np.ndarray, photo, image: np.ndarray, fitter: Fitter,
                           options: OutputOptions) -> dict[str, Path]:
-    """Texture PNG, textured meshes and the render beside the photograph."""
+    """Texture PNG, textured meshes of ``vertices`` and the render (``photo``, one image's
+    :class:`flamejax.fit.PhotometricReport`) beside the ``image`` it was fitted on."""
     from flamejax.io import export_mesh, write_image
 
-    photo = fit.result.photometric
     written = {"texture": write_image(folder / f"{stem}_texture.png", photo.texture)}
     for fmt in options.mesh_formats:
         if fmt in ("obj", "glb"):
-            written[f"textured_{fmt}"] = export_mesh(folder / f"{stem}_textured.{fmt}", fit.vertices, faces,
-                                                     uv_layout=uv_layout, texture=photo.texture)
+            written[f"textured_{fmt}"] = export_mesh(folder / f"{stem}_textured.{fmt}", vertices,
+                                                     np.asarray(fitter.model.faces), uv_layout=fitter.uv_layout,
+                                                     texture=photo.texture)
             for extra in (folder / f"{stem}_textured.mtl", folder / f"{stem}_textured.png"):
                 if fmt == "obj" and extra.is_file():
                     written[f"textured_obj_{extra.suffix[1:]}"] = extra
     alpha = photo.alpha[..., None]
-    composite = item.image * (1.0 - alpha) + photo.render * alpha
+    composite = image * (1.0 - alpha) + photo.render * alpha
     written["render"] = write_image(folder / f"{stem}_render.png",
-                                    np.concatenate([item.image, composite, photo.render], axis=1))
+                                    np.concatenate([image, composite, photo.render], axis=1))
     return written

@@ -9,6 +9,7 @@ import shutil
 import sys
 import tempfile
 
+import cv2
 import numpy as np
 import pytest
 import trimesh
@@ -237,9 +238,15 @@ def test_several_photographs_of_one_person_share_one_identity(tmp_path):
 def test_several_photographs_of_one_person_photometric_share_one_albedo(tmp_path):
     photos = [SHARED / "images" / n for n in ("ffhq_00002.png", "ffhq_00012.png")]
     code, stdout, err = run(["fit", *map(str, photos), "-o", str(tmp_path), "--same-person", "--mode", "photometric",
-                             "--photometric-steps", "8", "--mesh", "none", "--no-overlay", *FAST])
+                             "--photometric-steps", "8", "--mesh", "obj", "--no-overlay", *FAST])
     assert code in (0, 4), stdout + err
     records = [json.loads((tmp_path / f"{p.stem}.json").read_text()) for p in photos]
     assert all(r["mode"] == "photometric" for r in records) and records[0]["shape"] == records[1]["shape"]
     assert all(np.isfinite(r["photometric"]["l1_final"]) for r in records)
     assert (tmp_path / "same_person_texture.png").is_file() and "one identity for 2 of 2" in stdout
+    shared = cv2.imread(str(tmp_path / "same_person_texture.png"))
+    for photo in photos:  # each photograph's textured mesh carries the one albedo; its render beside it
+        np.testing.assert_array_equal(cv2.imread(str(tmp_path / f"{photo.stem}_texture.png")), shared)
+        assert "map_Kd" in (tmp_path / f"{photo.stem}_textured.mtl").read_text()
+        render = cv2.imread(str(tmp_path / f"{photo.stem}_render.png"))
+        assert render.shape[1] == 3 * render.shape[0]
