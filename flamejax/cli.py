@@ -444,7 +444,7 @@ def _fit_same_person(args, paths: list[Path], stems: list[str], options) -> int:
     """``fit --same-person``: one joint fit (:func:`flamejax.track.fit_same_person_photos`), with ``--mode
     photometric`` refined against the pixels with one identity and one albedo
     (:func:`flamejax.track.refine_same_person_photometric`, its albedo also in ``same_person_texture.png``); one
-    record per photo, in photometric mode with its textured meshes and render as for one photograph."""
+    record per photo with its overlay, in photometric mode its textured meshes and render, as for one photograph."""
     import jax
     import numpy as np
 
@@ -502,7 +502,7 @@ def _fit_same_person(args, paths: list[Path], stems: list[str], options) -> int:
             original_size=(item.original_size[1], item.original_size[0]), metrics={"nme_inner51": nme},
             provenance=record_provenance,
             detection=detection_record(item))
-        write_record_outputs(args.output, stem, record, fitter, options, report, item.image)
+        write_record_outputs(args.output, stem, record, fitter, options, item, report)
         yaw, pitch, roll = np.asarray(cam.yaw_pitch_roll(row[1])).tolist()
         shown = "ok" if verdict == "ok" else f"SUSPECT ({reason})"
         print(f"{path}: {shown}  NME(inner 51) {100 * nme:.2f}%  yaw {yaw:+.1f} pitch {pitch:+.1f} roll {roll:+.1f}")

@@ -215,8 +215,8 @@ def write_image_outputs(outdir: Path, stem: str, fit: ImageFit, item, fitter: Fi
         if options.overlay:
             from flamejax.overlay import overlay_picture
 
-            staged["overlay"] = write_image(staging / f"{stem}_overlay.png",
-                                            overlay_picture(fit, item, fitter.model, original))
+            staged["overlay"] = write_image(staging / f"{stem}_overlay.png", overlay_picture(
+                fit.vertices, fit.result.camera, fit.result.landmarks.lmk68, item, fitter.model, original))
         if options.save_crop:
             staged["crop"] = write_image(staging / f"{stem}_crop.png", item.crop)
             staged["fit_image"] = write_image(staging / f"{stem}_fit.png", item.image)
@@ -225,15 +225,24 @@ def write_image_outputs(outdir: Path, stem: str, fit: ImageFit, item, fitter: Fi
     return _write_as_unit(Path(outdir), stem, stage)
 
 
-def write_record_outputs(outdir: Path, stem: str, record, fitter: Fitter, options: OutputOptions,
-                         photometric=None, image: np.ndarray | None = None) -> dict[str, Path]:
-    """A :class:`flamejax.io.FitRecord`'s parameter files and meshes, written as a unit; with ``photometric`` (the
-    image's :class:`flamejax.fit.PhotometricReport`) and ``image`` (the crop it was fitted on), also its texture,
-    textured meshes and render beside the image."""
+def write_record_outputs(outdir: Path, stem: str, record, fitter: Fitter, options: OutputOptions, item=None,
+                         photometric=None) -> dict[str, Path]:
+    """A :class:`flamejax.io.FitRecord`'s parameter files and meshes, written as a unit; with ``item`` (the
+    :class:`flamejax.perception.Preprocessed` image it was fitted on) also its overlay (``options.overlay``), and
+    with ``photometric`` (the image's :class:`flamejax.fit.PhotometricReport`) its texture, textured meshes and
+    render beside the image."""
+    from flamejax.io import write_image
+
     def stage(staging: Path) -> dict[str, Path]:
         staged = _stage_record(staging, stem, record, fitter, options)
         if photometric is not None:
-            staged |= _photometric_pictures(staging, stem, record.vertices, photometric, image, fitter, options)
+            staged |= _photometric_pictures(staging, stem, record.vertices, photometric, item.image, fitter, options)
+        if item is not None and options.overlay:
+            from flamejax.overlay import overlay_picture
+
+            lmk68 = np.asarray(cam.pixels_to_ndc(record.landmarks["lmk68_fitted"], record.image_size))
+            staged["overlay"] = write_image(staging / f"{stem}_overlay.png", overlay_picture(
+                record.vertices, record.camera, lmk68, item, fitter.model))
         return staged
 
     return _write_as_unit(Path(outdir), stem, stage)

@@ -10,6 +10,7 @@ import jax
 import numpy as np
 
 from flamejax import camera as cam
+from flamejax.camera import Camera
 from flamejax.flame import FlameModel
 
 TARGET_COLOR = (40, 220, 40)
@@ -39,16 +40,19 @@ def draw_points(image: np.ndarray, points: np.ndarray, color, radius: int) -> np
     return out
 
 
-def overlay_picture(fit, item, model: FlameModel, original: np.ndarray | None = None) -> np.ndarray:
-    """(H, 2W, 3) uint8: left, the aligned crop; right, the original photograph (resized to the crop height)."""
+def overlay_picture(vertices: np.ndarray, camera: Camera, lmk68: np.ndarray, item, model: FlameModel,
+                    original: np.ndarray | None = None) -> np.ndarray:
+    """(H, 2W, 3) uint8: the mesh ``vertices`` (5023, 3) seen by ``camera`` and the fitted 68 points ``lmk68`` (NDC
+    of the fit's image) over ``item``'s aligned crop (left) and the original photograph (right, resized to the crop
+    height), MediaPipe's points beside them."""
     from flamejax.perception import transform_points, warp_image
 
     crop = item.crop
     size = crop.shape[0]
-    rgba = np.asarray(_shade(fit.vertices, model.faces, fit.result.camera, size))
+    rgba = np.asarray(_shade(vertices, model.faces, camera, size))
     left = blend_mesh(crop, rgba)
     crop_scale = size / item.image.shape[0]
-    fitted = np.asarray(cam.ndc_to_pixels(fit.result.landmarks.lmk68, size))
+    fitted = np.asarray(cam.ndc_to_pixels(lmk68, size))
     left = draw_points(left, item.lmk68 * crop_scale, TARGET_COLOR, 3)
     left = draw_points(left, fitted, FITTED_COLOR, 2)
 

@@ -232,6 +232,8 @@ def test_several_photographs_of_one_person_share_one_identity(tmp_path):
                for r in records)
     assert records[0]["cam"] != records[1]["cam"]
     assert (tmp_path / "ffhq_00000.obj").is_file() and "one identity for 2 of 2" in stdout
+    overlay = cv2.imread(str(tmp_path / "ffhq_00000_overlay.png"))  # the crop and the photograph, the mesh over both
+    assert overlay.shape[0] == 512 and overlay.shape[1] > 512 and overlay[:, :512].std() > 10
     assert run(["fit", str(photos[0]), "-o", str(tmp_path), "--same-person"])[0] == 2
 
 
@@ -250,3 +252,4 @@ def test_several_photographs_of_one_person_photometric_share_one_albedo(tmp_path
         assert "map_Kd" in (tmp_path / f"{photo.stem}_textured.mtl").read_text()
         render = cv2.imread(str(tmp_path / f"{photo.stem}_render.png"))
         assert render.shape[1] == 3 * render.shape[0]
+    assert not any(tmp_path.glob("*_overlay.png"))  # --no-overlay
