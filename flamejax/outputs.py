@@ -208,15 +208,8 @@ def write_image_outputs(outdir: Path, stem: str, fit: ImageFit, item, fitter: Fi
         raise ValueError(f"{fit.name}: a failed fit has no outputs ({fit.reason})")
 
     def stage(staging: Path) -> dict[str, Path]:
-        staged = _stage_record(staging, stem, fit_record(fit, item, fitter_provenance), fitter, options)
-        if fit.result.photometric is not None:
-            staged |= _photometric_pictures(staging, stem, fit.vertices, fit.result.photometric, item.image, fitter,
-                                            options)
-        if options.overlay:
-            from flamejax.overlay import overlay_picture
-
-            staged["overlay"] = write_image(staging / f"{stem}_overlay.png", overlay_picture(
-                fit.vertices, fit.result.camera, fit.result.landmarks.lmk68, item, fitter.model, original))
+        staged = _stage_outputs(staging, stem, fit_record(fit, item, fitter_provenance), fitter, options, item,
+                                fit.result.photometric, original)
         if options.save_crop:
             staged["crop"] = write_image(staging / f"{stem}_crop.png", item.crop)
             staged["fit_image"] = write_image(staging / f"{stem}_fit.png", item.image)
@@ -231,21 +224,26 @@ def write_record_outputs(outdir: Path, stem: str, record, fitter: Fitter, option
     :class:`flamejax.perception.Preprocessed` image it was fitted on) also its overlay (``options.overlay``), and
     with ``photometric`` (the image's :class:`flamejax.fit.PhotometricReport`) its texture, textured meshes and
     render beside the image."""
+    return _write_as_unit(Path(outdir), stem, lambda staging: _stage_outputs(staging, stem, record, fitter, options,
+                                                                             item, photometric))
+
+
+def _stage_outputs(staging: Path, stem: str, record, fitter: Fitter, options: OutputOptions, item, photometric,
+                   original: np.ndarray | None = None) -> dict[str, Path]:
+    """``record``'s files; with ``item`` its overlay (over ``original`` when given), with ``photometric`` its
+    photometric pictures."""
     from flamejax.io import write_image
 
-    def stage(staging: Path) -> dict[str, Path]:
-        staged = _stage_record(staging, stem, record, fitter, options)
-        if photometric is not None:
-            staged |= _photometric_pictures(staging, stem, record.vertices, photometric, item.image, fitter, options)
-        if item is not None and options.overlay:
-            from flamejax.overlay import overlay_picture
+    staged = _stage_record(staging, stem, record, fitter, options)
+    if photometric is not None:
+        staged |= _photometric_pictures(staging, stem, record.vertices, photometric, item.image, fitter, options)
+    if item is not None and options.overlay:
+        from flamejax.overlay import overlay_picture
 
-            lmk68 = np.asarray(cam.pixels_to_ndc(record.landmarks["lmk68_fitted"], record.image_size))
-            staged["overlay"] = write_image(staging / f"{stem}_overlay.png", overlay_picture(
-                record.vertices, record.camera, lmk68, item, fitter.model))
-        return staged
-
-    return _write_as_unit(Path(outdir), stem, stage)
+        lmk68 = np.asarray(cam.pixels_to_ndc(record.landmarks["lmk68_fitted"], record.image_size))
+        staged["overlay"] = write_image(staging / f"{stem}_overlay.png", overlay_picture(
+            record.vertices, record.camera, lmk68, item, fitter.model, original))
+    return staged
 
 
 def _stage_record(staging: Path, stem: str, record, fitter: Fitter, options: OutputOptions) -> dict[str, Path]:
