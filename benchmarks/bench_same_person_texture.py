@@ -1,10 +1,11 @@
 """Several photographs of one person: how their one albedo explains each of them (``fit --same-person --mode
 photometric``).
 
-    PYTHONPATH=. python3 benchmarks/bench_same_person_texture.py [--views 5] [--clips 6]
+    PYTHONPATH=. python3 benchmarks/bench_same_person_texture.py [--quick] [--views 5] [--clips 6]
 
-Takes ``--views`` frames spread evenly over each of the first ``--clips`` shared videos (``../shared/videos``; one
-person each, looking, talking, laughing, a hand over the mouth), fits them as photographs of one person
+Takes ``--views`` frames (default 5; 3 with ``--quick``) spread evenly over each of the first ``--clips`` shared
+videos (default 6; 2 with ``--quick``; ``../shared/videos``; one person each, looking, talking, laughing, a hand over
+the mouth), fits them as photographs of one person
 (:func:`flamejax.track.fit_same_person_photos`) and refines the joint fit against their pixels with one identity and
 one albedo (:func:`flamejax.track.refine_same_person_photometric`) three ways: the albedo as the stage fits it
 (``bake_texels=False``), baked at the end from every view's pixels added up (``bake_view_spread=None``), and baked
@@ -67,7 +68,8 @@ def _montage(rows: list[np.ndarray]) -> np.ndarray:
     return (np.clip(np.concatenate(rows, 0), 0.0, 1.0) * 255).astype(np.uint8)[..., ::-1]
 
 
-def run(quick: bool = True, views: int = 5, clips: int = 6) -> dict:
+def run(quick: bool = True, views: int | None = None, clips: int | None = None) -> dict:
+    views, clips = views or (3 if quick else 5), clips or (2 if quick else 6)
     model = load_flame(n_shape=100, n_expression=50)
     uv = find_uv_layout(required=True)
     videos = sorted(VIDEOS.glob("*.mp4"))[:clips]
@@ -108,10 +110,11 @@ def run(quick: bool = True, views: int = 5, clips: int = 6) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--views", type=int, default=5)
-    parser.add_argument("--clips", type=int, default=6)
+    parser.add_argument("--quick", action="store_true", help="3 frames of 2 clips (default: 5 frames of 6 clips)")
+    parser.add_argument("--views", type=int, default=None, help="frames per clip")
+    parser.add_argument("--clips", type=int, default=None, help="how many of the shared videos")
     args = parser.parse_args()
-    save_and_report(run(views=args.views, clips=args.clips), result_path(NAME))
+    save_and_report(run(args.quick, args.views, args.clips), result_path(NAME))
 
 
 if __name__ == "__main__":

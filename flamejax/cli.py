@@ -454,6 +454,7 @@ def _fit_same_person(args, paths: list[Path], stems: list[str], options) -> int:
     from flamejax.io import FitRecord, write_image
     from flamejax.outputs import (detection_record, landmark_record, photometric_record, provenance,
                                   write_record_outputs)
+    from flamejax.perception import load_image
     from flamejax.track import fit_same_person_photos, refine_same_person_photometric
 
     if len(paths) < 2:
@@ -502,7 +503,8 @@ def _fit_same_person(args, paths: list[Path], stems: list[str], options) -> int:
             original_size=(item.original_size[1], item.original_size[0]), metrics={"nme_inner51": nme},
             provenance=record_provenance,
             detection=detection_record(item))
-        write_record_outputs(args.output, stem, record, fitter, options, item, report)
+        original = load_image(path) if options.overlay else None
+        write_record_outputs(args.output, stem, record, fitter, options, item, report, original)
         yaw, pitch, roll = np.asarray(cam.yaw_pitch_roll(row[1])).tolist()
         shown = "ok" if verdict == "ok" else f"SUSPECT ({reason})"
         print(f"{path}: {shown}  NME(inner 51) {100 * nme:.2f}%  yaw {yaw:+.1f} pitch {pitch:+.1f} roll {roll:+.1f}")

@@ -219,13 +219,13 @@ def write_image_outputs(outdir: Path, stem: str, fit: ImageFit, item, fitter: Fi
 
 
 def write_record_outputs(outdir: Path, stem: str, record, fitter: Fitter, options: OutputOptions, item=None,
-                         photometric=None) -> dict[str, Path]:
+                         photometric=None, original: np.ndarray | None = None) -> dict[str, Path]:
     """A :class:`flamejax.io.FitRecord`'s parameter files and meshes, written as a unit; with ``item`` (the
-    :class:`flamejax.perception.Preprocessed` image it was fitted on) also its overlay (``options.overlay``), and
-    with ``photometric`` (the image's :class:`flamejax.fit.PhotometricReport`) its texture, textured meshes and
-    render beside the image."""
+    :class:`flamejax.perception.Preprocessed` image it was fitted on) also its overlay (``options.overlay``; over
+    ``original``, the photograph, when given), and with ``photometric`` (the image's
+    :class:`flamejax.fit.PhotometricReport`) its texture, textured meshes and render beside the image."""
     return _write_as_unit(Path(outdir), stem, lambda staging: _stage_outputs(staging, stem, record, fitter, options,
-                                                                             item, photometric))
+                                                                             item, photometric, original))
 
 
 def _stage_outputs(staging: Path, stem: str, record, fitter: Fitter, options: OutputOptions, item, photometric,

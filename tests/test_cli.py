@@ -222,7 +222,12 @@ def test_texture_filter_reaches_the_photometric_renderer():
 
 
 def test_several_photographs_of_one_person_share_one_identity(tmp_path):
-    photos = [SHARED / "images" / n for n in ("ffhq_00000.png", "ffhq_00043.png")]
+    framed = tmp_path / "in" / "ffhq_00000.png"  # the photograph in a blue frame wider than the fit's crop
+    framed.parent.mkdir()
+    canvas = np.full((1600, 1600, 3), (160, 90, 30), np.uint8)
+    canvas[288:1312, 288:1312] = cv2.imread(str(SHARED / "images" / "ffhq_00000.png"))
+    cv2.imwrite(str(framed), canvas)
+    photos = [framed, SHARED / "images" / "ffhq_00043.png"]
     code, stdout, err = run(["fit", *map(str, photos), "-o", str(tmp_path), "--same-person", "--mesh", "obj", *FAST])
     assert code in (0, 4), stdout + err  # 4 when one photograph is judged an outlier (they are two people)
     records = [json.loads((tmp_path / f"{p.stem}.json").read_text()) for p in photos]
@@ -234,6 +239,7 @@ def test_several_photographs_of_one_person_share_one_identity(tmp_path):
     assert (tmp_path / "ffhq_00000.obj").is_file() and "one identity for 2 of 2" in stdout
     overlay = cv2.imread(str(tmp_path / "ffhq_00000_overlay.png"))  # the crop and the photograph, the mesh over both
     assert overlay.shape[0] == 512 and overlay.shape[1] > 512 and overlay[:, :512].std() > 10
+    np.testing.assert_allclose(overlay[:40, 512:552].mean(axis=(0, 1)), (160, 90, 30), atol=3)  # the photograph's
     assert run(["fit", str(photos[0]), "-o", str(tmp_path), "--same-person"])[0] == 2
 
 
