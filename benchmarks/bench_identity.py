@@ -339,7 +339,7 @@ class View:
 
 
 _VIEW_ARRAYS = [f.name for f in dataclasses.fields(View)]
-VIEWS_VERSION = 8
+VIEWS_VERSION = 9
 """Ends every view cache's key: bumped whenever :class:`View` or how its pictures are made changes."""
 
 

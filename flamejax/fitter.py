@@ -245,7 +245,7 @@ def detection_doubt(detection_score: float | None, quality: QualityConfig = Qual
     if detection_score is not None and detection_score < quality.min_detection_score:
         doubts.append(f"face detector's score {detection_score:.2f} (less than {quality.min_detection_score})")
     if lost_on_crop:
-        doubts.append("FaceMesh found no face again on the aligned crop around the one it found")
+        doubts.append("FaceMesh's own detector found no face again on the aligned crop around the one it found")
     if doubts:
         doubts = [" and ".join(doubts) + ": it may have taken something else for a face (an ear or the back of a "
                   "head seen in profile)"]

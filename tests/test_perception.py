@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import math
@@ -15,6 +16,7 @@ from PIL import Image
 
 import flamejax.files
 import flamejax.perception as fp
+import flamejax.perception._landmarks as landmarks_module
 import flamejax.perception._mask as mask_module
 import flamejax.perception._preprocess as preprocess_module
 from flamejax.files import CorruptFileError, MissingFileError
@@ -343,6 +345,49 @@ def test_small_face_in_a_large_picture(photos, faces):
     face = fp.detect_landmarks(canvas)
     expected = faces[name].points * (200 / 1024) + (300, 1500)
     assert np.abs(face.points - expected).mean() < 1.5
+
+
+@needs_photos
+def test_a_face_found_in_a_mirrored_crop_only_is_mapped_back_with_its_numbering(photos, faces):
+    name = FFHQ[2]
+    face = faces[name]
+    (points, depth), = landmarks_module._faces_in_boxes(photos[name], [(0.9, face.box.astype(np.float64))],
+                                                         ((1.6, True),))
+    error = np.linalg.norm(points - face.points, axis=1) / interocular(fp.to_68(face.points))
+    assert np.median(error) < 0.02 and error.mean() < 0.03, (np.median(error), error.mean())
+    assert np.corrcoef(depth, face.depth)[0, 1] > 0.95
+
+
+def test_when_facemesh_misses_a_face_it_is_tried_on_crops_around_each_detector_box(monkeypatch):
+    """FaceMesh's own detector misses the face on the whole picture (a turned head) while BlazeFace's short-range
+    model finds a box: FaceMesh runs on crops around it, and on their mirror images, until it finds a face that
+    overlaps the box."""
+    image = np.zeros((400, 600, 3), np.uint8)
+    image[:, 300:] = 255
+    box = np.array([320.0, 100.0, 420.0, 220.0])  # the crops' sides: 2.2 x 120 = 264 pixels, scale 1
+    spread = np.random.default_rng(0).uniform((-50.0, -60.0), (50.0, 60.0), (478, 2))
+    tried = []
+
+    def mesh_faces(picture):
+        tried.append(bool(picture[picture.shape[0] // 2, 0, 0] == 255))
+        centre = picture.shape[1] / 2.0
+        if len(tried) == 2:  # the first crop: a face beside the box
+            return [(centre + 0.1 * spread + (110.0, 0.0), np.zeros(478))]
+        return [] if len(tried) < 3 else [(centre + spread, np.arange(478.0))]
+
+    def detect_boxes(picture, full_range):
+        return [] if full_range or picture.shape[:2] != image.shape[:2] else [(0.8, box)]
+
+    monkeypatch.setattr(landmarks_module, "_mesh_faces", mesh_faces)
+    monkeypatch.setattr(landmarks_module, "_detect_boxes", detect_boxes)
+    (points, depth), = landmarks_module.find_faces(image)
+    assert tried == [False, False, True]  # the mirrored crop has the picture's white right half on its left
+    in_crop = 132.0 + spread
+    expected = np.stack([264.0 - in_crop[:, 0], in_crop[:, 1]], 1)[fp.MEDIAPIPE_MIRROR] + (238.0, 28.0)
+    np.testing.assert_allclose(points, expected, atol=1e-6)
+    np.testing.assert_array_equal(depth, fp.MEDIAPIPE_MIRROR)
+    tried.clear()
+    assert landmarks_module.detect_landmarks(image).searched  # FaceMesh's own detector missed it
 
 
 @needs_photos
@@ -777,6 +822,14 @@ def test_preprocess_reports_a_face_facemesh_loses_on_its_aligned_crop(photos, mo
     lost = fp.preprocess(photos[FFHQ[1]])
     assert lost.lost_on_crop and not lost.redetected
     assert any("no face found again on the aligned crop" in note for note in lost.notes)
+    # found there only on crops around the face detector's box: its points are used, and it counts as lost
+    monkeypatch.setattr(preprocess_module, "redetect",
+                        lambda crop, expected: dataclasses.replace(expected, points=expected.points + 1.0,
+                                                                   searched=True))
+    searched = fp.preprocess(photos[FFHQ[1]])
+    assert searched.lost_on_crop and searched.redetected
+    np.testing.assert_allclose(searched.points478, lost.points478 + 1.0 / 2, atol=1e-4)  # crop 512 -> fit 256
+    assert any("FaceMesh's own detector found no face again" in note for note in searched.notes)
 
 
 def test_a_segmentation_that_takes_the_whole_crop_is_done_again_on_a_wider_crop(photos, monkeypatch, no_models):

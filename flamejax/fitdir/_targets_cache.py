@@ -30,7 +30,7 @@ from flamejax.perception._parsing import PARSING_CONTRACT
 log = logging.getLogger("flamejax")
 
 TARGETS_DIR = f"{STATE_DIR}/targets"
-CACHE_FORMAT = 4
+CACHE_FORMAT = 5
 """Bumped whenever what an entry holds, or how preprocessing computes it, changes."""
 
 _SCALARS = {"confidence": float, "num_faces": int, "face_index": int, "redetected": bool, "lost_on_crop": bool,

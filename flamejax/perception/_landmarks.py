@@ -2,9 +2,10 @@
 
 Detection runs on a copy of the image no larger than ``max_side`` pixels; MediaPipe returns coordinates
 normalised to the image extent, so they are scaled back to the full-resolution frame exactly. When FaceMesh's
-own short-range detector finds nothing (small faces in a large picture), the full-range BlazeFace detector
-proposes boxes, or failing that the short-range one run over overlapping tiles, and FaceMesh runs again on a
-square crop around each box, taken from the full-resolution image.
+own detector finds nothing (small faces in a large picture, a turned head), BlazeFace's full-range and then its
+short-range detector propose boxes, and FaceMesh runs again on square crops around each box taken from the
+full-resolution image, and on their mirror images, until it finds a face there that overlaps the box; where that
+finds none, the short-range detector runs over overlapping tiles and FaceMesh on one crop around each of its boxes.
 
 Confidence: FaceMesh reports no score per face. :attr:`FaceLandmarks.confidence` is the score of MediaPipe's
 short-range BlazeFace detector (the detector FaceMesh itself uses, same model) run on a square crop of twice
@@ -33,8 +34,17 @@ DETECT_MAX_SIDE = 2048
 """Images larger than this (longest side, pixels) are area-downscaled for detection."""
 _CONFIDENCE_CONTEXT = 2.0
 """Side of the square crop scored by BlazeFace, in units of the landmark box's longer side."""
-_CROP_CONTEXT = 2.2
-"""Side of the square crop around a full-range detection box, in units of the box's longer side."""
+_CROP_TRIES = ((2.2, False), (2.2, True), (1.6, False), (1.6, True), (2.8, False), (2.8, True))
+"""Square crops around a detection box FaceMesh is tried on in turn until it finds the face there: (side in units of
+the box's longer side, mirrored). At a turned head its own detector finds the face in some framings only."""
+_TILE_TRIES = ((2.2, False),)
+"""The crop FaceMesh is tried on around a box the short-range detector finds in a tile: one, unmirrored (more tries
+there find faces in ears and hair at 80-90 degrees of yaw, and no more real ones)."""
+_MIN_BOX_OVERLAP = 0.3
+"""Least intersection over union of a detector's box and the box of the points FaceMesh finds in a crop around it:
+below it FaceMesh's face is not the one detected (a mesh folded onto part of a turned head)."""
+_SAME_FACE_IOU = 0.3
+"""Boxes overlapping by more than this (intersection over union) are taken to hold the same face."""
 _CROP_MAX_SIDE = 768
 _TILE_PARTS = (2, 4)
 """Tilings tried when no detector finds a face in the whole image: tiles of 1/2 and 1/4 of the longer side."""
@@ -58,6 +68,9 @@ class FaceLandmarks:
     """Index of this face among them, numbered left to right by box centre."""
     box: Float[np.ndarray, "4"]
     """x0, y0, x1, y1 of the 478 points (float32)."""
+    searched: bool = False
+    """FaceMesh's own detector missed the face on the whole picture; it was found on crops around a face detector's
+    box (a turned head, a small face in a large picture)."""
 
     def transformed(self, matrix: Affine) -> FaceLandmarks:
         """The same landmarks mapped into another frame by a similarity ``matrix`` (depth scaled with it)."""
@@ -139,20 +152,47 @@ def _box_crop(image: np.ndarray, box: np.ndarray, context: float) -> tuple[np.nd
     return warp_image(image, to_crop, out_side, border=0), to_crop
 
 
-def _faces_in_boxes(image: np.ndarray, boxes: list[tuple[float, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """FaceMesh on a crop around each box; the face nearest each crop's centre, mapped back to ``image``."""
-    faces = []
-    for _, box in boxes[:MAX_FACES]:
-        crop, to_crop = _box_crop(image, box, _CROP_CONTEXT)
-        found = _mesh_faces(crop)
+def _faces_in_boxes(image: np.ndarray, boxes: list[tuple[float, np.ndarray]],
+                    tries: tuple[tuple[float, bool], ...]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """FaceMesh's face in each box (:func:`_face_in_box`) where no face was found before, each face once."""
+    faces: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def found_before(box: np.ndarray) -> bool:
+        return any(_box_iou(points_box(points), box) > _SAME_FACE_IOU for points, _ in faces)
+
+    for _, box in boxes:
+        if len(faces) == MAX_FACES:
+            break
+        if not found_before(box) and (face := _face_in_box(image, box, tries)) is not None \
+                and not found_before(points_box(face[0])):
+            faces.append(face)
+    return faces
+
+
+def _face_in_box(image: np.ndarray, box: np.ndarray,
+                 tries: tuple[tuple[float, bool], ...]) -> tuple[np.ndarray, np.ndarray] | None:
+    """FaceMesh on the crops ``tries`` (see :data:`_CROP_TRIES`) around a detector's ``box`` in turn: the first face
+    it finds nearest a crop's centre that overlaps the box (:data:`_MIN_BOX_OVERLAP`), mapped back to ``image``."""
+    for context, mirrored in tries:
+        crop, to_crop = _box_crop(image, box, context)
+        found = _mesh_faces(np.ascontiguousarray(crop[:, ::-1]) if mirrored else crop)
         if not found:
             continue
         centre = crop.shape[1] / 2
         points, depth = min(found, key=lambda f: np.linalg.norm(f[0].mean(axis=0) - centre))
+        if mirrored:
+            points, depth = points[MEDIAPIPE_MIRROR] * (-1.0, 1.0) + (crop.shape[1], 0.0), depth[MEDIAPIPE_MIRROR]
         back = invert_affine(to_crop)
-        faces.append((transform_points(back, points), depth * affine_scale(back)))
-    kept = _non_overlapping([points_box(points) for points, _ in faces])
-    return [faces[i] for i in kept]
+        points = transform_points(back, points)
+        if _box_iou(points_box(points), box) >= _MIN_BOX_OVERLAP:
+            return points, depth * affine_scale(back)
+    return None
+
+
+def _detector_boxes(image: np.ndarray) -> list[tuple[float, np.ndarray]]:
+    """BlazeFace's boxes on ``image``: the full-range model's, then the short-range one's, each by decreasing score."""
+    return [*_by_score_non_overlapping(_detect_boxes(image, full_range=True)),
+            *_by_score_non_overlapping(_detect_boxes(image, full_range=False))]
 
 
 def _tiled_boxes(image: np.ndarray) -> list[tuple[float, np.ndarray]]:
@@ -182,7 +222,7 @@ def _by_score_non_overlapping(boxes: list[tuple[float, np.ndarray]]) -> list[tup
     return [boxes[i] for i in _non_overlapping([box for _, box in boxes])]
 
 
-def _non_overlapping(boxes: list[np.ndarray], max_iou: float = 0.3) -> list[int]:
+def _non_overlapping(boxes: list[np.ndarray], max_iou: float = _SAME_FACE_IOU) -> list[int]:
     """Indices of the boxes that overlap no earlier kept box by more than ``max_iou``."""
     kept: list[int] = []
     for i, box in enumerate(boxes):
@@ -209,6 +249,12 @@ def face_confidence(image: UInt8[np.ndarray, "H W 3"], box: Float[np.ndarray, "4
 def find_faces(image: UInt8[np.ndarray, "H W 3"],
                max_side: int = DETECT_MAX_SIDE) -> list[tuple[np.ndarray, np.ndarray]]:
     """All faces in ``image`` as (points (478, 2), depth (478,)) in its pixel frame, numbered left to right."""
+    return _search_faces(image, max_side)[0]
+
+
+def _search_faces(image: UInt8[np.ndarray, "H W 3"],
+                  max_side: int = DETECT_MAX_SIDE) -> tuple[list[tuple[np.ndarray, np.ndarray]], bool]:
+    """:func:`find_faces`, and whether they were searched for on crops (FaceMesh's own detector missed them)."""
     height, width = image.shape[:2]
     shrink = min(1.0, max_side / max(height, width))
     small = image
@@ -217,13 +263,16 @@ def find_faces(image: UInt8[np.ndarray, "H W 3"],
                            interpolation=cv2.INTER_AREA)
     faces = _mesh_faces(small)
     to_image = scale_affine(width / small.shape[1], height / small.shape[0])
-    if faces:
+    own = bool(faces)
+    if own:
         faces = [(transform_points(to_image, p), d * width / small.shape[1]) for p, d in faces]
     else:
-        boxes = _by_score_non_overlapping(_detect_boxes(small, full_range=True)) or _tiled_boxes(small)
-        faces = _faces_in_boxes(image, [(score, transform_points(to_image, box.reshape(2, 2)).ravel())
-                                        for score, box in boxes])
-    return sorted(faces, key=lambda face: float(np.mean(points_box(face[0])[::2])))
+        def faces_in(boxes: list[tuple[float, np.ndarray]], tries: tuple[tuple[float, bool], ...]) -> list:
+            return _faces_in_boxes(image, [(score, transform_points(to_image, box.reshape(2, 2)).ravel())
+                                           for score, box in boxes], tries)
+
+        faces = faces_in(_detector_boxes(small), _CROP_TRIES) or faces_in(_tiled_boxes(small), _TILE_TRIES)
+    return sorted(faces, key=lambda face: float(np.mean(points_box(face[0])[::2]))), not own
 
 
 def detect_landmarks(image: np.ndarray, face_index: int | None = None, *, name: str = ARRAY_NAME,
@@ -241,7 +290,7 @@ def detect_landmarks(image: np.ndarray, face_index: int | None = None, *, name: 
     """
     image = to_rgb8(image, name=name)
     check_image_size(image, name)
-    faces = find_faces(image, max_side)
+    faces, searched = _search_faces(image, max_side)
     if not faces:
         height, width = image.shape[:2]
         raise NoFaceError(f"{name}: no face found in the {width}x{height} image (MediaPipe face detection)")
@@ -253,7 +302,8 @@ def detect_landmarks(image: np.ndarray, face_index: int | None = None, *, name: 
     points, depth = faces[index]
     box = points_box(points)
     return FaceLandmarks(points=points.astype(np.float32), depth=depth.astype(np.float32),
-                         confidence=face_confidence(image, box), num_faces=len(faces), face_index=index, box=box)
+                         confidence=face_confidence(image, box), num_faces=len(faces), face_index=index, box=box,
+                         searched=searched)
 
 
 def redetect(image: UInt8[np.ndarray, "H W 3"], expected: FaceLandmarks,
@@ -261,15 +311,16 @@ def redetect(image: UInt8[np.ndarray, "H W 3"], expected: FaceLandmarks,
     """Detect again in ``image`` the face ``expected`` shows (already mapped into this image's frame).
 
     Picks the face whose landmark box overlaps ``expected.box`` most; ``None`` when none overlaps by
-    ``min_iou`` (intersection over union). Confidence and face counts are kept from ``expected``.
+    ``min_iou`` (intersection over union). Confidence and face counts are kept from ``expected``;
+    :attr:`FaceLandmarks.searched` says how it was found here.
     """
-    faces = find_faces(to_rgb8(image))
+    faces, searched = _search_faces(to_rgb8(image))
     overlaps = [_box_iou(points_box(points), expected.box) for points, _ in faces]
     if not overlaps or max(overlaps) < min_iou:
         return None
     points, depth = faces[int(np.argmax(overlaps))]
     return dataclasses.replace(expected, points=points.astype(np.float32), depth=depth.astype(np.float32),
-                               box=points_box(points))
+                               box=points_box(points), searched=searched)
 
 
 def redetect_mirrored(image: UInt8[np.ndarray, "H W 3"], expected: FaceLandmarks,

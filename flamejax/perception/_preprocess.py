@@ -120,8 +120,10 @@ class Preprocessed:
     leaves out more than 5 % of FaceMesh's points (then it is not trusted; see :attr:`notes`)."""
     lost_on_crop: bool = False
     """FaceMesh, run again on the aligned crop around the face it found on the photograph
-    (``PreprocessConfig.redetect_on_crop``), found no face there: the face it found may be something else (at
-    80-90° of yaw, an ear or an eye region). The fit is then reported as suspect (``flamejax.fitter.judge``)."""
+    (``PreprocessConfig.redetect_on_crop``), found no face there with its own detector (the face found there only
+    on crops around the face detector's box counts as lost; its points are used): the face it found may be
+    something else (at 80-90° of yaw, an ear or an eye region). The fit is then reported as suspect
+    (``flamejax.fitter.judge``)."""
 
 
 def preprocess(image: ImageSource, config: PreprocessConfig = PreprocessConfig()) -> Preprocessed:
@@ -150,6 +152,9 @@ def preprocess(image: ImageSource, config: PreprocessConfig = PreprocessConfig()
         redetected = redetect(crop, landmarks)
         if redetected is None:
             notes.append("no face found again on the aligned crop; using the photograph's landmarks")
+        elif redetected.searched:
+            notes.append("FaceMesh's own detector found no face again on the aligned crop; found on crops around "
+                         "the face detector's box")
     to_fit = scale_affine(config.fit_size / config.crop_size)
     fit_landmarks = (landmarks if redetected is None else redetected).transformed(to_fit)
     mirrored = redetect_mirrored(crop, landmarks) if config.mirror_check else None
@@ -170,7 +175,7 @@ def preprocess(image: ImageSource, config: PreprocessConfig = PreprocessConfig()
         fit_to_original=invert_affine(original_to_fit), original_to_fit=original_to_fit,
         crop_to_original=aligned.to_original, original_size=original.shape[:2], confidence=found.confidence,
         num_faces=found.num_faces, face_index=found.face_index, redetected=redetected is not None,
-        lost_on_crop=config.redetect_on_crop and redetected is None, source=name,
+        lost_on_crop=config.redetect_on_crop and (redetected is None or redetected.searched), source=name,
         notes=tuple(notes))
 
 
