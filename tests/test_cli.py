@@ -233,7 +233,8 @@ def test_several_photographs_of_one_person_share_one_identity(tmp_path):
     records = [json.loads((tmp_path / f"{p.stem}.json").read_text()) for p in photos]
     assert records[0]["shape"] == records[1]["shape"] and len(records[0]["shape"]) == 20
     assert records[0]["provenance"]["same_person"] == [str(p) for p in photos]
-    assert all(r["detection"]["lost_on_crop"] is False and r["detection"]["lmk68_targets"] == "mediapipe"
+    assert all(r["detection"]["lost_on_crop"] is False and r["detection"]["searched"] is False
+               and r["detection"]["lmk68_targets"] == "mediapipe"
                for r in records)
     assert records[0]["cam"] != records[1]["cam"]
     assert (tmp_path / "ffhq_00000.obj").is_file() and "one identity for 2 of 2" in stdout

@@ -786,7 +786,8 @@ def test_preprocess_result(preprocessed, faces, photos):
         np.testing.assert_array_equal(result.iris, result.points478[468:])
         assert result.mask_source == "landmarks" and result.parsing is None and result.alpha is None
         assert any("no face-parsing model" in note for note in result.notes)
-        assert result.redetected and not result.lost_on_crop and result.source == str(IMAGES / name)
+        assert result.redetected and not result.lost_on_crop and not result.searched
+        assert result.source == str(IMAGES / name)
         assert result.original_size == photos[name].shape[:2]
         assert result.confidence == faces[name].confidence and result.num_faces == 1
         np.testing.assert_allclose(fp.compose_affine(result.fit_to_original, result.original_to_fit), np.eye(2, 3),

@@ -34,7 +34,7 @@ CACHE_FORMAT = 5
 """Bumped whenever what an entry holds, or how preprocessing computes it, changes."""
 
 _SCALARS = {"confidence": float, "num_faces": int, "face_index": int, "redetected": bool, "lost_on_crop": bool,
-            "mask_source": str, "source": str}
+            "searched": bool, "mask_source": str, "source": str}
 _TUPLES = {"original_size": int, "notes": str}
 _OPTIONAL = ("parsing", "alpha", "mirrored478", "annotated68", "person")
 

@@ -124,6 +124,9 @@ class Preprocessed:
     on crops around the face detector's box counts as lost; its points are used): the face it found may be
     something else (at 80-90° of yaw, an ear or an eye region). The fit is then reported as suspect
     (``flamejax.fitter.judge``)."""
+    searched: bool = False
+    """FaceMesh's own detector missed the face on the photograph; it was found on crops around the face detector's
+    box (:attr:`flamejax.perception.FaceLandmarks.searched`: a turned head, a small face in a large picture)."""
 
 
 def preprocess(image: ImageSource, config: PreprocessConfig = PreprocessConfig()) -> Preprocessed:
@@ -144,6 +147,9 @@ def preprocess(image: ImageSource, config: PreprocessConfig = PreprocessConfig()
     found = detect_landmarks(original, config.face_index, name=name, max_side=config.detect_max_side)
     if found.num_faces > 1:
         notes.append(f"{found.num_faces} faces found; using face {found.face_index} (numbered left to right)")
+    if found.searched:
+        notes.append("FaceMesh's own detector found no face on the photograph; found on crops around the face "
+                     "detector's box (a turned head or a small face)")
     aligned = align_face(original, to_68(found.points), config.crop_size, scale=config.crop_scale)
     crop, crop_alpha = _matted(aligned.image, config, notes)
     landmarks = found.transformed(aligned.to_crop)
@@ -175,7 +181,8 @@ def preprocess(image: ImageSource, config: PreprocessConfig = PreprocessConfig()
         fit_to_original=invert_affine(original_to_fit), original_to_fit=original_to_fit,
         crop_to_original=aligned.to_original, original_size=original.shape[:2], confidence=found.confidence,
         num_faces=found.num_faces, face_index=found.face_index, redetected=redetected is not None,
-        lost_on_crop=config.redetect_on_crop and (redetected is None or redetected.searched), source=name,
+        lost_on_crop=config.redetect_on_crop and (redetected is None or redetected.searched),
+        searched=found.searched, source=name,
         notes=tuple(notes))
 
 
