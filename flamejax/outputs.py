@@ -168,7 +168,7 @@ def detection_record(item) -> dict:
     """How the face of one :class:`flamejax.perception.Preprocessed` was found, as
     :class:`flamejax.io.FitRecord`'s ``detection``."""
     return {"confidence": float(item.confidence), "num_faces": int(item.num_faces), "face_index": int(item.face_index),
-            "lost_on_crop": bool(item.lost_on_crop), "searched": bool(getattr(item, "searched", False)),
+            "lost_on_crop": bool(item.lost_on_crop), "searched": bool(item.searched),
             "lmk68_targets": "mediapipe" if item.annotated68 is None else "annotation"}
 
 

@@ -39,7 +39,7 @@ _CROP_TRIES = ((2.2, False), (2.2, True), (1.6, False), (1.6, True), (2.8, False
 the box's longer side, mirrored). At a turned head its own detector finds the face in some framings only."""
 _TILE_TRIES = ((2.2, False),)
 """The crop FaceMesh is tried on around a box the short-range detector finds in a tile: one, unmirrored (more tries
-there find faces in ears and hair at 80-90 degrees of yaw, and no more real ones)."""
+there found wrong meshes on turned heads, at 70-90 degrees of yaw, and no more real faces)."""
 _MIN_BOX_OVERLAP = 0.3
 """Least intersection over union of a detector's box and the box of the points FaceMesh finds in a crop around it:
 below it FaceMesh's face is not the one detected (a mesh folded onto part of a turned head)."""
