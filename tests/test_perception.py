@@ -380,7 +380,7 @@ def test_when_facemesh_misses_a_face_it_is_tried_on_crops_around_each_detector_b
 
     monkeypatch.setattr(landmarks_module, "_mesh_faces", mesh_faces)
     monkeypatch.setattr(landmarks_module, "_detect_boxes", detect_boxes)
-    (points, depth), = landmarks_module.find_faces(image)
+    (points, depth), = landmarks_module.find_faces(image)[0]
     assert tried == [False, False, True]  # the mirrored crop has the picture's white right half on its left
     in_crop = 132.0 + spread
     expected = np.stack([264.0 - in_crop[:, 0], in_crop[:, 1]], 1)[fp.MEDIAPIPE_MIRROR] + (238.0, 28.0)

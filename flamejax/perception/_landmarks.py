@@ -82,8 +82,16 @@ class FaceLandmarks:
         """Landmarks found in the mirror image (``image[:, ::-1]``, ``width`` pixels wide) of a picture, in that
         picture's frame: x reflected back and the points renumbered, so that each index names the same part of
         the face as in a detection on the picture itself (see :data:`MEDIAPIPE_MIRROR`)."""
-        points = self.points[MEDIAPIPE_MIRROR] * np.float32([-1.0, 1.0]) + np.float32([width, 0.0])
-        return dataclasses.replace(self, points=points, depth=self.depth[MEDIAPIPE_MIRROR], box=points_box(points))
+        points, depth = _unmirrored(self.points, self.depth, width)
+        return dataclasses.replace(self, points=points, depth=depth, box=points_box(points))
+
+
+def _unmirrored(points: Float[np.ndarray, "478 2"], depth: Float[np.ndarray, "478"],
+                width: float) -> tuple[Float[np.ndarray, "478 2"], Float[np.ndarray, "478"]]:
+    """Points and depth found in the mirror image of a picture ``width`` pixels wide, in that picture's frame and
+    numbering (x reflected back, points renumbered by :data:`MEDIAPIPE_MIRROR`); dtypes kept."""
+    flip, shift = np.array([-1.0, 1.0], points.dtype), np.array([width, 0.0], points.dtype)
+    return points[MEDIAPIPE_MIRROR] * flip + shift, depth[MEDIAPIPE_MIRROR]
 
 
 def points_box(points: Float[np.ndarray, "N 2"]) -> Float[np.ndarray, "4"]:
@@ -181,7 +189,7 @@ def _face_in_box(image: np.ndarray, box: np.ndarray,
         centre = crop.shape[1] / 2
         points, depth = min(found, key=lambda f: np.linalg.norm(f[0].mean(axis=0) - centre))
         if mirrored:
-            points, depth = points[MEDIAPIPE_MIRROR] * (-1.0, 1.0) + (crop.shape[1], 0.0), depth[MEDIAPIPE_MIRROR]
+            points, depth = _unmirrored(points, depth, crop.shape[1])
         back = invert_affine(to_crop)
         points = transform_points(back, points)
         if _box_iou(points_box(points), box) >= _MIN_BOX_OVERLAP:
@@ -247,14 +255,9 @@ def face_confidence(image: UInt8[np.ndarray, "H W 3"], box: Float[np.ndarray, "4
 
 
 def find_faces(image: UInt8[np.ndarray, "H W 3"],
-               max_side: int = DETECT_MAX_SIDE) -> list[tuple[np.ndarray, np.ndarray]]:
-    """All faces in ``image`` as (points (478, 2), depth (478,)) in its pixel frame, numbered left to right."""
-    return _search_faces(image, max_side)[0]
-
-
-def _search_faces(image: UInt8[np.ndarray, "H W 3"],
-                  max_side: int = DETECT_MAX_SIDE) -> tuple[list[tuple[np.ndarray, np.ndarray]], bool]:
-    """:func:`find_faces`, and whether they were searched for on crops (FaceMesh's own detector missed them)."""
+               max_side: int = DETECT_MAX_SIDE) -> tuple[list[tuple[np.ndarray, np.ndarray]], bool]:
+    """All faces in ``image`` as (points (478, 2), depth (478,)) in its pixel frame, numbered left to right, and
+    whether they were searched for on crops (FaceMesh's own detector missed them on the whole picture)."""
     height, width = image.shape[:2]
     shrink = min(1.0, max_side / max(height, width))
     small = image
@@ -290,7 +293,7 @@ def detect_landmarks(image: np.ndarray, face_index: int | None = None, *, name: 
     """
     image = to_rgb8(image, name=name)
     check_image_size(image, name)
-    faces, searched = _search_faces(image, max_side)
+    faces, searched = find_faces(image, max_side)
     if not faces:
         height, width = image.shape[:2]
         raise NoFaceError(f"{name}: no face found in the {width}x{height} image (MediaPipe face detection)")
@@ -314,7 +317,7 @@ def redetect(image: UInt8[np.ndarray, "H W 3"], expected: FaceLandmarks,
     ``min_iou`` (intersection over union). Confidence and face counts are kept from ``expected``;
     :attr:`FaceLandmarks.searched` says how it was found here.
     """
-    faces, searched = _search_faces(to_rgb8(image))
+    faces, searched = find_faces(to_rgb8(image))
     overlaps = [_box_iou(points_box(points), expected.box) for points, _ in faces]
     if not overlaps or max(overlaps) < min_iou:
         return None
