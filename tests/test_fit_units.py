@@ -17,7 +17,8 @@ from flamejax.camera import Camera, project_ndc
 from flamejax.fit import LandmarkTargets, Status, stack_targets
 from flamejax.fit._init import _orthonormal_rows, _scaled_orthographic_pose, _solve_spd3
 from flamejax.fit._landmark_fit import (PROFILE_CAP, PROFILE_MARGIN, SILHOUETTE_CAP, SILHOUETTE_MARGIN,
-                                        face_silhouette_loss, mean_l1, mean_l2, profile_loss, silhouette_loss)
+                                        face_silhouette_loss, mean_l1, mean_l2, profile_candidates,
+                                        profile_loss, silhouette_loss)
 from flamejax.fit._targets import PROFILE_SAMPLES, PROFILE_TURN, SILHOUETTE_SIZE, profile_edge, silhouette_distance
 from flamejax.flame import ProjectedLandmarks
 from flamejax.fit._result import first_failure
@@ -90,7 +91,7 @@ class LossTest(chex.TestCase):
         the jaw contour does not count, weightless points cost nothing, and the gradient moves the nearest
         landmark towards the edge and leaves the others."""
         def projected(points):
-            return ProjectedLandmarks(lmk68=points[:68], iris=points[68:78], mediapipe=points[78:])
+            return profile_candidates(ProjectedLandmarks(lmk68=points[:68], iris=points[68:78], mediapipe=points[78:]))
 
         points = jnp.zeros((183, 2))
         profile = jnp.stack([jnp.full(PROFILE_SAMPLES, 0.3), jnp.zeros(PROFILE_SAMPLES)], axis=-1)

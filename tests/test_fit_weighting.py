@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from flamejax.camera import Camera, project_ndc
-from flamejax.fit import (FitConfig, LandmarkTargets, WeightingConfig, fit_landmarks_batch, landmark_conventions,
-                          landmark_model, observed_targets, quick_config, stack_targets)
+from flamejax.fit import (PROFILE_SAMPLES, FitConfig, LandmarkStageConfig, LandmarkTargets, WeightingConfig,
+                          fit_landmarks_batch, landmark_conventions, landmark_model, observed_targets, quick_config,
+                          stack_targets)
 from flamejax.fit._visibility import (facing_cosine, lip_normals_from_outer, pose_weights, target_agreement,
                                       triangle_normals)
 from flamejax.flame import FlameParams, barycentric_points, flame_forward
@@ -356,25 +357,28 @@ def test_the_outline_follows_the_turning_head_without_jumps(flame_model):
         assert step.max() < 0.12, (seed, np.unravel_index(step.argmax(), step.shape))
 
 
+@pytest.mark.parametrize("term", ["contour", "profile"])
 @pytest.mark.parametrize("scale", [0.0, 0.5, 1.0])
-def test_the_jaw_contour_passes_only_its_share_of_gradient_to_the_identity(flame_model, scale):
-    """LandmarkStageConfig.contour_identity: the contour's points keep their values, the identity gets ``scale``
-    of their gradient, jaw, expression and camera all of it (the 51 vertices' own forward pass agrees with the
-    model's)."""
+def test_the_jaw_contour_and_the_profile_pass_only_their_share_of_gradient_to_the_identity(flame_model, term, scale):
+    """LandmarkStageConfig.contour_identity and profile_identity: the jaw contour's points and the points the
+    profile pulls on keep their values, the identity gets ``scale`` of their gradient, jaw, expression and camera
+    all of it (the forward pass on their own vertices agrees with the model's)."""
     from flamejax.fit import landmark_model
-    from flamejax.fit._landmark_fit import contour_identity_scaled
+    from flamejax.fit._landmark_fit import contour_identity_scaled, profile_identity_scaled
     from flamejax.flame import posed_landmarks
 
     model = landmark_model(flame_model, face=False)
     params = dataclasses.replace(_head(model, 4), jaw_pose=jnp.array([0.12, 0.0, 0.0], jnp.float32))
     camera = _camera(35.0, 8.0)
 
-    def contour(p, cam, share):
+    def points(p, cam, share):
         proj = posed_landmarks(model, p, cam)
-        return contour_identity_scaled(model, p, cam, proj, share).lmk68[:17]
+        if term == "contour":
+            return contour_identity_scaled(model, p, cam, proj, share).lmk68[:17]
+        return profile_identity_scaled(model, p, cam, proj, share)
 
-    np.testing.assert_allclose(contour(params, camera, scale), contour(params, camera, 1.0), atol=1e-6)
-    loss = lambda p, cam, share: jnp.sum(jnp.sin(7.0 * contour(p, cam, share)))  # noqa: E731
+    np.testing.assert_allclose(points(params, camera, scale), points(params, camera, 1.0), atol=1e-6)
+    loss = lambda p, cam, share: jnp.sum(jnp.sin(7.0 * points(p, cam, share)))  # noqa: E731
     (full_params, full_camera), (params_grad, camera_grad) = (
         jax.grad(loss, argnums=(0, 1))(params, camera, 1.0), jax.grad(loss, argnums=(0, 1))(params, camera, scale))
     assert float(jnp.abs(full_params.shape).max()) > 1e-3
@@ -384,8 +388,33 @@ def test_the_jaw_contour_passes_only_its_share_of_gradient_to_the_identity(flame
     np.testing.assert_allclose(camera_grad.rotation, full_camera.rotation, rtol=1e-4, atol=1e-6)
 
 
+def test_the_landmark_term_keeps_the_profile_s_pull_off_the_identity(flame_model):
+    """LandmarkStageConfig.profile_identity 0 (the default): the profile's gradient moves the camera but not the
+    identity, whose gradient is the landmark term's without the profile; 1 lets it reach the identity too."""
+    from flamejax.fit._landmark_fit import identity_scaled_landmark_loss
+    from flamejax.flame import posed_landmarks
+
+    model = landmark_model(flame_model, face=False)
+    params, camera = _head(model, 5), _camera(60.0)
+    targets, _ = observed_targets(model, params, camera, np.random.default_rng(0), noise_px=0.0)
+    nose = np.asarray(posed_landmarks(model, params, camera).lmk68[30])
+    profile = jnp.asarray(np.tile(nose + [0.08, 0.0], (PROFILE_SAMPLES, 1)), jnp.float32)
+    targets = dataclasses.replace(targets, profile=profile, profile_weight=jnp.ones(PROFILE_SAMPLES, jnp.float32))
+
+    def gradient(stage):
+        def loss(p, cam):
+            return identity_scaled_landmark_loss(model, p, cam, posed_landmarks(model, p, cam), targets, stage, 1.0)[0]
+        return jax.grad(loss, argnums=(0, 1))(params, camera)
+
+    held, without, full = (gradient(LandmarkStageConfig(**changes))
+                           for changes in ({}, {"profile_weight": 0.0}, {"profile_identity": 1.0}))
+    np.testing.assert_allclose(held[0].shape, without[0].shape, rtol=1e-4, atol=1e-6)
+    assert float(jnp.abs(full[0].shape - without[0].shape).max()) > 1e-3
+    np.testing.assert_allclose(held[1].rotation, full[1].rotation, rtol=1e-4, atol=1e-6)
+    assert float(jnp.abs(held[1].rotation - without[1].rotation).max()) > 1e-3
+
+
 def test_the_contour_s_share_of_the_identity_rises_with_the_turn():
-    from flamejax.fit import LandmarkStageConfig
     from flamejax.fit._landmark_fit import contour_identity_share
 
     stage = LandmarkStageConfig()
@@ -396,7 +425,7 @@ def test_the_contour_s_share_of_the_identity_rises_with_the_turn():
 
 
 def test_the_identity_prior_strengthens_with_the_turn_except_for_precise_points():
-    from flamejax.fit import LandmarkStageConfig, precise_landmarks_config
+    from flamejax.fit import precise_landmarks_config
     from flamejax.fit._landmark_fit import identity_prior_weight
 
     stage = LandmarkStageConfig(shape_l2=0.5, shape_l2_turned=4.0)
@@ -404,3 +433,4 @@ def test_the_identity_prior_strengthens_with_the_turn_except_for_precise_points(
     np.testing.assert_allclose(weights, [0.5, 0.5, 1.25, 2.0], rtol=1e-4)
     precise = precise_landmarks_config().landmark
     assert float(identity_prior_weight(_camera(70.0), precise)) == pytest.approx(precise.shape_l2)
+    assert precise.profile_identity == 1.0 and LandmarkStageConfig().profile_identity == 0.0

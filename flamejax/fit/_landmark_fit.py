@@ -15,7 +15,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from flamejax._typing import Array, Float
+from flamejax._typing import Array, Float, Int
 from flamejax.camera import Camera
 from flamejax.fit._checks import check_model, check_start
 from flamejax.fit._config import FitConfig, LandmarkStageConfig, RigidStageConfig
@@ -28,6 +28,8 @@ from flamejax.camera import project_ndc, yaw_pitch_roll
 from flamejax.flame import (FlameModel, FlameParams, LandmarkPoints3D, ProjectedLandmarks, contour_bin,
                             flame_forward, landmark_points, posed_landmarks, project_landmarks)
 from flamejax.flame._layout import CONTOUR_68, INNER_68
+
+_HI = jax.lax.Precision.HIGHEST
 
 
 def landmark_model(model: FlameModel, face: bool = True) -> FlameModel:
@@ -122,11 +124,17 @@ PROFILE_CAP = 0.1
 bulge should not drag the face."""
 
 
-def profile_loss(proj: ProjectedLandmarks, profile: Float[Array, "p 2"] | None,
+def profile_candidates(proj: ProjectedLandmarks) -> Float[Array, "n 2"]:
+    """The fitted points a profile point pulls on (:func:`profile_loss`): the inner 51, then the embedded MediaPipe
+    points (nose, lips, brows, eyes)."""
+    return jnp.concatenate([proj.lmk68[INNER_68], proj.mediapipe])
+
+
+def profile_loss(candidates: Float[Array, "n 2"], profile: Float[Array, "p 2"] | None,
                  weight: Float[Array, "p"] | None) -> Float[Array, ""]:
     """Weighted mean over the silhouette's profile points (``LandmarkTargets.profile``) of the distance to the
-    nearest fitted inner landmark (inner 51, embedded MediaPipe points: nose, lips, brows, eyes), beyond
-    :data:`PROFILE_MARGIN` and capped softly at :data:`PROFILE_CAP`.
+    nearest fitted point of ``candidates`` (:func:`profile_candidates`), beyond :data:`PROFILE_MARGIN` and capped
+    softly at :data:`PROFILE_CAP`.
 
     The other side of :func:`silhouette_loss`: at strong yaw the face's profile is the silhouette's edge, so the
     fitted nose and brows must reach it (:func:`flamejax.fit.profile_edge` looks from the brows to the nose's
@@ -134,9 +142,8 @@ def profile_loss(proj: ProjectedLandmarks, profile: Float[Array, "p 2"] | None,
     the silhouette, where the one-sided term cannot see them. The jaw contour is left out: a less-turned face would
     bring it to the same edge. Zero without profile points."""
     if profile is None or weight is None:
-        return jnp.zeros((), proj.lmk68.dtype)
-    landmarks = jnp.concatenate([proj.lmk68[INNER_68], proj.mediapipe])
-    squared = jnp.sum((profile[:, None, :] - landmarks[None, :, :]) ** 2, axis=-1)
+        return jnp.zeros((), candidates.dtype)
+    squared = jnp.sum((profile[:, None, :] - candidates[None, :, :]) ** 2, axis=-1)
     distance = jnp.maximum(jnp.sqrt(jnp.min(squared, axis=1) + 1e-12) - PROFILE_MARGIN, 0.0)
     return _weighted_mean(PROFILE_CAP * jnp.tanh(distance / PROFILE_CAP), weight)
 
@@ -156,15 +163,18 @@ def rigid_loss(model: FlameModel, proj: ProjectedLandmarks, targets: LandmarkTar
             + cfg.contour_weight * mean_l2(lmk[CONTOUR_68], goal[CONTOUR_68], weight[CONTOUR_68])
             + cfg.mediapipe_weight * mean_l2(proj.mediapipe, mp_target, mp_weight)
             + cfg.silhouette_weight * silhouette_loss(proj, targets.outside)
-            + cfg.profile_weight * profile_loss(proj, targets.profile, targets.profile_weight))
+            + cfg.profile_weight * profile_loss(profile_candidates(proj), targets.profile, targets.profile_weight))
 
 
 def landmark_data_loss(model: FlameModel, proj: ProjectedLandmarks, targets: LandmarkTargets,
-                       cfg: LandmarkStageConfig, lmk68_weight: Float[Array, "68"] | None = None) -> Float[Array, ""]:
+                       cfg: LandmarkStageConfig, lmk68_weight: Float[Array, "68"] | None = None,
+                       profile_points: Float[Array, "n 2"] | None = None) -> Float[Array, ""]:
     """Stage 2's landmark term on projected landmarks: L1 on the inner 51, the jaw contour, the irises and the
     MediaPipe points, and the person's silhouette (:func:`silhouette_loss`, :func:`face_silhouette_loss`,
-    :func:`profile_loss`). ``lmk68_weight`` re-weights the 68
-    points on top of the targets' own weights (the photometric stage's grouping)."""
+    :func:`profile_loss`). ``lmk68_weight`` re-weights the 68 points on top of the targets' own weights (the
+    photometric stage's grouping). ``profile_points``: what the profile pulls on, default
+    :func:`profile_candidates` of ``proj`` (the fits pass :func:`profile_identity_scaled`'s)."""
+    profile_points = profile_candidates(proj) if profile_points is None else profile_points
     mp_target, mp_weight = _mediapipe_targets(model, targets)
     weight = targets.lmk68_weight if lmk68_weight is None else targets.lmk68_weight * lmk68_weight
     return (cfg.inner_weight * mean_l1(proj.lmk68[INNER_68], targets.lmk68[INNER_68], weight[INNER_68])
@@ -173,7 +183,7 @@ def landmark_data_loss(model: FlameModel, proj: ProjectedLandmarks, targets: Lan
             + cfg.mediapipe_weight * mean_l1(proj.mediapipe, mp_target, mp_weight)
             + cfg.silhouette_weight * silhouette_loss(proj, targets.outside)
             + cfg.face_silhouette_weight * face_silhouette_loss(proj, targets.outside)
-            + cfg.profile_weight * profile_loss(proj, targets.profile, targets.profile_weight))
+            + cfg.profile_weight * profile_loss(profile_points, targets.profile, targets.profile_weight))
 
 
 def params_labels(params: FlameParams, shape: str, expression: str, jaw: str, eyes: str) -> FlameParams:
@@ -222,30 +232,60 @@ class Geometry:
     camera: Camera
 
 
-def _contour_without_identity(model: FlameModel, params: FlameParams, camera: Camera) -> Float[Array, "17 2"]:
-    """The jaw contour's 17 points as :func:`posed_landmarks` projects them, with no gradient into the identity;
-    computed on the 51 vertices they interpolate only."""
-    emb = model.landmarks
-    row = contour_bin(camera.rotation_matrix())
-    ids = emb.contour_vertices[row].reshape(-1)
+def _vertices_without_identity(model: FlameModel, params: FlameParams, ids: Int[Array, "n"]) -> Float[Array, "n 3"]:
+    """The posed vertices ``ids`` of the head ``params`` describes, with no gradient into the identity."""
     part = dataclasses.replace(model, v_template=model.v_template[ids], shapedirs=model.shapedirs[ids],
                                exprdirs=model.exprdirs[ids], posedirs=model.posedirs[ids],
                                lbs_weights=model.lbs_weights[ids])
     held = dataclasses.replace(params, shape=jax.lax.stop_gradient(params.shape))
-    vertices = flame_forward(part, held).vertices.reshape(17, 3, 3)
-    points = jnp.einsum("pc,pcx->px", emb.contour_bary[row], vertices, precision=jax.lax.Precision.HIGHEST)
-    return project_ndc(camera, points)
+    return flame_forward(part, held).vertices
+
+
+def _gradient_scaled(full: Array, held: Array, scale: Float[Array, ""] | float) -> Array:
+    """``full``'s values with its gradient where ``held`` (the same values computed with the identity held) has
+    one, plus ``scale`` of the rest: the identity's share of it."""
+    change = lambda a: a - jax.lax.stop_gradient(a)  # noqa: E731  zero, with a's gradient
+    return held + scale * (change(full) - change(held))
 
 
 def contour_identity_scaled(model: FlameModel, params: FlameParams, camera: Camera, proj: ProjectedLandmarks,
                             scale: Float[Array, ""] | float) -> ProjectedLandmarks:
     """``proj`` (:func:`posed_landmarks` of ``params``) whose jaw contour passes only ``scale`` of its gradient
     into the identity (:attr:`LandmarkStageConfig.contour_identity`); the same values, and the full gradient
-    into pose, jaw, expression and camera."""
-    full, held = proj.lmk68[CONTOUR_68], _contour_without_identity(model, params, camera)
-    change = lambda a: a - jax.lax.stop_gradient(a)  # noqa: E731  zero, with a's gradient
-    contour = held + scale * (change(full) - change(held))
+    into pose, jaw, expression and camera. Computed on the 51 vertices the contour interpolates only."""
+    emb = model.landmarks
+    row = contour_bin(camera.rotation_matrix())
+    vertices = _vertices_without_identity(model, params, emb.contour_vertices[row].reshape(-1)).reshape(17, 3, 3)
+    held = project_ndc(camera, jnp.einsum("pc,pcx->px", emb.contour_bary[row], vertices, precision=_HI))
+    contour = _gradient_scaled(proj.lmk68[CONTOUR_68], held, scale)
     return dataclasses.replace(proj, lmk68=proj.lmk68.at[CONTOUR_68].set(contour))
+
+
+def profile_identity_scaled(model: FlameModel, params: FlameParams, camera: Camera, proj: ProjectedLandmarks,
+                            scale: Float[Array, ""] | float) -> Float[Array, "n 2"]:
+    """:func:`profile_candidates` of ``proj`` (:func:`posed_landmarks` of ``params``) passing only ``scale`` of
+    their gradient into the identity (:attr:`LandmarkStageConfig.profile_identity`); the full gradient into pose,
+    jaw, expression and camera."""
+    emb = model.landmarks
+    inner, mediapipe = emb.static_vertices, emb.mediapipe_vertices
+    vertices = _vertices_without_identity(model, params, jnp.concatenate([inner.reshape(-1), mediapipe.reshape(-1)]))
+    bary = jnp.concatenate([emb.static_bary, emb.mediapipe_bary])
+    points = jnp.einsum("pc,pcx->px", bary, vertices.reshape(-1, 3, 3), precision=_HI)
+    return _gradient_scaled(profile_candidates(proj), project_ndc(camera, points), scale)
+
+
+def identity_scaled_landmark_loss(model: FlameModel, params: FlameParams, camera: Camera, proj: ProjectedLandmarks,
+                                  targets: LandmarkTargets, cfg: LandmarkStageConfig,
+                                  contour_share: Float[Array, ""] | float,
+                                  lmk68_weight: Float[Array, "68"] | None = None
+                                  ) -> tuple[Float[Array, ""], ProjectedLandmarks]:
+    """:func:`landmark_data_loss` of ``proj`` (:func:`posed_landmarks` of ``params`` under ``camera``) whose jaw
+    contour passes ``contour_share`` of its gradient into the identity (:func:`contour_identity_scaled`) and whose
+    profile term :attr:`LandmarkStageConfig.profile_identity` of it (:func:`profile_identity_scaled`); and the
+    projected landmarks."""
+    profile = profile_identity_scaled(model, params, camera, proj, cfg.profile_identity)
+    proj = contour_identity_scaled(model, params, camera, proj, contour_share)
+    return landmark_data_loss(model, proj, targets, cfg, lmk68_weight, profile), proj
 
 
 def turned(camera: Camera, yaws: tuple[float, float]) -> Float[Array, ""]:
@@ -280,8 +320,8 @@ def landmark_stage(model: FlameModel, start: Geometry, targets: LandmarkTargets,
 
     def loss_fn(v: Geometry, weighted: LandmarkTargets):
         p = v.params
-        proj = contour_identity_scaled(model, p, v.camera, posed_landmarks(model, p, v.camera), contour_share)
-        data = landmark_data_loss(model, proj, weighted, cfg)
+        data, _ = identity_scaled_landmark_loss(model, p, v.camera, posed_landmarks(model, p, v.camera), weighted,
+                                                cfg, contour_share)
         prior = (cfg.expression_l2 * jnp.sum(p.expression**2) + shape_l2 * jnp.sum((p.shape - shape_anchor) ** 2)
                  + cfg.jaw_l2 * jnp.sum(p.jaw_pose**2))
         return valid * data + prior

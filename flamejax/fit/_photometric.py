@@ -23,8 +23,8 @@ from flamejax._typing import Array, Bool, Float, Int
 from flamejax.camera import Camera
 from flamejax.fit._checks import check_camera, check_params
 from flamejax.fit._config import GroupSchedule, LandmarkStageConfig, WeightingConfig, _config_pytree
-from flamejax.fit._landmark_fit import (Geometry, camera_labels, contour_identity_scaled, contour_identity_share,
-                                        landmark_data_loss, params_labels, sanitised, turned)
+from flamejax.fit._landmark_fit import (Geometry, camera_labels, contour_identity_share, identity_scaled_landmark_loss,
+                                        params_labels, sanitised, turned)
 from flamejax.fit._optim import FROZEN, partitioned_adam, run_stage
 from flamejax.fit._result import FitResult, PhotometricReport, StageReport, Status, first_failure
 from flamejax.fit._targets import LandmarkTargets, check_targets, nme_inner
@@ -258,7 +258,8 @@ def _valid_levels(levels) -> bool:
 
 def precise_photometric_config(base: PhotometricConfig = PhotometricConfig()) -> PhotometricConfig:
     """``base`` after a landmark fit on :func:`~flamejax.fit.precise_landmarks_config` (hand annotations, a
-    calibrated rig, synthetic heads): the jaw contour shapes the identity at every yaw, the identity prior pulls
+    calibrated rig, synthetic heads): the jaw contour and the profile shape the identity at every yaw (as the
+    precise landmark fit's), the identity prior pulls
     towards the landmark fit's identity, not the mean head's, and the landmark term weighs 3x more. ``base``'s
     defaults guard against MediaPipe's bias (its jaw line, the identity fitted to it, its points against the
     pixels); points without that bias are worth following. After the precise landmark fit, synthetic heads 1.53 ->
@@ -267,7 +268,8 @@ def precise_photometric_config(base: PhotometricConfig = PhotometricConfig()) ->
     the rendered heads fitted to their true points 0.457x -> 0.419x (the two real scans among them as before: better
     on 5 of 10 views)."""
     return dataclasses.replace(base, shape_anchor=1.0, landmark_scale=3.0 * base.landmark_scale, pyramid=HALF_SIZE,
-                               landmarks=dataclasses.replace(base.landmarks, contour_identity=1.0))
+                               landmarks=dataclasses.replace(base.landmarks, contour_identity=1.0,
+                                                             profile_identity=1.0))
 
 
 @jax.tree_util.register_dataclass
@@ -770,8 +772,8 @@ def _view_data_loss(model: FlameModel, uv_layout: UVLayout, config: PhotometricC
         texels = scaled_gradient(v.appearance.texels, seen[..., None])
         v = dataclasses.replace(v, appearance=dataclasses.replace(v.appearance, texels=texels))
     out, projected = _render_view(model, uv_layout, config, albedo, v, level.image.shape[0], full_size)
-    projected = contour_identity_scaled(model, v.geometry.params, v.geometry.camera, projected, contour_share)
-    landmark = landmark_data_loss(model, projected, landmarks, config.landmarks, landmark_weights(config))
+    landmark, _ = identity_scaled_landmark_loss(model, v.geometry.params, v.geometry.camera, projected, landmarks,
+                                                config.landmarks, contour_share, landmark_weights(config))
     return (config.photometric_weight
             * _photometric_error(out, level, uv_layout.face_region, config, config.gradient_weight)
             + config.landmark_scale * landmark)

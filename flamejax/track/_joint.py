@@ -23,8 +23,8 @@ import numpy as np
 
 from flamejax._typing import Array, Bool, Float
 from flamejax.track._core import (FROZEN, Camera, FitConfig, FlameModel, FlameParams, GroupSchedule,
-                                  LandmarkStageConfig, LandmarkTargets, fit_landmarks_batch, landmark_data_loss,
-                                  contour_identity_scaled, contour_identity_share, landmark_model, nme_inner,
+                                  LandmarkStageConfig, LandmarkTargets, fit_landmarks_batch,
+                                  contour_identity_share, identity_scaled_landmark_loss, landmark_model, nme_inner,
                                   WeightingConfig, partitioned_adam, posed_landmarks, quick_config,
                                   reads_face, run_stage, weighed_landmarks)
 
@@ -146,10 +146,10 @@ def _frame_fit(folded: FlameModel, model: FlameModel, shape: Float[Array, "n_sha
     """Data loss and projected 68 points of one frame (``folded``: ``model`` with ``shape`` folded in). The jaw
     contour passes only ``contour_share`` of its gradient to the identity
     (:attr:`LandmarkStageConfig.contour_identity`), held on ``model``'s own contour vertices."""
-    proj = _projected(folded, frame, fov)
     params = dataclasses.replace(_frame_params(frame), shape=shape)
-    proj = contour_identity_scaled(model, params, Camera(frame.rotation, frame.translation, fov), proj, contour_share)
-    return landmark_data_loss(folded, proj, targets, stage), proj.lmk68
+    loss, proj = identity_scaled_landmark_loss(model, params, Camera(frame.rotation, frame.translation, fov),
+                                               _projected(folded, frame, fov), targets, stage, contour_share)
+    return loss, proj.lmk68
 
 
 @jax.jit
