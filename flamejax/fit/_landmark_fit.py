@@ -25,11 +25,9 @@ from flamejax.fit._result import FitResult, FitStart, Status, StageReport, first
 from flamejax.fit._targets import LandmarkTargets, check_targets, nme_inner
 from flamejax.fit._visibility import weighed_landmarks, weighted_targets
 from flamejax.camera import project_ndc, yaw_pitch_roll
-from flamejax.flame import (FlameModel, FlameParams, LandmarkPoints3D, ProjectedLandmarks, contour_bin,
-                            flame_forward, landmark_points, posed_landmarks, project_landmarks)
+from flamejax.flame import (FlameModel, FlameParams, LandmarkPoints3D, ProjectedLandmarks, barycentric_points,
+                            contour_bin, flame_forward, landmark_points, posed_landmarks, project_landmarks)
 from flamejax.flame._layout import CONTOUR_68, INNER_68
-
-_HI = jax.lax.Precision.HIGHEST
 
 
 def landmark_model(model: FlameModel, face: bool = True) -> FlameModel:
@@ -232,13 +230,17 @@ class Geometry:
     camera: Camera
 
 
-def _vertices_without_identity(model: FlameModel, params: FlameParams, ids: Int[Array, "n"]) -> Float[Array, "n 3"]:
-    """The posed vertices ``ids`` of the head ``params`` describes, with no gradient into the identity."""
+def _points_without_identity(model: FlameModel, params: FlameParams, vertex_ids: Int[Array, "n 3"],
+                             bary: Float[Array, "n 3"]) -> Float[Array, "n 3"]:
+    """Points embedded in the posed head ``params`` describes (:func:`barycentric_points` of ``vertex_ids``),
+    with no gradient into the identity; computed on their own vertices only."""
+    ids = vertex_ids.reshape(-1)
     part = dataclasses.replace(model, v_template=model.v_template[ids], shapedirs=model.shapedirs[ids],
                                exprdirs=model.exprdirs[ids], posedirs=model.posedirs[ids],
                                lbs_weights=model.lbs_weights[ids])
     held = dataclasses.replace(params, shape=jax.lax.stop_gradient(params.shape))
-    return flame_forward(part, held).vertices
+    return barycentric_points(flame_forward(part, held).vertices, jnp.arange(ids.shape[0]).reshape(vertex_ids.shape),
+                              bary)
 
 
 def _gradient_scaled(full: Array, held: Array, scale: Float[Array, ""] | float) -> Array:
@@ -255,9 +257,8 @@ def contour_identity_scaled(model: FlameModel, params: FlameParams, camera: Came
     into pose, jaw, expression and camera. Computed on the 51 vertices the contour interpolates only."""
     emb = model.landmarks
     row = contour_bin(camera.rotation_matrix())
-    vertices = _vertices_without_identity(model, params, emb.contour_vertices[row].reshape(-1)).reshape(17, 3, 3)
-    held = project_ndc(camera, jnp.einsum("pc,pcx->px", emb.contour_bary[row], vertices, precision=_HI))
-    contour = _gradient_scaled(proj.lmk68[CONTOUR_68], held, scale)
+    held = _points_without_identity(model, params, emb.contour_vertices[row], emb.contour_bary[row])
+    contour = _gradient_scaled(proj.lmk68[CONTOUR_68], project_ndc(camera, held), scale)
     return dataclasses.replace(proj, lmk68=proj.lmk68.at[CONTOUR_68].set(contour))
 
 
@@ -267,11 +268,9 @@ def profile_identity_scaled(model: FlameModel, params: FlameParams, camera: Came
     their gradient into the identity (:attr:`LandmarkStageConfig.profile_identity`); the full gradient into pose,
     jaw, expression and camera."""
     emb = model.landmarks
-    inner, mediapipe = emb.static_vertices, emb.mediapipe_vertices
-    vertices = _vertices_without_identity(model, params, jnp.concatenate([inner.reshape(-1), mediapipe.reshape(-1)]))
-    bary = jnp.concatenate([emb.static_bary, emb.mediapipe_bary])
-    points = jnp.einsum("pc,pcx->px", bary, vertices.reshape(-1, 3, 3), precision=_HI)
-    return _gradient_scaled(profile_candidates(proj), project_ndc(camera, points), scale)
+    held = _points_without_identity(model, params, jnp.concatenate([emb.static_vertices, emb.mediapipe_vertices]),
+                                    jnp.concatenate([emb.static_bary, emb.mediapipe_bary]))
+    return _gradient_scaled(profile_candidates(proj), project_ndc(camera, held), scale)
 
 
 def identity_scaled_landmark_loss(model: FlameModel, params: FlameParams, camera: Camera, proj: ProjectedLandmarks,

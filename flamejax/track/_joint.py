@@ -145,7 +145,8 @@ def _frame_fit(folded: FlameModel, model: FlameModel, shape: Float[Array, "n_sha
                stage: LandmarkStageConfig):
     """Data loss and projected 68 points of one frame (``folded``: ``model`` with ``shape`` folded in). The jaw
     contour passes only ``contour_share`` of its gradient to the identity
-    (:attr:`LandmarkStageConfig.contour_identity`), held on ``model``'s own contour vertices."""
+    (:attr:`LandmarkStageConfig.contour_identity`) and the profile ``stage.profile_identity``, held on ``model``'s
+    own vertices (:func:`identity_scaled_landmark_loss`)."""
     params = dataclasses.replace(_frame_params(frame), shape=shape)
     loss, proj = identity_scaled_landmark_loss(model, params, Camera(frame.rotation, frame.translation, fov),
                                                _projected(folded, frame, fov), targets, stage, contour_share)
