@@ -5,6 +5,12 @@
 
 Each step is timed on its own (median over repeats, milliseconds) after one warm-up pass that creates
 MediaPipe's graphs. ``--huge`` adds an 8000x8000 upscale of the first photo.
+
+``--turned`` instead measures the photographs turned by 0-3 quarter turns and by oblique angles (on a grey canvas
+holding the whole photograph): how often the face's 478 points are
+wrong (mean distance to the upright detection, mapped into the turned picture, above 0.1 of the outer-eye-corner
+distance), with FaceMesh's largest face as found and with :func:`flamejax.perception.detect_landmarks` (which looks
+at a face scored below ``UPRIGHT_SCORE`` turned by quarter turns), and the detection's time.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import cv2
 import numpy as np
 
 import flamejax.perception as fp
-from flamejax.perception._landmarks import redetect
+from flamejax.perception._landmarks import _box_area, _turned, find_faces, redetect
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "images"
 
@@ -60,6 +66,65 @@ def bench_image(source, args) -> dict[str, float]:
     return steps
 
 
+def bench_turned(paths: list[Path]) -> dict:
+    """Per quarter turn: wrong faces and detection time, FaceMesh as found against :func:`fp.detect_landmarks`."""
+    def as_found(image):
+        faces, _ = find_faces(image)
+        return max((p for p, _ in faces), key=_box_area, default=None)
+
+    def detected(image):
+        try:
+            return fp.detect_landmarks(image)
+        except fp.PerceptionError:
+            return None
+
+    rows = {degrees: {"photos": 0, "wrong as found": 0, "wrong now": 0, "turned now": 0, "ms as found": [],
+                      "ms now": [], "worst error now": 0.0} for degrees in TURNED_DEGREES}
+    for path in paths:
+        image = fp.load_image(path)
+        upright = fp.detect_landmarks(image).points
+        scale = float(np.linalg.norm(np.subtract(*fp.to_68(upright)[[45, 36]])))
+        for degrees, row in rows.items():
+            turned, to_turned = _turned_by(image, degrees)
+            expected = fp.transform_points(to_turned, upright)
+            def error(points):  # no face found: wrong
+                return np.inf if points is None else float(np.linalg.norm(points - expected, axis=1).mean()) / scale
+
+            ms_found, found = timed(lambda: as_found(turned), 1)
+            ms_now, face = timed(lambda: detected(turned), 1)
+            now = error(None if face is None else face.points)
+            row["photos"] += 1
+            row["wrong as found"] += error(found) > 0.1
+            row["wrong now"] += now > 0.1
+            row["turned now"] += face is not None and face.quarter_turns != 0
+            row["worst error now"] = max(row["worst error now"], now)
+            row["ms as found"].append(ms_found)
+            row["ms now"].append(ms_now)
+    for degrees, row in rows.items():
+        row["ms as found"], row["ms now"] = (float(np.median(row[k])) for k in ("ms as found", "ms now"))
+        print(f"{degrees:>3} degrees: " + ", ".join(f"{k} {v:.3g}" for k, v in row.items()))
+    return {str(degrees): row for degrees, row in rows.items()}
+
+
+TURNED_DEGREES = (0, 90, 180, 270, 45, 120, 135, 150, 210, 225)
+"""Counterclockwise turns of the photographs in ``--turned``."""
+
+
+def _turned_by(image: np.ndarray, degrees: int) -> tuple[np.ndarray, np.ndarray]:
+    """``image`` turned counterclockwise (quarter turns exactly, other angles on a grey canvas holding all of it)
+    and the pixel map into it."""
+    if degrees % 90 == 0:
+        return _turned(image, degrees // 90)
+    height, width = image.shape[:2]
+    side = int(np.ceil(np.hypot(height, width)))
+    to_canvas = cv2.getRotationMatrix2D((width / 2, height / 2), degrees, 1.0)  # OpenCV: pixel centres at integers
+    to_canvas[:, 2] += ((side - width) / 2, (side - height) / 2)
+    turned = cv2.warpAffine(image, to_canvas, (side, side), flags=cv2.INTER_LINEAR, borderValue=(128, 128, 128))
+    to_turned = to_canvas.copy()
+    to_turned[:, 2] += 0.5 - to_canvas[:, :2] @ (0.5, 0.5)  # flamejax's points: pixel centres at half-integers
+    return turned, to_turned
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
@@ -69,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parsing-model", type=Path)
     parser.add_argument("--matting-model", type=Path)
     parser.add_argument("--huge", action="store_true", help="also time an 8000x8000 image")
+    parser.add_argument("--turned", action="store_true", help="the photographs turned by quarter turns instead")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
 
@@ -80,6 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.huge:
         sources["8000x8000 (array)"] = cv2.resize(fp.load_image(paths[0]), (8000, 8000))
     fp.preprocess(paths[0])  # warm-up: MediaPipe graph creation is not a per-image cost
+    if args.turned:
+        turned = bench_turned(paths)
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps({"benchmark": "perception_turned", "images": [p.name for p in paths],
+                                             "by_turn_counterclockwise_degrees": turned}, indent=2))
+        return 0
 
     results = {name: bench_image(source, args) for name, source in sources.items()}
     steps = list(next(iter(results.values())))

@@ -30,11 +30,11 @@ from flamejax.perception._parsing import PARSING_CONTRACT
 log = logging.getLogger("flamejax")
 
 TARGETS_DIR = f"{STATE_DIR}/targets"
-CACHE_FORMAT = 5
+CACHE_FORMAT = 6
 """Bumped whenever what an entry holds, or how preprocessing computes it, changes."""
 
 _SCALARS = {"confidence": float, "num_faces": int, "face_index": int, "redetected": bool, "lost_on_crop": bool,
-            "searched": bool, "mask_source": str, "source": str}
+            "searched": bool, "quarter_turns": int, "mask_source": str, "source": str}
 _TUPLES = {"original_size": int, "notes": str}
 _OPTIONAL = ("parsing", "alpha", "mirrored478", "annotated68", "person")
 

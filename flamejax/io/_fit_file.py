@@ -25,7 +25,7 @@ Both files carry ``format = "flamejax-fit"`` and ``format_version`` (:data:`FIT_
   ``landmark_names``.
 * ``metrics`` (str -> float), ``provenance`` (FLAME file name, sha256 and version, n_shape, n_expression, fit
   configuration, init method, ONNX provider, flamejax and jax versions, date), ``detection`` (confidence,
-  num_faces, face_index, lost_on_crop, searched, lmk68_targets); JSON strings in the NPZ.
+  num_faces, face_index, lost_on_crop, searched, quarter_turns, lmk68_targets); JSON strings in the NPZ.
 * ``photometric`` (photometric fits): ``texture`` (H, W, 3) RGB in [0, 1], ``light`` (9, 3) SH coefficients,
   ``texture_coeffs`` (n), ``l1_start``, ``l1_final``; NPZ keys ``photometric_<key>``. The JSON leaves the
   texture out (see the NPZ and the texture PNG): :func:`load_fit` of a JSON gives ``texture = None``.

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -25,8 +26,8 @@ from jaxtyping import Float, UInt8
 from flamejax.perception._errors import FaceIndexError, NoFaceError
 from flamejax.perception._image import ARRAY_NAME, check_image_size, to_rgb8
 from flamejax.perception._layout import MEDIAPIPE_MIRROR
-from flamejax.perception._transform import (Affine, affine_scale, invert_affine, scale_affine, transform_points,
-                                            warp_image)
+from flamejax.perception._transform import (Affine, affine_scale, compose_affine, invert_affine, scale_affine,
+                                            transform_points, warp_image)
 
 MAX_FACES = 10
 """Most faces FaceMesh looks for in one image."""
@@ -46,6 +47,21 @@ below it FaceMesh's face is not the one detected (a mesh folded onto part of a t
 _SAME_FACE_IOU = 0.3
 """Boxes overlapping by more than this (intersection over union) are taken to hold the same face."""
 _CROP_MAX_SIDE = 768
+UPRIGHT_SCORE = 0.85
+"""Detector's score (:attr:`FaceLandmarks.confidence`) below which :func:`detect_landmarks` also looks at the face
+turned by quarter turns. FaceMesh follows a face rolled by up to about 90 degrees, but it lays an upright mesh over a
+face upside down (its eyes on the mouth); BlazeFace scores such a mesh's box 0.54-0.76, the upright faces of the
+shared photographs 0.91-0.94 (``benchmarks/RESULTS.md``, photographs turned by quarter turns)."""
+LOOKS_AGREE = 0.12
+"""Mean distance of two looks' 478 points, over the square root of their box's area, below which they agree
+(:func:`_agreed_look`): FaceMesh's right looks at one face by different quarter turns differ by 0.01-0.10, a look
+that took an upside-down face for an upright one by 0.3-0.75."""
+UPRIGHT_MARGIN = 0.1
+"""How much higher than the face as found the detector must score a look at it turned by quarter turns to take its
+place (:func:`_agreed_look`). Turned the right way, the shared photographs' faces scored 0.16-0.78 higher; wrong
+looks at rendered faces turned 50-75 degrees away, which agree with each other there, up to 0.09 higher."""
+_UPRIGHT_CONTEXT = 3.0
+"""Side of the square crop around a face turned by quarter turns, in units of its landmark box's longer side."""
 _TILE_PARTS = (2, 4)
 """Tilings tried when no detector finds a face in the whole image: tiles of 1/2 and 1/4 of the longer side."""
 
@@ -71,6 +87,10 @@ class FaceLandmarks:
     searched: bool = False
     """FaceMesh's own detector missed the face on the whole picture; it was found on crops around a face detector's
     box (a turned head, a small face in a large picture)."""
+    quarter_turns: int = 0
+    """The face was found on the picture turned by this many quarter turns counterclockwise (0-3): it lies rolled by
+    about that many times 90 degrees, and FaceMesh's look at it upright scored higher (:data:`UPRIGHT_SCORE`).
+    The points are in the picture's own frame either way."""
 
     def transformed(self, matrix: Affine) -> FaceLandmarks:
         """The same landmarks mapped into another frame by a similarity ``matrix`` (depth scaled with it)."""
@@ -258,29 +278,107 @@ def find_faces(image: UInt8[np.ndarray, "H W 3"],
                max_side: int = DETECT_MAX_SIDE) -> tuple[list[tuple[np.ndarray, np.ndarray]], bool]:
     """All faces in ``image`` as (points (478, 2), depth (478,)) in its pixel frame, numbered left to right, and
     whether they were searched for on crops (FaceMesh's own detector missed them on the whole picture)."""
-    height, width = image.shape[:2]
-    shrink = min(1.0, max_side / max(height, width))
-    small = image
-    if shrink < 1.0:
-        small = cv2.resize(image, (max(1, round(width * shrink)), max(1, round(height * shrink))),
-                           interpolation=cv2.INTER_AREA)
+    small, to_image = _detection_copy(image, max_side)
     faces = _mesh_faces(small)
-    to_image = scale_affine(width / small.shape[1], height / small.shape[0])
     own = bool(faces)
     if own:
-        faces = [(transform_points(to_image, p), d * width / small.shape[1]) for p, d in faces]
+        faces = [_mapped(to_image, p, d) for p, d in faces]
     else:
         def faces_in(boxes: list[tuple[float, np.ndarray]], tries: tuple[tuple[float, bool], ...]) -> list:
             return _faces_in_boxes(image, [(score, transform_points(to_image, box.reshape(2, 2)).ravel())
                                            for score, box in boxes], tries)
 
         faces = faces_in(_detector_boxes(small), _CROP_TRIES) or faces_in(_tiled_boxes(small), _TILE_TRIES)
-    return sorted(faces, key=lambda face: float(np.mean(points_box(face[0])[::2]))), not own
+    return _left_to_right(faces), not own
+
+
+def _detection_copy(image: np.ndarray, max_side: int) -> tuple[np.ndarray, Affine]:
+    """``image`` area-downscaled to at most ``max_side`` pixels on its longer side, and the map back to it."""
+    height, width = image.shape[:2]
+    shrink = min(1.0, max_side / max(height, width))
+    small = image
+    if shrink < 1.0:
+        small = cv2.resize(image, (max(1, round(width * shrink)), max(1, round(height * shrink))),
+                           interpolation=cv2.INTER_AREA)
+    return small, scale_affine(width / small.shape[1], height / small.shape[0])
+
+
+def _mapped(matrix: Affine, points: np.ndarray, depth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A face's points and depth carried into another frame by the similarity ``matrix``."""
+    return transform_points(matrix, points), depth * affine_scale(matrix)
+
+
+def _left_to_right(faces: list[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    return sorted(faces, key=lambda face: float(np.mean(points_box(face[0])[::2])))
+
+
+def _turned(image: np.ndarray, turns: int) -> tuple[np.ndarray, Affine]:
+    """``np.rot90(image, turns)`` (quarter turns counterclockwise) and the pixel map from ``image`` into it."""
+    to_turned = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    height, width = image.shape[:2]
+    for _ in range(turns % 4):
+        to_turned = compose_affine(np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, float(width)]]), to_turned)
+        height, width = width, height
+    return np.ascontiguousarray(np.rot90(image, turns)), to_turned
+
+
+def _turned_looks(image: np.ndarray, faces_in: Callable[[np.ndarray], list[tuple[np.ndarray, np.ndarray]]]
+                  ) -> list[tuple[float, np.ndarray, np.ndarray, int]]:
+    """``(score, points, depth, turns)`` of each face ``faces_in`` finds on ``image`` turned by 1, 2 and 3 quarter
+    turns, scored there (:func:`face_confidence`, upright where the turn was right) and mapped back to ``image``."""
+    looks = []
+    for turns in (1, 2, 3):
+        turned, to_turned = _turned(image, turns)
+        back = invert_affine(to_turned)
+        for points, depth in faces_in(turned):
+            looks.append((face_confidence(turned, points_box(points)), *_mapped(back, points, depth), turns))
+    return looks
+
+
+def _agreed_look(points: np.ndarray | None, confidence: float, looks: list[tuple[float, np.ndarray, np.ndarray, int]]
+                 ) -> tuple[float, np.ndarray, np.ndarray, int] | None:
+    """The look ``(score, points, depth, turns)`` to take instead of the face ``points`` as found, scored
+    ``confidence`` (None, 0.0 where none was found); None to keep it.
+
+    Looks agree where their points do (:data:`LOOKS_AGREE`). The face as found stands with the looks that agree
+    with it, scored by the best of them. It is replaced by the best scored of the other looks that agree with one
+    turned differently, where that scores :data:`UPRIGHT_MARGIN` higher. A face upside down gets wrong meshes from
+    one or two turns; the right looks agree with each other."""
+    def agree(a: np.ndarray, b: np.ndarray) -> bool:
+        size = np.sqrt(max(0.5 * (_box_area(a) + _box_area(b)), 1e-9))
+        return float(np.linalg.norm(a - b, axis=1).mean()) / size < LOOKS_AGREE
+
+    standing = [look for look in looks if points is not None and agree(points, look[1])]
+    others = [look for look in looks if not any(look is kept for kept in standing)]
+    agreed = [look for look in others if any(other[3] != look[3] and agree(look[1], other[1]) for other in others)]
+    best = max(agreed, key=lambda look: look[0], default=None)
+    held = max([confidence, *(look[0] for look in standing)])
+    return best if best is not None and best[0] > held + UPRIGHT_MARGIN else None
+
+
+def _upright_face(image: np.ndarray, points: np.ndarray, confidence: float
+                  ) -> tuple[float, np.ndarray, np.ndarray, int] | None:
+    """FaceMesh's look at the face ``points`` shows on a crop around it turned by the quarter turns
+    :func:`_agreed_look` takes instead of it, in ``image``'s frame; None to keep it."""
+    crop, to_crop = _box_crop(image, points_box(points), _UPRIGHT_CONTEXT)
+
+    def middle_face(turned: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        found = _mesh_faces(turned)
+        centre = np.array(turned.shape[1::-1]) / 2
+        return [min(found, key=lambda face: np.linalg.norm(face[0].mean(axis=0) - centre))] if found else []
+
+    back = invert_affine(to_crop)
+    return _agreed_look(points, confidence, [(score, *_mapped(back, p, d), turns)
+                                 for score, p, d, turns in _turned_looks(crop, middle_face)])
 
 
 def detect_landmarks(image: np.ndarray, face_index: int | None = None, *, name: str = ARRAY_NAME,
                      max_side: int = DETECT_MAX_SIDE) -> FaceLandmarks:
     """Find a face with MediaPipe FaceMesh and return its 478 landmarks in ``image``'s pixel frame.
+
+    A face the detector scores below :data:`UPRIGHT_SCORE` is looked at again turned by quarter turns
+    (:attr:`FaceLandmarks.quarter_turns`, :func:`_agreed_look`): on a crop around it, and where FaceMesh's own
+    detector found no face on the picture (or none at all) and ``face_index`` is None, on the whole picture.
 
     Args:
       image: RGB photograph (any layout :func:`flamejax.perception.to_rgb8` accepts; uint8 (H, W, 3) best).
@@ -294,19 +392,33 @@ def detect_landmarks(image: np.ndarray, face_index: int | None = None, *, name: 
     image = to_rgb8(image, name=name)
     check_image_size(image, name)
     faces, searched = find_faces(image, max_side)
+    points = depth = None
+    if faces:
+        index = int(np.argmax([_box_area(p) for p, _ in faces])) if face_index is None else face_index
+        if not 0 <= index < len(faces):
+            raise FaceIndexError(f"{name}: face index {face_index} asked for, but {len(faces)} face(s) found "
+                                 f"(numbered left to right from 0)")
+        points, depth = faces[index]
+        confidence, turns = face_confidence(image, points_box(points)), 0
+        if confidence < UPRIGHT_SCORE and (look := _upright_face(image, points, confidence)) is not None:
+            confidence, points, depth, turns = look
+    if face_index is None and (not faces or (searched and turns == 0 and confidence < UPRIGHT_SCORE)):
+        small, to_image = _detection_copy(image, max_side)
+        looks = [(score, *_mapped(to_image, p, d), turns) for score, p, d, turns in _turned_looks(small, _mesh_faces)]
+        if (look := _agreed_look(points, confidence if faces else 0.0, looks)) is not None:
+            confidence, points, depth, turns = look
+            faces, searched = _left_to_right([found[1:3] for found in looks if found[3] == turns]), False
+            index = next(i for i, (p, _) in enumerate(faces) if p is points)
     if not faces:
         height, width = image.shape[:2]
         raise NoFaceError(f"{name}: no face found in the {width}x{height} image (MediaPipe face detection)")
-    areas = [float(np.prod(np.diff(points_box(p).reshape(2, 2), axis=0))) for p, _ in faces]
-    index = int(np.argmax(areas)) if face_index is None else face_index
-    if not 0 <= index < len(faces):
-        raise FaceIndexError(f"{name}: face index {face_index} asked for, but {len(faces)} face(s) found "
-                             f"(numbered left to right from 0)")
-    points, depth = faces[index]
-    box = points_box(points)
-    return FaceLandmarks(points=points.astype(np.float32), depth=depth.astype(np.float32),
-                         confidence=face_confidence(image, box), num_faces=len(faces), face_index=index, box=box,
-                         searched=searched)
+    return FaceLandmarks(points=points.astype(np.float32), depth=depth.astype(np.float32), confidence=confidence,
+                         num_faces=len(faces), face_index=index, box=points_box(points), searched=searched,
+                         quarter_turns=turns)
+
+
+def _box_area(points: np.ndarray) -> float:
+    return float(np.prod(np.diff(points_box(points).reshape(2, 2), axis=0)))
 
 
 def redetect(image: UInt8[np.ndarray, "H W 3"], expected: FaceLandmarks,

@@ -127,6 +127,9 @@ class Preprocessed:
     searched: bool = False
     """FaceMesh's own detector missed the face on the photograph; it was found on crops around the face detector's
     box (:attr:`flamejax.perception.FaceLandmarks.searched`: a turned head, a small face in a large picture)."""
+    quarter_turns: int = 0
+    """The face was found on the photograph turned by this many quarter turns counterclockwise
+    (:attr:`flamejax.perception.FaceLandmarks.quarter_turns`: a face lying on its side or upside down)."""
 
 
 def preprocess(image: ImageSource, config: PreprocessConfig = PreprocessConfig()) -> Preprocessed:
@@ -147,6 +150,9 @@ def preprocess(image: ImageSource, config: PreprocessConfig = PreprocessConfig()
     found = detect_landmarks(original, config.face_index, name=name, max_side=config.detect_max_side)
     if found.num_faces > 1:
         notes.append(f"{found.num_faces} faces found; using face {found.face_index} (numbered left to right)")
+    if found.quarter_turns:
+        notes.append(f"the face lies turned by about {90 * found.quarter_turns} degrees; its landmarks are FaceMesh's "
+                     "on the photograph turned the other way (it scored higher there)")
     if found.searched:
         notes.append("FaceMesh's own detector found no face on the photograph; found on crops around the face "
                      "detector's box (a turned head or a small face)")
@@ -182,7 +188,7 @@ def preprocess(image: ImageSource, config: PreprocessConfig = PreprocessConfig()
         crop_to_original=aligned.to_original, original_size=original.shape[:2], confidence=found.confidence,
         num_faces=found.num_faces, face_index=found.face_index, redetected=redetected is not None,
         lost_on_crop=config.redetect_on_crop and (redetected is None or redetected.searched),
-        searched=found.searched, source=name,
+        searched=found.searched, quarter_turns=found.quarter_turns, source=name,
         notes=tuple(notes))
 
 
