@@ -448,6 +448,20 @@ def test_preprocessing_an_upside_down_photograph_gives_an_upright_crop(photos, n
 
 
 @needs_photos
+def test_the_face_mask_leaves_out_what_lies_beyond_the_photograph(photos, preprocessed, no_models):
+    """A photograph cut below the nose: the aligned crop is white past its edge, which a photometric fit would take
+    for the face's colour."""
+    name = FFHQ[1]
+    cut = photos[name][: int(0.62 * photos[name].shape[0])]
+    item = fp.preprocess(cut)
+    beyond = ~fp.inside_source(cut.shape, item.original_to_fit, item.image.shape[0])
+    assert beyond.mean() > 0.1 and np.mean(item.image[beyond] > 0.99) > 0.95  # white
+    assert item.mask[beyond].max() == 0.0 and item.mask.sum() > 0.4 * preprocessed[name].mask.sum()
+    assert any("lies outside the photograph" in note for note in item.notes)
+    assert not any("outside the photograph" in note for note in preprocessed[name].notes)
+
+
+@needs_photos
 def test_huge_image(photos, faces, tmp_path, no_models):
     name = FFHQ[2]
     huge = cv2.resize(photos[name], (8000, 8000), interpolation=cv2.INTER_LINEAR)
@@ -743,7 +757,8 @@ def test_preprocess_with_parsing_and_matting(onnx_models, no_models):
     config = fp.PreprocessConfig(parsing_model=onnx_models["scores"], matting_model=onnx_models["matting"])
     result = fp.preprocess(IMAGES / name, config)
     assert result.mask_source == "parsing" and result.parsing.shape == (256, 256)
-    np.testing.assert_array_equal(result.mask, fp.parsing_mask(result.parsing))
+    inside = fp.inside_source(result.original_size, result.original_to_fit, 256)  # not past the photograph
+    np.testing.assert_array_equal(result.mask, fp.parsing_mask(result.parsing) * inside)
     assert result.alpha.shape == (256, 256)
     assert not any("model found" in note for note in result.notes)
     skip_parsing = fp.preprocess(IMAGES / name, fp.PreprocessConfig(use_parsing=False, use_matting=True))

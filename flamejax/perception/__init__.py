@@ -32,7 +32,7 @@ from flamejax.perception._parsing import (CELEBAMASK_CLASSES, FACE_CLASSES, Pars
                                           parsing_mask)
 from flamejax.perception._preprocess import Preprocessed, PreprocessConfig, preprocess
 from flamejax.camera import ndc_to_pixels, pixels_to_ndc
-from flamejax.perception._transform import (compose_affine, invert_affine,
+from flamejax.perception._transform import (compose_affine, inside_source, invert_affine,
                                             transform_points, warp_image)
 
 __all__ = [
@@ -44,7 +44,7 @@ __all__ = [
     "ParsingResult", "PerceptionError", "Preprocessed", "PreprocessConfig", "RIGHT_BROW", "RIGHT_EYE",
     "WIDE_CONTEXT_COVERAGE",
     "align_face", "alignment_transform", "annotated", "annotation_beside", "compose_affine", "composite_over_white", "detect_landmarks",
-    "invert_affine", "landmark_face_mask", "load_image", "matte", "ndc_to_pixels", "parse_face", "parsing_mask",
+    "inside_source", "invert_affine", "landmark_face_mask", "load_image", "matte", "ndc_to_pixels", "parse_face", "parsing_mask",
     "person_in_context", "person_silhouette", "points_inside",
     "pixels_to_ndc", "preprocess", "read_aflw_mat", "read_annotation", "read_pts", "redetect_mirrored", "to_68", "to_iris", "to_rgb8", "transform_points",
     "warp_image",

@@ -18,7 +18,8 @@ from flamejax.perception._mask import (FOREHEAD_KEPT, MIN_POINTS_INSIDE, WIDE_CO
 from flamejax.perception._matting import composite_over_white, matte
 from flamejax.perception._onnx import ModelSource
 from flamejax.perception._parsing import parse_face
-from flamejax.perception._transform import Affine, compose_affine, invert_affine, resize, scale_affine
+from flamejax.perception._transform import (Affine, compose_affine, inside_source, invert_affine, resize,
+                                            scale_affine)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,10 +175,11 @@ def preprocess(image: ImageSource, config: PreprocessConfig = PreprocessConfig()
         notes.append("no face found on the mirrored crop; no second set of landmarks to choose from")
     fit_image = resize(crop, config.fit_size, config.fit_size)
     mask, mask_source, parsing = _face_mask(crop, fit_landmarks, config, notes)
+    original_to_fit = compose_affine(to_fit, aligned.to_crop)
+    mask = _photographed(mask, original.shape, original_to_fit, notes)
     alpha = None if crop_alpha is None else resize(crop_alpha, config.fit_size, config.fit_size)
     person = _person(alpha, fit_landmarks.points, config, notes,
                      lambda: person_in_context(original, aligned.to_crop, config.crop_size, config.fit_size, crop))
-    original_to_fit = compose_affine(to_fit, aligned.to_crop)
     return Preprocessed(
         image=fit_image.astype(np.float32) / 255.0, crop=crop, points478=fit_landmarks.points,
         mirrored478=None if mirrored is None else mirrored.transformed(to_fit).points,
@@ -190,6 +192,19 @@ def preprocess(image: ImageSource, config: PreprocessConfig = PreprocessConfig()
         lost_on_crop=config.redetect_on_crop and (redetected is None or redetected.searched),
         searched=found.searched, quarter_turns=found.quarter_turns, source=name,
         notes=tuple(notes))
+
+
+def _photographed(mask: np.ndarray, original_shape: tuple[int, ...], original_to_fit: np.ndarray,
+                  notes: list[str]) -> np.ndarray:
+    """``mask`` without the fit pixels the photograph does not reach: the aligned crop is white there (a face at
+    the photograph's edge), and a photometric fit would take that white for the face's colour."""
+    inside = inside_source(original_shape, original_to_fit, mask.shape[0])
+    total = float(mask.sum())
+    outside = float(mask[~inside].sum()) / total if total > 0 else 0.0
+    if outside >= 0.01:
+        notes.append(f"{100 * outside:.0f}% of the face mask lies outside the photograph; left out of the "
+                     "photometric fit (FaceMesh's points there are guesses)")
+    return np.where(inside, mask, 0.0).astype(np.float32)
 
 
 def _matted(crop: np.ndarray, config: PreprocessConfig, notes: list[str]) -> tuple[np.ndarray, np.ndarray | None]:

@@ -11,7 +11,7 @@ import math
 
 import cv2
 import numpy as np
-from jaxtyping import Float, Num
+from jaxtyping import Bool, Float, Num
 
 Affine = Float[np.ndarray, "2 3"]
 
@@ -89,6 +89,14 @@ def warp_image(image: Num[np.ndarray, "H W *C"], matrix: Affine, size: int | tup
     edge = dict(borderMode=cv2.BORDER_REPLICATE) if border is None else dict(
         borderMode=cv2.BORDER_CONSTANT, borderValue=(border,) * min(channels, 4))
     return cv2.warpAffine(image, opencv_matrix, (width, height), flags=cv2.INTER_LINEAR, **edge)
+
+
+def inside_source(source_shape: tuple[int, ...], matrix: Affine, size: int | tuple[int, int]
+                  ) -> Bool[np.ndarray, "h w"]:
+    """Where :func:`warp_image` of an image of ``source_shape`` by ``matrix`` at ``size`` samples the image alone
+    (True), not the border beyond it."""
+    ones = np.full(source_shape[:2], 255, np.uint8)
+    return warp_image(ones, matrix, size, border=0) == 255
 
 
 def _area_shrink(image: np.ndarray, matrix: Affine, size: tuple[int, int],

@@ -14,6 +14,7 @@ from flamejax.io import atomic_path, export_mesh, write_image, write_json, write
 from flamejax.perception import (FaceLandmarks, landmark_face_mask, person_in_context, redetect_mirrored, to_68,
                                  warp_image)
 from flamejax.perception._landmarks import points_box
+from flamejax.perception._transform import inside_source
 from flamejax.render import RasterConfig, render_mesh, shade_for_display
 
 __all__ = [
@@ -28,5 +29,5 @@ __all__ = [
     "SharedPhotometricResult", "fit_photometric_same_person",
     "PROFILE_SAMPLES", "WeightingConfig", "weighed_landmarks", "person_in_context", "profile_edge",
     "profile_turn_weight", "two_look_targets",
-    "FaceLandmarks", "redetect_mirrored", "points_box", "warp_image",
+    "FaceLandmarks", "redetect_mirrored", "points_box", "warp_image", "inside_source",
 ]

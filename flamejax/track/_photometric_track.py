@@ -38,8 +38,8 @@ import numpy as np
 
 from flamejax.track._core import (Appearance, FitResult, FlameModel, GroupSchedule, LandmarkTargets,
                                   PhotometricConfig, PhotometricTargets, SharedPhotometricResult, StageReport,
-                                  fit_photometric_batch, fit_photometric_same_person, landmark_face_mask,
-                                  landmark_model, posed_landmarks, stack_targets, warp_image,
+                                  fit_photometric_batch, fit_photometric_same_person, inside_source,
+                                  landmark_face_mask, landmark_model, posed_landmarks, stack_targets, warp_image,
                                   write_image)
 from flamejax.perception._video import VideoReadError
 from flamejax.track._joint import FrameStates
@@ -127,9 +127,8 @@ def frame_picture(image: np.ndarray, points478: np.ndarray, crop: tuple[float, f
     scale = size / side
     to_crop = np.array([[scale, 0, -x0 * scale], [0, scale, -y0 * scale]])
     warped = warp_image(image, to_crop, size, border=None)
-    inside = warp_image(np.ones(image.shape[:2], np.float32), to_crop, size, border=0)
     mask = landmark_face_mask((np.asarray(points478) - np.array([x0, y0])) * scale, size)
-    return warped.astype(np.float32) / 255.0, (mask * (inside > 0.999)).astype(np.float32)
+    return warped.astype(np.float32) / 255.0, (mask * inside_source(image.shape, to_crop, size)).astype(np.float32)
 
 
 def _landmark_results(landmarks_only: FlameModel, frames: FrameStates, shape: np.ndarray, fov: float,
