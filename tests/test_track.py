@@ -368,11 +368,19 @@ def test_turned_looks_are_checkpointed_with_the_landmarks(tmp_path, monkeypatch)
     from flamejax.track import _video_track
 
     class TurnedFaces:  # a landmarker that sees the same turned face in every frame
+        jumps = found_again = 0
+
         def __init__(self, max_side):
             pass
 
+        def __call__(self, image):
+            return turned_face(1.8)
+
+        def follow(self, points):
+            pass
+
         def __enter__(self):
-            return lambda image: turned_face(1.8)
+            return self
 
         def __exit__(self, *exc):
             pass
@@ -418,6 +426,27 @@ def test_video_without_a_face(tmp_path, flame_model):
     path = _write_video(tmp_path / "empty.mp4", _noise_frames(3), fps=10.0)
     with pytest.raises(NoFaceInVideoError, match="no face found in any of the 3 frames"):
         track_video(path, tmp_path / "out", TINY, flame_model, overlay=False)
+
+
+def test_the_landmarker_keeps_to_the_clip_s_face_when_the_tracking_takes_up_another():
+    """Two people side by side, the first covered for a few frames: MediaPipe's tracking, having lost them, takes up
+    the other person; the clip's face is looked for among all faces, and is None while covered."""
+    from flamejax.perception._video import VideoLandmarker
+
+    clips = [VIDEOS / "liveportrait_d18.mp4", VIDEOS / "liveportrait_d3.mp4"]
+    if not all(clip.is_file() for clip in clips):
+        pytest.skip("no shared videos")
+    frames = [[cv2.resize(frame.image, (240, 240), interpolation=cv2.INTER_AREA) for frame in FrameSource(clip)][:14]
+              for clip in clips]
+    pictures = [np.concatenate([left * (not 4 <= i < 8), right], axis=1)
+                for i, (left, right) in enumerate(zip(*frames))]
+    with VideoLandmarker() as landmarker:
+        found = [landmarker(picture) for picture in pictures]
+        jumps, found_again = landmarker.jumps, landmarker.found_again
+    assert all(found[i] is None for i in range(4, 8))
+    centres = np.array([points.mean(axis=0)[0] for i, points in enumerate(found) if not 4 <= i < 8])
+    assert np.all(centres < 240), centres  # the first person's, on the left
+    assert jumps >= found_again > 0  # the tracking went to the right, and was caught
 
 
 # --------------------------------------------------------------------------------------------- end to end

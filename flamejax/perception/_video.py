@@ -30,12 +30,17 @@ import numpy as np
 from jaxtyping import Float, UInt8
 
 from flamejax.perception._errors import PerceptionError
+from flamejax.perception._landmarks import _detection_copy, _mapped, _mesh_faces, points_box
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 FOLDER_FPS = 25.0
 """Frame rate assumed for a folder of frames when none is given."""
 VARIABLE_RATE_TOLERANCE = 0.2
 """Frame intervals differing from their median by more than this fraction mark a variable frame rate."""
+FOLLOW_REACH = 1.5
+"""How far from where the clip's face was last seen, in face sizes (its landmark box's longer side), a face may be
+to be it. Having lost the face (an occlusion, a turn away), MediaPipe's tracking takes up the most confident face
+it detects again, which may be another person's (:class:`VideoLandmarker`)."""
 _ROTATIONS = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
 
 
@@ -217,6 +222,11 @@ class FrameSource:
 class VideoLandmarker:
     """MediaPipe FaceMesh in tracking mode (``static_image_mode=False``): one face, 478 points per frame.
 
+    The clip's face is the first one found. Where the tracking returns a face farther than :data:`FOLLOW_REACH`
+    from where the clip's face was last seen, it has taken up another face (after losing the clip's face): the
+    frame's faces are then all detected, and the one within reach of the clip's face is taken, or none
+    (:attr:`jumps`, :attr:`found_again`).
+
     Use one instance per clip, frames in order; frames larger than ``max_side`` are downscaled for detection.
     """
 
@@ -228,17 +238,43 @@ class VideoLandmarker:
         self._mesh = face_mesh.FaceMesh(static_image_mode=False, refine_landmarks=True, max_num_faces=1,
                                         min_detection_confidence=min_detection_confidence,
                                         min_tracking_confidence=min_tracking_confidence)
+        self._last_box: np.ndarray | None = None
+        self.jumps = 0
+        """Frames on which the tracking had taken up another face than the clip's."""
+        self.found_again = 0
+        """Of those, frames on which the clip's face was found among all the frame's faces."""
 
     def __call__(self, image: UInt8[np.ndarray, "H W 3"]) -> Float[np.ndarray, "478 2"] | None:
-        height, width = image.shape[:2]
-        shrink = min(1.0, self.max_side / max(height, width))
-        small = image if shrink >= 1.0 else cv2.resize(
-            image, (max(1, round(width * shrink)), max(1, round(height * shrink))), interpolation=cv2.INTER_AREA)
+        """The clip's face's 478 points on this frame (frame pixels), or None where it is not found."""
+        small, to_image = _detection_copy(image, self.max_side)
         result = self._mesh.process(np.ascontiguousarray(small))
-        if not result.multi_face_landmarks:
-            return None
-        xy = np.array([(p.x, p.y) for p in result.multi_face_landmarks[0].landmark], np.float32)
-        return xy * np.array([width, height], np.float32)
+        points = None
+        if result.multi_face_landmarks:
+            xy = np.array([(p.x, p.y) for p in result.multi_face_landmarks[0].landmark], np.float32)
+            points = xy * np.array([image.shape[1], image.shape[0]], np.float32)
+        if points is not None and not self._within_reach(points):
+            self.jumps += 1
+            faces = [_mapped(to_image, p, d)[0] for p, d in _mesh_faces(small)]
+            points = min((p for p in faces if self._within_reach(p)), key=self._distance, default=None)
+            self.found_again += points is not None
+            points = None if points is None else points.astype(np.float32)
+        self.follow(points)
+        return points
+
+    def follow(self, points: Float[np.ndarray, "478 2"] | None) -> None:
+        """Where the clip's face is on a frame known otherwise (a saved detection); None: not found there."""
+        if points is not None:
+            self._last_box = points_box(points)
+
+    def _distance(self, points: np.ndarray) -> float:
+        box = points_box(points)
+        return float(np.linalg.norm((box[:2] + box[2:]) / 2 - (self._last_box[:2] + self._last_box[2:]) / 2))
+
+    def _within_reach(self, points: np.ndarray) -> bool:
+        if self._last_box is None:
+            return True
+        size = float(max(self._last_box[2:] - self._last_box[:2]))
+        return self._distance(points) <= FOLLOW_REACH * size
 
     def close(self) -> None:
         self._mesh.close()

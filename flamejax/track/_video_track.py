@@ -225,7 +225,11 @@ def detect_sequence(source: FrameSource, max_side: int, checkpoint: Path | None,
     try:
         with VideoLandmarker(max_side) as landmarker:
             for frame in _prefetched(source):
-                pts, look = done[frame.index] if frame.index in done else (landmarker(frame.image), None)
+                if frame.index in done:
+                    pts, look = done[frame.index]
+                    landmarker.follow(pts)
+                else:
+                    pts, look = landmarker(frame.image), None
                 if looking and pts is not None and look is None:
                     look = turned_look(frame.image, pts, profile, mirror)
                 elif look is not None:  # from a run with other switches: keep only what this one asks for
@@ -237,6 +241,11 @@ def detect_sequence(source: FrameSource, max_side: int, checkpoint: Path | None,
                 looks.append(look if looking and pts is not None else None)
                 if len(indices) % 100 == 0:
                     progress(f"landmarks: {len(indices)} frames")
+            if landmarker.jumps:
+                source.notes.append(
+                    f"MediaPipe's tracking took up another face than the clip's (the first one found) on "
+                    f"{landmarker.jumps} frame(s); the clip's face was found again among all faces on "
+                    f"{landmarker.found_again} of them, the others count as frames without it")
     finally:
         if checkpoint is not None and indices:
             found = np.array([p is not None for p in points])
