@@ -246,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="track without the silhouette's profile: by default, frames whose face MediaPipe sees "
                             "turned about 45° or more are segmented (selfie segmentation) and the fitted face must "
                             "reach the person's outline on the side it turns to")
+    track.add_argument("--face-index", type=_integer(0), default=None,
+                       help="which face when several show, numbered left to right from 0 on the first frame with a "
+                            "face (default: the one MediaPipe takes up first); followed from there on")
     track.add_argument("--flame", type=Path, default=None, help="FLAME model pickle (default: as for fit)")
     track.set_defaults(func=cmd_track)
 
@@ -575,6 +578,7 @@ def cmd_fit_dir(args) -> int:
 
 def cmd_track(args) -> int:
     from flamejax.flame import load_flame
+    from flamejax.perception import FaceIndexError
     from flamejax.track import (NoFaceInVideoError, NoUsableFramesError, PhotometricTrackConfig, TrackConfig,
                                 VideoReadError, track_video)
 
@@ -591,12 +595,14 @@ def cmd_track(args) -> int:
             photometric = dataclasses.replace(
                 default, appearance=_with_texture_filter(default.appearance, args.texture_filter),
                 refine=_with_texture_filter(default.refine, args.texture_filter))
-        config = TrackConfig(photometric=photometric, profile=not args.no_silhouette)
+        config = TrackConfig(photometric=photometric, profile=not args.no_silhouette, face_index=args.face_index)
         result = track_video(args.source, args.output, config, model=model, start_s=args.start,
                              end_s=args.end, fps=args.fps, overlay=args.overlay, exports=tuple(args.export),
                              resume=args.resume, progress=lambda message: print(message, file=sys.stderr))
     except VideoReadError as err:
         raise NotADirectoryError(str(err)) from None
+    except FaceIndexError as err:
+        raise UsageError(f"--face-index: {args.source}: {err}") from None
     except (NoFaceInVideoError, NoUsableFramesError) as err:
         print(f"flamejax: {err}", file=sys.stderr)
         return EXIT_NONE_FITTED

@@ -370,7 +370,7 @@ def test_turned_looks_are_checkpointed_with_the_landmarks(tmp_path, monkeypatch)
     class TurnedFaces:  # a landmarker that sees the same turned face in every frame
         jumps = found_again = 0
 
-        def __init__(self, max_side):
+        def __init__(self, max_side, face_index=None):
             pass
 
         def __call__(self, image):
@@ -431,6 +431,7 @@ def test_video_without_a_face(tmp_path, flame_model):
 def test_the_landmarker_keeps_to_the_clip_s_face_when_the_tracking_takes_up_another():
     """Two people side by side, the first covered for a few frames: MediaPipe's tracking, having lost them, takes up
     the other person; the clip's face is looked for among all faces, and is None while covered."""
+    from flamejax.perception import FaceIndexError
     from flamejax.perception._video import VideoLandmarker
 
     clips = [VIDEOS / "liveportrait_d18.mp4", VIDEOS / "liveportrait_d3.mp4"]
@@ -447,6 +448,10 @@ def test_the_landmarker_keeps_to_the_clip_s_face_when_the_tracking_takes_up_anot
     centres = np.array([points.mean(axis=0)[0] for i, points in enumerate(found) if not 4 <= i < 8])
     assert np.all(centres < 240), centres  # the first person's, on the left
     assert jumps >= found_again > 0  # the tracking went to the right, and was caught
+    with VideoLandmarker(face_index=1) as landmarker:  # the second from the left, whom the tracking does not take
+        assert all(landmarker(picture).mean(axis=0)[0] > 240 for picture in pictures)
+    with VideoLandmarker(face_index=2) as landmarker, pytest.raises(FaceIndexError, match="shows 2"):
+        landmarker(pictures[0])
 
 
 # --------------------------------------------------------------------------------------------- end to end

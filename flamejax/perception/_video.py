@@ -29,18 +29,22 @@ import cv2
 import numpy as np
 from jaxtyping import Float, UInt8
 
-from flamejax.perception._errors import PerceptionError
-from flamejax.perception._landmarks import _detection_copy, _mapped, _mesh_faces, points_box
+from flamejax.perception._errors import FaceIndexError, PerceptionError
+from flamejax.perception._landmarks import _detection_copy, _left_to_right, _mapped, _mesh_faces, points_box
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 FOLDER_FPS = 25.0
 """Frame rate assumed for a folder of frames when none is given."""
 VARIABLE_RATE_TOLERANCE = 0.2
 """Frame intervals differing from their median by more than this fraction mark a variable frame rate."""
+FOLLOW_STEP = 0.5
+"""How far a face may move from one frame to the next, in face sizes (its landmark box's longer side), to be the
+same face: faces side by side lie a face size or more apart. Having lost the face (an occlusion, a turn away),
+MediaPipe's tracking takes up the most confident face it detects again, which may be another person's
+(:class:`VideoLandmarker`)."""
 FOLLOW_REACH = 1.5
-"""How far from where the clip's face was last seen, in face sizes (its landmark box's longer side), a face may be
-to be it. Having lost the face (an occlusion, a turn away), MediaPipe's tracking takes up the most confident face
-it detects again, which may be another person's (:class:`VideoLandmarker`)."""
+"""The farthest, in face sizes, the clip's face may be found from where it was last seen, however many frames ago
+(:data:`FOLLOW_STEP` a frame until then)."""
 _ROTATIONS = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
 
 
@@ -222,23 +226,27 @@ class FrameSource:
 class VideoLandmarker:
     """MediaPipe FaceMesh in tracking mode (``static_image_mode=False``): one face, 478 points per frame.
 
-    The clip's face is the first one found. Where the tracking returns a face farther than :data:`FOLLOW_REACH`
-    from where the clip's face was last seen, it has taken up another face (after losing the clip's face): the
-    frame's faces are then all detected, and the one within reach of the clip's face is taken, or none
-    (:attr:`jumps`, :attr:`found_again`).
+    The clip's face is the first one found (``face_index``: the one of that number, left to right from 0, on the
+    first frame with a face). Where the tracking returns a face out of reach of where the clip's face was last seen
+    (:data:`FOLLOW_STEP` a frame, at most :data:`FOLLOW_REACH`), it has taken up another face: the frame's faces
+    are then all detected, and the nearest within reach is taken, or none (:attr:`jumps`, :attr:`found_again`).
+    So are they where the tracking finds no face, and on the frames after the clip's face was not found, where
+    another face may be nearer than the tracking's.
 
     Use one instance per clip, frames in order; frames larger than ``max_side`` are downscaled for detection.
     """
 
     def __init__(self, max_side: int = 1280, min_detection_confidence: float = 0.5,
-                 min_tracking_confidence: float = 0.5):
+                 min_tracking_confidence: float = 0.5, face_index: int | None = None):
         from mediapipe.python.solutions import face_mesh
 
         self.max_side = max_side
+        self.face_index = face_index
         self._mesh = face_mesh.FaceMesh(static_image_mode=False, refine_landmarks=True, max_num_faces=1,
                                         min_detection_confidence=min_detection_confidence,
                                         min_tracking_confidence=min_tracking_confidence)
         self._last_box: np.ndarray | None = None
+        self._missed = 0
         self.jumps = 0
         """Frames on which the tracking had taken up another face than the clip's."""
         self.found_again = 0
@@ -252,19 +260,28 @@ class VideoLandmarker:
         if result.multi_face_landmarks:
             xy = np.array([(p.x, p.y) for p in result.multi_face_landmarks[0].landmark], np.float32)
             points = xy * np.array([image.shape[1], image.shape[0]], np.float32)
-        if points is not None and not self._within_reach(points):
-            self.jumps += 1
-            faces = [_mapped(to_image, p, d)[0] for p, d in _mesh_faces(small)]
+        if points is not None and self._last_box is None and self.face_index is not None:
+            faces = _left_to_right([_mapped(to_image, p, d) for p, d in _mesh_faces(small)])
+            if self.face_index >= len(faces):
+                raise FaceIndexError(f"face index {self.face_index} asked for, but the first frame with a face "
+                                     f"shows {len(faces)} (numbered left to right from 0)")
+            points = faces[self.face_index][0].astype(np.float32)
+        elif self._last_box is not None and (points is None or self._missed or not self._within_reach(points)):
+            jumped = points is not None and not self._within_reach(points)
+            faces = [_mapped(to_image, p, d)[0].astype(np.float32) for p, d in _mesh_faces(small)]
+            faces = faces or ([] if points is None else [points])
             points = min((p for p in faces if self._within_reach(p)), key=self._distance, default=None)
-            self.found_again += points is not None
-            points = None if points is None else points.astype(np.float32)
+            self.jumps += jumped
+            self.found_again += jumped and points is not None
         self.follow(points)
         return points
 
     def follow(self, points: Float[np.ndarray, "478 2"] | None) -> None:
         """Where the clip's face is on a frame known otherwise (a saved detection); None: not found there."""
-        if points is not None:
-            self._last_box = points_box(points)
+        if points is None:
+            self._missed += 1
+        else:
+            self._last_box, self._missed = points_box(points), 0
 
     def _distance(self, points: np.ndarray) -> float:
         box = points_box(points)
@@ -274,7 +291,7 @@ class VideoLandmarker:
         if self._last_box is None:
             return True
         size = float(max(self._last_box[2:] - self._last_box[:2]))
-        return self._distance(points) <= FOLLOW_REACH * size
+        return self._distance(points) <= min(FOLLOW_STEP * (1 + self._missed), FOLLOW_REACH) * size
 
     def close(self) -> None:
         self._mesh.close()

@@ -105,6 +105,10 @@ class TrackConfig:
     """Side of the clip's fixed square crop in units of the median face box's longer side."""
     detect_max_side: int = 1280
     """Frames larger than this are downscaled for MediaPipe (coordinates are mapped back)."""
+    face_index: int | None = None
+    """Which face to track when several show, numbered left to right from 0 on the first frame with a face; None:
+    the one MediaPipe's tracking takes up first (its most confident). Either is followed from there on
+    (:class:`flamejax.track.VideoLandmarker`)."""
     photometric: "PhotometricTrackConfig | None" = None
     """Photometric mode: refine the landmark tracking against the pixels (None: landmark mode)."""
 
@@ -112,6 +116,8 @@ class TrackConfig:
         if not 0 <= self.chunk_overlap < self.chunk_frames // 2:
             raise ValueError(f"need 0 <= chunk_overlap < chunk_frames / 2, got {self.chunk_overlap}, "
                              f"{self.chunk_frames}")
+        if self.face_index is not None and self.face_index < 0:
+            raise ValueError(f"face_index must be 0 or more (left to right), got {self.face_index}")
 
     def replace(self, **changes) -> "TrackConfig":
         return dataclasses.replace(self, **changes)

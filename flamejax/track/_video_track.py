@@ -214,7 +214,7 @@ def saved_landmarks(checkpoint: Path) -> dict[int, tuple[np.ndarray | None, Turn
 
 
 def detect_sequence(source: FrameSource, max_side: int, checkpoint: Path | None, progress: Callable[[str], None],
-                    profile: bool = True, mirror: bool = True
+                    profile: bool = True, mirror: bool = True, face_index: int | None = None
                     ) -> tuple[list[int], list[float], list[np.ndarray | None], list[TurnedLook | None]]:
     """Frame indices, times, MediaPipe points and (with ``profile`` or ``mirror``) the :class:`TurnedLook` of
     every frame; saved to ``checkpoint`` as it goes (also on an interruption), and frames already there are not
@@ -223,7 +223,7 @@ def detect_sequence(source: FrameSource, max_side: int, checkpoint: Path | None,
     done = saved_landmarks(checkpoint) if checkpoint is not None and checkpoint.is_file() else {}
     indices, times, points, looks = [], [], [], []
     try:
-        with VideoLandmarker(max_side) as landmarker:
+        with VideoLandmarker(max_side, face_index=face_index) as landmarker:
             for frame in _prefetched(source):
                 if frame.index in done:
                     pts, look = done[frame.index]
@@ -315,7 +315,7 @@ def track_video(source: str | Path, out_dir: str | Path, config: TrackConfig = T
     clock = time.perf_counter()
     frames = FrameSource(source, start_s, end_s, fps)
     indices, times, points, looks = detect_sequence(frames, config.detect_max_side, checkpoints / "landmarks.npz",
-                                                    say, config.profile, config.mirror_check)
+                                                    say, config.profile, config.mirror_check, config.face_index)
     if not indices:
         raise VideoReadError(f"{source}: no frame in the requested time range")
     missing = np.zeros(len(indices), bool)
