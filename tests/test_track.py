@@ -368,7 +368,7 @@ def test_turned_looks_are_checkpointed_with_the_landmarks(tmp_path, monkeypatch)
     from flamejax.track import _video_track
 
     class TurnedFaces:  # a landmarker that sees the same turned face in every frame
-        jumps = found_again = 0
+        jumps = found_again = quarter_turns = 0
 
         def __init__(self, max_side, face_index=None):
             pass
@@ -452,6 +452,27 @@ def test_the_landmarker_keeps_to_the_clip_s_face_when_the_tracking_takes_up_anot
         assert all(landmarker(picture).mean(axis=0)[0] > 240 for picture in pictures)
     with VideoLandmarker(face_index=2) as landmarker, pytest.raises(FaceIndexError, match="shows 2"):
         landmarker(pictures[0])
+
+
+def test_the_landmarker_finds_an_upside_down_clip_s_face_as_it_is():
+    """A clip upside down with no rotation metadata: MediaPipe alone lays an upright mesh over every frame (more
+    than an eye-corner distance off); the landmarker turns the frames upright and maps the points back."""
+    from flamejax.perception import to_68, transform_points
+    from flamejax.perception._landmarks import _turned
+    from flamejax.perception._video import VideoLandmarker
+
+    clip = VIDEOS / "liveportrait_d18.mp4"
+    if not clip.is_file():
+        pytest.skip("no shared videos")
+    frames = [frame.image for frame in FrameSource(clip)][:6]
+    with VideoLandmarker() as landmarker:
+        upright = [landmarker(frame) for frame in frames]
+    with VideoLandmarker() as landmarker:
+        for frame, points in zip(frames, upright):
+            turned, to_turned = _turned(frame, 2)
+            error = np.linalg.norm(landmarker(turned) - transform_points(to_turned, points), axis=1).mean()
+            assert error < 0.05 * np.linalg.norm(np.subtract(*to_68(points)[[45, 36]]))
+        assert landmarker.quarter_turns == 2
 
 
 # --------------------------------------------------------------------------------------------- end to end

@@ -30,7 +30,9 @@ import numpy as np
 from jaxtyping import Float, UInt8
 
 from flamejax.perception._errors import FaceIndexError, PerceptionError
-from flamejax.perception._landmarks import _detection_copy, _left_to_right, _mapped, _mesh_faces, points_box
+from flamejax.perception._landmarks import (UPRIGHT_SCORE, _detection_copy, _left_to_right, _mapped, _mesh_faces,
+                                            _turned, _upright_face, face_confidence, points_box)
+from flamejax.perception._transform import invert_affine, transform_points
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 FOLDER_FPS = 25.0
@@ -233,6 +235,10 @@ class VideoLandmarker:
     So are they where the tracking finds no face, and on the frames after the clip's face was not found, where
     another face may be nearer than the tracking's.
 
+    A face on its side or upside down (no rotation metadata) is found as
+    :func:`flamejax.perception.detect_landmarks` finds it in a photograph, on the first frame with a face; from there
+    on the frames are turned upright by :attr:`quarter_turns` for MediaPipe, and the points mapped back.
+
     Use one instance per clip, frames in order; frames larger than ``max_side`` are downscaled for detection.
     """
 
@@ -246,7 +252,11 @@ class VideoLandmarker:
                                         min_detection_confidence=min_detection_confidence,
                                         min_tracking_confidence=min_tracking_confidence)
         self._last_box: np.ndarray | None = None
+        """Where the clip's face was last seen, in the frame turned by :attr:`quarter_turns`."""
         self._missed = 0
+        self._oriented = False
+        self.quarter_turns = 0
+        """Quarter turns counterclockwise that turn the clip's face upright (decided on its first frame)."""
         self.jumps = 0
         """Frames on which the tracking had taken up another face than the clip's."""
         self.found_again = 0
@@ -254,30 +264,55 @@ class VideoLandmarker:
 
     def __call__(self, image: UInt8[np.ndarray, "H W 3"]) -> Float[np.ndarray, "478 2"] | None:
         """The clip's face's 478 points on this frame (frame pixels), or None where it is not found."""
-        small, to_image = _detection_copy(image, self.max_side)
+        if self._oriented:
+            return self._clip_face(image)
+        points = self._clip_face(image, choose=False)
+        if points is None:
+            return None
+        self._oriented = True
+        confidence = face_confidence(image, points_box(points))
+        look = _upright_face(image, points, confidence) if confidence < UPRIGHT_SCORE else None
+        if look is None and self.face_index is None:
+            return points
+        self.quarter_turns = 0 if look is None else look[3]
+        self._last_box, self._missed = None, 0
+        return self._clip_face(image)
+
+    def _clip_face(self, image: np.ndarray, choose: bool = True) -> np.ndarray | None:
+        """The clip's face on ``image`` turned by :attr:`quarter_turns`, in ``image``'s pixels; ``choose``: the
+        ``face_index`` one on the first frame with a face (else the tracking's)."""
+        turned, to_turned = _turned(image, self.quarter_turns) if self.quarter_turns else (image, None)
+        small, to_turned_image = _detection_copy(turned, self.max_side)
         result = self._mesh.process(np.ascontiguousarray(small))
         points = None
         if result.multi_face_landmarks:
             xy = np.array([(p.x, p.y) for p in result.multi_face_landmarks[0].landmark], np.float32)
-            points = xy * np.array([image.shape[1], image.shape[0]], np.float32)
-        if points is not None and self._last_box is None and self.face_index is not None:
-            faces = _left_to_right([_mapped(to_image, p, d) for p, d in _mesh_faces(small)])
+            points = xy * np.array([turned.shape[1], turned.shape[0]], np.float32)
+        if points is not None and self._last_box is None and choose and self.face_index is not None:
+            faces = _left_to_right([_mapped(to_turned_image, p, d) for p, d in _mesh_faces(small)])
             if self.face_index >= len(faces):
                 raise FaceIndexError(f"face index {self.face_index} asked for, but the first frame with a face "
                                      f"shows {len(faces)} (numbered left to right from 0)")
             points = faces[self.face_index][0].astype(np.float32)
         elif self._last_box is not None and (points is None or self._missed or not self._within_reach(points)):
             jumped = points is not None and not self._within_reach(points)
-            faces = [_mapped(to_image, p, d)[0].astype(np.float32) for p, d in _mesh_faces(small)]
+            faces = [_mapped(to_turned_image, p, d)[0].astype(np.float32) for p, d in _mesh_faces(small)]
             faces = faces or ([] if points is None else [points])
             points = min((p for p in faces if self._within_reach(p)), key=self._distance, default=None)
             self.jumps += jumped
             self.found_again += jumped and points is not None
-        self.follow(points)
-        return points
+        self._seen(points)
+        if points is None or to_turned is None:
+            return points
+        return transform_points(invert_affine(to_turned), points).astype(np.float32)
 
     def follow(self, points: Float[np.ndarray, "478 2"] | None) -> None:
-        """Where the clip's face is on a frame known otherwise (a saved detection); None: not found there."""
+        """Where the clip's face is on a frame known otherwise (a saved detection of the frames before any this
+        instance looked at; frame pixels); None: not found there. Whether it lies turned is decided again on the
+        next frame it looks at."""
+        self._seen(points)
+
+    def _seen(self, points: np.ndarray | None) -> None:
         if points is None:
             self._missed += 1
         else:

@@ -241,6 +241,9 @@ def detect_sequence(source: FrameSource, max_side: int, checkpoint: Path | None,
                 looks.append(look if looking and pts is not None else None)
                 if len(indices) % 100 == 0:
                     progress(f"landmarks: {len(indices)} frames")
+            if landmarker.quarter_turns:
+                source.notes.append(f"the face lies turned by about {90 * landmarker.quarter_turns} degrees; MediaPipe "
+                                    "ran on the frames turned upright (the results are in the frames' own pixels)")
             if landmarker.jumps:
                 source.notes.append(
                     f"MediaPipe's tracking took up another face than the clip's (the first one found) on "
