@@ -404,7 +404,7 @@ def detect_landmarks(image: np.ndarray, face_index: int | None = None, *, name: 
             confidence, points, depth, turns = look
     if face_index is None and (not faces or (searched and turns == 0 and confidence < UPRIGHT_SCORE)):
         small, to_image = _detection_copy(image, max_side)
-        looks = [(score, *_mapped(to_image, p, d), turns) for score, p, d, turns in _turned_looks(small, _mesh_faces)]
+        looks = [(score, *_mapped(to_image, p, d), t) for score, p, d, t in _turned_looks(small, _mesh_faces)]
         if (look := _agreed_look(points, confidence if faces else 0.0, looks)) is not None:
             confidence, points, depth, turns = look
             faces, searched = _left_to_right([found[1:3] for found in looks if found[3] == turns]), False

@@ -87,7 +87,8 @@ class Preprocessed:
     iris: Float[np.ndarray, "10 2"]
     """Iris points in fit pixels: subject's right iris (centre + 4), then left (float32)."""
     mask: Float[np.ndarray, "S S"]
-    """Photometric-loss face mask at fit resolution in [0, 1] (float32)."""
+    """Photometric-loss face mask at fit resolution in [0, 1] (float32); zero where the aligned crop reaches past
+    the photograph (white there)."""
     mask_source: str
     """``"parsing"`` or ``"landmarks"``."""
     parsing: UInt8[np.ndarray, "S S"] | None
