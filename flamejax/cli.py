@@ -412,10 +412,15 @@ def cmd_fit(args) -> int:
             originals.append(original)
             names.append(name)
             item_stems.append(stem + suffix)
+            said = []
             if item.num_faces > 1 and not args.all_faces:
-                notes[name] = (f"{item.num_faces} faces found, fitted face {item.face_index} "
-                               f"({'the largest' if args.face_index is None else '--face-index'}); "
-                               "--face-index N picks another, --all-faces fits each")
+                said.append(f"{item.num_faces} faces found, fitted face {item.face_index} "
+                            f"({'the largest' if args.face_index is None else '--face-index'}); "
+                            "--face-index N picks another, --all-faces fits each")
+            if getattr(item, "quarter_turns", 0):
+                said.append(f"the face lies turned by about {90 * item.quarter_turns} degrees")
+            if said:
+                notes[name] = "; ".join(said)
     if not items:
         print(f"flamejax: no image could be fitted ({failures} failed)", file=sys.stderr)
         return EXIT_NONE_FITTED
