@@ -417,7 +417,7 @@ def cmd_fit(args) -> int:
                 said.append(f"{item.num_faces} faces found, fitted face {item.face_index} "
                             f"({'the largest' if args.face_index is None else '--face-index'}); "
                             "--face-index N picks another, --all-faces fits each")
-            if getattr(item, "quarter_turns", 0):
+            if item.quarter_turns:
                 said.append(f"the face lies turned by about {90 * item.quarter_turns} degrees")
             if said:
                 notes[name] = "; ".join(said)

@@ -169,7 +169,7 @@ def detection_record(item) -> dict:
     :class:`flamejax.io.FitRecord`'s ``detection``."""
     return {"confidence": float(item.confidence), "num_faces": int(item.num_faces), "face_index": int(item.face_index),
             "lost_on_crop": bool(item.lost_on_crop), "searched": bool(item.searched),
-            "quarter_turns": int(getattr(item, "quarter_turns", 0)),
+            "quarter_turns": int(item.quarter_turns),
             "lmk68_targets": "mediapipe" if item.annotated68 is None else "annotation"}
 
 

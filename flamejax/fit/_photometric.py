@@ -259,14 +259,13 @@ def _valid_levels(levels) -> bool:
 def precise_photometric_config(base: PhotometricConfig = PhotometricConfig()) -> PhotometricConfig:
     """``base`` after a landmark fit on :func:`~flamejax.fit.precise_landmarks_config` (hand annotations, a
     calibrated rig, synthetic heads): the jaw contour and the profile shape the identity at every yaw (as the
-    precise landmark fit's), the identity prior pulls
-    towards the landmark fit's identity, not the mean head's, and the landmark term weighs 3x more. ``base``'s
-    defaults guard against MediaPipe's bias (its jaw line, the identity fitted to it, its points against the
-    pixels); points without that bias are worth following. After the precise landmark fit, synthetic heads 1.53 ->
-    1.37 mm median face error, rendered heads with realistic albedo 0.69x -> 0.56x the mean head's identity error
-    (benchmarks/RESULTS.md). Every step at half the size (``pyramid``): synthetic heads 1.16 -> 1.05 mm (8 heads),
-    the rendered heads fitted to their true points 0.457x -> 0.419x (the two real scans among them as before: better
-    on 5 of 10 views)."""
+    precise landmark fit's), the identity prior pulls towards the landmark fit's identity, not the mean head's, and
+    the landmark term weighs 3x more. ``base``'s defaults guard against MediaPipe's bias (its jaw line, the identity
+    fitted to it, its points against the pixels); points without that bias are worth following. After the precise
+    landmark fit, synthetic heads 1.53 -> 1.37 mm median face error, rendered heads with realistic albedo 0.69x ->
+    0.56x the mean head's identity error (benchmarks/RESULTS.md). Every step at half the size (``pyramid``):
+    synthetic heads 1.16 -> 1.05 mm (8 heads), the rendered heads fitted to their true points 0.457x -> 0.419x (the
+    two real scans among them as before: better on 5 of 10 views)."""
     return dataclasses.replace(base, shape_anchor=1.0, landmark_scale=3.0 * base.landmark_scale, pyramid=HALF_SIZE,
                                landmarks=dataclasses.replace(base.landmarks, contour_identity=1.0,
                                                              profile_identity=1.0))

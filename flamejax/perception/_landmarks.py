@@ -203,11 +203,10 @@ def _face_in_box(image: np.ndarray, box: np.ndarray,
     it finds nearest a crop's centre that overlaps the box (:data:`_MIN_BOX_OVERLAP`), mapped back to ``image``."""
     for context, mirrored in tries:
         crop, to_crop = _box_crop(image, box, context)
-        found = _mesh_faces(np.ascontiguousarray(crop[:, ::-1]) if mirrored else crop)
+        found = _middle_face(_mesh_faces(np.ascontiguousarray(crop[:, ::-1]) if mirrored else crop), crop)
         if not found:
             continue
-        centre = crop.shape[1] / 2
-        points, depth = min(found, key=lambda f: np.linalg.norm(f[0].mean(axis=0) - centre))
+        (points, depth), = found
         if mirrored:
             points, depth = _unmirrored(points, depth, crop.shape[1])
         back = invert_affine(to_crop)
@@ -215,6 +214,13 @@ def _face_in_box(image: np.ndarray, box: np.ndarray,
         if _box_iou(points_box(points), box) >= _MIN_BOX_OVERLAP:
             return points, depth * affine_scale(back)
     return None
+
+
+def _middle_face(faces: list[tuple[np.ndarray, np.ndarray]], image: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Of FaceMesh's ``faces`` on a crop ``image`` around one face, the one whose points' mean lies nearest the
+    crop's centre (none where there are none)."""
+    centre = np.array(image.shape[1::-1]) / 2
+    return [min(faces, key=lambda face: np.linalg.norm(face[0].mean(axis=0) - centre))] if faces else []
 
 
 def _detector_boxes(image: np.ndarray) -> list[tuple[float, np.ndarray]]:
@@ -361,15 +367,9 @@ def _upright_face(image: np.ndarray, points: np.ndarray, confidence: float
     """FaceMesh's look at the face ``points`` shows on a crop around it turned by the quarter turns
     :func:`_agreed_look` takes instead of it, in ``image``'s frame; None to keep it."""
     crop, to_crop = _box_crop(image, points_box(points), _UPRIGHT_CONTEXT)
-
-    def middle_face(turned: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-        found = _mesh_faces(turned)
-        centre = np.array(turned.shape[1::-1]) / 2
-        return [min(found, key=lambda face: np.linalg.norm(face[0].mean(axis=0) - centre))] if found else []
-
     back = invert_affine(to_crop)
-    return _agreed_look(points, confidence, [(score, *_mapped(back, p, d), turns)
-                                 for score, p, d, turns in _turned_looks(crop, middle_face)])
+    looks = _turned_looks(crop, lambda turned: _middle_face(_mesh_faces(turned), turned))
+    return _agreed_look(points, confidence, [(score, *_mapped(back, p, d), turns) for score, p, d, turns in looks])
 
 
 def detect_landmarks(image: np.ndarray, face_index: int | None = None, *, name: str = ARRAY_NAME,

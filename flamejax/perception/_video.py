@@ -288,16 +288,20 @@ class VideoLandmarker:
         if result.multi_face_landmarks:
             xy = np.array([(p.x, p.y) for p in result.multi_face_landmarks[0].landmark], np.float32)
             points = xy * np.array([turned.shape[1], turned.shape[0]], np.float32)
+
+        def all_faces() -> list[np.ndarray]:  # static FaceMesh: every face of the frame, left to right
+            return [p.astype(np.float32) for p, _ in _left_to_right([_mapped(to_turned_image, p, d)
+                                                                     for p, d in _mesh_faces(small)])]
+
         if points is not None and self._last_box is None and choose and self.face_index is not None:
-            faces = _left_to_right([_mapped(to_turned_image, p, d) for p, d in _mesh_faces(small)])
+            faces = all_faces()
             if self.face_index >= len(faces):
                 raise FaceIndexError(f"face index {self.face_index} asked for, but the first frame with a face "
                                      f"shows {len(faces)} (numbered left to right from 0)")
-            points = faces[self.face_index][0].astype(np.float32)
+            points = faces[self.face_index]
         elif self._last_box is not None and (points is None or self._missed or not self._within_reach(points)):
             jumped = points is not None and not self._within_reach(points)
-            faces = [_mapped(to_turned_image, p, d)[0].astype(np.float32) for p, d in _mesh_faces(small)]
-            faces = faces or ([] if points is None else [points])
+            faces = all_faces() or ([] if points is None else [points])
             points = min((p for p in faces if self._within_reach(p)), key=self._distance, default=None)
             self.jumps += jumped
             self.found_again += jumped and points is not None
